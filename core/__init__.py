@@ -1,0 +1,61 @@
+"""slimkit: prune, quantize and distill Keras and PyTorch models with one recipe, deploy through ONNX.
+
+Public API::
+
+    import slimkit
+    recipe = slimkit.Recipe.load("recipe.yaml")
+    result = slimkit.compress(model, recipe, train_data=(x, y), eval_data=(xv, yv))
+    result.export_onnx("model.onnx")
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from slimkit.adapter import LayerInfo, ModelAdapter, TrainHooks
+from slimkit.compress import CompressionResult, compress
+from slimkit.errors import (
+    DataError,
+    ExportError,
+    NotSupportedYetError,
+    RecipeError,
+    SlimkitError,
+    UnsupportedModelError,
+)
+from slimkit.export import export_onnx as _export_onnx
+from slimkit.recipe import OnnxExport, Recipe
+from slimkit.report import FileRow, LayerRow, Report, StageRow
+
+__version__ = "0.1.0"
+
+
+def export_onnx(
+    model: Any,
+    path: str | os.PathLike[str],
+    sample: Any,
+    opset: int = 17,
+    verify: bool = True,
+    tolerance: float = 1e-4,
+) -> FileRow:
+    """Exports any supported model to ONNX, verified against the framework in onnxruntime.
+
+    Args:
+        model: a keras.Model or torch.nn.Module (not modified).
+        path: destination file; written atomically, never left half-written.
+        sample: input samples (batch first) in the framework's layout.
+        opset: ONNX opset.
+        verify: compare onnxruntime's output with the framework's and raise above ``tolerance``.
+        tolerance: allowed max abs difference, relative to max(1, max |framework output|).
+
+    Returns:
+        The file's sizes and the measured max abs difference.
+    """
+    return _export_onnx(model, path, sample, OnnxExport(opset=opset, verify=verify, tolerance=tolerance))
+
+
+__all__ = [
+    "CompressionResult", "DataError", "ExportError", "FileRow", "LayerInfo", "LayerRow", "ModelAdapter",
+    "NotSupportedYetError", "RecipeError", "Recipe", "Report", "SlimkitError", "StageRow", "TrainHooks",
+    "UnsupportedModelError", "compress", "export_onnx",
+]

@@ -1,0 +1,175 @@
+"""The abstract adapter: everything an algorithm may ask of a framework, in numpy terms.
+
+Algorithms in ``slimkit`` are written once against :class:`ModelAdapter`. Each framework implements it
+in ``slimkit.adapters.<framework>``. Only numpy arrays, Python scalars and the dataclasses below cross
+this boundary. If an algorithm needs something this interface cannot express, add one method here
+rather than branching on the framework in core.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from slimkit.recipe import FineTune
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One layer with weights, described neutrally.
+
+    Attributes:
+        name: the framework's own unique name (Keras layer path, PyTorch module path).
+        kind: neutral kind: dense, conv, depthwise_conv, embedding, batchnorm, or other.
+        type_name: the framework class name, for messages (``Conv2D``, ``Conv2d``).
+        rank: spatial rank for convolutions (1, 2, 3); 0 otherwise.
+        shapes: neutral weight name (kernel, bias, gamma, beta, mean, var) -> native shape.
+        kernel_perm: permutation that transposes the native kernel to canonical order
+            (out, in, *spatial). Canonical order makes masks and tie-breaking identical across
+            frameworks whose native layouts differ (Keras HWIO, PyTorch OIHW).
+    """
+
+    name: str
+    kind: str
+    type_name: str
+    rank: int = 0
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    kernel_perm: tuple[int, ...] = ()
+
+    @property
+    def params(self) -> int:
+        """Number of scalars in all weights of the layer."""
+        return int(sum(int(np.prod(s)) for s in self.shapes.values()))
+
+    def matches_kind(self, kind: str) -> bool:
+        """True if a selector kind (``conv``, ``conv2d``, ...) names this layer's kind."""
+        for base in ("depthwise_conv", "conv"):
+            if kind.startswith(base):
+                suffix = kind[len(base):]
+                return self.kind == base and (suffix == "" or suffix == f"{self.rank}d")
+        return self.kind == kind
+
+
+class TrainHooks:
+    """Callbacks an algorithm receives from the adapter's training loop.
+
+    The adapter calls :meth:`begin` once with the total number of optimizer steps, :meth:`step_end`
+    after every optimizer step (steps count from 1), :meth:`epoch_end` after every epoch, and
+    :meth:`end` once when training finishes. Algorithms override what they need.
+    """
+
+    def begin(self, total_steps: int) -> None:
+        """Called before the first step."""
+
+    def step_end(self, step: int) -> None:
+        """Called after optimizer step ``step`` (1-based)."""
+
+    def epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        """Called after each epoch (1-based) with the epoch's mean loss and metrics."""
+
+    def end(self) -> None:
+        """Called after the last step."""
+
+
+class HookChain(TrainHooks):
+    """Several hooks called in order (a pruner plus a progress printer, say)."""
+
+    def __init__(self, *hooks: TrainHooks) -> None:
+        self._hooks = hooks
+
+    def begin(self, total_steps: int) -> None:
+        for h in self._hooks:
+            h.begin(total_steps)
+
+    def step_end(self, step: int) -> None:
+        for h in self._hooks:
+            h.step_end(step)
+
+    def epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        for h in self._hooks:
+            h.epoch_end(epoch, logs)
+
+    def end(self) -> None:
+        for h in self._hooks:
+            h.end()
+
+
+#: A user-supplied training function: ``fit_fn(model, callback)``. ``callback`` is what
+#: :meth:`ModelAdapter.training_callback` returns: a ``keras.callbacks.Callback`` to pass to
+#: ``model.fit(callbacks=[...])``, or for PyTorch an object whose ``.step()`` must be called after
+#: every ``optimizer.step()`` (and ``.close()`` at the end).
+FitFn = Callable[[Any, Any], None]
+
+
+class ModelAdapter(abc.ABC):
+    """One framework's implementation of what slimkit's algorithms need."""
+
+    framework: ClassVar[str]
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    # -- discovery -------------------------------------------------------------------------
+    @classmethod
+    @abc.abstractmethod
+    def accepts(cls, model: Any) -> bool:
+        """True if ``model`` belongs to this framework. Must not import a framework not yet loaded."""
+
+    @classmethod
+    @abc.abstractmethod
+    def copy_of(cls, model: Any) -> "ModelAdapter":
+        """An adapter over an independent copy of ``model``; the user's object is never touched."""
+
+    @abc.abstractmethod
+    def layers(self) -> list[LayerInfo]:
+        """Every layer that holds weights, in model order (including kind ``other``)."""
+
+    # -- weights and masks ----------------------------------------------------------------
+    @abc.abstractmethod
+    def get_weights(self, name: str) -> dict[str, np.ndarray]:
+        """The layer's weights by neutral name, native layout, as float32 copies."""
+
+    @abc.abstractmethod
+    def set_weights(self, name: str, weights: dict[str, np.ndarray]) -> None:
+        """Overwrites the named weights of a layer (a subset of :meth:`get_weights`'s keys)."""
+
+    @abc.abstractmethod
+    def set_mask(self, name: str, mask: np.ndarray) -> None:
+        """Zeros the kernel where ``mask`` is 0 and keeps it zero through any later training."""
+
+    @abc.abstractmethod
+    def strip(self) -> Any:
+        """A plain framework model with masks baked into the weights and no slimkit wrappers."""
+
+    # -- running ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def seed(self, seed: int) -> None:
+        """Seeds the framework's random generators so training is repeatable."""
+
+    @abc.abstractmethod
+    def check_input(self, x: np.ndarray, what: str) -> None:
+        """Raises DataError naming ``what`` if ``x`` cannot be fed to the model."""
+
+    @abc.abstractmethod
+    def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Inference-mode outputs of the model for ``x`` as float32."""
+
+    @abc.abstractmethod
+    def num_batches(self, data: Any, batch_size: int) -> int:
+        """Optimizer steps in one epoch over ``data`` (numpy tuple or the framework's own loader)."""
+
+    @abc.abstractmethod
+    def fit(self, data: Any, settings: FineTune, hooks: TrainHooks, fit_fn: FitFn | None = None) -> None:
+        """Fine-tunes the model, calling ``hooks`` each step; ``fit_fn`` replaces the built-in loop."""
+
+    @abc.abstractmethod
+    def training_callback(self, hooks: TrainHooks) -> Any:
+        """The framework-native object that drives ``hooks`` from a user's own training loop."""
+
+    # -- export ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def export_onnx(self, path: str, sample: np.ndarray, opset: int) -> None:
+        """Writes the float model to ``path`` as ONNX with a dynamic batch axis."""

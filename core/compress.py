@@ -1,0 +1,176 @@
+"""``slimkit.compress``: runs a recipe's stages over a copy of the user's model and reports."""
+
+from __future__ import annotations
+
+import os
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from slimkit.adapter import FitFn, HookChain, ModelAdapter
+from slimkit.data import as_arrays, first_inputs, is_array_pair
+from slimkit.errors import DataError
+from slimkit.export import export_onnx as _export_onnx
+from slimkit.metrics import evaluate
+from slimkit.progress import ProgressPrinter
+from slimkit.pruning.magnitude import SUPPORTED_KINDS, MagnitudePruner
+from slimkit.recipe import PruneStage, Recipe
+from slimkit.registry import adapter_class
+from slimkit.report import FileRow, LayerRow, Report, StageRow
+from slimkit.selection import select_layers
+
+
+@dataclass
+class CompressionResult:
+    """What :func:`compress` returns.
+
+    Attributes:
+        model: the compressed model, a plain model of the input's framework.
+        report: per-layer sparsity, metrics before/after, sizes, exported files.
+        recipe: the validated recipe that produced it.
+        sample: input samples kept for export and verification (None if no numpy data was given).
+    """
+
+    model: Any
+    report: Report
+    recipe: Recipe
+    sample: np.ndarray | None
+
+    def export_onnx(self, path: str | os.PathLike[str], sample: Any = None) -> FileRow:
+        """Exports the compressed model with the recipe's export settings, verified in onnxruntime.
+
+        Args:
+            path: destination file, written atomically.
+            sample: inputs for tracing and verification; defaults to samples kept from the data.
+        """
+        sample = self.sample if sample is None else sample
+        if sample is None:
+            raise DataError("sample: no numpy data was given to compress(); pass sample= to export_onnx")
+        row = _export_onnx(self.model, path, sample, self.recipe.export)
+        self.report.files.append(row)
+        return row
+
+
+def compress(
+    model: Any,
+    recipe: Recipe | dict[str, Any] | str | os.PathLike[str],
+    train_data: Any = None,
+    calib_data: Any = None,
+    eval_data: Any = None,
+    eval_fn: Callable[[Any], float] | None = None,
+    fit_fn: FitFn | None = None,
+    verbose: bool = True,
+) -> CompressionResult:
+    """Compresses a copy of ``model`` as ``recipe`` says; the user's model is never modified.
+
+    Args:
+        model: a keras.Model or torch.nn.Module.
+        recipe: a Recipe, dict, YAML string or path to a YAML file.
+        train_data: ``(x, y)`` numpy arrays, a tf.data.Dataset or a torch DataLoader, for fine-tuning.
+        calib_data: inputs for calibration and export samples; defaults to the training inputs.
+        eval_data: ``(x, y)`` for the before/after metrics in the report.
+        eval_fn: ``callable(model) -> float`` (higher is better), reported as ``eval_fn``.
+        fit_fn: replaces the built-in training loop: ``fit_fn(model, callback)``; see
+            :meth:`slimkit.adapter.ModelAdapter.training_callback` for what ``callback`` is.
+        verbose: print progress lines while fine-tuning.
+
+    Returns:
+        The compressed model, its report, and an ``export_onnx`` method.
+
+    Raises:
+        RecipeError: a malformed recipe or a selector that matches no layer.
+        DataError: data missing, empty or of the wrong shape.
+        UnsupportedModelError: the model is not a Keras or PyTorch model, or cannot be copied.
+    """
+    recipe = Recipe.load(recipe)
+    cls = adapter_class(model)
+    original = cls(model)
+    _check_train_data(original, recipe, train_data, fit_fn)
+    metrics_before = evaluate(original, eval_data, eval_fn)
+
+    work = cls.copy_of(model)
+    work.seed(recipe.seed)
+    report = Report(framework=cls.framework, metrics_before=metrics_before)
+    targets: dict[str, float] = {}
+    for index, stage in enumerate(recipe.stages):
+        report.stages.append(_run_prune_stage(work, stage, index, len(recipe.stages), train_data, fit_fn, verbose))
+        targets.update({name: stage.sparsity for name in report.stages[-1].layers})
+
+    compressed = cls(work.strip())
+    report.metrics_after = evaluate(compressed, eval_data, eval_fn)
+    report.layers = _layer_rows(compressed, targets)
+    report.weight_bytes = {
+        "fp32 before": _weight_bytes(original, compress=False),
+        "fp32 after": _weight_bytes(compressed, compress=False),
+        "zlib before": _weight_bytes(original, compress=True),
+        "zlib after": _weight_bytes(compressed, compress=True),
+    }
+    sample = first_inputs(calib_data, "calib_data", 16)
+    if sample is None:
+        sample = first_inputs(train_data, "train_data", 16)
+    if sample is None:
+        sample = first_inputs(eval_data, "eval_data", 16)
+    return CompressionResult(compressed.model, report, recipe, sample)
+
+
+def _check_train_data(adapter: ModelAdapter, recipe: Recipe, train_data: Any, fit_fn: FitFn | None) -> None:
+    trains = [i for i, s in enumerate(recipe.stages) if s.fine_tune is not None and s.fine_tune.epochs > 0]
+    if trains and train_data is None and fit_fn is None:
+        raise DataError(
+            f"train_data: required because stages[{trains[0]}] fine-tunes; pass train_data=(x, y), "
+            "or set fine_tune: null in the recipe for one-shot compression"
+        )
+    if train_data is not None and is_array_pair(train_data):
+        x, _ = as_arrays(train_data, "train_data", need_labels=True)
+        adapter.check_input(x[:2], "train_data")
+
+
+def _run_prune_stage(
+    work: ModelAdapter,
+    stage: PruneStage,
+    index: int,
+    count: int,
+    train_data: Any,
+    fit_fn: FitFn | None,
+    verbose: bool,
+) -> StageRow:
+    start = time.perf_counter()
+    field = f"stages[{index}].prune.layers"
+    layers = select_layers(work.layers(), stage.layers, SUPPORTED_KINDS, field)
+    pruner = MagnitudePruner(work, layers, stage)
+    settings = stage.fine_tune
+    steps = 0
+    if settings is None or settings.epochs == 0:
+        pruner.apply(stage.sparsity)
+    else:
+        if train_data is not None:
+            steps = settings.epochs * work.num_batches(train_data, settings.batch_size)
+        hooks = [pruner]
+        if verbose:
+            label = f"stage {index + 1}/{count} {stage.name}"
+            hooks.append(ProgressPrinter(label, settings.epochs, lambda: f"sparsity {pruner.current:.3f}"))
+        work.fit(train_data, settings, HookChain(*hooks), fit_fn)
+    return StageRow(stage.name, tuple(layer.name for layer in layers), stage.sparsity, stage.scope,
+                    settings is not None and settings.epochs > 0, steps, time.perf_counter() - start)
+
+
+def _layer_rows(adapter: ModelAdapter, targets: dict[str, float]) -> list[LayerRow]:
+    rows = []
+    for layer in adapter.layers():
+        weights = adapter.get_weights(layer.name)
+        params = sum(int(w.size) for w in weights.values())
+        nonzeros = sum(int(np.count_nonzero(w)) for w in weights.values())
+        rows.append(LayerRow(layer.name, layer.kind, params, nonzeros, targets.get(layer.name)))
+    return rows
+
+
+def _weight_bytes(adapter: ModelAdapter, compress: bool) -> int:
+    total = 0
+    for layer in adapter.layers():
+        for w in adapter.get_weights(layer.name).values():
+            raw = np.ascontiguousarray(w, dtype=np.float32).tobytes()
+            total += len(zlib.compress(raw, 6)) if compress else len(raw)
+    return total

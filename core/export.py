@@ -1,0 +1,88 @@
+"""ONNX export for any supported model: write to a temporary file, verify in onnxruntime, then rename.
+
+The adapter writes the float graph; slimkit checks it against the framework's own output on the given
+samples and only then moves it into place, so a failed or mismatching export never leaves a file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slimkit.data import as_arrays
+from slimkit.errors import ExportError
+from slimkit.recipe import OnnxExport
+from slimkit.registry import adapter_for
+from slimkit.report import FileRow
+
+
+def _onnx_runtime() -> Any:
+    # Imported lazily: onnxruntime is an optional extra and only export needs it.
+    return importlib.import_module("slimkit.adapters.onnx.runtime")
+
+
+def export_onnx(
+    model: Any,
+    path: str | os.PathLike[str],
+    sample: Any,
+    settings: OnnxExport | None = None,
+) -> FileRow:
+    """Exports ``model`` to ONNX at ``path`` and verifies it against the framework.
+
+    Args:
+        model: a keras.Model or torch.nn.Module (not modified).
+        path: destination ``.onnx`` file; written atomically.
+        sample: input samples in the framework's layout (batch first); the first is used for tracing
+            and up to 16 for verification, run as one batch to check the dynamic batch axis.
+        settings: opset, whether to verify, and the tolerance.
+
+    Returns:
+        The file's row for the report: sizes and the max abs difference found.
+
+    Raises:
+        DataError: ``sample`` does not fit the model.
+        ExportError: the exporter failed or the ONNX output differs beyond tolerance; no file is left.
+    """
+    settings = settings or OnnxExport()
+    adapter = adapter_for(model)
+    x, _ = as_arrays(sample, "sample", need_labels=False)
+    x = np.asarray(x, dtype=np.float32)
+    adapter.check_input(x, "sample")
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ExportError(f"cannot write {path}: directory {path.parent} does not exist")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        adapter.export_onnx(str(tmp), x[:1], settings.opset)
+        diff = None
+        if settings.verify:
+            batch = x[:16] if len(x) > 1 else np.concatenate([x, x])  # >1 row checks the batch axis
+            diff = verify(adapter.predict(batch), _onnx_runtime().run(str(tmp), batch), settings, path)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    data = path.read_bytes()
+    return FileRow(str(path), "onnx", len(data), len(gzip.compress(data, 6)), diff,
+                   settings.tolerance if settings.verify else None)
+
+
+def verify(reference: np.ndarray, onnx_out: np.ndarray, settings: OnnxExport, path: Path) -> float:
+    """Max abs difference between framework and ONNX outputs; raises above tolerance."""
+    if reference.shape != onnx_out.shape:
+        raise ExportError(f"{path}: ONNX output shape {onnx_out.shape} != framework output {reference.shape}")
+    diff = float(np.max(np.abs(reference - onnx_out))) if reference.size else 0.0
+    bound = settings.tolerance * max(1.0, float(np.max(np.abs(reference))) if reference.size else 1.0)
+    if not diff <= bound:  # also catches NaN
+        raise ExportError(
+            f"{path}: ONNX output differs from the framework by {diff:.3g} (max abs), above the "
+            f"tolerance {bound:.3g}; the file was not written"
+        )
+    return diff

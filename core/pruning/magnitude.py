@@ -1,0 +1,78 @@
+"""Unstructured magnitude pruning: zero the smallest-magnitude kernel weights.
+
+Per-layer scope prunes each layer's kernel to the target; global scope ranks all selected kernels
+together under one threshold, so layers with many small weights give up more. During fine-tuning the
+target grows along the stage's schedule and masks are recomputed on the schedule's update steps.
+Masked weights are already zero when masks are recomputed, so masks only ever grow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from slimkit.adapter import LayerInfo, ModelAdapter, TrainHooks
+from slimkit.pruning.masks import from_canonical, smallest_k_mask, to_canonical
+from slimkit.recipe import PruneStage
+from slimkit.schedules import is_update_step, sparsity_at
+
+#: Layer kinds whose kernel magnitude pruning can mask.
+SUPPORTED_KINDS = ("dense", "conv", "depthwise_conv", "embedding")
+
+
+def magnitude_masks(kernels: dict[str, np.ndarray], sparsity: float, scope: str) -> dict[str, np.ndarray]:
+    """Masks that zero the smallest-magnitude fraction ``sparsity`` of the given kernels.
+
+    Args:
+        kernels: layer name -> kernel in canonical order; dict order is model order (it breaks ties).
+        sparsity: fraction in [0, 1) of weights to zero, per layer or over all layers.
+        scope: ``layer`` (each kernel separately) or ``global`` (one ranking over all kernels).
+
+    Returns:
+        layer name -> 0/1 float32 mask in canonical order.
+    """
+    if scope == "layer":
+        return {
+            name: smallest_k_mask(np.abs(k), int(round(sparsity * k.size))) for name, k in kernels.items()
+        }
+    flat = np.concatenate([np.abs(k).reshape(-1) for k in kernels.values()])
+    joint = smallest_k_mask(flat, int(round(sparsity * flat.size)))
+    masks, start = {}, 0
+    for name, k in kernels.items():
+        masks[name] = joint[start:start + k.size].reshape(k.shape)
+        start += k.size
+    return masks
+
+
+class MagnitudePruner(TrainHooks):
+    """Drives magnitude pruning of selected layers through an adapter, one-shot or along a schedule."""
+
+    def __init__(self, adapter: ModelAdapter, layers: list[LayerInfo], stage: PruneStage) -> None:
+        self.adapter = adapter
+        self.layers = layers
+        self.stage = stage
+        self.current = 0.0
+        self._total_steps = 0
+
+    def apply(self, target: float) -> None:
+        """Computes masks for sparsity ``target`` from the current weights and installs them."""
+        kernels = {
+            layer.name: to_canonical(self.adapter.get_weights(layer.name)["kernel"], layer.kernel_perm)
+            for layer in self.layers
+        }
+        masks = magnitude_masks(kernels, target, self.stage.scope)
+        for layer in self.layers:
+            self.adapter.set_mask(layer.name, from_canonical(masks[layer.name], layer.kernel_perm))
+        self.current = target
+
+    # TrainHooks: the schedule runs over the optimizer steps of the stage's fine-tuning.
+    def begin(self, total_steps: int) -> None:
+        self._total_steps = max(1, total_steps)
+
+    def step_end(self, step: int) -> None:
+        if is_update_step(self.stage.schedule, step, self._total_steps):
+            self.apply(sparsity_at(self.stage.schedule, self.stage.sparsity, step, self._total_steps))
+
+    def end(self) -> None:
+        # Whatever the schedule's shape or the steps actually run, leave exactly the target.
+        if self.current != self.stage.sparsity:
+            self.apply(self.stage.sparsity)

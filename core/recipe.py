@@ -1,0 +1,311 @@
+"""Recipe: YAML file, YAML string or dict -> frozen, validated dataclasses.
+
+Every validation error names the exact field path (``stages[0].prune.sparsity``) and the bad value.
+The format is the one in the project's API contract; keys are fixed, new keys are additions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from slimkit.errors import NotSupportedYetError, RecipeError
+
+#: Neutral layer kinds a selector may name. ``conv1d``/``conv2d``/``conv3d`` narrow ``conv`` by rank.
+LAYER_KINDS = (
+    "dense", "conv", "conv1d", "conv2d", "conv3d",
+    "depthwise_conv", "depthwise_conv1d", "depthwise_conv2d",
+    "embedding", "batchnorm",
+)
+OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
+LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy", "mse")
+PRUNE_METHODS = ("magnitude", "channel", "n:m")
+PRUNE_METHODS_READY = ("magnitude",)
+SCOPES = ("global", "layer")
+SCHEDULE_KINDS = ("constant", "polynomial")
+
+_UNSET: Any = object()  # marks "key absent" where None is a meaningful value (fine_tune: null)
+
+
+@dataclass(frozen=True)
+class LayerSelector:
+    """Which layers a stage touches: name globs and kinds, minus exclude globs."""
+
+    names: tuple[str, ...] = ("*",)
+    kinds: tuple[str, ...] | None = None  # None: every kind the algorithm supports
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FineTune:
+    """Training settings shared by every stage that fine-tunes."""
+
+    epochs: int = 2
+    batch_size: int = 64
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    loss: str = "sparse_categorical_crossentropy"
+    from_logits: bool = True
+    shuffle: bool = True
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How sparsity grows over fine-tuning; ``begin``/``end`` are fractions of all fine-tuning steps."""
+
+    kind: str = "polynomial"
+    begin: float = 0.0
+    end: float = 0.8
+    every: int = 10
+    initial: float = 0.0
+    power: float = 3.0
+
+
+@dataclass(frozen=True)
+class PruneStage:
+    """A pruning stage. ``fine_tune`` is None for one-shot pruning."""
+
+    method: str
+    sparsity: float
+    scope: str
+    schedule: Schedule
+    layers: LayerSelector
+    fine_tune: FineTune | None
+
+    @property
+    def name(self) -> str:
+        return f"prune:{self.method}"
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    """ONNX export settings. ``tolerance`` bounds max|onnx - framework| relative to max(1, max|framework|)."""
+
+    opset: int = 17
+    verify: bool = True
+    tolerance: float = 1e-4
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated compression recipe; build it with :meth:`Recipe.load`."""
+
+    version: int
+    seed: int
+    layers: LayerSelector
+    fine_tune: FineTune | None
+    stages: tuple[PruneStage, ...]
+    export: OnnxExport
+
+    @classmethod
+    def load(cls, source: "Recipe | Mapping[str, Any] | str | os.PathLike[str]") -> "Recipe":
+        """Loads a recipe from a dict, a YAML string, or a path to a YAML file.
+
+        Args:
+            source: a mapping, a YAML document, or a path ending in .yaml/.yml.
+
+        Returns:
+            The validated recipe.
+
+        Raises:
+            RecipeError: the recipe is malformed; the message names the field path.
+        """
+        if isinstance(source, Recipe):
+            return source
+        if isinstance(source, os.PathLike) or (
+            isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml"))
+        ):
+            path = Path(source)
+            if not path.is_file():
+                raise RecipeError(f"recipe file not found: {path}")
+            source = path.read_text(encoding="utf-8")
+        if isinstance(source, str):
+            try:
+                source = yaml.safe_load(source)
+            except yaml.YAMLError as exc:
+                raise RecipeError(f"recipe is not valid YAML: {exc}") from exc
+        if not isinstance(source, Mapping):
+            raise RecipeError(f"recipe must be a mapping of keys, got {type(source).__name__}")
+        return _parse_recipe(source)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing helpers: each takes the raw value and its path, returns a typed value or raises.
+
+
+def _keys(raw: Any, path: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise RecipeError(f"{path}: expected a mapping, got {type(raw).__name__} {raw!r}")
+    unknown = [k for k in raw if k not in allowed]
+    if unknown:
+        raise RecipeError(
+            f"{path}: unknown key {unknown[0]!r}; allowed keys are {', '.join(allowed)}"
+        )
+    return raw
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _int(raw: Any, path: str, lo: int | None = None) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise RecipeError(f"{path}: expected an integer, got {raw!r}")
+    if lo is not None and raw < lo:
+        raise RecipeError(f"{path}: {raw} is below the minimum {lo}")
+    return raw
+
+
+def _float(raw: Any, path: str, lo: float, hi: float, hi_open: bool = False, lo_open: bool = False) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        raise RecipeError(f"{path}: expected a number, got {raw!r}")
+    value = float(raw)
+    bad_lo = value <= lo if lo_open else value < lo
+    bad_hi = value >= hi if hi_open else value > hi
+    if bad_lo or bad_hi:
+        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        raise RecipeError(f"{path}: {raw!r} is outside {interval}")
+    return value
+
+
+def _bool(raw: Any, path: str) -> bool:
+    if not isinstance(raw, bool):
+        raise RecipeError(f"{path}: expected true or false, got {raw!r}")
+    return raw
+
+
+def _choice(raw: Any, path: str, choices: tuple[str, ...]) -> str:
+    if raw not in choices:
+        raise RecipeError(f"{path}: {raw!r} is not one of {', '.join(choices)}")
+    return raw
+
+
+def _str_list(raw: Any, path: str, check: Callable[[str, str], None] | None = None) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, (list, tuple)) or not all(isinstance(s, str) for s in raw):
+        raise RecipeError(f"{path}: expected a list of strings, got {raw!r}")
+    for i, item in enumerate(raw):
+        if check is not None:
+            check(item, f"{path}[{i}]")
+    return tuple(raw)
+
+
+def _check_kind(kind: str, path: str) -> None:
+    _choice(kind, path, LAYER_KINDS)
+
+
+def _build(cls: type, raw: Any, path: str, base: Any, fields: Mapping[str, Callable[[Any, str], Any]]) -> Any:
+    """Overlays the keys present in ``raw`` on ``base`` (a dataclass instance), validating each."""
+    raw = _keys(raw, path, tuple(fields))
+    updates = {key: fields[key](value, _join(path, key)) for key, value in raw.items()}
+    return dataclasses.replace(base, **updates) if updates else base
+
+
+def _selector(raw: Any, path: str, base: LayerSelector) -> LayerSelector:
+    return _build(LayerSelector, raw, path, base, {
+        "names": lambda v, p: _str_list(v, p),
+        "kinds": lambda v, p: None if v is None else _str_list(v, p, _check_kind),
+        "exclude": lambda v, p: _str_list(v, p),
+    })
+
+
+def _fine_tune(raw: Any, path: str, base: FineTune) -> FineTune | None:
+    if raw is None:
+        return None
+    return _build(FineTune, raw, path, base, {
+        "epochs": lambda v, p: _int(v, p, lo=0),
+        "batch_size": lambda v, p: _int(v, p, lo=1),
+        "optimizer": lambda v, p: _choice(v, p, OPTIMIZERS),
+        "learning_rate": lambda v, p: _float(v, p, 0.0, 10.0, lo_open=True),
+        "loss": lambda v, p: _choice(v, p, LOSSES),
+        "from_logits": _bool,
+        "shuffle": _bool,
+    })
+
+
+def _schedule(raw: Any, path: str) -> Schedule:
+    sched = _build(Schedule, raw, path, Schedule(), {
+        "kind": lambda v, p: _choice(v, p, SCHEDULE_KINDS),
+        "begin": lambda v, p: _float(v, p, 0.0, 1.0),
+        "end": lambda v, p: _float(v, p, 0.0, 1.0),
+        "every": lambda v, p: _int(v, p, lo=1),
+        "initial": lambda v, p: _float(v, p, 0.0, 1.0, hi_open=True),
+        "power": lambda v, p: _float(v, p, 0.0, 100.0, lo_open=True),
+    })
+    if sched.end < sched.begin:
+        raise RecipeError(f"{path}.end: {sched.end:g} is before {path}.begin {sched.begin:g}")
+    return sched
+
+
+def _prune(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | None) -> PruneStage:
+    raw = _keys(raw, path, ("method", "sparsity", "scope", "schedule", "layers", "fine_tune"))
+    method = _choice(raw.get("method", "magnitude"), _join(path, "method"), PRUNE_METHODS)
+    if method not in PRUNE_METHODS_READY:
+        raise NotSupportedYetError(
+            f"{_join(path, 'method')}: {method!r} pruning is not supported yet "
+            f"(available: {', '.join(PRUNE_METHODS_READY)})"
+        )
+    if "sparsity" not in raw:
+        raise RecipeError(f"{_join(path, 'sparsity')}: required key is missing")
+    sparsity = _float(raw["sparsity"], _join(path, "sparsity"), 0.0, 1.0, hi_open=True)
+    scope = _choice(raw.get("scope", "layer"), _join(path, "scope"), SCOPES)
+    schedule = _schedule(raw.get("schedule", {}), _join(path, "schedule"))
+    if schedule.initial > sparsity:
+        raise RecipeError(
+            f"{path}.schedule.initial: {schedule.initial:g} exceeds the target sparsity {sparsity:g}"
+        )
+    stage_layers = _selector(raw["layers"], _join(path, "layers"), layers) if "layers" in raw else layers
+    stage_ft = fine_tune
+    if "fine_tune" in raw:
+        stage_ft = _fine_tune(raw["fine_tune"], _join(path, "fine_tune"), fine_tune or FineTune())
+    return PruneStage(method, sparsity, scope, schedule, stage_layers, stage_ft)
+
+
+_NOT_YET_STAGES = ("quantize", "distill")
+
+
+def _stage(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | None) -> PruneStage:
+    if not isinstance(raw, Mapping) or len(raw) != 1:
+        raise RecipeError(f"{path}: a stage is a mapping with exactly one key (prune), got {raw!r}")
+    (kind, body), = raw.items()
+    if kind in _NOT_YET_STAGES:
+        raise NotSupportedYetError(f"{path}.{kind}: the {kind!r} stage is not supported yet")
+    if kind != "prune":
+        raise RecipeError(f"{path}: unknown stage {kind!r}; known stages are prune, quantize, distill")
+    return _prune(body, f"{path}.prune", layers, fine_tune)
+
+
+def _export(raw: Any, path: str) -> OnnxExport:
+    raw = _keys(raw, path, ("onnx",))
+    return _build(OnnxExport, raw.get("onnx", {}), _join(path, "onnx"), OnnxExport(), {
+        "opset": lambda v, p: _int(v, p, lo=13),
+        "verify": _bool,
+        "tolerance": lambda v, p: _float(v, p, 0.0, 1.0, lo_open=True),
+    })
+
+
+_TOP_KEYS = ("version", "seed", "layers", "fine_tune", "stages", "tune", "export")
+
+
+def _parse_recipe(raw: Mapping[str, Any]) -> Recipe:
+    raw = _keys(raw, "recipe", _TOP_KEYS)
+    version = _int(raw.get("version", 1), "version")
+    if version != 1:
+        raise RecipeError(f"version: {version} is not supported; this slimkit reads version 1")
+    seed = _int(raw.get("seed", 0), "seed", lo=0)
+    if "tune" in raw and raw["tune"] is not None:
+        raise NotSupportedYetError("tune: accuracy-driven tuning is not supported yet")
+    layers = _selector(raw.get("layers", {}), "layers", LayerSelector())
+    fine_tune = _fine_tune(raw.get("fine_tune", {}), "fine_tune", FineTune())
+    stages_raw = raw.get("stages")
+    if not isinstance(stages_raw, list) or not stages_raw:
+        raise RecipeError(f"stages: expected a non-empty list of stages, got {stages_raw!r}")
+    stages = tuple(_stage(s, f"stages[{i}]", layers, fine_tune) for i, s in enumerate(stages_raw))
+    export = _export(raw.get("export", {}), "export")
+    return Recipe(version, seed, layers, fine_tune, stages, export)

@@ -1,0 +1,48 @@
+"""Finds the adapter for a model object, importing only frameworks the user already loaded.
+
+Like einops' backend lookup: ``torch`` is never imported to check a Keras model, and vice versa. An
+adapter module is imported only if its framework is already in ``sys.modules``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+from slimkit.adapter import ModelAdapter
+from slimkit.errors import UnsupportedModelError
+
+# framework module that must be loaded -> adapter module and class
+_ADAPTERS = (
+    (("keras", "tf_keras", "tensorflow"), "slimkit.adapters.keras.adapter", "KerasAdapter"),
+    (("torch",), "slimkit.adapters.torch.adapter", "TorchAdapter"),
+)
+
+
+def adapter_class(model: Any) -> type[ModelAdapter]:
+    """The adapter class that accepts ``model``.
+
+    Raises:
+        UnsupportedModelError: no loaded framework owns ``model``.
+    """
+    for modules, module_name, class_name in _ADAPTERS:
+        if not any(m in sys.modules for m in modules):
+            continue
+        cls = getattr(importlib.import_module(module_name), class_name)
+        if cls.accepts(model):
+            return cls
+    raise UnsupportedModelError(
+        f"unsupported model type {type(model).__module__}.{type(model).__qualname__}: slimkit "
+        "compresses keras.Model (Keras 3 or tf_keras) and torch.nn.Module objects"
+    )
+
+
+def adapter_for(model: Any) -> ModelAdapter:
+    """An adapter over ``model`` itself (for read-only work such as export)."""
+    return adapter_class(model)(model)
+
+
+def adapter_for_copy(model: Any) -> ModelAdapter:
+    """An adapter over an independent copy of ``model`` (for work that changes it)."""
+    return adapter_class(model).copy_of(model)

@@ -1,0 +1,137 @@
+"""What a compression run did, as data (``to_dict``) and as a readable table (``to_markdown``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One weighted layer after compression."""
+
+    name: str
+    kind: str
+    params: int
+    nonzeros: int
+    target: float | None  # the sparsity a stage aimed at, None if no stage touched the layer
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.nonzeros / max(1, self.params)
+
+
+@dataclass(frozen=True)
+class StageRow:
+    """One recipe stage: what it targeted and how long it took."""
+
+    name: str
+    layers: tuple[str, ...]
+    target: float
+    scope: str
+    fine_tuned: bool
+    steps: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FileRow:
+    """One exported file, verified against the framework's own output."""
+
+    path: str
+    format: str
+    bytes: int
+    gzip_bytes: int
+    max_abs_diff: float | None
+    tolerance: float | None
+
+
+@dataclass
+class Report:
+    """The result of :func:`slimkit.compress`, as data.
+
+    Attributes:
+        framework: ``keras`` or ``torch``.
+        layers: per-layer rows after compression.
+        stages: per-stage rows in recipe order.
+        metrics_before: evaluation of the user's model (empty without eval data).
+        metrics_after: evaluation of the compressed model.
+        weight_bytes: name -> bytes: fp32 weight bytes before/after and their zlib-compressed sizes.
+        files: exported files with their sizes and verification results.
+    """
+
+    framework: str
+    layers: list[LayerRow] = field(default_factory=list)
+    stages: list[StageRow] = field(default_factory=list)
+    metrics_before: dict[str, float] = field(default_factory=dict)
+    metrics_after: dict[str, float] = field(default_factory=dict)
+    weight_bytes: dict[str, int] = field(default_factory=dict)
+    files: list[FileRow] = field(default_factory=list)
+
+    @property
+    def params(self) -> int:
+        return sum(r.params for r in self.layers)
+
+    @property
+    def nonzeros(self) -> int:
+        return sum(r.nonzeros for r in self.layers)
+
+    def layer(self, name: str) -> LayerRow:
+        """The row of the named layer."""
+        for row in self.layers:
+            if row.name == name:
+                return row
+        raise KeyError(f"no layer named {name!r} in the report; layers: {[r.name for r in self.layers]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON-serialisable) of everything in the report."""
+        return {
+            "framework": self.framework,
+            "params": self.params,
+            "nonzeros": self.nonzeros,
+            "layers": [dict(dataclasses.asdict(r), sparsity=r.sparsity) for r in self.layers],
+            "stages": [dataclasses.asdict(s) for s in self.stages],
+            "metrics_before": dict(self.metrics_before),
+            "metrics_after": dict(self.metrics_after),
+            "weight_bytes": dict(self.weight_bytes),
+            "files": [dataclasses.asdict(f) for f in self.files],
+        }
+
+    def to_markdown(self) -> str:
+        """Readable tables: layers, totals, metrics, stages and files."""
+        out = [f"## slimkit report ({self.framework})", "",
+               "| layer | kind | params | nonzeros | sparsity | target |",
+               "|---|---|---:|---:|---:|---:|"]
+        for r in self.layers:
+            target = "-" if r.target is None else f"{r.target:.1%}"
+            out.append(f"| {r.name} | {r.kind} | {r.params} | {r.nonzeros} | {r.sparsity:.1%} | {target} |")
+        total_sparsity = 1.0 - self.nonzeros / max(1, self.params)
+        out.append(f"| **total** | | {self.params} | {self.nonzeros} | {total_sparsity:.1%} | |")
+        if self.metrics_before or self.metrics_after:
+            out += ["", "| metric | before | after | change |", "|---|---:|---:|---:|"]
+            for key in sorted(set(self.metrics_before) | set(self.metrics_after)):
+                before, after = self.metrics_before.get(key), self.metrics_after.get(key)
+                change = "" if before is None or after is None else f"{after - before:+.4f}"
+                out.append(f"| {key} | {_num(before)} | {_num(after)} | {change} |")
+        if self.weight_bytes:
+            out += ["", "| weights | bytes |", "|---|---:|"]
+            out += [f"| {k} | {v} |" for k, v in self.weight_bytes.items()]
+        if self.stages:
+            out += ["", "| stage | layers | target | scope | fine-tuned steps | seconds |",
+                    "|---|---:|---:|---|---:|---:|"]
+            for s in self.stages:
+                steps = s.steps if s.fine_tuned else "one-shot"
+                out.append(f"| {s.name} | {len(s.layers)} | {s.target:.1%} | {s.scope} | {steps} | {s.seconds:.1f} |")
+        if self.files:
+            out += ["", "| file | format | bytes | gzip bytes | max abs diff |", "|---|---|---:|---:|---:|"]
+            for f in self.files:
+                out.append(f"| {f.path} | {f.format} | {f.bytes} | {f.gzip_bytes} | {_num(f.max_abs_diff, '.2e')} |")
+        return "\n".join(out)
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+
+def _num(value: float | None, fmt: str = ".4f") -> str:
+    return "-" if value is None else format(value, fmt)
