@@ -20,12 +20,30 @@ _ADAPTERS = (
 )
 
 
+_REGISTERED: list[type[ModelAdapter]] = []
+
+
+def register_adapter(cls: type[ModelAdapter]) -> None:
+    """Adds an adapter class, tried before the built-in ones (for other frameworks, or test fakes)."""
+    if cls not in _REGISTERED:
+        _REGISTERED.insert(0, cls)
+
+
+def unregister_adapter(cls: type[ModelAdapter]) -> None:
+    """Removes an adapter added with :func:`register_adapter`."""
+    if cls in _REGISTERED:
+        _REGISTERED.remove(cls)
+
+
 def adapter_class(model: Any) -> type[ModelAdapter]:
     """The adapter class that accepts ``model``.
 
     Raises:
         UnsupportedModelError: no loaded framework owns ``model``.
     """
+    for cls in _REGISTERED:
+        if cls.accepts(model):
+            return cls
     for modules, module_name, class_name in _ADAPTERS:
         if not any(m in sys.modules for m in modules):
             continue
