@@ -163,7 +163,9 @@ def _layer_rows(adapter: ModelAdapter, targets: dict[str, float]) -> list[LayerR
         weights = adapter.get_weights(layer.name)
         params = sum(int(w.size) for w in weights.values())
         nonzeros = sum(int(np.count_nonzero(w)) for w in weights.values())
-        rows.append(LayerRow(layer.name, layer.kind, params, nonzeros, targets.get(layer.name)))
+        kernel = weights.get("kernel", np.zeros(0))
+        rows.append(LayerRow(layer.name, layer.kind, params, nonzeros, int(kernel.size),
+                             int(np.count_nonzero(kernel)), targets.get(layer.name)))
     return rows
 
 

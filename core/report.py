@@ -13,12 +13,17 @@ class LayerRow:
 
     name: str
     kind: str
-    params: int
+    params: int  # every weight of the layer, bias and normalisation statistics included
     nonzeros: int
-    target: float | None  # the sparsity a stage aimed at, None if no stage touched the layer
+    kernel_params: int  # the main weight, which pruning targets (0 for layers without one)
+    kernel_nonzeros: int
+    target: float | None  # the kernel sparsity a stage aimed at, None if no stage touched the layer
 
     @property
     def sparsity(self) -> float:
+        """Kernel sparsity (what a pruning target refers to); all weights for kernel-less layers."""
+        if self.kernel_params:
+            return 1.0 - self.kernel_nonzeros / self.kernel_params
         return 1.0 - self.nonzeros / max(1, self.params)
 
 
@@ -101,13 +106,13 @@ class Report:
     def to_markdown(self) -> str:
         """Readable tables: layers, totals, metrics, stages and files."""
         out = [f"## slimkit report ({self.framework})", "",
-               "| layer | kind | params | nonzeros | sparsity | target |",
+               "| layer | kind | params | nonzeros | kernel sparsity | target |",
                "|---|---|---:|---:|---:|---:|"]
         for r in self.layers:
             target = "-" if r.target is None else f"{r.target:.1%}"
             out.append(f"| {r.name} | {r.kind} | {r.params} | {r.nonzeros} | {r.sparsity:.1%} | {target} |")
         total_sparsity = 1.0 - self.nonzeros / max(1, self.params)
-        out.append(f"| **total** | | {self.params} | {self.nonzeros} | {total_sparsity:.1%} | |")
+        out.append(f"| **total (all weights)** | | {self.params} | {self.nonzeros} | {total_sparsity:.1%} | |")
         if self.metrics_before or self.metrics_after:
             out += ["", "| metric | before | after | change |", "|---|---:|---:|---:|"]
             for key in sorted(set(self.metrics_before) | set(self.metrics_after)):

@@ -1,0 +1,200 @@
+"""Walks a Keras model's layers and describes each one with weights in neutral terms.
+
+Works for Keras 3 and tf_keras alike: the keras module is passed in, never imported here, so this
+module loads without TensorFlow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from slimkit.adapter import LayerInfo
+from slimkit.errors import UnsupportedModelError
+
+# Native variable name -> neutral name, per neutral kind. A recognised layer whose variables do not
+# all appear here (LoRA-enabled or int8-quantized Dense, say) is described as ``other`` instead,
+# because its ``kernel`` is then not the plain float matrix the algorithms expect.
+_NEUTRAL_NAMES: dict[str, dict[str, str]] = {
+    "dense": {"kernel": "kernel", "bias": "bias"},
+    "conv": {"kernel": "kernel", "bias": "bias"},
+    # Keras 3 names the depthwise kernel ``kernel``; tf_keras names it ``depthwise_kernel``.
+    "depthwise_conv": {"kernel": "kernel", "depthwise_kernel": "kernel", "bias": "bias"},
+    "embedding": {"embeddings": "kernel"},
+    "batchnorm": {"gamma": "gamma", "beta": "beta", "moving_mean": "mean", "moving_variance": "var"},
+}
+
+
+@dataclass(frozen=True)
+class LayerEntry:
+    """A layer found by :func:`walk`: its neutral description plus the live objects behind it.
+
+    Attributes:
+        info: the neutral description handed to algorithms.
+        layer: the Keras layer object.
+        variables: neutral weight name -> the layer's variable.
+    """
+
+    info: LayerInfo
+    layer: Any
+    variables: dict[str, Any]
+
+
+def short_name(variable: Any) -> str:
+    """A variable's own name without scope or ``:0`` suffix (tf_keras names are ``dense/kernel:0``)."""
+    return str(variable.name).rsplit("/", 1)[-1].split(":", 1)[0]
+
+
+def walk(model: Any, k: ModuleType) -> list[LayerEntry]:
+    """Every layer of ``model`` that holds weights, in model order, nested layers included.
+
+    Nested models and container layers are descended into; their layers are named
+    ``parent/child``. A container layer that also owns variables directly is listed as well, as
+    kind ``other`` with just those variables.
+
+    Args:
+        model: a built Keras model.
+        k: the keras module the model belongs to (``keras`` or ``tf_keras``).
+
+    Returns:
+        The entries, in the order the model lists its layers.
+
+    Raises:
+        UnsupportedModelError: two distinct layers end up with the same path.
+    """
+    entries: list[LayerEntry] = []
+    seen: set[int] = set()
+    for child in _children(model, k):
+        _visit(child, child.name, k, entries, seen)
+    names: dict[str, LayerEntry] = {}
+    for entry in entries:
+        if entry.info.name in names:
+            # Names are the only handle algorithms and recipes have on layers, so a clash would make
+            # one of the two layers unreachable; refuse rather than guess.
+            raise UnsupportedModelError(
+                f"two different layers are both named {entry.info.name!r} "
+                f"({type(names[entry.info.name].layer).__name__} and {type(entry.layer).__name__}); "
+                "give the layers unique names"
+            )
+        names[entry.info.name] = entry
+    return entries
+
+
+def _children(layer: Any, k: ModuleType) -> list[Any]:
+    """Direct sublayers of a model or layer (not recursive)."""
+    if isinstance(layer, k.Model):
+        # ``layers`` keeps a Functional model's topological order, which is the "model order".
+        return list(layer.layers)
+    # Plain layers that hold sublayers (a residual block, MultiHeadAttention) have no public list
+    # of them; both Keras 3 and tf_keras keep one behind ``_flatten_layers``.
+    flatten = getattr(layer, "_flatten_layers", None)
+    if flatten is None:
+        return []
+    return list(flatten(include_self=False, recursive=False))
+
+
+def _visit(layer: Any, path: str, k: ModuleType, out: list[LayerEntry], seen: set[int]) -> None:
+    if id(layer) in seen:  # a layer shared by several parents is listed once, at its first path
+        return
+    seen.add(id(layer))
+    children = _children(layer, k)
+    if children:
+        inner = {id(v) for child in children for v in child.weights}
+        own = [v for v in layer.weights if id(v) not in inner]
+        if own:
+            out.append(_describe_other(layer, path, own))
+        for child in children:
+            _visit(child, f"{path}/{child.name}", k, out, seen)
+        return
+    variables = list(layer.weights)
+    if variables:
+        out.append(_describe(layer, path, variables, k))
+
+
+def _classify(layer: Any, k: ModuleType) -> tuple[str, int]:
+    """The neutral kind and spatial rank of a layer, judged by its class."""
+    lay = k.layers
+    # Transposed and separable convolutions subclass Conv in tf_keras, so they are ruled out first.
+    others = tuple(
+        getattr(lay, n) for n in (
+            "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose", "SeparableConv1D", "SeparableConv2D",
+        ) if hasattr(lay, n)
+    )
+    if others and isinstance(layer, others):
+        return "other", 0
+    depthwise = tuple(getattr(lay, n) for n in ("DepthwiseConv1D", "DepthwiseConv2D") if hasattr(lay, n))
+    if depthwise and isinstance(layer, depthwise):
+        return "depthwise_conv", int(getattr(layer, "rank", 0) or 0)
+    if isinstance(layer, (lay.Conv1D, lay.Conv2D, lay.Conv3D)):
+        return "conv", int(getattr(layer, "rank", 0) or 0)
+    if isinstance(layer, lay.Dense):
+        return "dense", 0
+    if isinstance(layer, lay.Embedding):
+        return "embedding", 0
+    if isinstance(layer, lay.BatchNormalization):
+        return "batchnorm", 0
+    return "other", 0
+
+
+def _kernel_perm(kind: str, rank: int, ndim: int) -> tuple[int, ...] | None:
+    """Permutation of the native kernel axes into (out, in, *spatial); None if the layout is unexpected."""
+    if kind == "dense" and ndim == 2:
+        return (1, 0)  # (in, out)
+    if kind == "embedding" and ndim == 2:
+        return (0, 1)  # (vocab, dim): rows are the "outputs" pruned per token
+    if kind == "conv" and rank >= 1 and ndim == rank + 2:
+        return (rank + 1, rank, *range(rank))  # (*spatial, in, out)
+    if kind == "depthwise_conv" and rank >= 1 and ndim == rank + 2:
+        # (*spatial, C, M) -> (C, M, *spatial): flattening C, M gives PyTorch's (C*M, 1, *spatial).
+        return (rank, rank + 1, *range(rank))
+    return None
+
+
+def _describe(layer: Any, path: str, variables: list[Any], k: ModuleType) -> LayerEntry:
+    kind, rank = _classify(layer, k)
+    if kind == "other":
+        return _describe_other(layer, path, variables)
+    names = _NEUTRAL_NAMES[kind]
+    mapped: dict[str, Any] = {}
+    for v in variables:
+        neutral = names.get(short_name(v))
+        if neutral is None or neutral in mapped:
+            return _describe_other(layer, path, variables)
+        mapped[neutral] = v
+    perm: tuple[int, ...] = ()
+    if kind != "batchnorm":
+        if "kernel" not in mapped:
+            return _describe_other(layer, path, variables)
+        found = _kernel_perm(kind, rank, len(mapped["kernel"].shape))
+        if found is None:
+            return _describe_other(layer, path, variables)
+        perm = found
+    info = LayerInfo(
+        name=path,
+        kind=kind,
+        type_name=type(layer).__name__,
+        rank=rank if kind in ("conv", "depthwise_conv") else 0,
+        shapes={n: tuple(int(d) for d in v.shape) for n, v in mapped.items()},
+        kernel_perm=perm,
+    )
+    return LayerEntry(info=info, layer=layer, variables=mapped)
+
+
+def _describe_other(layer: Any, path: str, variables: list[Any]) -> LayerEntry:
+    """An ``other`` entry; its weights keep their native names, suffixed ``_1``, ``_2`` on clashes."""
+    mapped: dict[str, Any] = {}
+    for v in variables:
+        base = short_name(v)
+        name, n = base, 0
+        while name in mapped:
+            n += 1
+            name = f"{base}_{n}"
+        mapped[name] = v
+    info = LayerInfo(
+        name=path,
+        kind="other",
+        type_name=type(layer).__name__,
+        shapes={n: tuple(int(d) for d in v.shape) for n, v in mapped.items()},
+    )
+    return LayerEntry(info=info, layer=layer, variables=mapped)

@@ -1,0 +1,139 @@
+"""Fine-tuning pieces for Keras: optimizer, loss and metric from a recipe, and the hooks callback.
+
+The keras module (``keras`` or ``tf_keras``) is always passed in, so importing this module loads
+no framework. The callback class must subclass that module's ``Callback``, so it is defined on
+first use per module by :func:`callback_class`.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from slimkit.adapter import TrainHooks
+from slimkit.errors import DataError
+from slimkit.recipe import FineTune
+
+_CALLBACK_CLASSES: dict[str, type] = {}
+
+
+def make_optimizer(k: ModuleType, settings: FineTune) -> Any:
+    """The optimizer named by ``settings.optimizer`` with ``settings.learning_rate``."""
+    classes = {
+        "adam": k.optimizers.Adam,
+        "sgd": k.optimizers.SGD,
+        "rmsprop": k.optimizers.RMSprop,
+        "adamw": k.optimizers.AdamW,
+    }
+    return classes[settings.optimizer](learning_rate=settings.learning_rate)
+
+
+def make_loss(k: ModuleType, settings: FineTune) -> Any:
+    """The loss named by ``settings.loss``; ``from_logits`` applies to the cross-entropies."""
+    losses = k.losses
+    if settings.loss == "sparse_categorical_crossentropy":
+        return losses.SparseCategoricalCrossentropy(from_logits=settings.from_logits)
+    if settings.loss == "categorical_crossentropy":
+        return losses.CategoricalCrossentropy(from_logits=settings.from_logits)
+    if settings.loss == "binary_crossentropy":
+        return losses.BinaryCrossentropy(from_logits=settings.from_logits)
+    return losses.MeanSquaredError()
+
+
+def make_metrics(k: ModuleType, settings: FineTune) -> list[Any]:
+    """An ``accuracy`` metric matching the loss; none for mse.
+
+    Explicit metric objects rather than the string ``"accuracy"``: Keras's guess thresholds binary
+    outputs at 0.5, which is wrong for logits.
+    """
+    m = k.metrics
+    if settings.loss == "sparse_categorical_crossentropy":
+        return [m.SparseCategoricalAccuracy(name="accuracy")]
+    if settings.loss == "categorical_crossentropy":
+        return [m.CategoricalAccuracy(name="accuracy")]
+    if settings.loss == "binary_crossentropy":
+        return [m.BinaryAccuracy(name="accuracy", threshold=0.0 if settings.from_logits else 0.5)]
+    return []
+
+
+def callback_class(k: ModuleType) -> type:
+    """``SlimkitCallback`` for the keras module ``k``, defined once per module."""
+    cls = _CALLBACK_CLASSES.get(k.__name__)
+    if cls is None:
+        cls = _define_callback(k.callbacks.Callback)
+        _CALLBACK_CLASSES[k.__name__] = cls
+    return cls
+
+
+def _define_callback(base: type) -> type:
+    class SlimkitCallback(base):  # type: ignore[misc, valid-type]
+        """Drives slimkit's :class:`TrainHooks` from ``model.fit``.
+
+        Pass it in ``model.fit(callbacks=[...])``. Steps count optimizer steps from 1 across all
+        epochs of one ``fit`` call; epochs count from 1 likewise, whatever ``initial_epoch`` is.
+        """
+
+        def __init__(self, hooks: TrainHooks) -> None:
+            super().__init__()
+            self.hooks = hooks
+            self._reset()
+
+        def _reset(self) -> None:
+            self._begun = False
+            self._done = 0  # optimizer steps reported so far
+            self._epoch_base = 0  # steps done before the current epoch
+            self._epochs = 0
+
+        def _begin(self, first_epoch: int) -> None:
+            params = self.params or {}
+            steps = params.get("steps")
+            if steps is None:
+                raise DataError(
+                    "training data: the number of steps per epoch is unknown; pass steps_per_epoch to "
+                    "fit, or use data of known length (numpy arrays, a finite tf.data.Dataset)"
+                )
+            epochs = int(params.get("epochs") or 0)
+            self._begun = True
+            self.hooks.begin(max(0, epochs - first_epoch) * int(steps))
+
+        def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+            self._reset()
+
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            # begin() waits for the first epoch: only then is initial_epoch known, and the total
+            # is (epochs - initial_epoch) * steps. Still before any step, as TrainHooks promises.
+            if not self._begun:
+                self._begin(int(epoch))
+            self._epoch_base = self._done
+
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            # With steps_per_execution > 1 Keras reports only the last batch of each execution;
+            # report every step in between so schedules that count steps see each one.
+            current = self._epoch_base + int(batch) + 1
+            while self._done < current:
+                self._done += 1
+                self.hooks.step_end(self._done)
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self._epochs += 1
+            self.hooks.epoch_end(self._epochs, _floats(logs))
+
+        def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+            if not self._begun:  # fit ran no epoch at all
+                self._begun = True
+                self.hooks.begin(0)
+            self.hooks.end()
+
+    SlimkitCallback.__module__ = __name__
+    return SlimkitCallback
+
+
+def _floats(logs: dict[str, Any] | None) -> dict[str, float]:
+    """Scalar logs as Python floats; anything that is not a scalar is dropped."""
+    out: dict[str, float] = {}
+    for key, value in (logs or {}).items():
+        try:
+            out[str(key)] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return out

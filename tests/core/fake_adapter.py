@@ -1,0 +1,356 @@
+"""A pure-numpy fake framework and its slimkit adapter, for testing core without Keras or PyTorch.
+
+``FakeModel`` is a small sequential network of named layers:
+
+* ``FakeDense``: ``x @ kernel + bias`` with the kernel in its native layout ``(in, out)`` and an
+  optional ReLU after it (kind ``dense``).
+* ``FakeBatchNorm``: inference-mode batch normalisation ``(x - mean) / sqrt(var + eps) * gamma + beta``
+  (kind ``batchnorm``).
+* ``FakeScale``: an elementwise learned scale (kind ``other``): a weighted layer no algorithm handles.
+
+Training is real: :meth:`FakeModel.train_step` backpropagates softmax cross-entropy (integer labels)
+or mean squared error and takes a plain SGD step on every weight. A layer's ``mask`` is re-applied after
+every step, the way a Keras kernel constraint holds a mask, so masked weights stay exactly zero.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import numpy as np
+
+from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, TrainHooks
+from slimkit.data import as_arrays, is_array_pair
+from slimkit.errors import DataError, ExportError
+from slimkit.recipe import FineTune
+
+_EPS = 1e-5
+
+
+class FakeDense:
+    """Dense layer; ``kernel`` has native layout (in, out)."""
+
+    kind = "dense"
+
+    def __init__(self, name: str, kernel: np.ndarray, bias: np.ndarray, relu: bool) -> None:
+        self.name = name
+        self.weights = {"kernel": np.asarray(kernel, np.float32), "bias": np.asarray(bias, np.float32)}
+        self.relu = relu
+        self.mask: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        z = x @ self.weights["kernel"] + self.weights["bias"]
+        out = np.maximum(z, 0.0) if self.relu else z
+        return out, (x, z)
+
+    def backward(self, grad: np.ndarray, cache: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        x, z = cache
+        if self.relu:
+            grad = grad * (z > 0)
+        grads = {"kernel": x.T @ grad, "bias": grad.sum(axis=0)}
+        return grad @ self.weights["kernel"].T, grads
+
+
+class FakeBatchNorm:
+    """Inference-mode batch normalisation over the last axis."""
+
+    kind = "batchnorm"
+
+    def __init__(self, name: str, size: int, rng: np.random.Generator) -> None:
+        self.name = name
+        self.weights = {
+            "gamma": rng.uniform(0.5, 1.5, size).astype(np.float32),
+            "beta": rng.normal(0.0, 0.1, size).astype(np.float32),
+            "mean": rng.normal(0.0, 0.1, size).astype(np.float32),
+            "var": rng.uniform(0.5, 1.5, size).astype(np.float32),
+        }
+        self.mask = None
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        w = self.weights
+        normed = (x - w["mean"]) / np.sqrt(w["var"] + _EPS)
+        return normed * w["gamma"] + w["beta"], normed
+
+    def backward(self, grad: np.ndarray, normed: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        w = self.weights
+        grads = {"gamma": (grad * normed).sum(axis=0), "beta": grad.sum(axis=0)}
+        return grad * w["gamma"] / np.sqrt(w["var"] + _EPS), grads
+
+
+class FakeScale:
+    """Elementwise learned scale: a weighted layer of kind ``other``."""
+
+    kind = "other"
+
+    def __init__(self, name: str, size: int, rng: np.random.Generator) -> None:
+        self.name = name
+        self.weights = {"scale": rng.uniform(0.5, 1.5, size).astype(np.float32)}
+        self.mask = None
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        return x * self.weights["scale"], x
+
+    def backward(self, grad: np.ndarray, x: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return grad * self.weights["scale"], {"scale": (grad * x).sum(axis=0)}
+
+
+class FakeModel:
+    """A sequential stack of fake layers taking 2-D inputs ``(batch, in_features)``."""
+
+    def __init__(self, layers: list[Any]) -> None:
+        names = [layer.name for layer in layers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"layer names must be unique: {names}")
+        self.layers = layers
+
+    @property
+    def in_features(self) -> int:
+        first = next(layer for layer in self.layers if isinstance(layer, FakeDense))
+        return first.weights["kernel"].shape[0]
+
+    def layer(self, name: str) -> Any:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(f"no layer named {name!r}")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out = np.asarray(x, np.float32)
+        for layer in self.layers:
+            out, _ = layer.forward(out)
+        return out
+
+    __call__ = forward
+
+    def train_step(self, x: np.ndarray, y: np.ndarray, lr: float, loss: str = "auto") -> float:
+        """One SGD step on a batch; masks are re-applied afterwards. Returns the batch loss.
+
+        ``loss`` is ``mse``, ``sparse_categorical_crossentropy`` (softmax over logits), or ``auto``:
+        cross-entropy for integer labels, MSE otherwise.
+        """
+        out = np.asarray(x, np.float32)
+        caches = []
+        for layer in self.layers:
+            out, cache = layer.forward(out)
+            caches.append(cache)
+        y = np.asarray(y)
+        if loss == "auto":
+            loss = "sparse_categorical_crossentropy" if np.issubdtype(y.dtype, np.integer) else "mse"
+        n = len(out)
+        if loss == "mse":
+            diff = out - y.reshape(out.shape).astype(np.float32)
+            value = float(np.mean(diff ** 2))
+            grad = 2.0 * diff / diff.size
+        else:
+            labels = y.astype(np.int64)
+            shifted = out - out.max(axis=1, keepdims=True)
+            probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+            value = float(-np.mean(np.log(probs[np.arange(n), labels] + 1e-12)))
+            grad = probs.copy()
+            grad[np.arange(n), labels] -= 1.0
+            grad /= n
+        updates = []
+        for layer, cache in zip(reversed(self.layers), reversed(caches)):
+            grad, grads = layer.backward(grad, cache)
+            updates.append((layer, grads))
+        for layer, grads in updates:
+            for key, g in grads.items():
+                layer.weights[key] = (layer.weights[key] - lr * g).astype(np.float32)
+            if layer.mask is not None:  # the "constraint": masked weights stay zero
+                layer.weights["kernel"] = layer.weights["kernel"] * layer.mask
+        return value
+
+
+def make_mlp(
+    sizes: tuple[int, ...] = (8, 16, 12, 4),
+    batchnorm: bool = True,
+    other: bool = True,
+    seed: int = 0,
+) -> FakeModel:
+    """An MLP ``fc1 [bn] relu fc2 relu [scale] logits`` with random float32 weights.
+
+    Args:
+        sizes: input features, hidden widths..., classes. Dense layers are ``fc1``, ``fc2``, ... and
+            the last one ``logits``.
+        batchnorm: put a ``bn`` layer (kind batchnorm) after ``fc1``.
+        other: put a ``scale`` layer (kind other) before ``logits``.
+        seed: weight initialisation seed.
+    """
+    rng = np.random.default_rng(seed)
+    layers: list[Any] = []
+    count = len(sizes) - 1
+    for i in range(count):
+        fan_in, fan_out = sizes[i], sizes[i + 1]
+        last = i == count - 1
+        if last and other:
+            layers.append(FakeScale("scale", fan_in, rng))
+        name = "logits" if last else f"fc{i + 1}"
+        kernel = rng.normal(0.0, 1.0 / math.sqrt(fan_in), (fan_in, fan_out))
+        bias = rng.normal(0.0, 0.1, fan_out)
+        relu = not last
+        if i == 0 and batchnorm and not last:
+            layers.append(FakeDense(name, kernel, bias, relu=False))
+            layers.append(FakeBatchNorm("bn", fan_out, rng))
+            layers.append(_Relu("relu1"))
+        else:
+            layers.append(FakeDense(name, kernel, bias, relu=relu))
+    return FakeModel(layers)
+
+
+class _Relu:
+    """A weightless ReLU (not reported by the adapter: it holds no weights)."""
+
+    kind = "activation"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.weights: dict[str, np.ndarray] = {}
+        self.mask = None
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        return np.maximum(x, 0.0), x
+
+    def backward(self, grad: np.ndarray, x: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return grad * (x > 0), {}
+
+
+def all_weights(model: FakeModel) -> dict[tuple[str, str], np.ndarray]:
+    """(layer, weight) -> a copy of every array of the model, for before/after comparisons."""
+    return {(layer.name, k): v.copy() for layer in model.layers for k, v in layer.weights.items()}
+
+
+class FakeStepCallback:
+    """What :meth:`FakeAdapter.training_callback` hands a user's ``fit_fn``: call ``step()`` per step."""
+
+    def __init__(self, hooks: TrainHooks) -> None:
+        self._hooks = hooks
+        self._step = 0
+        self._total: int | None = None
+        self._closed = False
+
+    def begin(self, total_steps: int) -> None:
+        if self._total is None:
+            self._total = int(total_steps)
+            self._hooks.begin(self._total)
+
+    def step(self) -> None:
+        if self._total is None:
+            raise RuntimeError("FakeStepCallback: call begin(total_steps) before the first step()")
+        self._step += 1
+        self._hooks.step_end(self._step)
+
+    def epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self._hooks.epoch_end(epoch, dict(logs or {}))
+
+    def close(self) -> None:
+        if not self._closed and self._total is not None:
+            self._closed = True
+            self._hooks.end()
+
+
+class FakeAdapter(ModelAdapter):
+    """slimkit adapter over :class:`FakeModel`."""
+
+    framework = "fake"
+
+    def __init__(self, model: Any) -> None:
+        super().__init__(model)
+        self._rng = np.random.default_rng(0)
+
+    @classmethod
+    def accepts(cls, model: Any) -> bool:
+        return isinstance(model, FakeModel)
+
+    @classmethod
+    def copy_of(cls, model: Any) -> "FakeAdapter":
+        return cls(copy.deepcopy(model))
+
+    def layers(self) -> list[LayerInfo]:
+        infos = []
+        for layer in self.model.layers:
+            if not layer.weights:
+                continue
+            shapes = {k: tuple(v.shape) for k, v in layer.weights.items()}
+            perm = (1, 0) if "kernel" in shapes else ()
+            infos.append(LayerInfo(layer.name, layer.kind, type(layer).__name__, 0, shapes, perm))
+        return infos
+
+    def get_weights(self, name: str) -> dict[str, np.ndarray]:
+        return {k: v.astype(np.float32, copy=True) for k, v in self.model.layer(name).weights.items()}
+
+    def set_weights(self, name: str, weights: dict[str, np.ndarray]) -> None:
+        layer = self.model.layer(name)
+        for key, value in weights.items():
+            if key not in layer.weights:
+                raise KeyError(f"layer {name!r} has no weight {key!r}; it has {sorted(layer.weights)}")
+            if np.shape(value) != layer.weights[key].shape:
+                raise DataError(f"layer {name!r} weight {key!r}: shape {np.shape(value)} != "
+                                f"{layer.weights[key].shape}")
+            layer.weights[key] = np.array(value, dtype=np.float32)
+
+    def set_mask(self, name: str, mask: np.ndarray) -> None:
+        layer = self.model.layer(name)
+        kernel = layer.weights["kernel"]
+        if mask.shape != kernel.shape:
+            raise DataError(f"layer {name!r}: mask shape {mask.shape} != kernel shape {kernel.shape}")
+        layer.mask = np.asarray(mask, np.float32).copy()
+        layer.weights["kernel"] = kernel * layer.mask
+
+    def strip(self) -> Any:
+        for layer in self.model.layers:
+            if layer.mask is not None:
+                layer.weights["kernel"] = layer.weights["kernel"] * layer.mask
+                layer.mask = None
+        return self.model
+
+    def seed(self, seed: int) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    def check_input(self, x: np.ndarray, what: str) -> None:
+        x = np.asarray(x)
+        expected = (self.model.in_features,)
+        if x.ndim != 2 or x.shape[1:] != expected:
+            raise DataError(
+                f"{what}: expected input of shape (batch, {expected[0]}), got shape {x.shape}"
+            )
+
+    def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        outs = [self.model.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+        return np.concatenate(outs).astype(np.float32, copy=False)
+
+    def num_batches(self, data: Any, batch_size: int) -> int:
+        if not is_array_pair(data):
+            raise DataError(f"train_data: expected an (x, y) tuple of arrays, got {type(data).__name__}")
+        return math.ceil(len(data[0]) / batch_size)
+
+    def fit(self, data: Any, settings: FineTune, hooks: TrainHooks, fit_fn: FitFn | None = None) -> None:
+        callback = self.training_callback(hooks)
+        if fit_fn is not None:
+            if data is not None:
+                callback.begin(settings.epochs * self.num_batches(data, settings.batch_size))
+            fit_fn(self.model, callback)
+            callback.close()
+            return
+        x, y = as_arrays(data, "train_data", need_labels=True)
+        self.check_input(x[:2], "train_data")
+        batches = self.num_batches((x, y), settings.batch_size)
+        loss = "mse" if settings.loss == "mse" else "auto"
+        callback.begin(settings.epochs * batches)
+        for epoch in range(1, settings.epochs + 1):
+            order = self._rng.permutation(len(x)) if settings.shuffle else np.arange(len(x))
+            total = 0.0
+            for b in range(batches):
+                idx = order[b * settings.batch_size:(b + 1) * settings.batch_size]
+                total += self.model.train_step(x[idx], y[idx], settings.learning_rate, loss) * len(idx)
+                callback.step()
+            callback.epoch_end(epoch, {"loss": total / len(x)})
+        callback.close()
+
+    def training_callback(self, hooks: TrainHooks) -> FakeStepCallback:
+        return FakeStepCallback(hooks)
+
+    def export_onnx(self, path: str, sample: np.ndarray, opset: int) -> None:
+        raise ExportError("fake adapter has no ONNX exporter")

@@ -1,0 +1,64 @@
+"""Same recipe, same weights, two frameworks: identical masks and agreeing ONNX exports."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import slimkit
+from slimkit.adapters.onnx.runtime import run as run_onnx
+from slimkit.registry import adapter_for
+from twins import canonical_kernels, sample_input, twin_pair
+
+ONE_SHOT = {
+    "layers": {"kinds": ["conv", "depthwise_conv", "dense", "embedding"]},
+    "fine_tune": None,
+    "stages": [{"prune": {"method": "magnitude", "sparsity": 0.6}}],
+}
+
+
+def _recipe(scope: str) -> dict:
+    recipe = {**ONE_SHOT, "stages": [{"prune": {"method": "magnitude", "sparsity": 0.6, "scope": scope}}]}
+    return recipe
+
+
+@pytest.fixture(scope="module", params=["cnn", "seq"])
+def twins(request):
+    return request.param, twin_pair(request.param, seed=3)
+
+
+def test_twins_compute_the_same_function(twins):
+    arch, models = twins
+    out = {fw: adapter_for(m).predict(sample_input(arch, fw)) for fw, m in models.items()}
+    np.testing.assert_allclose(out["keras"], out["torch"], atol=1e-4)
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_same_recipe_gives_identical_masks(twins, scope):
+    arch, models = twins
+    results = {fw: slimkit.compress(m, _recipe(scope), verbose=False) for fw, m in models.items()}
+    kernels = {fw: canonical_kernels(r.model) for fw, r in results.items()}
+    assert kernels["keras"].keys() == kernels["torch"].keys()
+    pruned_total = 0
+    for name in kernels["keras"]:
+        keras_mask, torch_mask = kernels["keras"][name] != 0, kernels["torch"][name] != 0
+        np.testing.assert_array_equal(keras_mask, torch_mask, err_msg=f"layer {name}")
+        pruned_total += int((~keras_mask).sum())
+    total = sum(k.size for k in kernels["keras"].values())
+    assert pruned_total == pytest.approx(0.6 * total, abs=len(kernels["keras"]))
+    if scope == "layer":
+        for name, kernel in kernels["keras"].items():
+            assert float(np.mean(kernel == 0)) == pytest.approx(0.6, abs=0.5 / kernel.size + 1e-9), name
+
+
+def test_pruned_onnx_exports_agree(twins, tmp_path):
+    arch, models = twins
+    outputs = {}
+    for fw, model in models.items():
+        result = slimkit.compress(model, _recipe("global"), verbose=False)
+        x = sample_input(arch, fw)
+        path = tmp_path / f"{fw}.onnx"
+        row = result.export_onnx(path, sample=x)
+        assert row.max_abs_diff is not None and row.max_abs_diff < 1e-4
+        outputs[fw] = run_onnx(str(path), x)
+    np.testing.assert_allclose(outputs["keras"], outputs["torch"], atol=1e-4, rtol=0)
