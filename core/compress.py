@@ -142,19 +142,16 @@ def _run_prune_stage(
     layers = select_layers(work.layers(), stage.layers, SUPPORTED_KINDS, field)
     pruner = MagnitudePruner(work, layers, stage)
     settings = stage.fine_tune
-    steps = 0
     if settings is None or settings.epochs == 0:
         pruner.apply(stage.sparsity)
     else:
-        if train_data is not None:
-            steps = settings.epochs * work.num_batches(train_data, settings.batch_size)
         hooks = [pruner]
         if verbose:
             label = f"stage {index + 1}/{count} {stage.name}"
             hooks.append(ProgressPrinter(label, settings.epochs, lambda: f"sparsity {pruner.current:.3f}"))
         work.fit(train_data, settings, HookChain(*hooks), fit_fn)
     return StageRow(stage.name, tuple(layer.name for layer in layers), stage.sparsity, stage.scope,
-                    settings is not None and settings.epochs > 0, steps, time.perf_counter() - start)
+                    settings is not None and settings.epochs > 0, pruner.total_steps, time.perf_counter() - start)
 
 
 def _layer_rows(adapter: ModelAdapter, targets: dict[str, float]) -> list[LayerRow]:

@@ -7,6 +7,7 @@ The format is the one in the project's API contract; keys are fixed, new keys ar
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,6 +166,8 @@ def _float(raw: Any, path: str, lo: float, hi: float, hi_open: bool = False, lo_
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
         raise RecipeError(f"{path}: expected a number, got {raw!r}")
     value = float(raw)
+    if not math.isfinite(value):
+        raise RecipeError(f"{path}: expected a finite number, got {raw!r}")
     bad_lo = value <= lo if lo_open else value < lo
     bad_hi = value >= hi if hi_open else value > hi
     if bad_lo or bad_hi:

@@ -51,7 +51,7 @@ class MagnitudePruner(TrainHooks):
         self.layers = layers
         self.stage = stage
         self.current = 0.0
-        self._total_steps = 0
+        self.total_steps = 0  # as the training loop announced it in begin()
 
     def apply(self, target: float) -> None:
         """Computes masks for sparsity ``target`` from the current weights and installs them."""
@@ -66,11 +66,12 @@ class MagnitudePruner(TrainHooks):
 
     # TrainHooks: the schedule runs over the optimizer steps of the stage's fine-tuning.
     def begin(self, total_steps: int) -> None:
-        self._total_steps = max(1, total_steps)
+        self.total_steps = total_steps
 
     def step_end(self, step: int) -> None:
-        if is_update_step(self.stage.schedule, step, self._total_steps):
-            self.apply(sparsity_at(self.stage.schedule, self.stage.sparsity, step, self._total_steps))
+        total = max(1, self.total_steps)
+        if is_update_step(self.stage.schedule, step, total):
+            self.apply(sparsity_at(self.stage.schedule, self.stage.sparsity, step, total))
 
     def end(self) -> None:
         # Whatever the schedule's shape or the steps actually run, leave exactly the target.

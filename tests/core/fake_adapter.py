@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -104,6 +104,10 @@ class FakeModel:
         if len(set(names)) != len(names):
             raise ValueError(f"layer names must be unique: {names}")
         self.layers = layers
+        #: Test instrumentation: ``observer(model, step)`` runs after each built-in training step,
+        #: once slimkit's hooks for that step have run. Use plain functions or closures: deep copies
+        #: of the model share them (a bound method would be copied along with its object).
+        self.step_observers: list[Callable[[FakeModel, int], None]] = []
 
     @property
     def in_features(self) -> int:
@@ -124,13 +128,15 @@ class FakeModel:
 
     __call__ = forward
 
-    def train_step(self, x: np.ndarray, y: np.ndarray, lr: float, loss: str = "auto") -> float:
-        """One SGD step on a batch; masks are re-applied afterwards. Returns the batch loss.
+    def gradients(
+        self, x: np.ndarray, y: np.ndarray, loss: str = "auto"
+    ) -> tuple[float, dict[tuple[str, str], np.ndarray]]:
+        """Batch loss and its gradient for every weight, keyed by (layer name, weight name).
 
         ``loss`` is ``mse``, ``sparse_categorical_crossentropy`` (softmax over logits), or ``auto``:
         cross-entropy for integer labels, MSE otherwise.
         """
-        out = np.asarray(x, np.float32)
+        out = np.asarray(x, self._dtype())
         caches = []
         for layer in self.layers:
             out, cache = layer.forward(out)
@@ -140,7 +146,7 @@ class FakeModel:
             loss = "sparse_categorical_crossentropy" if np.issubdtype(y.dtype, np.integer) else "mse"
         n = len(out)
         if loss == "mse":
-            diff = out - y.reshape(out.shape).astype(np.float32)
+            diff = out - y.reshape(out.shape).astype(out.dtype)
             value = float(np.mean(diff ** 2))
             grad = 2.0 * diff / diff.size
         else:
@@ -151,16 +157,27 @@ class FakeModel:
             grad = probs.copy()
             grad[np.arange(n), labels] -= 1.0
             grad /= n
-        updates = []
+        grads = {}
         for layer, cache in zip(reversed(self.layers), reversed(caches)):
-            grad, grads = layer.backward(grad, cache)
-            updates.append((layer, grads))
-        for layer, grads in updates:
-            for key, g in grads.items():
-                layer.weights[key] = (layer.weights[key] - lr * g).astype(np.float32)
+            grad, own = layer.backward(grad, cache)
+            grads.update({(layer.name, key): g for key, g in own.items()})
+        return value, grads
+
+    def train_step(self, x: np.ndarray, y: np.ndarray, lr: float, loss: str = "auto") -> float:
+        """One plain SGD step on a batch; masks are re-applied afterwards. Returns the batch loss."""
+        value, grads = self.gradients(x, y, loss)
+        for (name, key), g in grads.items():
+            w = self.layer(name).weights[key]
+            self.layer(name).weights[key] = (w - lr * g).astype(w.dtype)
+        for layer in self.layers:
             if layer.mask is not None:  # the "constraint": masked weights stay zero
-                layer.weights["kernel"] = layer.weights["kernel"] * layer.mask
+                kernel = layer.weights["kernel"]
+                layer.weights["kernel"] = kernel * layer.mask.astype(kernel.dtype)
         return value
+
+    def _dtype(self) -> type:
+        first = next(layer for layer in self.layers if isinstance(layer, FakeDense))
+        return first.weights["kernel"].dtype.type
 
 
 def make_mlp(
@@ -339,6 +356,7 @@ class FakeAdapter(ModelAdapter):
         batches = self.num_batches((x, y), settings.batch_size)
         loss = "mse" if settings.loss == "mse" else "auto"
         callback.begin(settings.epochs * batches)
+        step = 0
         for epoch in range(1, settings.epochs + 1):
             order = self._rng.permutation(len(x)) if settings.shuffle else np.arange(len(x))
             total = 0.0
@@ -346,6 +364,9 @@ class FakeAdapter(ModelAdapter):
                 idx = order[b * settings.batch_size:(b + 1) * settings.batch_size]
                 total += self.model.train_step(x[idx], y[idx], settings.learning_rate, loss) * len(idx)
                 callback.step()
+                step += 1
+                for observer in self.model.step_observers:
+                    observer(self.model, step)
             callback.epoch_end(epoch, {"loss": total / len(x)})
         callback.close()
 
