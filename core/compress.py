@@ -125,7 +125,7 @@ def _check_train_data(adapter: ModelAdapter, recipe: Recipe, train_data: Any, fi
         )
     if train_data is not None and is_array_pair(train_data):
         x, _ = as_arrays(train_data, "train_data", need_labels=True)
-        adapter.check_input(x[:2], "train_data")
+        adapter.check_input(x, "train_data")
 
 
 def _run_prune_stage(

@@ -73,6 +73,10 @@ def _define_callback(base: type) -> type:
         epochs of one ``fit`` call; epochs count from 1 likewise, whatever ``initial_epoch`` is.
         """
 
+        # Hooks may change masks between steps, so Keras must call them in step order, never from a
+        # background thread (Keras 3 dispatches callbacks asynchronously only if they opt in).
+        async_safe = False
+
         def __init__(self, hooks: TrainHooks) -> None:
             super().__init__()
             self.hooks = hooks
@@ -89,7 +93,7 @@ def _define_callback(base: type) -> type:
             steps = params.get("steps")
             if steps is None:
                 raise DataError(
-                    "training data: the number of steps per epoch is unknown; pass steps_per_epoch to "
+                    "train_data: the number of steps per epoch is unknown; pass steps_per_epoch to "
                     "fit, or use data of known length (numpy arrays, a finite tf.data.Dataset)"
                 )
             epochs = int(params.get("epochs") or 0)
@@ -109,7 +113,9 @@ def _define_callback(base: type) -> type:
         def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
             # With steps_per_execution > 1 Keras reports only the last batch of each execution;
             # report every step in between so schedules that count steps see each one.
-            current = self._epoch_base + int(batch) + 1
+            # Keras may report a batch index past the epoch's end when the last execution is short.
+            steps = (self.params or {}).get("steps")
+            current = self._epoch_base + (int(batch) + 1 if steps is None else min(int(batch) + 1, int(steps)))
             while self._done < current:
                 self._done += 1
                 self.hooks.step_end(self._done)
@@ -125,6 +131,7 @@ def _define_callback(base: type) -> type:
             self.hooks.end()
 
     SlimkitCallback.__module__ = __name__
+    SlimkitCallback.__qualname__ = "SlimkitCallback"
     return SlimkitCallback
 
 

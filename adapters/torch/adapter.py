@@ -202,7 +202,7 @@ class TorchAdapter(ModelAdapter):
         if isinstance(data, torch.utils.data.DataLoader):
             return data
         x, y = as_arrays(data, "train_data", need_labels=True)
-        self.check_input(x[:2], "train_data")
+        self.check_input(x, "train_data")
         y_t = torch.as_tensor(y, dtype=torch.long if np.issubdtype(y.dtype, np.integer) else torch.float32)
         dataset = torch.utils.data.TensorDataset(torch.as_tensor(np.asarray(x, dtype=np.float32)), y_t)
         return torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size,

@@ -384,7 +384,7 @@ def test_empty_x(mlp):
 
 def test_wrong_input_shape_from_check_input(mlp, classification_data):
     x, y = classification_data
-    expected = "train_data: expected input of shape (batch, 8), got shape (2, 5)"
+    expected = "train_data: expected input of shape (batch, 8), got shape (200, 5)"
     with pytest.raises(DataError, match=re.escape(expected)):
         slimkit.compress(mlp, recipe(0.5, fine_tune=FT), train_data=(x[:, :5], y), verbose=False)
     expected = "eval_data: expected input of shape (batch, 8), got shape (200, 8, 1)"
