@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 
 from slimkit.recipe import FineTune
+
+if TYPE_CHECKING:
+    from slimkit.graph import LayerGraph
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,39 @@ class ModelAdapter(abc.ABC):
     @abc.abstractmethod
     def training_callback(self, hooks: TrainHooks) -> Any:
         """The framework-native object that drives ``hooks`` from a user's own training loop."""
+
+    # -- structure (structured pruning) ----------------------------------------------------
+    @abc.abstractmethod
+    def graph(self, sample: np.ndarray | None = None) -> "LayerGraph":
+        """The model as a neutral :class:`slimkit.graph.LayerGraph`.
+
+        ``sample`` (a batch of inputs) lets frameworks without static shapes trace them. Ops the
+        adapter cannot describe become ``opaque`` nodes, never a guess.
+
+        Raises:
+            UnsupportedModelError: the model cannot be traced at all; the message names the op/layer.
+        """
+
+    @abc.abstractmethod
+    def shrink(self, weights: dict[str, dict[str, np.ndarray]]) -> "ModelAdapter":
+        """An adapter over a new model in which the named layers hold ``weights``.
+
+        Weights (native layout, neutral names) may be smaller than the current ones along channel
+        axes; each such layer is rebuilt with the sizes its new weights imply (filters, units,
+        input features, batch-norm features, depthwise channels) and every other layer is kept.
+        This model is not modified.
+        """
+
+    @abc.abstractmethod
+    def layer_outputs(self, x: np.ndarray, names: list[str], batch_size: int = 256) -> dict[str, np.ndarray]:
+        """Inference-mode outputs of the named layers for ``x``, channels moved to axis 1."""
+
+    @abc.abstractmethod
+    def weight_gradients(self, data: Any, settings: FineTune, batches: int) -> dict[str, dict[str, np.ndarray]]:
+        """Gradients of the training loss w.r.t. every layer's weights, averaged over ``batches``.
+
+        Native layout, neutral names (trainable weights only); the model's weights do not change.
+        """
 
     # -- export ----------------------------------------------------------------------------
     @abc.abstractmethod
