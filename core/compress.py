@@ -10,16 +10,21 @@ from typing import Any, Callable
 
 import numpy as np
 
-from slimkit.adapter import FitFn, HookChain, ModelAdapter
+from slimkit.adapter import FitFn, HookChain, ModelAdapter, TrainHooks
 from slimkit.data import as_arrays, first_inputs, is_array_pair
 from slimkit.errors import DataError
 from slimkit.export import export_onnx as _export_onnx
 from slimkit.metrics import evaluate
 from slimkit.progress import ProgressPrinter
-from slimkit.pruning.magnitude import SUPPORTED_KINDS, MagnitudePruner
+from slimkit.pruning.magnitude import SUPPORTED_KINDS as MAGNITUDE_KINDS
+from slimkit.pruning.magnitude import MagnitudePruner
+from slimkit.pruning.nm import SUPPORTED_KINDS as NM_KINDS
+from slimkit.pruning.nm import NMPruner
+from slimkit.pruning.structured import SUPPORTED_KINDS as CHANNEL_KINDS
+from slimkit.pruning.structured import ChannelPruner
 from slimkit.recipe import PruneStage, Recipe
 from slimkit.registry import adapter_class
-from slimkit.report import FileRow, LayerRow, Report, StageRow
+from slimkit.report import FileRow, GroupRow, LayerRow, Report, StageRow
 from slimkit.selection import select_layers
 
 
@@ -91,13 +96,22 @@ def compress(
     _check_train_data(original, recipe, train_data, fit_fn)
     metrics_before = evaluate(original, eval_data, eval_fn)
 
+    sample = first_inputs(calib_data, "calib_data", 1024)
+    if sample is None:
+        sample = first_inputs(train_data, "train_data", 1024)
+    if sample is None:
+        sample = first_inputs(eval_data, "eval_data", 1024)
+
     work = cls.copy_of(model)
     work.seed(recipe.seed)
     report = Report(framework=cls.framework, metrics_before=metrics_before)
     targets: dict[str, float] = {}
     for index, stage in enumerate(recipe.stages):
-        report.stages.append(_run_prune_stage(work, stage, index, len(recipe.stages), train_data, fit_fn, verbose))
-        targets.update({name: stage.sparsity for name in report.stages[-1].layers})
+        context = _StageContext(index, len(recipe.stages), train_data, fit_fn, verbose, sample, recipe.seed)
+        work, row = _run_prune_stage(work, stage, context, report)
+        report.stages.append(row)
+        if stage.method != "channel":  # a channel ratio is not a kernel sparsity target
+            targets.update({name: stage.sparsity for name in row.layers})
 
     compressed = cls(work.strip())
     report.metrics_after = evaluate(compressed, eval_data, eval_fn)
@@ -108,12 +122,7 @@ def compress(
         "zlib before": _weight_bytes(original, compress=True),
         "zlib after": _weight_bytes(compressed, compress=True),
     }
-    sample = first_inputs(calib_data, "calib_data", 16)
-    if sample is None:
-        sample = first_inputs(train_data, "train_data", 16)
-    if sample is None:
-        sample = first_inputs(eval_data, "eval_data", 16)
-    return CompressionResult(compressed.model, report, recipe, sample)
+    return CompressionResult(compressed.model, report, recipe, None if sample is None else sample[:16])
 
 
 def _check_train_data(adapter: ModelAdapter, recipe: Recipe, train_data: Any, fit_fn: FitFn | None) -> None:
@@ -128,30 +137,49 @@ def _check_train_data(adapter: ModelAdapter, recipe: Recipe, train_data: Any, fi
         adapter.check_input(x, "train_data")
 
 
+@dataclass(frozen=True)
+class _StageContext:
+    index: int
+    count: int
+    train_data: Any
+    fit_fn: FitFn | None
+    verbose: bool
+    sample: np.ndarray | None
+    seed: int
+
+
 def _run_prune_stage(
-    work: ModelAdapter,
-    stage: PruneStage,
-    index: int,
-    count: int,
-    train_data: Any,
-    fit_fn: FitFn | None,
-    verbose: bool,
-) -> StageRow:
+    work: ModelAdapter, stage: PruneStage, ctx: _StageContext, report: Report
+) -> tuple[ModelAdapter, StageRow]:
+    """Runs one prune stage; returns the adapter to continue with (a rebuilt one after channel pruning)."""
     start = time.perf_counter()
-    field = f"stages[{index}].prune.layers"
-    layers = select_layers(work.layers(), stage.layers, SUPPORTED_KINDS, field)
-    pruner = MagnitudePruner(work, layers, stage)
-    settings = stage.fine_tune
-    if settings is None or settings.epochs == 0:
-        pruner.apply(stage.sparsity)
+    field = f"stages[{ctx.index}].prune.layers"
+    kinds = {"magnitude": MAGNITUDE_KINDS, "n:m": NM_KINDS, "channel": CHANNEL_KINDS}[stage.method]
+    layers = select_layers(work.layers(), stage.layers, kinds, field)
+    if stage.method == "channel":
+        pruner: Any = ChannelPruner(work, layers, stage, field, ctx.sample, ctx.train_data, ctx.seed)
+    elif stage.method == "n:m":
+        pruner = NMPruner(work, layers, stage, field)
     else:
-        hooks = [pruner]
-        if verbose:
-            label = f"stage {index + 1}/{count} {stage.name}"
+        pruner = MagnitudePruner(work, layers, stage)
+    settings = stage.fine_tune
+    trains = settings is not None and settings.epochs > 0
+    if not trains:
+        result = pruner.one_shot()
+    else:
+        hooks: list[TrainHooks] = [pruner]
+        if ctx.verbose:
+            label = f"stage {ctx.index + 1}/{ctx.count} {stage.name}"
             hooks.append(ProgressPrinter(label, settings.epochs, lambda: f"sparsity {pruner.current:.3f}"))
-        work.fit(train_data, settings, HookChain(*hooks), fit_fn)
-    return StageRow(stage.name, tuple(layer.name for layer in layers), stage.sparsity, stage.scope,
-                    settings is not None and settings.epochs > 0, pruner.total_steps, time.perf_counter() - start)
+        work.fit(ctx.train_data, settings, HookChain(*hooks), ctx.fit_fn)
+        result = pruner.shrunk() if stage.method == "channel" else work
+    if stage.method == "channel":
+        report.groups += [GroupRow(*row) for row in pruner.group_rows()]
+        report.notes += [f"channels left whole ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}): {why}"
+                         for names, why in pruner.blocked]
+    row = StageRow(stage.name, tuple(layer.name for layer in layers), stage.sparsity, stage.scope,
+                   trains, pruner.total_steps, time.perf_counter() - start)
+    return (result if stage.method == "channel" else work), row
 
 
 def _layer_rows(adapter: ModelAdapter, targets: dict[str, float]) -> list[LayerRow]:

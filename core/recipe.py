@@ -26,7 +26,8 @@ LAYER_KINDS = (
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy", "mse")
 PRUNE_METHODS = ("magnitude", "channel", "n:m")
-PRUNE_METHODS_READY = ("magnitude",)
+PRUNE_METHODS_READY = ("magnitude", "channel", "n:m")
+CRITERIA = ("l1", "l2", "fpgm", "bn_scale", "taylor", "apoz", "mean_activation", "random")
 SCOPES = ("global", "layer")
 SCHEDULE_KINDS = ("constant", "polynomial")
 
@@ -69,7 +70,12 @@ class Schedule:
 
 @dataclass(frozen=True)
 class PruneStage:
-    """A pruning stage. ``fine_tune`` is None for one-shot pruning."""
+    """A pruning stage. ``fine_tune`` is None for one-shot pruning.
+
+    ``sparsity`` is the fraction of weights (magnitude) or of channels (channel) removed; for
+    ``n:m`` it is implied: ``1 - n / m``. ``criterion``, ``round_to`` and ``samples`` apply to
+    channel pruning; ``n`` and ``m`` to N:M.
+    """
 
     method: str
     sparsity: float
@@ -77,6 +83,11 @@ class PruneStage:
     schedule: Schedule
     layers: LayerSelector
     fine_tune: FineTune | None
+    criterion: str = "l1"
+    round_to: int = 1
+    samples: int = 256
+    n: int = 2
+    m: int = 4
 
     @property
     def name(self) -> str:
@@ -246,17 +257,41 @@ def _schedule(raw: Any, path: str) -> Schedule:
     return sched
 
 
+_COMMON_PRUNE_KEYS = ("method", "sparsity", "scope", "schedule", "layers", "fine_tune")
+_METHOD_KEYS = {
+    "magnitude": _COMMON_PRUNE_KEYS,
+    "channel": _COMMON_PRUNE_KEYS + ("criterion", "round_to", "samples"),
+    "n:m": ("method", "n", "m", "schedule", "layers", "fine_tune"),
+}
+
+
 def _prune(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | None) -> PruneStage:
-    raw = _keys(raw, path, ("method", "sparsity", "scope", "schedule", "layers", "fine_tune"))
+    if not isinstance(raw, Mapping):
+        raise RecipeError(f"{path}: expected a mapping, got {type(raw).__name__} {raw!r}")
     method = _choice(raw.get("method", "magnitude"), _join(path, "method"), PRUNE_METHODS)
     if method not in PRUNE_METHODS_READY:
         raise NotSupportedYetError(
             f"{_join(path, 'method')}: {method!r} pruning is not supported yet "
             f"(available: {', '.join(PRUNE_METHODS_READY)})"
         )
-    if "sparsity" not in raw:
+    raw = _keys(raw, path, _METHOD_KEYS[method])
+    extra: dict[str, Any] = {}
+    if method == "n:m":
+        n = _int(raw.get("n", 2), _join(path, "n"), lo=1)
+        m = _int(raw.get("m", 4), _join(path, "m"), lo=2)
+        if n >= m:
+            raise RecipeError(f"{_join(path, 'n')}: {n} must be smaller than m ({m})")
+        sparsity, extra = 1.0 - n / m, {"n": n, "m": m}
+    elif "sparsity" not in raw:
         raise RecipeError(f"{_join(path, 'sparsity')}: required key is missing")
-    sparsity = _float(raw["sparsity"], _join(path, "sparsity"), 0.0, 1.0, hi_open=True)
+    else:
+        sparsity = _float(raw["sparsity"], _join(path, "sparsity"), 0.0, 1.0, hi_open=True)
+    if method == "channel":
+        extra = {
+            "criterion": _choice(raw.get("criterion", "l1"), _join(path, "criterion"), CRITERIA),
+            "round_to": _int(raw.get("round_to", 1), _join(path, "round_to"), lo=1),
+            "samples": _int(raw.get("samples", 256), _join(path, "samples"), lo=1),
+        }
     scope = _choice(raw.get("scope", "layer"), _join(path, "scope"), SCOPES)
     schedule = _schedule(raw.get("schedule", {}), _join(path, "schedule"))
     if schedule.initial > sparsity:
@@ -267,7 +302,7 @@ def _prune(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | Non
     stage_ft = fine_tune
     if "fine_tune" in raw:
         stage_ft = _fine_tune(raw["fine_tune"], _join(path, "fine_tune"), fine_tune or FineTune())
-    return PruneStage(method, sparsity, scope, schedule, stage_layers, stage_ft)
+    return PruneStage(method, sparsity, scope, schedule, stage_layers, stage_ft, **extra)
 
 
 _NOT_YET_STAGES = ("quantize", "distill")

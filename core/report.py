@@ -41,6 +41,15 @@ class StageRow:
 
 
 @dataclass(frozen=True)
+class GroupRow:
+    """One channel group of a structured-pruning stage."""
+
+    producers: tuple[str, ...]
+    channels: int
+    kept: int
+
+
+@dataclass(frozen=True)
 class FileRow:
     """One exported file, verified against the framework's own output."""
 
@@ -64,6 +73,8 @@ class Report:
         metrics_after: evaluation of the compressed model.
         weight_bytes: name -> bytes: fp32 weight bytes before/after and their zlib-compressed sizes.
         files: exported files with their sizes and verification results.
+        groups: channel groups that structured pruning shrank.
+        notes: what was left alone and why (channel groups that cannot be pruned safely, say).
     """
 
     framework: str
@@ -73,6 +84,8 @@ class Report:
     metrics_after: dict[str, float] = field(default_factory=dict)
     weight_bytes: dict[str, int] = field(default_factory=dict)
     files: list[FileRow] = field(default_factory=list)
+    groups: list[GroupRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def params(self) -> int:
@@ -101,6 +114,8 @@ class Report:
             "metrics_after": dict(self.metrics_after),
             "weight_bytes": dict(self.weight_bytes),
             "files": [dataclasses.asdict(f) for f in self.files],
+            "groups": [dataclasses.asdict(g) for g in self.groups],
+            "notes": list(self.notes),
         }
 
     def to_markdown(self) -> str:
@@ -128,6 +143,11 @@ class Report:
             for s in self.stages:
                 steps = s.steps if s.fine_tuned else "one-shot"
                 out.append(f"| {s.name} | {len(s.layers)} | {s.target:.1%} | {s.scope} | {steps} | {s.seconds:.1f} |")
+        if self.groups:
+            out += ["", "| channel group (producers) | channels | kept |", "|---|---:|---:|"]
+            out += [f"| {', '.join(g.producers)} | {g.channels} | {g.kept} |" for g in self.groups]
+        if self.notes:
+            out += [""] + [f"- {note}" for note in self.notes]
         if self.files:
             out += ["", "| file | format | bytes | gzip bytes | max abs diff |", "|---|---|---:|---:|---:|"]
             for f in self.files:

@@ -24,6 +24,7 @@ import numpy as np
 from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, TrainHooks
 from slimkit.data import as_arrays, is_array_pair
 from slimkit.errors import DataError, ExportError
+from slimkit.graph import LayerGraph, Node
 from slimkit.recipe import FineTune
 
 _EPS = 1e-5
@@ -375,3 +376,56 @@ class FakeAdapter(ModelAdapter):
 
     def export_onnx(self, path: str, sample: np.ndarray, opset: int) -> None:
         raise ExportError("fake adapter has no ONNX exporter")
+
+    # -- structure -------------------------------------------------------------------------
+    def graph(self, sample: np.ndarray | None = None) -> LayerGraph:
+        nodes = [Node("input", "input", (), self.model.in_features)]
+        width = self.model.in_features
+        for layer in self.model.layers:
+            prev = nodes[-1].name
+            if isinstance(layer, FakeDense):
+                width = layer.weights["kernel"].shape[1]
+                nodes.append(Node(layer.name, "dense", (prev,), width, layer.name))
+                if layer.relu:
+                    nodes.append(Node(f"{layer.name}/relu", "elementwise", (layer.name,), width))
+            elif isinstance(layer, FakeBatchNorm):
+                nodes.append(Node(layer.name, "batchnorm", (prev,), width, layer.name))
+            elif isinstance(layer, _Relu):
+                nodes.append(Node(layer.name, "elementwise", (prev,), width))
+            else:  # FakeScale: per-channel weights no algorithm understands
+                nodes.append(Node(layer.name, "opaque", (prev,), width, attrs={"type_name": "FakeScale"}))
+        nodes.append(Node("__output__", "output", (nodes[-1].name,), width))
+        return LayerGraph(nodes)
+
+    def shrink(self, weights: dict[str, dict[str, np.ndarray]]) -> "FakeAdapter":
+        clone = copy.deepcopy(self.model)
+        for layer in clone.layers:
+            layer.mask = None
+            if layer.name in weights:
+                layer.weights.update({k: np.asarray(v, np.float32).copy() for k, v in weights[layer.name].items()})
+        return FakeAdapter(clone)
+
+    def layer_outputs(self, x: np.ndarray, names: list[str], batch_size: int = 256) -> dict[str, np.ndarray]:
+        out, found = np.asarray(x, np.float32), {}
+        for layer in self.model.layers:
+            out, _ = layer.forward(out)
+            if layer.name in names:
+                found[layer.name] = out.copy()
+        missing = set(names) - set(found)
+        if missing:
+            raise KeyError(f"no layer named {sorted(missing)[0]!r}")
+        return found
+
+    def weight_gradients(self, data: Any, settings: FineTune, batches: int) -> dict[str, dict[str, np.ndarray]]:
+        x, y = as_arrays(data, "train_data", need_labels=True)
+        loss = "mse" if settings.loss == "mse" else "auto"
+        total: dict[str, dict[str, np.ndarray]] = {}
+        used = 0
+        for b in range(min(batches, self.num_batches((x, y), settings.batch_size))):
+            sl = slice(b * settings.batch_size, (b + 1) * settings.batch_size)
+            _, grads = self.model.gradients(x[sl], y[sl], loss)
+            for (name, key), g in grads.items():
+                total.setdefault(name, {}).setdefault(key, np.zeros_like(g))
+                total[name][key] = total[name][key] + g
+            used += 1
+        return {n: {k: (g / used).astype(np.float32) for k, g in d.items()} for n, d in total.items()}

@@ -373,10 +373,37 @@ def test_tune_section():
     assert msg.startswith("tune:") and "not supported yet" in msg
 
 
-@pytest.mark.parametrize("method", ["channel", "n:m"])
-def test_structured_methods(method):
-    msg = raises(minimal(method=method), NotSupportedYetError)
-    assert msg.startswith("stages[0].prune.method:") and repr(method) in msg and "not supported yet" in msg
+def test_channel_method_keys_and_defaults():
+    stage = Recipe.load(minimal(method="channel", criterion="fpgm", round_to=8, samples=64)).stages[0]
+    assert (stage.method, stage.sparsity, stage.criterion, stage.round_to, stage.samples) == \
+        ("channel", 0.5, "fpgm", 8, 64)
+    default = Recipe.load(minimal(method="channel")).stages[0]
+    assert (default.criterion, default.round_to, default.samples) == ("l1", 1, 256)
+
+
+@pytest.mark.parametrize("bad, path", [
+    ({"criterion": "entropy"}, "stages[0].prune.criterion"),
+    ({"round_to": 0}, "stages[0].prune.round_to"),
+    ({"samples": 0}, "stages[0].prune.samples"),
+])
+def test_channel_method_bad_values(bad, path):
+    assert raises(minimal(method="channel", **bad)).startswith(path + ":")
+
+
+def test_nm_method_implies_sparsity():
+    stage = Recipe.load({"stages": [{"prune": {"method": "n:m", "n": 1, "m": 4}}]}).stages[0]
+    assert (stage.n, stage.m) == (1, 4) and stage.sparsity == pytest.approx(0.75)
+    assert Recipe.load({"stages": [{"prune": {"method": "n:m"}}]}).stages[0].sparsity == pytest.approx(0.5)
+
+
+def test_nm_method_rejects_sparsity_and_bad_n():
+    msg = raises({"stages": [{"prune": {"method": "n:m", "sparsity": 0.5}}]})
+    assert msg.startswith("stages[0].prune: unknown key 'sparsity'")
+    assert raises({"stages": [{"prune": {"method": "n:m", "n": 4, "m": 4}}]}).startswith("stages[0].prune.n:")
+
+
+def test_criterion_only_for_channel_method():
+    assert raises(minimal(criterion="l1")).startswith("stages[0].prune: unknown key 'criterion'")
 
 
 def test_api_md_example_is_not_supported_yet():

@@ -1,0 +1,154 @@
+"""Drives channel pruning of a model through its adapter: score, choose, mask while training, remove.
+
+One-shot: choose the channels and rebuild a smaller model. Gradual: along the stage's schedule,
+silence the lowest-ranked channels with kernel masks (removed channels stay removed), then rebuild
+with the final choice when training ends. Rebuilding happens in the adapter from sliced weights.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from slimkit.adapter import LayerInfo, ModelAdapter, TrainHooks
+from slimkit.data import is_array_pair
+from slimkit.errors import DataError, RecipeError
+from slimkit.graph import analyse
+from slimkit.pruning.channel import (
+    ChannelChoice,
+    apply_plan,
+    choose_global,
+    choose_per_group,
+    kernel_mask,
+    layer_plans,
+    rounded_keep_count,
+)
+from slimkit.pruning.criteria import NEEDS_ACTIVATIONS, NEEDS_GRADIENTS, group_scores
+from slimkit.pruning.masks import to_canonical
+from slimkit.recipe import FineTune, PruneStage
+from slimkit.schedules import is_update_step, sparsity_at
+
+#: Layer kinds whose output channels define a prunable group.
+SUPPORTED_KINDS = ("dense", "conv")
+
+
+class ChannelPruner(TrainHooks):
+    """Channel pruning of the groups whose producers are all selected."""
+
+    def __init__(
+        self,
+        adapter: ModelAdapter,
+        selected: list[LayerInfo],
+        stage: PruneStage,
+        field: str,
+        sample: np.ndarray | None,
+        train_data: Any,
+        seed: int,
+    ) -> None:
+        if sample is None:
+            raise DataError(f"{field}: channel pruning needs sample inputs: pass calib_data or train_data")
+        self.adapter, self.stage, self.field = adapter, stage, field
+        self.sample = sample[: stage.samples]
+        self.train_data = train_data
+        self.rng = np.random.default_rng(seed)
+        analysis = analyse(adapter.graph(self.sample))
+        names = {layer.name for layer in selected}
+        self.groups = [g for g in analysis.groups if all(p in names for p in g.producers)]
+        self.blocked = analysis.blocked
+        if not self.groups:
+            reasons = "; ".join(f"{', '.join(n[:3])}: {why}" for n, why in analysis.blocked[:5]) or "none"
+            raise RecipeError(
+                f"{field}: no prunable channel group has all its producing layers selected "
+                f"(selected: {sorted(names)}; groups left whole: {reasons})"
+            )
+        self.infos = {layer.name: layer for layer in adapter.layers()}
+        self.choices: list[ChannelChoice] = []
+        self.current = 0.0
+        self.total_steps = 0
+        if stage.criterion in NEEDS_GRADIENTS and train_data is None:
+            raise DataError(f"{field}: criterion {stage.criterion!r} needs train_data with labels")
+
+    # -- choosing ----------------------------------------------------------------------------
+    def _weights(self) -> dict[str, dict[str, np.ndarray]]:
+        layers = {m.layer for g in self.groups for m in g.members}
+        out = {}
+        for name in layers:
+            info = self.infos[name]
+            w = self.adapter.get_weights(name)
+            if "kernel" in w:
+                w["kernel"] = to_canonical(w["kernel"], info.kernel_perm)
+            out[name] = w
+        return out
+
+    def _gradients(self) -> dict[str, dict[str, np.ndarray]]:
+        settings = self.stage.fine_tune or FineTune()
+        data = self.train_data
+        if is_array_pair(data):
+            data = (np.asarray(data[0])[: self.stage.samples], np.asarray(data[1])[: self.stage.samples])
+        batches = max(1, math.ceil(self.stage.samples / settings.batch_size))
+        grads = self.adapter.weight_gradients(data, settings, batches)
+        for name, g in grads.items():
+            if "kernel" in g and name in self.infos:
+                g["kernel"] = to_canonical(g["kernel"], self.infos[name].kernel_perm)
+        return grads
+
+    def choose(self, ratio: float) -> list[ChannelChoice]:
+        """Channels each group keeps at ``ratio``; channels removed earlier stay removed."""
+        weights = self._weights()
+        grads = self._gradients() if self.stage.criterion in NEEDS_GRADIENTS else None
+        outputs = None
+        if self.stage.criterion in NEEDS_ACTIVATIONS:
+            producers = sorted({p for g in self.groups for p in g.producers})
+            outputs = self.adapter.layer_outputs(self.sample, producers)
+        scores = [group_scores(self.stage.criterion, g, weights, grads, outputs, self.rng) for g in self.groups]
+        for previous in self.choices:  # monotone: a removed channel never comes back
+            scores[self.groups.index(previous.group)][previous.removed] = -np.inf
+        if self.stage.scope == "global":
+            finite = [np.where(np.isfinite(s), s, 0.0) for s in scores]
+            keeps = choose_global(self.groups, finite, ratio, self.stage.round_to)
+        else:
+            keeps = [choose_per_group(s, rounded_keep_count(g.channels, ratio, self.stage.round_to))
+                     for g, s in zip(self.groups, scores)]
+        return [ChannelChoice(g, k) for g, k in zip(self.groups, keeps)]
+
+    # -- acting --------------------------------------------------------------------------------
+    def _mask(self, choices: list[ChannelChoice]) -> None:
+        for name, plan in layer_plans(choices, self.infos).items():
+            if "kernel" in self.infos[name].shapes:
+                self.adapter.set_mask(name, kernel_mask(self.infos[name], plan))
+        self.choices = choices
+
+    def shrunk(self) -> ModelAdapter:
+        """An adapter over the rebuilt smaller model for the current choice."""
+        weights = {}
+        for name, plan in layer_plans(self.choices, self.infos).items():
+            weights[name] = apply_plan(self.infos[name], self.adapter.get_weights(name), plan, mask=False)
+        return self.adapter.shrink(weights)
+
+    def one_shot(self) -> ModelAdapter:
+        self.choices = self.choose(self.stage.sparsity)
+        self.current = self.stage.sparsity
+        return self.shrunk()
+
+    # TrainHooks: gradual masking along the schedule.
+    def begin(self, total_steps: int) -> None:
+        self.total_steps = total_steps
+
+    def step_end(self, step: int) -> None:
+        total = max(1, self.total_steps)
+        if is_update_step(self.stage.schedule, step, total):
+            ratio = sparsity_at(self.stage.schedule, self.stage.sparsity, step, total)
+            self._mask(self.choose(ratio))
+            self.current = ratio
+
+    def end(self) -> None:
+        if self.current != self.stage.sparsity or not self.choices:
+            self._mask(self.choose(self.stage.sparsity))
+            self.current = self.stage.sparsity
+
+    def group_rows(self) -> list[tuple[tuple[str, ...], int, int]]:
+        """(producers, channels, kept) per pruned group."""
+        return [(tuple(c.group.producers), c.group.channels, len(c.keep)) for c in self.choices]
+
