@@ -83,13 +83,13 @@ class Member:
 
     ``role``: ``out`` (producer: kernel out-channels and bias), ``channel`` (batch-norm or depthwise:
     every weight is per channel), or ``in`` (consumer: kernel in-channels). ``index`` maps the group's
-    channel c to the layer's input features: ``in`` members read through concatenation offsets and
-    flatten blocks, so keeping channels K keeps input features ``index[K].ravel()``.
+    channel c to the layer's own channels (``channel``) or input features (``in``), through
+    concatenation offsets and flatten blocks: removing channels R removes ``index[R].ravel()``.
     """
 
     layer: str
     role: str
-    index: np.ndarray | None = None  # (channels, features per channel), for role "in"
+    index: np.ndarray | None = None  # (channels, positions per channel), for roles "channel" and "in"
 
 
 @dataclass
@@ -255,6 +255,7 @@ def _groups(graph: LayerGraph, spaces: _Spaces, blocked_nodes: dict[str, str]) -
 
     groups, blocked = [], []
     consumers = [n for n in graph.nodes if n.op in _PRODUCERS]
+    channelwise = [n for n in graph.nodes if n.op in ("batchnorm", "depthwise_conv")]
     for root, members_nodes in res.members.items():
         producers = [n for n in members_nodes if n.op in _PRODUCERS]
         if not producers:
@@ -263,8 +264,12 @@ def _groups(graph: LayerGraph, spaces: _Spaces, blocked_nodes: dict[str, str]) -
             blocked.append((tuple(n.name for n in members_nodes), reasons[root]))
             continue
         members = [Member(n.layer or n.name, "out") for n in producers]
-        members += [Member(n.layer or n.name, "channel") for n in members_nodes
-                    if n.op in ("batchnorm", "depthwise_conv")]
+        # Per-channel layers (batch norm, depthwise) anywhere the channels flow: in the space itself
+        # (identity index) or after a concatenation (offset index).
+        for node in channelwise:
+            index = res.index(node.name, root)
+            if index is not None:
+                members.append(Member(node.layer or node.name, "channel", index))
         for consumer in consumers:
             index = res.index(consumer.inputs[0], root)
             if index is not None:

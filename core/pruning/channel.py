@@ -77,20 +77,30 @@ def layer_plans(choices: list[ChannelChoice], layers: dict[str, LayerInfo]) -> d
     """What each touched layer keeps, combining every group it belongs to."""
     plans: dict[str, LayerPlan] = {}
     removed_in: dict[str, list[np.ndarray]] = {}
+    removed_channels: dict[str, list[np.ndarray]] = {}
     for choice in choices:
         for member in choice.group.members:
             plan = plans.setdefault(member.layer, LayerPlan())
-            if member.role in ("out", "channel"):
+            if member.role == "out":
                 plan.out_keep = choice.keep
-            if member.role == "channel":
-                plan.in_keep = choice.keep
-            if member.role == "in" and len(choice.removed):
-                removed_in.setdefault(member.layer, []).append(member.index[choice.removed].ravel())
+            elif len(choice.removed):
+                target = removed_channels if member.role == "channel" else removed_in
+                target.setdefault(member.layer, []).append(member.index[choice.removed].ravel())
+    for name, removed in removed_channels.items():
+        count = _channel_count(layers[name])
+        plans[name].out_keep = plans[name].in_keep = np.setdiff1d(np.arange(count), np.concatenate(removed))
     for name, removed in removed_in.items():
         info = layers[name]
         features = info.shapes["kernel"][info.kernel_perm[1]]
         plans[name].in_keep = np.setdiff1d(np.arange(features), np.concatenate(removed))
     return plans
+
+
+def _channel_count(info: LayerInfo) -> int:
+    """Channels of a per-channel layer: depthwise kernel rows, or batch-norm features."""
+    if "kernel" in info.shapes:
+        return info.shapes["kernel"][info.kernel_perm[0]]
+    return next(iter(info.shapes.values()))[0]
 
 
 def _take(array: np.ndarray, axis: int, keep: np.ndarray | None, mask: bool) -> np.ndarray:
