@@ -1,7 +1,8 @@
-"""Prune the same digits CNN to 80% in Keras and in PyTorch with one recipe file, export both to ONNX.
+"""Prune the same digits CNN in Keras and in PyTorch with one recipe file, export both to ONNX.
 
-Run:  python examples/prune_digits.py [--framework keras|torch|both] [--out DIR]
-Prints, per framework, slimkit's report and a before/after table with ONNX file sizes.
+Run:  python examples/prune_digits.py [--framework keras|torch|both] [--recipe FILE] [--out DIR]
+The default recipe zeroes 80% of the weights (magnitude); ``recipes/channel_50.yaml`` removes half
+of the channels instead. Prints slimkit's report per framework and a before/after table.
 """
 
 from __future__ import annotations
@@ -29,14 +30,16 @@ def run(framework: str, out_dir: Path, recipe_path: Path = RECIPE) -> dict[str, 
     recipe = slimkit.Recipe.load(recipe_path)
     result = slimkit.compress(model, recipe, train_data=train_data, eval_data=test_data)
     dense_file = slimkit.export_onnx(model, out_dir / f"digits_{framework}_dense.onnx", sample=test_data[0][:16])
-    pruned_file = result.export_onnx(out_dir / f"digits_{framework}_pruned80.onnx")
+    pruned_file = result.export_onnx(out_dir / f"digits_{framework}_{recipe_path.stem}.onnx")
     print(result.report.to_markdown())
     report = result.report
+    targeted = [r for r in report.layers if r.target is not None]
     return {
         "accuracy dense": report.metrics_before["accuracy"],
         "accuracy pruned": report.metrics_after["accuracy"],
-        "kernel sparsity (targeted layers)": 1 - sum(r.kernel_nonzeros for r in report.layers if r.target) /
-        sum(r.kernel_params for r in report.layers if r.target),
+        "kernel sparsity (targeted layers)": 1 - sum(r.kernel_nonzeros for r in targeted) /
+        max(1, sum(r.kernel_params for r in targeted)),
+        "parameters after / before": report.weight_bytes["fp32 after"] / report.weight_bytes["fp32 before"],
         "onnx bytes dense": dense_file.bytes,
         "onnx bytes pruned": pruned_file.bytes,
         "onnx gzip bytes dense": dense_file.gzip_bytes,

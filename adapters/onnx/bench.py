@@ -1,0 +1,64 @@
+"""Measurements of exported ONNX files: onnxruntime latency and multiply-accumulates per sample.
+
+MACs are counted on the ONNX graph after shape inference, so a Keras and a PyTorch export of the
+same network are counted the same way (Conv, ConvTranspose-free graphs, Gemm and MatMul).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from slimkit.adapters.onnx.runtime import session
+
+
+def latency_ms(path: str, x: np.ndarray, repeats: int = 30, warmup: int = 5, threads: int = 0) -> float:
+    """Median wall time of one onnxruntime run on ``x``, in milliseconds."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    sess = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    feed = {sess.get_inputs()[0].name: x.astype(np.float32)}
+    for _ in range(warmup):
+        sess.run(None, feed)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sess.run(None, feed)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1e3)
+
+
+def macs(path: str, batch: int = 1) -> int:
+    """Multiply-accumulates of one forward pass at ``batch`` (Conv, Gemm and MatMul nodes)."""
+    import onnx
+    from onnx import shape_inference
+
+    model = onnx.load(path)
+    graph_input = model.graph.input[0]
+    dims = graph_input.type.tensor_type.shape.dim
+    if dims and not dims[0].HasField("dim_value"):
+        dims[0].dim_value = batch  # fix the dynamic batch so shapes infer to numbers
+    model = shape_inference.infer_shapes(model)
+    shapes = {}
+    for value in list(model.graph.value_info) + list(model.graph.output) + list(model.graph.input):
+        shapes[value.name] = [d.dim_value for d in value.type.tensor_type.shape.dim]
+    for init in model.graph.initializer:
+        shapes[init.name] = list(init.dims)
+    total = 0
+    for node in model.graph.node:
+        out = shapes.get(node.output[0])
+        if not out:
+            continue
+        if node.op_type == "Conv":
+            w = shapes[node.input[1]]  # (out, in/groups, *k)
+            total += int(np.prod(out)) * int(np.prod(w[1:]))
+        elif node.op_type in ("Gemm", "MatMul"):
+            a = shapes.get(node.input[0])
+            if a:
+                total += int(np.prod(out)) * int(a[-1])
+    return total
+
