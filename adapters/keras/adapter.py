@@ -24,9 +24,11 @@ import numpy as np
 
 from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, TrainHooks
 from slimkit.errors import DataError, UnsupportedModelError
+from slimkit.graph import LayerGraph
 from slimkit.recipe import FineTune
 
-from . import export, training
+from . import export, rebuild, training
+from . import graph as kgraph
 from .layers import LayerEntry, walk
 
 # The keras modules an adapter can serve, in the order accepts() tries them.
@@ -149,6 +151,8 @@ class KerasAdapter(ModelAdapter):
         self._masks: dict[str, _Mask] = {}
         # (shape past the batch axis, dtype) of inputs a subclassed model already ran on
         self._good_inputs: set[tuple[tuple[int, ...], str]] = set()
+        # (walker, graph, trace, node -> call) of the model's call graph; structure never changes
+        self._structure: tuple[kgraph.Walker, LayerGraph, kgraph.Trace, dict[str, str]] | None = None
 
     # -- discovery -------------------------------------------------------------------------
     @classmethod
@@ -409,6 +413,77 @@ class KerasAdapter(ModelAdapter):
         """A ``SlimkitCallback`` (a ``keras.callbacks.Callback``) to pass to ``model.fit``."""
         return training.callback_class(self._k)(hooks)
 
+    # -- structure (structured pruning) ----------------------------------------------------
+    def graph(self, sample: np.ndarray | None = None) -> LayerGraph:
+        """The model's call graph as a neutral :class:`slimkit.graph.LayerGraph`; see :mod:`.graph`.
+
+        One node per layer call, named by layer path (``outer/inner`` for layers of a nested
+        Sequential/Functional model called once, which is inlined); ``channels`` is the size of the
+        output's last axis. Layers the graph cannot describe exactly (shared layers, channels-first
+        layers, channel-mixing ops, custom layers, Keras ops called on tensors) become ``opaque``.
+        ``sample`` is not needed: Keras graphs carry static shapes.
+
+        Raises:
+            UnsupportedModelError: a subclassed or tf_keras model, or several inputs or outputs.
+        """
+        return self._graph_parts()[1]
+
+    def shrink(self, weights: dict[str, dict[str, np.ndarray]]) -> "KerasAdapter":
+        """An adapter over a rebuilt copy of the model in which the named layers hold ``weights``.
+
+        Convolutions and dense layers get ``filters``/``units`` from their new kernels; batch norms,
+        depthwise convolutions and all input features follow from the smaller inputs. Layer names are
+        kept; the copy has no masks. This adapter's model is not modified.
+
+        Raises:
+            KeyError: a name is no layer of the model.
+            ValueError: a weight does not fit its rebuilt layer, or a layer given no weights would
+                change shape.
+            UnsupportedModelError: the model has no functional graph, or cannot be rebuilt.
+        """
+        walker, graph, trace, _ = self._graph_parts()
+        arrays = {name: {key: np.asarray(v) for key, v in ws.items()} for name, ws in weights.items()}
+        return KerasAdapter(rebuild.shrink_model(self.model, self._k, graph, trace, self._walk(), arrays))
+
+    def layer_outputs(self, x: np.ndarray, names: list[str], batch_size: int = 256) -> dict[str, np.ndarray]:
+        """Inference outputs of the named layers (or any graph node) for ``x``, channels on axis 1.
+
+        Raises:
+            KeyError: a name is no node of :meth:`graph`.
+            DataError: ``x`` does not fit the model.
+        """
+        self.check_input(x, "inputs")
+        walker, _, trace, source = self._graph_parts()
+        _, dtype = self._input_spec()
+        return kgraph.collect_outputs(walker, trace, source, x, list(names), batch_size, dtype)
+
+    def weight_gradients(self, data: Any, settings: FineTune, batches: int) -> dict[str, dict[str, np.ndarray]]:
+        """Mean gradients of the training loss over the first ``batches`` batches, in order.
+
+        The loss is the one :meth:`fit` uses (plus the model's regularization losses), computed in
+        inference mode: batch norms use their moving statistics, dropout is off. Trainable weights
+        only (kernel, bias, gamma, beta, ...), native layout, neutral names. No weight changes.
+
+        Raises:
+            DataError: the data does not fit the model or the loss, or is empty.
+            UnsupportedModelError: Keras runs on a backend other than TensorFlow.
+        """
+        self._require_tensorflow("computing gradients")
+        kind, x, y = self._split_data(data)
+        count = max(0, int(batches))
+        if kind == "arrays":
+            x, y = np.asarray(x), np.asarray(y)
+            self._check_arrays(x, y, settings)
+            size = int(settings.batch_size)
+            stream: Any = ((x[i:i + size], y[i:i + size]) for i in range(0, min(len(x), count * size), size))
+        elif kind == "dataset":
+            self._check_dataset(data)
+            stream = ((element[0], element[1]) for element in data.take(count))
+        else:
+            stream = ((data[i][0], data[i][1]) for i in range(min(count, len(data))))
+        entries = list(self._walk().values())
+        return training.weight_gradients(self.model, self._k, entries, stream, settings)
+
     # -- export ----------------------------------------------------------------------------
     def export_onnx(self, path: str, sample: np.ndarray, opset: int) -> None:
         """Writes the model to ``path`` as ONNX (input ``input``, dynamic batch axis) via tf2onnx.
@@ -428,6 +503,13 @@ class KerasAdapter(ModelAdapter):
         export.export_onnx(self.model, path, sample, opset, cast_to)
 
     # -- internals -------------------------------------------------------------------------
+    def _graph_parts(self) -> tuple[kgraph.Walker, LayerGraph, kgraph.Trace, dict[str, str]]:
+        if self._structure is None:
+            walker = kgraph.Walker(self.model, self._k)
+            graph, trace, source = kgraph.build_graph(walker, self._walk())
+            self._structure = (walker, graph, trace, source)
+        return self._structure
+
     def _walk(self) -> dict[str, LayerEntry]:
         if self._entries is None:
             self._entries = {entry.info.name: entry for entry in walk(self.model, self._k)}

@@ -144,3 +144,53 @@ def _floats(logs: dict[str, Any] | None) -> dict[str, float]:
         except (TypeError, ValueError):
             continue
     return out
+
+
+def weight_gradients(model: Any, k: ModuleType, entries: list[Any], batches: Any,
+                     settings: FineTune) -> dict[str, dict[str, Any]]:
+    """Gradients of the training loss w.r.t. every trainable layer weight, averaged over ``batches``.
+
+    The loss is the one ``fit`` compiles (:func:`make_loss`) plus the model's own losses
+    (regularizers), computed in inference mode (``training=False``): batch norms use their moving
+    statistics and dropout is off, so the gradients are deterministic and no statistic is updated.
+    No weight changes.
+
+    Args:
+        model: the Keras model (TensorFlow backend).
+        k: its keras module.
+        entries: :class:`layers.LayerEntry` objects whose variables to differentiate.
+        batches: iterable of (x, y) batches.
+        settings: the loss settings.
+
+    Returns:
+        layer name -> neutral weight name -> float32 gradient in the native layout.
+
+    Raises:
+        DataError: ``batches`` yields nothing.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    loss_fn = make_loss(k, settings)
+    targets = [(e.info.name, key, var) for e in entries for key, var in e.variables.items() if var.trainable]
+    sums: list[Any] = [None] * len(targets)
+    used = 0
+    for x, y in batches:
+        with tf.GradientTape() as tape:
+            pred = model(x, training=False)
+            loss = tf.cast(loss_fn(y, pred), tf.float32)
+            extra = list(model.losses)
+            if extra:
+                loss = loss + tf.add_n([tf.cast(v, tf.float32) for v in extra])
+        grads = tape.gradient(loss, [var for _, _, var in targets])
+        for i, (g, (_, _, var)) in enumerate(zip(grads, targets)):
+            value = np.zeros(tuple(var.shape), np.float32) if g is None else np.asarray(
+                tf.convert_to_tensor(g), dtype=np.float32)
+            sums[i] = value if sums[i] is None else sums[i] + value
+        used += 1
+    if used == 0:
+        raise DataError("train_data: no batches to compute gradients on")
+    out: dict[str, dict[str, Any]] = {}
+    for (name, key, _), total in zip(targets, sums):
+        out.setdefault(name, {})[key] = (total / used).astype(np.float32)
+    return out

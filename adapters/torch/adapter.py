@@ -12,7 +12,7 @@ import copy
 import math
 import sys
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,7 +24,13 @@ from slimkit.data import as_arrays, is_array_pair
 from slimkit.errors import DataError, ExportError, UnsupportedModelError
 from slimkit.recipe import FineTune
 
+from slimkit.adapters.torch import probes
+from slimkit.adapters.torch.graph import build_graph
+from slimkit.adapters.torch.rebuild import shrink_model
 from slimkit.adapters.torch.training import StepCallback, make_loss, make_optimizer
+
+if TYPE_CHECKING:
+    from slimkit.graph import LayerGraph
 
 _BN_WEIGHTS = {"gamma": "weight", "beta": "bias", "mean": "running_mean", "var": "running_var"}
 
@@ -243,6 +249,27 @@ class TorchAdapter(ModelAdapter):
 
     def training_callback(self, hooks: TrainHooks) -> StepCallback:
         return StepCallback(hooks)
+
+    # -- structure (structured pruning) ----------------------------------------------------
+    def graph(self, sample: np.ndarray | None = None) -> "LayerGraph":
+        """The model traced with ``torch.fx`` and shaped on ``sample`` (required); see ``graph.py``."""
+        return build_graph(self.model, sample)
+
+    def shrink(self, weights: dict[str, dict[str, np.ndarray]]) -> "TorchAdapter":
+        """An adapter over a mask-free copy of the model with the named layers rebuilt; see ``rebuild.py``."""
+        small = type(self)(shrink_model(self.model, weights))
+        small._generator.set_state(self._generator.get_state())
+        return small
+
+    def layer_outputs(self, x: np.ndarray, names: list[str], batch_size: int = 256) -> dict[str, np.ndarray]:
+        """Eval-mode outputs of modules (by path) or graph nodes (by node name), NCHW already."""
+        return probes.layer_outputs(self.model, x, names, batch_size)
+
+    def weight_gradients(self, data: Any, settings: FineTune, batches: int) -> dict[str, dict[str, np.ndarray]]:
+        """Mean loss gradients over the first ``batches`` unshuffled batches, in eval mode (batch norm
+        uses its running statistics, dropout is off); ``.grad`` fields and weights are left untouched."""
+        names = [info.name for info in self.layers()]
+        return probes.weight_gradients(self.model, names, data, settings, batches)
 
     # -- export ----------------------------------------------------------------------------
     def export_onnx(self, path: str, sample: np.ndarray, opset: int) -> None:

@@ -29,9 +29,13 @@ def member_slices(member: Member, weights: dict[str, np.ndarray]) -> np.ndarray:
         return kernel.reshape(kernel.shape[0], -1)
     if member.role == "channel":
         if "kernel" in weights:  # depthwise: canonical (C, 1, *spatial)
-            kernel = weights["kernel"]
-            return kernel.reshape(kernel.shape[0], -1)
-        return weights["gamma"].reshape(-1, 1) if "gamma" in weights else np.ones((len(weights["mean"]), 1))
+            rows = weights["kernel"].reshape(weights["kernel"].shape[0], -1)
+        elif "gamma" in weights:
+            rows = weights["gamma"].reshape(-1, 1)
+        else:
+            rows = np.ones((len(weights["mean"]), 1), dtype=np.float32)
+        # After a concatenation the layer carries several groups: take this group's rows.
+        return rows if member.index is None else rows[member.index].reshape(len(member.index), -1)
     kernel = weights["kernel"]  # consumer: the in-features each channel feeds, across all outputs
     cols = np.moveaxis(kernel, 1, 0).reshape(kernel.shape[1], -1)
     return np.stack([cols[idx].ravel() for idx in member.index])
@@ -58,7 +62,7 @@ def _fpgm(group: Group, weights: Weights) -> np.ndarray:
 def _bn_scale(group: Group, weights: Weights) -> np.ndarray:
     # Network slimming (Liu et al., 2017): |gamma| of the group's batch norms. Groups without a
     # batch norm fall back to L1 so that every group still gets a ranking.
-    gammas = [np.abs(weights[m.layer]["gamma"]) for m in group.members
+    gammas = [np.abs(member_slices(m, weights[m.layer])[:, 0]) for m in group.members
               if m.role == "channel" and "gamma" in weights[m.layer]]
     return np.mean(gammas, axis=0) if gammas else _norm_scores(group, weights, 1)
 

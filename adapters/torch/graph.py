@@ -1,0 +1,480 @@
+"""A PyTorch model as slimkit's neutral :class:`~slimkit.graph.LayerGraph`, traced with ``torch.fx``.
+
+Why ``torch.fx.symbolic_trace`` and not ``torch.export``: fx keeps each ``nn.Module`` call as one
+``call_module`` node whose target is the module path (``layer1.0.conv1``), which is exactly the layer
+name slimkit's adapter reports; ``torch.export`` decomposes modules into aten ops and only keeps the
+path in metadata. fx needs no example input to trace (shapes come afterwards from ``ShapeProp`` on
+a small sample), runs in milliseconds, and does not specialise or guard on shapes. Its limit, data-
+dependent Python control flow, raises :class:`~slimkit.errors.UnsupportedModelError`.
+
+Mapping (the channel axis is dim 1: NCL, NCHW, NCDHW, or (N, features)): every fx node that yields one
+tensor becomes one neutral node named by its module path (``call_module``) or its fx name; nodes that
+yield no tensor (``x.size(0)``, ``x.shape``) are left out, and ops reading them see only their tensor
+inputs. Anything not recognised with certainty, including weighted modules called twice or sharing a
+parameter, becomes ``opaque``: its channels are then left whole rather than guessed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import math
+import operator
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+
+from slimkit.errors import DataError, UnsupportedModelError
+from slimkit.graph import LayerGraph, Node
+
+OUTPUT = "__output__"
+
+_CONV = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
+_POOL_MODULES = {
+    nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3,
+    nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3,
+    nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3,
+    nn.AdaptiveMaxPool1d: 1, nn.AdaptiveMaxPool2d: 2, nn.AdaptiveMaxPool3d: 3,
+    nn.LPPool1d: 1, nn.LPPool2d: 2,
+}
+#: Parameter-free modules that act on each channel separately (shape is checked too).
+_ELEMENTWISE_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.GELU, nn.LeakyReLU,
+    nn.ELU, nn.CELU, nn.SELU, nn.Hardtanh, nn.Mish, nn.Softplus, nn.Softsign, nn.Tanhshrink,
+    nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
+    nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d,
+    nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d,
+    nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d,
+    nn.ReplicationPad1d, nn.ReplicationPad2d, nn.ReplicationPad3d,
+)
+
+
+def _functions(*names: str, module: Any = F) -> set[Callable[..., Any]]:
+    return {getattr(module, n) for n in names if hasattr(module, n)}
+
+
+#: call_function targets that act on each channel separately (one tensor in, same dims 0 and 1 out).
+_ELEMENTWISE_FUNCTIONS = (
+    _functions("relu", "relu_", "relu6", "silu", "hardswish", "hardsigmoid", "sigmoid", "tanh", "gelu",
+               "leaky_relu", "leaky_relu_", "elu", "elu_", "celu", "selu", "hardtanh", "hardtanh_", "mish",
+               "softplus", "softsign", "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout",
+               "feature_alpha_dropout", "interpolate", "upsample", "pad")
+    | _functions("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "clamp", "clamp_", "clip", "clip_",
+                 "dropout", "neg", "abs", "square", module=torch)
+    | {operator.neg, operator.pos}
+)
+_POOL_FUNCTIONS = {getattr(F, f"{kind}{r}d"): r for r in (1, 2, 3)
+                   for kind in ("max_pool", "avg_pool", "adaptive_avg_pool", "adaptive_max_pool")
+                   if hasattr(F, f"{kind}{r}d")}
+_ELEMENTWISE_METHODS = {
+    "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "clamp", "clamp_", "clip", "clip_", "neg", "abs",
+    "square", "contiguous", "clone", "detach", "float", "to",
+}
+_ADD = {operator.add, operator.sub, torch.add, torch.sub, "add", "add_", "sub", "sub_", "__add__", "__sub__"}
+_MUL = {operator.mul, torch.mul, "mul", "mul_", "__mul__"}
+_DIV = {operator.truediv, torch.div, torch.true_divide, "div", "div_", "__truediv__", "true_divide"}
+_CAT = _functions("cat", "concat", "concatenate", module=torch)
+_RESHAPE = {torch.flatten, torch.reshape, "flatten", "view", "reshape"}
+_REDUCE = {torch.mean, torch.sum, torch.amax, torch.amin, "mean", "sum", "amax", "amin"}
+
+
+@dataclass
+class Traced:
+    """A traced model: the fx graph module and the neutral name of every fx node that yields tensors."""
+
+    module: fx.GraphModule
+    names: dict[fx.Node, str]
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    """``torch.fx.symbolic_trace`` of ``model``, or UnsupportedModelError naming the model and the cause.
+
+    Arguments of ``forward`` after the input are fixed at their defaults (``mask=None``, ``flag=True``)
+    so that Python branches on them trace the path a one-input call takes.
+    """
+    concrete = _concrete_args(model)
+    try:
+        return fx.symbolic_trace(model, concrete_args=concrete)
+    except Exception as exc:  # fx raises TraceError, TypeError, NotImplementedError, ... from user code
+        raise UnsupportedModelError(
+            f"cannot trace {type(model).__qualname__} with torch.fx ({type(exc).__name__}: {_first_line(exc)}); "
+            "channel pruning needs a forward() without data-dependent Python control flow"
+        ) from exc
+
+
+def _concrete_args(model: nn.Module) -> dict[str, Any] | None:
+    try:
+        signature = inspect.signature(model.forward)
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+             inspect.Parameter.KEYWORD_ONLY)
+    params = [p for p in signature.parameters.values() if p.kind in kinds]
+    concrete = {}
+    for param in params[1:]:
+        if param.default is inspect.Parameter.empty:
+            raise UnsupportedModelError(
+                f"{type(model).__qualname__}.forward needs more than one input ({param.name!r}); slimkit supports "
+                "models with one tensor input"
+            )
+        if param.default is None or isinstance(param.default, (bool, int, float, str)):
+            concrete[param.name] = param.default
+    return concrete or None
+
+
+def as_tensor(x: Any, device: torch.device | None = None) -> torch.Tensor:
+    """A numpy batch as a tensor: integer arrays (token ids) as int64, everything else float32."""
+    if isinstance(x, torch.Tensor):
+        return x.to(device) if device is not None else x
+    arr = np.asarray(x)
+    dtype = torch.long if np.issubdtype(arr.dtype, np.integer) else torch.float32
+    return torch.as_tensor(arr if dtype == torch.long else arr.astype(np.float32, copy=False), dtype=dtype,
+                           device=device)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def propagate_shapes(model: nn.Module, gm: fx.GraphModule, sample: Any) -> None:
+    """Runs ``ShapeProp`` on up to two samples in eval mode without gradients; the model is unchanged."""
+    if sample is None:
+        raise DataError("graph: PyTorch needs a sample input batch to infer shapes")
+    if not isinstance(sample, torch.Tensor):
+        sample = np.asarray(sample)
+    if sample.ndim == 0 or len(sample) == 0:
+        raise DataError(f"graph: the sample batch is empty (shape {tuple(sample.shape)})")
+    x = as_tensor(sample[:2], model_device(model))
+    was_training = model.training
+    model.eval()
+    gm.eval()
+    try:
+        with torch.no_grad():
+            try:
+                model(x)
+            except Exception as exc:
+                raise DataError(
+                    f"graph: sample of shape {tuple(x.shape)} does not fit {type(model).__qualname__} "
+                    f"({_first_line(exc)})"
+                ) from exc
+            try:
+                with contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints tracebacks itself
+                    ShapeProp(gm).propagate(x)
+            except Exception as exc:
+                cause = exc.__cause__ or exc
+                raise UnsupportedModelError(
+                    f"the torch.fx trace of {type(model).__qualname__} fails on the sample although the model "
+                    f"runs ({type(cause).__name__}: {_first_line(cause)})"
+                ) from exc
+    finally:
+        model.train(was_training)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def build_graph(model: nn.Module, sample: Any) -> LayerGraph:
+    """The neutral graph of ``model`` with shapes from ``sample``. See the module docstring."""
+    if sample is None:
+        raise DataError("graph: PyTorch needs a sample input batch to infer shapes")
+    gm = trace(model)
+    propagate_shapes(model, gm, sample)
+    return _Builder(model, gm).graph()
+
+
+def node_names(model: nn.Module, gm: fx.GraphModule) -> dict[fx.Node, str]:
+    """Neutral node name of each fx node (module path for module calls), as :func:`build_graph` uses."""
+    return _Builder(model, gm).names
+
+
+# ---------------------------------------------------------------------------------------------- internals
+def _meta(node: Any) -> TensorMetadata | None:
+    """Shape metadata of an fx node yielding one tensor, else None."""
+    if not isinstance(node, fx.Node):
+        return None
+    meta = node.meta.get("tensor_meta")
+    return meta if isinstance(meta, TensorMetadata) else None
+
+
+def _yields_tensors(node: fx.Node) -> bool:
+    """True if the node's value is or contains a tensor (after ShapeProp)."""
+    return "tensor_meta" in node.meta
+
+
+def _type_name(node: fx.Node, module: nn.Module | None) -> str:
+    if module is not None:
+        return type(module).__name__
+    if node.op == "call_method":
+        return f"Tensor.{node.target}"
+    if node.op == "get_attr":
+        return f"attribute {node.target}"
+    target = node.target
+    name = getattr(target, "__name__", str(target))
+    mod = getattr(target, "__module__", None) or ""
+    return f"{mod.replace('torch.nn.functional', 'F')}.{name}" if mod else name
+
+
+def _arg(node: fx.Node, index: int, key: str, default: Any = None) -> Any:
+    if len(node.args) > index:
+        return node.args[index]
+    return node.kwargs.get(key, default)
+
+
+class _Builder:
+    """Maps one shape-propagated fx graph to neutral nodes."""
+
+    def __init__(self, model: nn.Module, gm: fx.GraphModule) -> None:
+        self.model, self.gm = model, gm
+        self.modules = dict(model.named_modules())
+        calls: dict[str, int] = {}
+        for node in gm.graph.nodes:
+            if node.op == "call_module":
+                calls[node.target] = calls.get(node.target, 0) + 1
+        self.calls = calls
+        self.tied = self._tied_modules()
+        # Neutral names: module path for a module's first call, "path#k" for its k-th; fx names otherwise,
+        # never equal to a module path.
+        reserved = set(self.modules) | {OUTPUT}
+        used: set[str] = set()
+        seen: dict[str, int] = {}
+        self.names: dict[fx.Node, str] = {}
+        for node in gm.graph.nodes:
+            if node.op == "output" or not _yields_tensors(node):
+                continue
+            if node.op == "call_module":
+                seen[node.target] = seen.get(node.target, 0) + 1
+                base = node.target if seen[node.target] == 1 else f"{node.target}#{seen[node.target]}"
+            else:
+                base = node.name
+            name, k = base, 1
+            while name in used or (node.op != "call_module" and name in reserved):
+                k += 1
+                name = f"{base}#{k}"
+            used.add(name)
+            self.names[node] = name
+
+    def _tied_modules(self) -> set[str]:
+        """Called modules whose parameters some other module or a direct attribute read also uses."""
+        users: dict[int, set[str]] = {}
+        for node in self.gm.graph.nodes:
+            if node.op == "call_module":
+                for t in self.modules[node.target].parameters():
+                    users.setdefault(id(t), set()).add(node.target)
+            elif node.op == "get_attr":
+                try:
+                    value = _resolve(self.model, node.target)
+                except AttributeError:
+                    continue
+                if isinstance(value, torch.Tensor):
+                    users.setdefault(id(value), set()).add(f"<attr {node.target}>")
+        tied: set[str] = set()
+        for names in users.values():
+            if len(names) > 1:
+                tied.update(n for n in names if not n.startswith("<attr"))
+        return tied
+
+    def graph(self) -> LayerGraph:
+        nodes: list[Node] = []
+        for node in self.gm.graph.nodes:
+            if node.op == "output":
+                nodes.append(self._output(node))
+            elif node in self.names:
+                nodes.append(self._node(node))
+        return LayerGraph(nodes)
+
+    def _output(self, node: fx.Node) -> Node:
+        result = node.args[0]
+        if _meta(result) is None:
+            what = "a value that is not one tensor" if isinstance(result, fx.Node) else type(result).__name__
+            raise UnsupportedModelError(
+                f"{type(self.model).__qualname__} returns {what}; channel pruning supports models with one "
+                "tensor output"
+            )
+        return Node(OUTPUT, "output", (self.names[result],), _channels(_meta(result)))
+
+    def _inputs(self, node: fx.Node) -> list[fx.Node]:
+        """fx nodes yielding tensors among the node's arguments, in argument order (lists flattened)."""
+        found: list[fx.Node] = []
+        fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) if n in self.names else None)
+        return found
+
+    def _node(self, node: fx.Node) -> Node:
+        name = self.names[node]
+        meta = _meta(node)
+        ins = self._inputs(node)
+        in_names = tuple(self.names[i] for i in ins)
+        if node.op == "placeholder":
+            return Node(name, "input", (), _channels(meta))
+        module = self.modules.get(node.target) if node.op == "call_module" else None
+        opaque = Node(name, "opaque", in_names, _channels(meta) if meta else None,
+                      attrs={"type_name": _type_name(node, module)})
+        if meta is None or len(meta.shape) < 2:
+            return opaque  # a tuple of tensors, or no channel axis
+        mapped = self._map(node, module, ins, meta) if node.op != "get_attr" else None
+        if mapped is None:
+            return opaque
+        op, inputs, attrs = mapped
+        layer = node.target if op in ("conv", "dense", "depthwise_conv", "batchnorm") else None
+        attrs = dict(attrs, type_name=_type_name(node, module))
+        return Node(name, op, tuple(self.names[i] for i in inputs), _channels(meta), layer, attrs)
+
+    # -- op recognition: (op, tensor inputs, attrs) or None for opaque ---------------------------------
+    def _map(self, node: fx.Node, module: nn.Module | None, ins: list[fx.Node],
+             meta: TensorMetadata) -> tuple[str, list[fx.Node], dict[str, Any]] | None:
+        if any(_meta(i) is None for i in ins):
+            return None  # reads a tuple of tensors
+        if module is not None:
+            return self._map_module(node, module, ins, meta)
+        target = node.target
+        if target in _ADD or target in _MUL:
+            return self._map_binary("add" if target in _ADD else "multiply", ins, meta)
+        if target in _DIV:
+            # x / scalar keeps zeros zero; tensor / tensor and scalar / x do not
+            first = node.args[0] if node.args else None
+            if len(ins) == 1 and first is ins[0]:
+                return self._channelwise(ins, meta)
+            return None
+        if target in _CAT:
+            return self._map_cat(node, ins, meta)
+        if target in _RESHAPE:
+            return self._map_reshape(ins, meta)
+        if target in _REDUCE:
+            return self._map_reduce(node, ins, meta)
+        if target in _POOL_FUNCTIONS:
+            if len(ins) == 1 and len(_meta(ins[0]).shape) == _POOL_FUNCTIONS[target] + 2:
+                return self._channelwise(ins, meta)
+            return None
+        if (node.op == "call_function" and target in _ELEMENTWISE_FUNCTIONS) or \
+                (node.op == "call_method" and target in _ELEMENTWISE_METHODS):
+            return self._channelwise(ins, meta)
+        return None
+
+    def _map_module(self, node: fx.Node, module: nn.Module, ins: list[fx.Node],
+                    meta: TensorMetadata) -> tuple[str, list[fx.Node], dict[str, Any]] | None:
+        if len(ins) != 1:
+            return None
+        in_meta = _meta(ins[0])
+        rank = len(in_meta.shape)
+        weighted = any(True for _ in module.parameters()) or any(True for _ in module.buffers())
+        if weighted and (self.calls[node.target] > 1 or node.target in self.tied):
+            return None  # shared weights: pruning one use would change the other
+        kind = type(module)
+        for cls, spatial in _CONV.items():
+            if isinstance(module, cls):
+                if rank != spatial + 2 or not (kind is cls or _parametrized(kind, cls)):
+                    return None
+                if module.groups == 1:
+                    return "conv", ins, {}
+                if module.groups == module.in_channels == module.out_channels:
+                    return "depthwise_conv", ins, {}
+                return None
+        if isinstance(module, nn.Linear) and (kind is nn.Linear or _parametrized(kind, nn.Linear)):
+            return ("dense", ins, {}) if rank == 2 else None
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and kind.__module__.startswith("torch.nn"):
+            has_state = module.affine or module.track_running_stats
+            return ("batchnorm" if has_state else "elementwise"), ins, {}
+        if isinstance(module, nn.Flatten):
+            return self._map_reshape(ins, meta)
+        if isinstance(module, tuple(_POOL_MODULES)):
+            spatial = next(r for c, r in _POOL_MODULES.items() if isinstance(module, c))
+            return self._channelwise(ins, meta) if rank == spatial + 2 else None
+        if isinstance(module, _ELEMENTWISE_MODULES) and kind.__module__.startswith("torch.nn"):
+            return self._channelwise(ins, meta)
+        return None
+
+    @staticmethod
+    def _channelwise(ins: list[fx.Node], meta: TensorMetadata) -> tuple[str, list[fx.Node], dict[str, Any]] | None:
+        """Elementwise if one tensor goes in and batch and channel dims come out unchanged at rank >= 2."""
+        if len(ins) != 1:
+            return None
+        src = _meta(ins[0])
+        if src is None or len(src.shape) != len(meta.shape) or tuple(src.shape[:2]) != tuple(meta.shape[:2]):
+            return None
+        return "elementwise", ins, {}
+
+    @staticmethod
+    def _map_binary(op: str, ins: list[fx.Node], meta: TensorMetadata):
+        tensors = [i for i in ins if len(_meta(i).shape) > 0]  # 0-d tensors act as scalars
+        if len(tensors) == 1:
+            return _Builder._channelwise(tensors, meta)
+        if not tensors or any(len(_meta(i).shape) != len(meta.shape) for i in tensors):
+            return None  # broadcasting that moves the channel axis: cannot tell which axis ties
+        if any(_meta(i).shape[1] not in (1, meta.shape[1]) for i in tensors):
+            return None
+        return op, tensors, {}
+
+    @staticmethod
+    def _map_cat(node: fx.Node, ins: list[fx.Node], meta: TensorMetadata):
+        seq = _arg(node, 0, "tensors")
+        dim = _arg(node, 1, "dim", 0)
+        if not isinstance(seq, (list, tuple)) or not isinstance(dim, int):
+            return None
+        parts = list(seq)
+        if not all(isinstance(p, fx.Node) and _meta(p) is not None for p in parts):
+            return None
+        rank = len(meta.shape)
+        if dim % rank != 1 or any(len(_meta(p).shape) != rank for p in parts):
+            return None
+        return "concat", parts, {}
+
+    @staticmethod
+    def _map_reshape(ins: list[fx.Node], meta: TensorMetadata):
+        """(N, C, *S) -> (N, C*prod(S)) is a channels-first flatten; (N, C, ...) -> (N, C, ...) keeps channels."""
+        if len(ins) != 1:
+            return None
+        src = tuple(_meta(ins[0]).shape)
+        out = tuple(meta.shape)
+        if len(src) < 2:
+            return None
+        if len(src) > 2 and out == (src[0], math.prod(src[1:])) and math.prod(src[2:]) > 1:
+            return "flatten", ins, {"spatial": math.prod(src[2:]), "order": "channels_first"}
+        if len(out) >= 2 and out[:2] == src[:2]:
+            # also (N, C, 1, 1) -> (N, C): a flatten with one position per channel is the identity on channels
+            return "elementwise", ins, {}  # spatial dims merged or split; channel c stays channel c
+        return None
+
+    @staticmethod
+    def _map_reduce(node: fx.Node, ins: list[fx.Node], meta: TensorMetadata):
+        """Mean / sum / max over dims that exclude batch and channel keep channels (any keepdim)."""
+        if len(ins) != 1:
+            return None
+        src = tuple(_meta(ins[0]).shape)
+        dims = _arg(node, 1, "dim")
+        if dims is None:
+            return None
+        dims = (dims,) if isinstance(dims, int) else tuple(dims)
+        if not dims or not all(isinstance(d, int) for d in dims) or any(d % len(src) in (0, 1) for d in dims):
+            return None
+        out = tuple(meta.shape)
+        if len(out) < 2 or out[:2] != src[:2]:
+            return None
+        return "elementwise", ins, {}
+
+
+def _parametrized(kind: type, base: type) -> bool:
+    """True for the class ``torch.nn.utils.parametrize`` makes for a masked module of class ``base``."""
+    return kind.__module__ == "torch.nn.utils.parametrize" and base in kind.__bases__
+
+
+def _resolve(model: nn.Module, target: str) -> Any:
+    value: Any = model
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _channels(meta: TensorMetadata | None) -> int | None:
+    if meta is None or len(meta.shape) < 2:
+        return None
+    return int(meta.shape[1])

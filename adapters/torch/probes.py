@@ -1,0 +1,203 @@
+"""What channel-pruning criteria read from a PyTorch model: layer outputs and weight gradients.
+
+Neither changes the model: the train/eval flag is restored, no optimizer steps, and gradients come
+from ``torch.autograd.grad``, so the parameters' ``.grad`` fields are left as they were.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+from torch import fx, nn
+from torch.nn.utils import parametrize
+
+from slimkit.data import as_arrays, is_array_pair
+from slimkit.errors import DataError, UnsupportedModelError
+from slimkit.recipe import FineTune
+
+from slimkit.adapters.torch.graph import as_tensor, model_device, node_names, propagate_shapes, trace
+from slimkit.adapters.torch.training import make_loss
+
+_BN_TRAINABLE = {"gamma": "weight", "beta": "bias"}
+
+
+class _EvalMode:
+    """Puts a model in eval mode and restores its own flag afterwards."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def __enter__(self) -> None:
+        self.was_training = self.model.training
+        self.model.eval()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.model.train(self.was_training)
+
+
+def layer_outputs(model: nn.Module, x: np.ndarray, names: list[str], batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Eval-mode outputs of the named layers, float32 numpy, batch-concatenated; channels on axis 1.
+
+    Module paths are read with forward hooks (a module called several times gives its first call, as
+    the graph names that call by the bare path). Other names of :func:`build_graph`'s nodes (fx names
+    such as ``add_3``, or ``path#2`` for later calls) are read by running the fx trace instead.
+    """
+    modules = dict(model.named_modules())
+    if all(name in modules for name in names):
+        return _batched(x, batch_size, names, lambda xb: _hooked(model, xb, names, modules))
+    gm = trace(model)
+    propagate_shapes(model, gm, x)  # the same names as build_graph: only tensor-yielding nodes count
+    by_name = {v: k for k, v in node_names(model, gm).items()}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise KeyError(f"no layer or graph node named {missing[0]!r}")
+    wanted = {by_name[n]: n for n in names}
+    return _batched(x, batch_size, names, lambda xb: _interpreted(model, gm, xb, wanted))
+
+
+def _batched(x: np.ndarray, batch_size: int, names: list[str],
+             run: Callable[[np.ndarray], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    x = np.asarray(x)
+    if x.ndim == 0 or len(x) == 0:
+        raise DataError(f"layer_outputs: no samples (shape {x.shape})")
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for start in range(0, len(x), batch_size):
+        found = run(x[start:start + batch_size])
+        for n in names:
+            parts[n].append(found[n])
+    return {n: np.concatenate(p).astype(np.float32, copy=False) for n, p in parts.items()}
+
+
+def _hooked(model: nn.Module, xb: np.ndarray, names: list[str],
+            modules: dict[str, nn.Module]) -> dict[str, np.ndarray]:
+    found: dict[str, np.ndarray] = {}
+
+    def hook_for(name: str):
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            if name in found:
+                return
+            if not isinstance(output, torch.Tensor):
+                raise UnsupportedModelError(f"layer {name!r} returns {type(output).__name__}, not one tensor")
+            found[name] = _snapshot(output)
+        return hook
+
+    handles = [modules[n].register_forward_hook(hook_for(n)) for n in dict.fromkeys(names)]
+    try:
+        with _EvalMode(model), torch.no_grad():
+            model(as_tensor(xb, model_device(model)))
+    finally:
+        for handle in handles:
+            handle.remove()
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise DataError(f"layer {missing[0]!r} is not called in the forward pass")
+    return found
+
+
+def _interpreted(model: nn.Module, gm: fx.GraphModule, xb: np.ndarray,
+                 wanted: dict[fx.Node, str]) -> dict[str, np.ndarray]:
+    found: dict[str, np.ndarray] = {}
+
+    class Recorder(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> Any:
+            value = super().run_node(n)
+            if n in wanted:
+                if not isinstance(value, torch.Tensor):
+                    raise UnsupportedModelError(f"graph node {wanted[n]!r} yields {type(value).__name__}, not a tensor")
+                found[wanted[n]] = _snapshot(value)
+            return value
+
+    with _EvalMode(model), torch.no_grad():
+        Recorder(gm).run(as_tensor(xb, model_device(model)))
+    return found
+
+
+def _snapshot(t: torch.Tensor) -> np.ndarray:
+    """A float32 copy taken now: a later in-place op (``ReLU(inplace=True)``, ``out += x``) must not alter it."""
+    return t.detach().to("cpu", torch.float32, copy=True).numpy()
+
+
+# ---------------------------------------------------------------------------------------------- gradients
+def trainable_weights(model: nn.Module, layer_names: Iterable[str]) -> dict[tuple[str, str], torch.Tensor]:
+    """(layer, neutral name) -> the leaf parameter training updates: kernel, bias, gamma, beta.
+
+    A masked kernel's leaf is the parametrization's ``original``; its gradient is the unmasked one.
+    """
+    out: dict[tuple[str, str], torch.Tensor] = {}
+    for name in layer_names:
+        module = model.get_submodule(name)
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            pairs = {k: getattr(module, v) for k, v in _BN_TRAINABLE.items()}
+        else:
+            pairs = {("kernel" if p == "weight" else p): t for p, t in module.named_parameters(recurse=False)}
+            if parametrize.is_parametrized(module, "weight"):
+                pairs["kernel"] = module.parametrizations.weight.original
+        for key, tensor in pairs.items():
+            if isinstance(tensor, nn.Parameter) and tensor.requires_grad:
+                out[(name, key)] = tensor
+    return out
+
+
+def weight_gradients(model: nn.Module, layer_names: list[str], data: Any, settings: FineTune,
+                     batches: int) -> dict[str, dict[str, np.ndarray]]:
+    """Mean over the first ``batches`` batches of d(training loss)/d(weight), native layout, float32.
+
+    The model runs in eval mode: batch norm normalises with its running statistics (as at inference)
+    and dropout is off, so the gradients are those of the function the model computes when deployed,
+    and no running statistic moves. Batches are ``settings.batch_size`` samples of ``(x, y)`` in order
+    (no shuffling); a DataLoader is read as it is, its first ``batches`` batches.
+    """
+    params = trainable_weights(model, layer_names)
+    if not params:
+        return {}
+    loss_fn, _ = make_loss(settings)
+    device = model_device(model)
+    keys, leaves = list(params), list(params.values())
+    total = [torch.zeros_like(t) for t in leaves]
+    used = 0
+    with _EvalMode(model), torch.enable_grad():
+        for xb, yb in _batches(data, settings, batches):
+            out = model(as_tensor(xb, device))
+            if not isinstance(out, torch.Tensor):
+                raise UnsupportedModelError(
+                    f"{type(model).__name__} returns {type(out).__name__}; slimkit needs one tensor output")
+            loss = loss_fn(out, _labels(yb, device))
+            grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+            for acc, g in zip(total, grads):
+                if g is not None:
+                    acc.add_(g.detach())
+            used += 1
+    if used == 0:
+        raise DataError("train_data: no batches to compute gradients from")
+    result: dict[str, dict[str, np.ndarray]] = {}
+    for (layer, key), acc in zip(keys, total):
+        result.setdefault(layer, {})[key] = (acc / used).cpu().float().numpy()
+    return result
+
+
+def _batches(data: Any, settings: FineTune, batches: int) -> Iterable[tuple[Any, Any]]:
+    if isinstance(data, torch.utils.data.DataLoader):
+        for i, batch in enumerate(data):
+            if i >= batches:
+                return
+            if not isinstance(batch, (list, tuple)) or len(batch) < 2:
+                raise DataError("train_data: the DataLoader must yield (inputs, labels) batches")
+            yield batch[0], batch[1]
+        return
+    if not is_array_pair(data):
+        raise DataError(
+            f"train_data: expected an (x, y) tuple of arrays or a torch DataLoader, got {type(data).__name__}")
+    x, y = as_arrays(data, "train_data", need_labels=True)
+    size = settings.batch_size
+    for b in range(min(batches, -(-len(x) // size))):
+        yield x[b * size:(b + 1) * size], y[b * size:(b + 1) * size]
+
+
+def _labels(y: Any, device: torch.device) -> torch.Tensor:
+    if isinstance(y, torch.Tensor):
+        return y.to(device)
+    y = np.asarray(y)
+    dtype = torch.long if np.issubdtype(y.dtype, np.integer) else torch.float32
+    return torch.as_tensor(y, dtype=dtype, device=device)

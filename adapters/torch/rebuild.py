@@ -1,0 +1,149 @@
+"""Rebuilds a PyTorch model with smaller layers from sliced weights (the last step of channel pruning).
+
+The model is deep-copied, its parametrizations (slimkit's masks) are baked into the weights and
+removed, and every named layer is replaced, on its parent module, by a fresh module of the same class
+whose sizes the new weights imply. Hyperparameters (stride, padding, dilation, padding mode, bias
+presence, batch-norm eps / momentum / affine / running statistics, dtype, device, train mode,
+``requires_grad``) are copied from the old module; weights not given keep their old values.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from slimkit.errors import DataError, UnsupportedModelError
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+#: neutral name -> attribute, per module family (``kernel`` is ``weight`` for conv and linear)
+_BN_ATTRS = {"gamma": "weight", "beta": "bias", "mean": "running_mean", "var": "running_var"}
+_KERNEL_ATTRS = {"kernel": "weight", "bias": "bias"}
+
+
+def unparametrize(model: nn.Module) -> None:
+    """Bakes every parametrization (mask) into its tensor and removes it, in place."""
+    for _, module in list(model.named_modules()):
+        if parametrize.is_parametrized(module):
+            for pname in list(module.parametrizations.keys()):
+                parametrize.remove_parametrizations(module, pname, leave_parametrized=True)
+
+
+def shrink_model(model: nn.Module, weights: dict[str, dict[str, np.ndarray]]) -> nn.Module:
+    """A copy of ``model`` whose named layers are rebuilt around ``weights``; ``model`` is not modified."""
+    try:
+        clone = copy.deepcopy(model)
+    except Exception as exc:
+        raise UnsupportedModelError(f"cannot copy {type(model).__qualname__} with copy.deepcopy ({exc})") from exc
+    unparametrize(clone)
+    for name, new_weights in weights.items():
+        try:
+            old = clone.get_submodule(name)
+        except AttributeError:
+            raise KeyError(f"no layer named {name!r}") from None
+        new = rebuilt_module(name, old, new_weights)
+        if new is not old:
+            _replace(clone, name, new)
+    return clone
+
+
+def rebuilt_module(name: str, old: nn.Module, weights: dict[str, np.ndarray]) -> nn.Module:
+    """A module like ``old`` sized by ``weights`` and holding them (``old`` itself if no size changes)."""
+    if type(old) in _CONV:
+        new, attrs = _conv(name, old, weights), _KERNEL_ATTRS
+    elif type(old) is nn.Linear:
+        kernel = _given(name, weights, "kernel", old.weight)
+        new = nn.Linear(kernel[1], kernel[0], bias=old.bias is not None,
+                        device=old.weight.device, dtype=old.weight.dtype)
+        attrs = _KERNEL_ATTRS
+    elif isinstance(old, nn.modules.batchnorm._BatchNorm) and type(old).__module__.startswith("torch.nn"):
+        new, attrs = _batchnorm(name, old, weights), _BN_ATTRS
+    else:
+        attrs = _BN_ATTRS if isinstance(old, nn.modules.batchnorm._BatchNorm) else _KERNEL_ATTRS
+        _load(name, old, old, weights, attrs, resize=False)
+        return old
+    new.train(old.training)
+    _load(name, new, old, weights, attrs, resize=True)
+    return new
+
+
+def _given(name: str, weights: dict[str, np.ndarray], key: str, fallback: torch.Tensor | None) -> tuple[int, ...]:
+    if key in weights:
+        return tuple(np.shape(weights[key]))
+    if fallback is None:
+        raise DataError(f"layer {name!r}: no {key!r} given and the layer has none")
+    return tuple(fallback.shape)
+
+
+def _conv(name: str, old: nn.Conv1d | nn.Conv2d | nn.Conv3d, weights: dict[str, np.ndarray]) -> nn.Module:
+    kernel = _given(name, weights, "kernel", old.weight)
+    if kernel[2:] != tuple(old.weight.shape[2:]):
+        raise DataError(f"layer {name!r}: kernel size {kernel[2:]} differs from {tuple(old.weight.shape[2:])}")
+    out_channels = kernel[0]
+    if old.groups == 1:
+        groups, in_channels = 1, kernel[1]
+    elif old.groups == old.in_channels == old.out_channels:  # depthwise: channel c in -> channel c out
+        if kernel[1] != 1:
+            raise DataError(f"layer {name!r}: depthwise kernel needs 1 input channel per group, got {kernel[1]}")
+        groups = in_channels = out_channels
+    elif kernel == tuple(old.weight.shape):
+        groups, in_channels = old.groups, old.in_channels
+    else:
+        raise UnsupportedModelError(
+            f"layer {name!r}: cannot resize a grouped convolution (groups={old.groups}) to kernel {kernel}"
+        )
+    return type(old)(
+        in_channels, out_channels, old.kernel_size, stride=old.stride, padding=old.padding,
+        dilation=old.dilation, groups=groups, bias=old.bias is not None, padding_mode=old.padding_mode,
+        device=old.weight.device, dtype=old.weight.dtype,
+    )
+
+
+def _batchnorm(name: str, old: nn.modules.batchnorm._BatchNorm, weights: dict[str, np.ndarray]) -> nn.Module:
+    sizes = {np.shape(v)[0] for v in weights.values()}
+    if len(sizes) > 1:
+        raise DataError(f"layer {name!r}: batch-norm weights disagree on the feature count ({sorted(sizes)})")
+    features = sizes.pop() if sizes else old.num_features
+    ref = next((t for t in (old.weight, old.running_mean) if t is not None), None)
+    kwargs = dict(eps=old.eps, momentum=old.momentum, affine=old.affine,
+                  track_running_stats=old.track_running_stats,
+                  device=ref.device if ref is not None else None, dtype=ref.dtype if ref is not None else None)
+    if isinstance(old, nn.SyncBatchNorm):
+        return nn.SyncBatchNorm(features, process_group=old.process_group, **kwargs)
+    return type(old)(features, **kwargs)
+
+
+def _load(name: str, new: nn.Module, old: nn.Module, weights: dict[str, np.ndarray], attrs: dict[str, str],
+          resize: bool) -> None:
+    """Copies given weights into ``new``, and ``old``'s other tensors where their shapes still fit."""
+    unknown = set(weights) - set(attrs)
+    if unknown:
+        raise KeyError(f"layer {name!r} has no weight {sorted(unknown)[0]!r}; it has {sorted(attrs)}")
+    given = {attrs[k]: v for k, v in weights.items()}
+    with torch.no_grad():
+        for attr, target in list(new.named_parameters(recurse=False)) + list(new.named_buffers(recurse=False)):
+            source = getattr(old, attr, None)
+            if attr in given:
+                value = torch.as_tensor(np.asarray(given[attr]), dtype=target.dtype, device=target.device)
+            elif isinstance(source, torch.Tensor) and (source.shape == target.shape or source.dim() == 0):
+                value = source.detach()
+            else:
+                raise DataError(f"layer {name!r}: {attr} of shape {tuple(target.shape)} was not given and the old "
+                                f"one does not fit")
+            if tuple(value.shape) != tuple(target.shape):
+                raise DataError(f"layer {name!r} weight {attr!r}: shape {tuple(value.shape)} != "
+                                f"{tuple(target.shape)} implied by the other weights")
+            target.copy_(value)
+            if resize and isinstance(source, nn.Parameter) and isinstance(target, nn.Parameter):
+                target.requires_grad_(source.requires_grad)
+
+
+def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    if not child:
+        raise UnsupportedModelError("the model itself is a single layer; shrink needs a container around it")
+    setattr(parent, child, new)
