@@ -56,10 +56,7 @@ def _is_graph_model(model: Any, k: ModuleType) -> bool:
     Subclasses of either (a class deriving from ``keras.Model`` that calls ``super().__init__(inputs,
     outputs)``) are excluded: ``clone_model`` would rebuild them as the base class.
     """
-    cls = type(model)
-    if cls is k.Sequential:
-        return True
-    return cls.__name__ == "Functional" and cls.__module__.startswith(k.__name__ + ".")
+    return kgraph.is_graph_model(model, k)
 
 
 def _np_dtype(variable: Any) -> np.dtype:
@@ -278,7 +275,7 @@ class KerasAdapter(ModelAdapter):
         """
         k = self._k
         if _is_graph_model(self.model, k):
-            clone = k.models.clone_model(self.model)
+            clone = _clone_structure(self.model, k)
             clone.set_weights(self.model.get_weights())
             return clone
         for record in self._masks.values():
@@ -688,7 +685,7 @@ class KerasAdapter(ModelAdapter):
 def _clone_graph(model: Any, k: ModuleType) -> Any:
     """A Sequential/Functional model rebuilt from layer configs, with the original's weights."""
     try:
-        clone = k.models.clone_model(model)
+        clone = _clone_structure(model, k)
     except Exception as exc:  # custom layers without get_config fail in many ways
         raise UnsupportedModelError(
             f"cannot copy Keras model {_describe(model)}: clone_model failed ({_one_line(exc)}); "
@@ -705,6 +702,20 @@ def _clone_graph(model: Any, k: ModuleType) -> Any:
     if [e.info.name for e in walk(model, k)] != [e.info.name for e in walk(clone, k)]:
         raise UnsupportedModelError(f"cannot copy Keras model {_describe(model)}: its clone renamed layers")
     return clone
+
+
+def _clone_structure(model: Any, k: ModuleType) -> Any:
+    """``clone_model`` (fresh weights), keeping a Keras 3 Functional model's input layer names.
+
+    Left to itself, Keras 3's ``clone_model`` names a Functional clone's input layers after the
+    input *tensors* (``keras_tensor_12``); graph nodes are named after layers, so keep the originals.
+    """
+    if k.__name__ != "keras" or type(model) is k.Sequential:
+        return k.models.clone_model(model)
+    inputs = k.tree.map_structure(
+        lambda t: k.Input(batch_shape=t.shape, dtype=t.dtype, name=t._keras_history.operation.name), model.input
+    )
+    return k.models.clone_model(model, input_tensors=inputs)
 
 
 def _deep_copy(model: Any, k: ModuleType) -> Any:

@@ -50,6 +50,16 @@ _ELEMENTWISE_LAYERS = (
 _MERGES = {"Add": "add", "Subtract": "add", "Average": "add", "Maximum": "add", "Minimum": "add",
            "Multiply": "multiply"}
 
+#: Keras ops called on tensors (``x + y``, ``keras.ops.relu(x)``) whose effect is per element:
+#: binary ones merge like the layers above; unary ones (or a binary one with a Python number) keep
+#: channels. Any other op, or one given an array constant, is opaque.
+_OPS_MODULES = ("keras.src.ops.numpy", "keras.src.ops.nn")
+_BINARY_OPS = {"Add": "add", "Subtract": "add", "Maximum": "add", "Minimum": "add", "Multiply": "multiply"}
+_UNARY_OPS = (
+    "Abs", "Exp", "Tanh", "Negative", "Square", "Sqrt", "Relu", "Relu6", "Sigmoid", "Softplus",
+    "Softsign", "Silu", "LeakyRelu", "HardSigmoid", "HardSilu", "Elu", "Selu", "Gelu", "Celu",
+)
+
 
 @dataclass
 class Call:
@@ -131,6 +141,12 @@ class Walker:
             raise UnsupportedModelError(
                 f"structured pruning supports Keras 3 models; the tf_keras model {name} has a graph "
                 "structure slimkit does not read (rebuild it with Keras 3)"
+            )
+        if not is_graph_model(model, k) and hasattr(model, "_nodes_by_depth"):
+            raise UnsupportedModelError(
+                f"the Keras model {name} subclasses a Functional/Sequential model; structured pruning "
+                "needs a plain Sequential or Functional model (its call() may not follow the graph, "
+                "and Keras rebuilds subclasses as the base class): build it with keras.Model(inputs, outputs)"
             )
         if not is_graph_model(model, k):
             raise UnsupportedModelError(
@@ -327,6 +343,28 @@ def _shape(spec: Any) -> tuple[int | None, ...] | None:
     return None if shape is None else tuple(None if d is None else int(d) for d in shape)
 
 
+def _mergeable(in_specs: list[Any]) -> bool:
+    """Merge inputs all have a known channel axis (a rank-1 operand would not tie channels)."""
+    return bool(in_specs) and all(_last(spec) is not None for spec in in_specs)
+
+
+def _describe_op(call: Call, in_specs: list[Any], attrs: dict[str, Any],
+                 k: ModuleType) -> tuple[str, dict[str, Any], str | None]:
+    """A Keras op called on tensors: element-wise ones as their layer twins, else opaque."""
+    cls = type(call.op)
+    attrs = dict(attrs, type_name=f"keras op {cls.__name__}")
+    arguments = call.node.arguments
+    others = [v for v in k.tree.flatten((arguments.args, arguments.kwargs)) if not isinstance(v, k.KerasTensor)]
+    if cls.__module__ not in _OPS_MODULES or not all(v is None or isinstance(v, (bool, int, float)) for v in others):
+        return "opaque", attrs, None
+    tensors = len(in_specs)
+    if cls.__name__ in _BINARY_OPS and tensors == 2:
+        return (_BINARY_OPS[cls.__name__], attrs, None) if _mergeable(in_specs) else ("opaque", attrs, None)
+    if (cls.__name__ in _BINARY_OPS or cls.__name__ in _UNARY_OPS) and tensors == 1:
+        return "elementwise", attrs, None
+    return "opaque", attrs, None
+
+
 def describe(call: Call, in_specs: list[Any], out_spec: Any, entries: dict[str, LayerEntry],
              k: ModuleType) -> tuple[str, dict[str, Any], str | None]:
     """(neutral op, attrs, label of a channel-mixing fused activation or None) for one call."""
@@ -334,8 +372,16 @@ def describe(call: Call, in_specs: list[Any], out_spec: Any, entries: dict[str, 
     type_name = type(op).__name__
     attrs: dict[str, Any] = {"type_name": type_name}
     opaque = ("opaque", attrs, None)
-    if call.shared or len(call.node.outputs) != 1 or not _channels_last(op):
-        return opaque
+
+    def why(note: str) -> tuple[str, dict[str, Any], None]:
+        return "opaque", dict(attrs, type_name=f"{type_name} ({note})"), None
+
+    if call.shared:
+        return why("shared: called more than once")
+    if len(call.node.outputs) != 1:
+        return why(f"{len(call.node.outputs)} outputs")
+    if not _channels_last(op):
+        return why("channels_first")
     lay = k.layers
     cls = type(op)
     entry = entries.get(call.path)
@@ -345,21 +391,24 @@ def describe(call: Call, in_specs: list[Any], out_spec: Any, entries: dict[str, 
     rank = len(in_shape) if in_shape is not None else None
 
     if cls in (lay.Conv1D, lay.Conv2D, lay.Conv3D):
-        if kind == "conv" and getattr(op, "groups", 1) == 1:
-            return "conv", attrs, _activation_extra(op, k)
-        return opaque
+        if getattr(op, "groups", 1) != 1:
+            return why(f"groups={op.groups}")
+        return ("conv", attrs, _activation_extra(op, k)) if kind == "conv" else opaque
     if cls is lay.Dense:
         return ("dense", attrs, _activation_extra(op, k)) if kind == "dense" else opaque
     if cls in tuple(getattr(lay, n) for n in ("DepthwiseConv1D", "DepthwiseConv2D") if hasattr(lay, n)):
-        if kind == "depthwise_conv" and getattr(op, "depth_multiplier", 1) == 1:
-            return "depthwise_conv", attrs, _activation_extra(op, k)
-        return opaque
+        if getattr(op, "depth_multiplier", 1) != 1:
+            return why(f"depth_multiplier={op.depth_multiplier}")
+        return ("depthwise_conv", attrs, _activation_extra(op, k)) if kind == "depthwise_conv" else opaque
     if cls is lay.BatchNormalization:
-        if kind == "batchnorm" and _axis_is_last(op.axis, rank):
-            return "batchnorm", attrs, None
-        return opaque
+        if not _axis_is_last(op.axis, rank):
+            return why(f"axis={op.axis}")
+        return ("batchnorm", attrs, None) if kind == "batchnorm" else opaque
     if cls is lay.Activation:
-        return ("elementwise", attrs, None) if _activation_name(op.activation, k) else opaque
+        if _activation_name(op.activation, k):
+            return "elementwise", attrs, None
+        label = getattr(op.activation, "__name__", None) or type(op.activation).__name__
+        return "opaque", dict(attrs, type_name=f"Activation({label})"), None
     if cls in tuple(getattr(lay, n) for n in _ELEMENTWISE_LAYERS if hasattr(lay, n)):
         if in_shape is not None and out_shape is not None and in_shape[-1:] != out_shape[-1:]:
             return opaque  # e.g. a global pooling over a channels-first tensor
@@ -368,7 +417,9 @@ def describe(call: Call, in_specs: list[Any], out_spec: Any, entries: dict[str, 
         scalar = all(isinstance(v, (int, float)) for v in (op.scale, op.offset))
         return ("elementwise", attrs, None) if scalar else opaque
     if type_name in _MERGES and cls is getattr(lay, type_name, None):
-        return _MERGES[type_name], attrs, None
+        return (_MERGES[type_name], attrs, None) if _mergeable(in_specs) else opaque
+    if not isinstance(op, lay.Layer):
+        return _describe_op(call, in_specs, attrs, k)
     if cls is lay.Concatenate:
         out_rank = len(out_shape) if out_shape is not None else None
         return ("concat", attrs, None) if _axis_is_last(op.axis, out_rank) else opaque

@@ -194,7 +194,7 @@ def _assign_named(path: str, old: LayerEntry, new: LayerEntry, given: dict[str, 
 
 
 def _copy_all(path: str, old: Any, new: Any) -> None:
-    src, dst = old.weights, new.weights
+    src, dst = getattr(old, "weights", []), getattr(new, "weights", [])  # ops called on tensors have none
     shapes_src = [tuple(int(d) for d in v.shape) for v in src]
     shapes_dst = [tuple(int(d) for d in v.shape) for v in dst]
     if shapes_src != shapes_dst:

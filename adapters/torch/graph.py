@@ -21,7 +21,6 @@ import inspect
 import io
 import math
 import operator
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -82,14 +81,6 @@ _DIV = {operator.truediv, torch.div, torch.true_divide, "div", "div_", "__truedi
 _CAT = _functions("cat", "concat", "concatenate", module=torch)
 _RESHAPE = {torch.flatten, torch.reshape, "flatten", "view", "reshape"}
 _REDUCE = {torch.mean, torch.sum, torch.amax, torch.amin, "mean", "sum", "amax", "amin"}
-
-
-@dataclass
-class Traced:
-    """A traced model: the fx graph module and the neutral name of every fx node that yields tensors."""
-
-    module: fx.GraphModule
-    names: dict[fx.Node, str]
 
 
 def trace(model: nn.Module) -> fx.GraphModule:

@@ -80,13 +80,26 @@ def _taylor(group: Group, weights: Weights, grads: Weights) -> np.ndarray:
     return np.mean(scores, axis=0)
 
 
-def _activation(group: Group, outputs: dict[str, np.ndarray], apoz: bool) -> np.ndarray:
-    # Producers' outputs after ReLU (the usual follower); channels on axis 1.
+def activation_stats(outputs: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+    """Per-channel (sum after ReLU, count of zeros after ReLU, values per channel) of layer outputs.
+
+    Outputs have channels on axis 1. Stats from several batches add up, so activations never need
+    to be held for the whole calibration set.
+    """
+    stats = {}
+    for name, out in outputs.items():
+        act = np.maximum(np.moveaxis(out, 1, 0).reshape(out.shape[1], -1), 0.0)
+        stats[name] = (act.sum(axis=1, dtype=np.float64), np.sum(act == 0, axis=1), act.shape[1])
+    return stats
+
+
+def _activation(group: Group, stats: dict[str, tuple[np.ndarray, np.ndarray, int]], apoz: bool) -> np.ndarray:
+    # Producers' outputs after ReLU (the usual follower): APoZ ranks channels by how rarely they are
+    # zero (Hu et al., 2016); mean activation by their mean.
     scores = []
     for layer in group.producers:
-        act = np.maximum(outputs[layer], 0.0)
-        per_channel = np.moveaxis(act, 1, 0).reshape(act.shape[1], -1)
-        scores.append(1.0 - np.mean(per_channel == 0, axis=1) if apoz else per_channel.mean(axis=1))
+        total, zeros, count = stats[layer]
+        scores.append(1.0 - zeros / count if apoz else total / count)
     return np.mean(scores, axis=0)
 
 
@@ -95,18 +108,22 @@ def group_scores(
     group: Group,
     weights: Weights,
     grads: Weights | None = None,
-    outputs: dict[str, np.ndarray] | None = None,
+    stats: dict[str, tuple[np.ndarray, np.ndarray, int]] | None = None,
     rng: np.random.Generator | None = None,
 ) -> np.ndarray:
-    """Importance of each channel of ``group`` (length ``group.channels``), higher is kept."""
+    """Importance of each channel of ``group`` (length ``group.channels``), higher is kept.
+
+    ``grads`` (canonical layout) feed Taylor; ``stats`` (from :func:`activation_stats`, summed over
+    batches) feed APoZ and mean activation.
+    """
     table: dict[str, Callable[[], np.ndarray]] = {
         "l1": lambda: _norm_scores(group, weights, 1),
         "l2": lambda: _norm_scores(group, weights, 2),
         "fpgm": lambda: _fpgm(group, weights),
         "bn_scale": lambda: _bn_scale(group, weights),
         "taylor": lambda: _taylor(group, weights, grads or {}),
-        "apoz": lambda: _activation(group, outputs or {}, apoz=True),
-        "mean_activation": lambda: _activation(group, outputs or {}, apoz=False),
+        "apoz": lambda: _activation(group, stats or {}, apoz=True),
+        "mean_activation": lambda: _activation(group, stats or {}, apoz=False),
         "random": lambda: (rng or np.random.default_rng(0)).random(group.channels),
     }
     scores = np.asarray(table[criterion](), dtype=np.float64)

@@ -25,10 +25,12 @@ from slimkit.pruning.channel import (
     layer_plans,
     rounded_keep_count,
 )
-from slimkit.pruning.criteria import NEEDS_ACTIVATIONS, NEEDS_GRADIENTS, group_scores
+from slimkit.pruning.criteria import NEEDS_ACTIVATIONS, NEEDS_GRADIENTS, activation_stats, group_scores
 from slimkit.pruning.masks import to_canonical
 from slimkit.recipe import FineTune, PruneStage
 from slimkit.schedules import is_update_step, sparsity_at
+
+_CHUNK = 32  # calibration samples per forward pass when collecting activation statistics
 
 #: Layer kinds whose output channels define a prunable group.
 SUPPORTED_KINDS = ("dense", "conv")
@@ -94,15 +96,26 @@ class ChannelPruner(TrainHooks):
                 g["kernel"] = to_canonical(g["kernel"], self.infos[name].kernel_perm)
         return grads
 
+    def _activation_stats(self) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+        # Chunks bound memory: full activations of a large network over the calibration set would
+        # not fit; their per-channel sums do.
+        producers = sorted({p for g in self.groups for p in g.producers})
+        total: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
+        for start in range(0, len(self.sample), _CHUNK):
+            chunk = activation_stats(self.adapter.layer_outputs(self.sample[start:start + _CHUNK], producers))
+            for name, (s, z, n) in chunk.items():
+                if name in total:
+                    ts, tz, tn = total[name]
+                    s, z, n = ts + s, tz + z, tn + n
+                total[name] = (s, z, n)
+        return total
+
     def choose(self, ratio: float) -> list[ChannelChoice]:
         """Channels each group keeps at ``ratio``; channels removed earlier stay removed."""
         weights = self._weights()
         grads = self._gradients() if self.stage.criterion in NEEDS_GRADIENTS else None
-        outputs = None
-        if self.stage.criterion in NEEDS_ACTIVATIONS:
-            producers = sorted({p for g in self.groups for p in g.producers})
-            outputs = self.adapter.layer_outputs(self.sample, producers)
-        scores = [group_scores(self.stage.criterion, g, weights, grads, outputs, self.rng) for g in self.groups]
+        stats = self._activation_stats() if self.stage.criterion in NEEDS_ACTIVATIONS else None
+        scores = [group_scores(self.stage.criterion, g, weights, grads, stats, self.rng) for g in self.groups]
         for previous in self.choices:  # monotone: a removed channel never comes back
             scores[self.groups.index(previous.group)][previous.removed] = -np.inf
         if self.stage.scope == "global":

@@ -195,3 +195,44 @@ class TestChannelPruningOnFake:
 def _fc1_group(adapter, x):
     analysis = analyse(adapter.graph(x))
     return next(g for g in analysis.groups if g.producers == ["fc1"])
+
+
+def test_activation_stats_add_up_over_chunks():
+    from slimkit.pruning.criteria import activation_stats
+
+    out = np.random.default_rng(3).normal(size=(10, 4, 3, 3))
+    whole = activation_stats({"c": out})["c"]
+    a, b = activation_stats({"c": out[:6]})["c"], activation_stats({"c": out[6:]})["c"]
+    np.testing.assert_allclose(a[0] + b[0], whole[0])
+    np.testing.assert_array_equal(a[1] + b[1], whole[1])
+    assert a[2] + b[2] == whole[2] == 90
+    expected_zeros = (np.maximum(out, 0) == 0).transpose(1, 0, 2, 3).reshape(4, -1).sum(1)
+    np.testing.assert_array_equal(whole[1], expected_zeros)
+
+
+@pytest.mark.usefixtures("fake_registered")
+@pytest.mark.parametrize("criterion", ["l1", "l2", "fpgm", "bn_scale", "taylor", "apoz", "mean_activation", "random"])
+def test_every_criterion_runs_and_keeps_half(criterion):
+    model = make_mlp((8, 16, 12, 4), batchnorm=True, other=True)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8)).astype(np.float32)
+    y = rng.integers(0, 4, 64)
+    recipe = {"fine_tune": None, "stages": [{"prune": {"method": "channel", "sparsity": 0.5,
+                                                       "criterion": criterion, "samples": 40}}]}
+    result = slimkit.compress(model, recipe, train_data=(x, y), verbose=False)
+    assert [(g.producers, g.channels, g.kept) for g in result.report.groups] == [(("fc1",), 16, 8)]
+
+
+@pytest.mark.usefixtures("fake_registered")
+def test_taylor_prefers_channels_the_loss_depends_on():
+    from slimkit.pruning.criteria import group_scores
+
+    model = make_mlp((8, 16, 12, 4), batchnorm=False, other=False)
+    adapter = FakeAdapter(model)
+    group = next(g for g in analyse(adapter.graph()).groups if g.producers == ["fc1"])
+    weights = {n: {k: (np.transpose(v) if k == "kernel" else v) for k, v in adapter.get_weights(n).items()}
+               for n in ("fc1", "fc2")}
+    grads = {n: {k: np.zeros_like(v) for k, v in w.items()} for n, w in weights.items()}
+    grads["fc1"]["kernel"][3] = 1.0  # only channel 3 has gradient
+    scores = group_scores("taylor", group, weights, grads)
+    assert int(np.argmax(scores)) == 3 and np.count_nonzero(scores[np.arange(16) != 3]) == 0
