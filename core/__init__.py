@@ -21,6 +21,7 @@ from slimkit.errors import (
     NotSupportedYetError,
     RecipeError,
     SlimkitError,
+    SlimkitWarning,
     UnsupportedModelError,
 )
 from slimkit.export import export_onnx as _export_onnx
@@ -56,6 +57,6 @@ def export_onnx(
 
 __all__ = [
     "CompressionResult", "DataError", "ExportError", "FileRow", "LayerInfo", "LayerRow", "ModelAdapter",
-    "NotSupportedYetError", "RecipeError", "Recipe", "Report", "SlimkitError", "StageRow", "TrainHooks",
+    "NotSupportedYetError", "RecipeError", "Recipe", "Report", "SlimkitError", "SlimkitWarning", "StageRow", "TrainHooks",
     "UnsupportedModelError", "compress", "export_onnx",
 ]

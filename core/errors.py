@@ -25,3 +25,7 @@ class UnsupportedModelError(SlimkitError, TypeError):
 
 class ExportError(SlimkitError, RuntimeError):
     """Export failed, or the exported file disagrees with the framework's own output."""
+
+
+class SlimkitWarning(UserWarning):
+    """Something was left undone on purpose (a channel group left whole, say); the message says why."""

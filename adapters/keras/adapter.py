@@ -131,7 +131,8 @@ class KerasAdapter(ModelAdapter):
     """slimkit's adapter for ``keras.Model`` (Keras 3) and ``tf_keras.Model`` objects.
 
     Supports Sequential, Functional and subclassed models with one input and one output. Training
-    and ONNX export need Keras's TensorFlow backend.
+    and ONNX export need Keras's TensorFlow backend. Structured pruning (:meth:`graph`,
+    :meth:`shrink`, :meth:`layer_outputs`) needs a plain Keras 3 Sequential or Functional model.
     """
 
     framework = "keras"
@@ -458,8 +459,11 @@ class KerasAdapter(ModelAdapter):
         """Mean gradients of the training loss over the first ``batches`` batches, in order.
 
         The loss is the one :meth:`fit` uses (plus the model's regularization losses), computed in
-        inference mode: batch norms use their moving statistics, dropout is off. Trainable weights
-        only (kernel, bias, gamma, beta, ...), native layout, neutral names. No weight changes.
+        inference mode: batch norms use their moving statistics, dropout is off. Learned weights
+        only: trainable variables, plus kernel, bias, gamma and beta of layers frozen with
+        ``trainable = False`` (never batch-norm statistics); native layout, neutral names. Up to
+        ``batches`` batches of ``settings.batch_size`` for (x, y) arrays, the first ``batches`` of
+        a dataset. No weight changes.
 
         Raises:
             DataError: the data does not fit the model or the loss, or is empty.

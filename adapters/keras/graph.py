@@ -278,14 +278,22 @@ def build_graph(walker: Walker, entries: dict[str, LayerEntry]) -> tuple[LayerGr
     nodes = [Node(trace.input_name, "input", (), _last(trace.input_tensor), attrs={"type_name": "InputLayer"})]
     final: dict[str, str] = {trace.input_name: trace.input_name}  # call name -> node holding its output
     source: dict[str, str] = {trace.input_name: trace.input_name}
+    channels_of = {trace.input_name: _last(trace.input_tensor)}
     for call in trace.calls:
         inputs = tuple(final[n] for n in call.inputs)
         out_spec = call.node.outputs[0] if call.node.outputs else None
         in_specs = list(call.node.arguments.keras_tensors)
-        op, attrs, extra = describe(call, in_specs, out_spec, entries, k)
-        channels = attrs.pop("channels", _last(out_spec))
+        channels = _last(out_spec)
+        if any(_last(spec) != channels_of[n] for spec, n in zip(in_specs, inputs)):
+            # It reads a tensor its input node does not describe (the 2nd output of a multi-output
+            # op, a nested model's input declared without its channel count): describe nothing.
+            note = f"{type(call.op).__name__} (an input the graph does not describe)"
+            op, attrs, extra = "opaque", {"type_name": note}, None
+        else:
+            op, attrs, extra = describe(call, in_specs, out_spec, entries, k)
         layer = call.path if op in ("conv", "dense", "depthwise_conv", "batchnorm") else None
         nodes.append(Node(call.name, op, inputs, channels, layer, attrs))
+        channels_of[call.name] = channels
         final[call.name] = source[call.name] = call.name
         if extra is not None:
             name = f"{call.name}:{extra}"
@@ -293,8 +301,9 @@ def build_graph(walker: Walker, entries: dict[str, LayerEntry]) -> tuple[LayerGr
                               attrs={"type_name": f"activation {extra!r} of {type(call.op).__name__}"}))
             final[call.name] = name
             source[name] = call.name
+            channels_of[name] = channels
     last = final[trace.output]
-    nodes.append(Node(OUTPUT, "output", (last,), next(n.channels for n in nodes if n.name == last)))
+    nodes.append(Node(OUTPUT, "output", (last,), channels_of[last]))
     source[OUTPUT] = trace.output
     return LayerGraph(nodes), trace, source
 

@@ -85,7 +85,9 @@ class _Cloner:
         k = self.k
         fn = model._functional if type(model) is k.Sequential else model
         if fn is None:
-            raise UnsupportedModelError(f"cannot rebuild the Sequential model {model.name!r}: it has no functional graph")
+            raise UnsupportedModelError(
+                f"cannot rebuild the Sequential model {model.name!r}: it has no functional graph"
+            )
         new_inputs = [
             k.Input(batch_shape=shape, dtype=t.dtype, name=_input_name(t)) for shape, t in zip(shapes, fn.inputs)
         ]

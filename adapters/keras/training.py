@@ -146,14 +146,20 @@ def _floats(logs: dict[str, Any] | None) -> dict[str, float]:
     return out
 
 
+#: Weights learned by training (not statistics): their gradients are reported even for frozen layers.
+_LEARNED = ("kernel", "bias", "gamma", "beta")
+
+
 def weight_gradients(model: Any, k: ModuleType, entries: list[Any], batches: Any,
                      settings: FineTune) -> dict[str, dict[str, Any]]:
-    """Gradients of the training loss w.r.t. every trainable layer weight, averaged over ``batches``.
+    """Gradients of the training loss w.r.t. every learned layer weight, averaged over ``batches``.
 
-    The loss is the one ``fit`` compiles (:func:`make_loss`) plus the model's own losses
-    (regularizers), computed in inference mode (``training=False``): batch norms use their moving
-    statistics and dropout is off, so the gradients are deterministic and no statistic is updated.
-    No weight changes.
+    Learned weights are the trainable variables plus the kernel, bias, gamma and beta of layers
+    frozen with ``trainable = False`` (a frozen backbone is still pruned, and Taylor scores need
+    its gradients); batch-norm moving statistics are not. The loss is the one ``fit`` compiles
+    (:func:`make_loss`) plus the model's own losses (regularizers), computed in inference mode
+    (``training=False``): batch norms use their moving statistics and dropout is off, so the
+    gradients are deterministic and no statistic is updated. No weight changes.
 
     Args:
         model: the Keras model (TensorFlow backend).
@@ -172,17 +178,21 @@ def weight_gradients(model: Any, k: ModuleType, entries: list[Any], batches: Any
     import tensorflow as tf
 
     loss_fn = make_loss(k, settings)
-    targets = [(e.info.name, key, var) for e in entries for key, var in e.variables.items() if var.trainable]
+    targets = [(e.info.name, key, var) for e in entries for key, var in e.variables.items()
+               if var.trainable or (e.info.kind != "other" and key in _LEARNED)]
+    # The tf.Variable behind each variable (Keras 3 wraps it; tf_keras variables are tf.Variables).
+    handles = [var if isinstance(var, tf.Variable) else var.value for _, _, var in targets]
     sums: list[Any] = [None] * len(targets)
     used = 0
     for x, y in batches:
-        with tf.GradientTape() as tape:
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(handles)
             pred = model(x, training=False)
             loss = tf.cast(loss_fn(y, pred), tf.float32)
             extra = list(model.losses)
             if extra:
                 loss = loss + tf.add_n([tf.cast(v, tf.float32) for v in extra])
-        grads = tape.gradient(loss, [var for _, _, var in targets])
+        grads = tape.gradient(loss, handles)
         for i, (g, (_, _, var)) in enumerate(zip(grads, targets)):
             value = np.zeros(tuple(var.shape), np.float32) if g is None else np.asarray(
                 tf.convert_to_tensor(g), dtype=np.float32)

@@ -8,13 +8,14 @@ with the final choice when training ends. Rebuilding happens in the adapter from
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
 
 from slimkit.adapter import LayerInfo, ModelAdapter, TrainHooks
 from slimkit.data import is_array_pair
-from slimkit.errors import DataError, RecipeError
+from slimkit.errors import DataError, RecipeError, SlimkitWarning
 from slimkit.graph import analyse
 from slimkit.pruning.channel import (
     ChannelChoice,
@@ -55,10 +56,16 @@ class ChannelPruner(TrainHooks):
         self.sample = sample[: stage.samples]
         self.train_data = train_data
         self.rng = np.random.default_rng(seed)
-        analysis = analyse(adapter.graph(self.sample))
+        self.graph = adapter.graph(self.sample)
+        analysis = analyse(self.graph)
         names = {layer.name for layer in selected}
         self.groups = [g for g in analysis.groups if all(p in names for p in g.producers)]
         self.blocked = analysis.blocked
+        for node_names, why in analysis.blocked:
+            chosen = [n for n in node_names if n in names]
+            if chosen and "model output" not in why:  # the output layer is never pruned: no news
+                warnings.warn(f"{field}: channels of {', '.join(chosen)} are left whole: {why}",
+                              SlimkitWarning, stacklevel=4)
         if not self.groups:
             reasons = "; ".join(f"{', '.join(n[:3])}: {why}" for n, why in analysis.blocked[:5]) or "none"
             raise RecipeError(
@@ -99,16 +106,32 @@ class ChannelPruner(TrainHooks):
     def _activation_stats(self) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
         # Chunks bound memory: full activations of a large network over the calibration set would
         # not fit; their per-channel sums do.
-        producers = sorted({p for g in self.groups for p in g.producers})
+        probes = {p: self._activation_probe(p) for g in self.groups for p in g.producers}
         total: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
         for start in range(0, len(self.sample), _CHUNK):
-            chunk = activation_stats(self.adapter.layer_outputs(self.sample[start:start + _CHUNK], producers))
+            outputs = self.adapter.layer_outputs(self.sample[start:start + _CHUNK], sorted(set(probes.values())))
+            chunk = activation_stats({p: outputs[probe] for p, probe in probes.items()})
             for name, (s, z, n) in chunk.items():
                 if name in total:
                     ts, tz, tn = total[name]
                     s, z, n = ts + s, tz + z, tn + n
                 total[name] = (s, z, n)
         return total
+
+    def _activation_probe(self, producer: str) -> str:
+        """The node where a producer's activations are read: the end of its private chain of batch
+        norms and activations (conv -> bn -> relu reads after the relu), where APoZ is defined."""
+        consumers: dict[str, list[str]] = {}
+        for node in self.graph.nodes:
+            for inp in node.inputs:
+                consumers.setdefault(inp, []).append(node.name)
+        name = next(n.name for n in self.graph.nodes if n.layer == producer)
+        while len(consumers.get(name, [])) == 1:
+            nxt = self.graph.by_name[consumers[name][0]]
+            if nxt.op not in ("batchnorm", "elementwise") or len(nxt.inputs) != 1:
+                break
+            name = nxt.name
+        return name
 
     def choose(self, ratio: float) -> list[ChannelChoice]:
         """Channels each group keeps at ``ratio``; channels removed earlier stay removed."""

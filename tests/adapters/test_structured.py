@@ -100,3 +100,59 @@ class TestChannelPruning:
         recipe = {"fine_tune": None, "stages": [{"prune": {"method": "n:m", "n": 2, "m": 4}}]}
         with pytest.raises(slimkit.RecipeError, match="'conv1' has 3 input channels, not a multiple of m=4"):
             slimkit.compress(model, recipe, verbose=False)
+
+
+def _opaque_model(framework):
+    """conv -> an op slimkit cannot prune through (mixes channels) -> conv -> pool -> dense."""
+    if framework == "keras":
+        import keras
+
+        inp = keras.Input((8, 8, 4))
+        x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(inp)
+        x = keras.layers.Permute((1, 3, 2), name="shuffle")(x)  # swaps width and channels
+        x = keras.layers.Conv2D(8, 3, padding="same", name="conv2")(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        return keras.Model(inp, keras.layers.Dense(3, name="logits")(x)), np.zeros((4, 8, 8, 4), np.float32)
+    import torch
+    from torch import nn
+
+    class Shuffle(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.conv2, self.logits = nn.Conv2d(4, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Linear(8, 3)
+
+        def forward(self, x):
+            x = torch.flip(self.conv1(x), dims=[1])
+            return self.logits(self.conv2(x).mean(dim=(2, 3)))
+
+    return Shuffle(), np.zeros((4, 4, 8, 8), np.float32)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_unanalysable_op_is_named_in_a_warning_and_left_whole(framework):
+    model, x = _opaque_model(framework)
+    recipe = {"fine_tune": None, "stages": [{"prune": {"method": "channel", "sparsity": 0.5}}]}
+    with pytest.warns(slimkit.SlimkitWarning, match=r"conv1.*left whole.*'?(shuffle|flip)"):
+        result = slimkit.compress(model, recipe, calib_data=x, verbose=False)
+    assert [g.producers for g in result.report.groups] == [("conv2",)]
+    assert any("conv1" in note for note in result.report.notes)
+    small = adapter_for(result.model)
+    infos = {layer.name: layer for layer in small.layers()}
+    assert infos["conv1"].shapes["kernel"][infos["conv1"].kernel_perm[0]] == 8  # untouched
+
+
+def test_untraceable_torch_model_names_the_class():
+    import torch
+    from torch import nn
+
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.fc(x) if x.sum() > 0 else -self.fc(x)
+
+    recipe = {"fine_tune": None, "stages": [{"prune": {"method": "channel", "sparsity": 0.5}}]}
+    with pytest.raises(slimkit.UnsupportedModelError, match="Branchy"):
+        slimkit.compress(Branchy(), recipe, calib_data=np.ones((2, 4), np.float32), verbose=False)
