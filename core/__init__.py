@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from slimkit.adapter import LayerInfo, ModelAdapter, TrainHooks
+from slimkit.adapter import LayerInfo, ModelAdapter, StepCallback, TrainHooks
 from slimkit.compress import CompressionResult, compress
 from slimkit.errors import (
     DataError,
@@ -56,7 +56,7 @@ def export_onnx(
 
 
 __all__ = [
-    "CompressionResult", "DataError", "ExportError", "FileRow", "LayerInfo", "LayerRow", "ModelAdapter",
+    "CompressionResult", "DataError", "ExportError", "FileRow", "LayerInfo", "LayerRow", "ModelAdapter", "StepCallback",
     "NotSupportedYetError", "RecipeError", "Recipe", "Report", "SlimkitError", "SlimkitWarning", "StageRow", "TrainHooks",
     "UnsupportedModelError", "compress", "export_onnx",
 ]

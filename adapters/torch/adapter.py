@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, TrainHooks
+from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, StepCallback, TrainHooks
 from slimkit.data import as_arrays, is_array_pair
 from slimkit.errors import DataError, ExportError, UnsupportedModelError
 from slimkit.recipe import FineTune
@@ -27,7 +27,7 @@ from slimkit.recipe import FineTune
 from slimkit.adapters.torch import probes
 from slimkit.adapters.torch.graph import build_graph
 from slimkit.adapters.torch.rebuild import shrink_model
-from slimkit.adapters.torch.training import StepCallback, make_loss, make_optimizer
+from slimkit.adapters.torch.training import make_loss, make_optimizer
 
 if TYPE_CHECKING:
     from slimkit.graph import LayerGraph

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, TrainHooks
+from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, StepCallback, TrainHooks
 from slimkit.data import as_arrays, is_array_pair
 from slimkit.errors import DataError, ExportError
 from slimkit.graph import LayerGraph, Node
@@ -239,35 +239,6 @@ def all_weights(model: FakeModel) -> dict[tuple[str, str], np.ndarray]:
     return {(layer.name, k): v.copy() for layer in model.layers for k, v in layer.weights.items()}
 
 
-class FakeStepCallback:
-    """What :meth:`FakeAdapter.training_callback` hands a user's ``fit_fn``: call ``step()`` per step."""
-
-    def __init__(self, hooks: TrainHooks) -> None:
-        self._hooks = hooks
-        self._step = 0
-        self._total: int | None = None
-        self._closed = False
-
-    def begin(self, total_steps: int) -> None:
-        if self._total is None:
-            self._total = int(total_steps)
-            self._hooks.begin(self._total)
-
-    def step(self) -> None:
-        if self._total is None:
-            raise RuntimeError("FakeStepCallback: call begin(total_steps) before the first step()")
-        self._step += 1
-        self._hooks.step_end(self._step)
-
-    def epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        self._hooks.epoch_end(epoch, dict(logs or {}))
-
-    def close(self) -> None:
-        if not self._closed and self._total is not None:
-            self._closed = True
-            self._hooks.end()
-
-
 class FakeAdapter(ModelAdapter):
     """slimkit adapter over :class:`FakeModel`."""
 
@@ -371,8 +342,8 @@ class FakeAdapter(ModelAdapter):
             callback.epoch_end(epoch, {"loss": total / len(x)})
         callback.close()
 
-    def training_callback(self, hooks: TrainHooks) -> FakeStepCallback:
-        return FakeStepCallback(hooks)
+    def training_callback(self, hooks: TrainHooks) -> StepCallback:
+        return StepCallback(hooks)
 
     def export_onnx(self, path: str, sample: np.ndarray, opset: int) -> None:
         raise ExportError("fake adapter has no ONNX exporter")
