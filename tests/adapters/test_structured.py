@@ -156,3 +156,36 @@ def test_untraceable_torch_model_names_the_class():
     recipe = {"fine_tune": None, "stages": [{"prune": {"method": "channel", "sparsity": 0.5}}]}
     with pytest.raises(slimkit.UnsupportedModelError, match="Branchy"):
         slimkit.compress(Branchy(), recipe, calib_data=np.ones((2, 4), np.float32), verbose=False)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_rebuilt_model_trains_saves_and_loads(framework, tmp_path):
+    model = zoo.twins("plain")[framework]
+    x = zoo.sample("plain", framework, n=32)
+    y = np.random.default_rng(0).integers(0, 10, 32).astype(np.int64)
+    recipe = {"fine_tune": None, "layers": {"exclude": ["logits"]},
+              "stages": [{"prune": {"method": "channel", "sparsity": 0.5}}]}
+    small = slimkit.compress(model, recipe, calib_data=x, verbose=False).model
+    adapter = adapter_for(small)
+    before = adapter.get_weights("conv2")["kernel"].copy()
+    adapter.fit((x, y), FineTune(epochs=1, batch_size=8), slimkit.TrainHooks())
+    assert not np.allclose(adapter.get_weights("conv2")["kernel"], before)  # it trained
+    expected = adapter.predict(x)
+    if framework == "keras":
+        import keras
+
+        path = tmp_path / "small.keras"
+        small.save(path)
+        loaded = keras.models.load_model(path)  # safe mode: no code is deserialised
+    else:
+        import copy
+
+        import torch
+
+        path = tmp_path / "small.pt"
+        torch.save(small.state_dict(), path)
+        loaded = copy.deepcopy(small)
+        for p in loaded.parameters():
+            p.data.zero_()
+        loaded.load_state_dict(torch.load(path, weights_only=True))
+    np.testing.assert_allclose(adapter_for(loaded).predict(x), expected, atol=1e-6)
