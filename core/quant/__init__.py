@@ -1,0 +1,1 @@
+"""Framework-neutral quantization math: parameters, (fake) quantization and range observers."""
