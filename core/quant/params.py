@@ -210,10 +210,10 @@ def check_calibrated(min_val: Any, max_val: Any, name: str) -> None:
         raise ValueError(f"tensor {name!r}: min and max shapes differ: {lo.shape} vs {hi.shape}")
     bad = ~(np.isfinite(lo) & np.isfinite(hi) & (hi > lo))
     if np.any(bad):
-        first = np.unravel_index(int(np.argmax(bad)), bad.shape) if bad.ndim else ()
+        first = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), bad.shape)) if bad.ndim else ()
         raise ValueError(
             f"uncalibrated range for tensor {name!r}: max <= min (or non-finite) at {int(bad.sum())} of "
-            f"{bad.size} element(s), first at index {first}: min={lo[first]!r}, max={hi[first]!r}; "
+            f"{bad.size} element(s), first at index {first}: min={float(lo[first])}, max={float(hi[first])}; "
             "run calibration before export"
         )
 
