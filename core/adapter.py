@@ -138,6 +138,14 @@ class StepCallback:
         """Optional: reports an epoch's metrics to progress output."""
         self._hooks.epoch_end(epoch, {k: float(v) for k, v in (logs or {}).items()})
 
+    def run_user_fit(self, fit_fn: "FitFn", model: Any, total_steps: int | None) -> None:
+        """Runs a user's ``fit_fn(model, self)``, starting the schedule first when the step count is
+        known and closing it afterwards."""
+        if total_steps is not None:
+            self.begin(total_steps)
+        fit_fn(model, self)
+        self.close()
+
     def close(self) -> None:
         """Ends the schedule (final masks are applied); later calls do nothing."""
         if not self._closed and self._total is not None:
