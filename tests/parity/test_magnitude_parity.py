@@ -62,3 +62,14 @@ def test_pruned_onnx_exports_agree(twins, tmp_path):
         assert row.max_abs_diff is not None and row.max_abs_diff < 1e-4
         outputs[fw] = run_onnx(str(path), x)
     np.testing.assert_allclose(outputs["keras"], outputs["torch"], atol=1e-4, rtol=0)
+
+
+def test_same_nm_recipe_gives_identical_masks():
+    models = twin_pair("cnn", seed=7)
+    recipe = {"fine_tune": None, "layers": {"names": ["pw", "fc1", "logits"]},
+              "stages": [{"prune": {"method": "n:m", "n": 2, "m": 4}}]}
+    kernels = {fw: canonical_kernels(slimkit.compress(m, recipe, verbose=False).model) for fw, m in models.items()}
+    for name in ("pw", "fc1", "logits"):
+        np.testing.assert_array_equal(kernels["keras"][name] != 0, kernels["torch"][name] != 0, err_msg=name)
+        assert float(np.mean(kernels["keras"][name] == 0)) == pytest.approx(0.5)
+    assert float(np.mean(kernels["keras"]["conv1"] == 0)) == 0.0  # not selected
