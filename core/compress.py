@@ -172,14 +172,14 @@ def _run_prune_stage(
             label = f"stage {ctx.index + 1}/{ctx.count} {stage.name}"
             hooks.append(ProgressPrinter(label, settings.epochs, lambda: f"sparsity {pruner.current:.3f}"))
         work.fit(ctx.train_data, settings, HookChain(*hooks), ctx.fit_fn)
-        result = pruner.shrunk() if stage.method == "channel" else work
-    if stage.method == "channel":
+        result = pruner.finish()
+    if isinstance(pruner, ChannelPruner):
         report.groups += [GroupRow(*row) for row in pruner.group_rows()]
         report.notes += [f"channels left whole ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}): {why}"
                          for names, why in pruner.blocked]
     row = StageRow(stage.name, tuple(layer.name for layer in layers), stage.sparsity, stage.scope,
                    trains, pruner.total_steps, time.perf_counter() - start)
-    return (result if stage.method == "channel" else work), row
+    return result, row
 
 
 def _layer_rows(adapter: ModelAdapter, targets: dict[str, float]) -> list[LayerRow]:

@@ -64,10 +64,14 @@ class MagnitudePruner(TrainHooks):
             self.adapter.set_mask(layer.name, from_canonical(masks[layer.name], layer.kernel_perm))
         self.current = target
 
+    def finish(self) -> ModelAdapter:
+        """The adapter to continue with after training: this one, pruned in place."""
+        return self.adapter
+
     def one_shot(self) -> ModelAdapter:
         """Prunes to the target at once; the adapter's model is pruned in place."""
         self.apply(self.stage.sparsity)
-        return self.adapter
+        return self.finish()
 
     # TrainHooks: the schedule runs over the optimizer steps of the stage's fine-tuning.
     def begin(self, total_steps: int) -> None:

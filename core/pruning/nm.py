@@ -59,10 +59,14 @@ class NMPruner(TrainHooks):
             self.adapter.set_mask(layer.name, from_canonical(mask, layer.kernel_perm))
         self.current = self.stage.sparsity
 
+    def finish(self) -> ModelAdapter:
+        """The adapter to continue with after training: this one, pruned in place."""
+        return self.adapter
+
     def one_shot(self) -> ModelAdapter:
         """Installs the masks at once; the adapter's model is pruned in place."""
         self.apply()
-        return self.adapter
+        return self.finish()
 
     def begin(self, total_steps: int) -> None:
         self.total_steps = total_steps

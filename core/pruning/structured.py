@@ -156,6 +156,10 @@ class ChannelPruner(TrainHooks):
                 self.adapter.set_mask(name, kernel_mask(self.infos[name], plan))
         self.choices = choices
 
+    def finish(self) -> ModelAdapter:
+        """The adapter to continue with after training: the rebuilt smaller model."""
+        return self.shrunk()
+
     def shrunk(self) -> ModelAdapter:
         """An adapter over the rebuilt smaller model for the current choice."""
         weights = {}
@@ -166,7 +170,7 @@ class ChannelPruner(TrainHooks):
     def one_shot(self) -> ModelAdapter:
         self.choices = self.choose(self.stage.sparsity)
         self.current = self.stage.sparsity
-        return self.shrunk()
+        return self.finish()
 
     # TrainHooks: gradual masking along the schedule.
     def begin(self, total_steps: int) -> None:
