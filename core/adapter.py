@@ -18,6 +18,7 @@ from slimkit.recipe import FineTune
 
 if TYPE_CHECKING:
     from slimkit.graph import LayerGraph
+    from slimkit.quant.plan import QuantPlan, SiteParams
 
 
 @dataclass(frozen=True)
@@ -238,13 +239,15 @@ class ModelAdapter(abc.ABC):
         """
 
     @abc.abstractmethod
-    def shrink(self, weights: dict[str, dict[str, np.ndarray]]) -> "ModelAdapter":
+    def shrink(self, weights: dict[str, dict[str, np.ndarray]], drop: tuple[str, ...] = ()) -> "ModelAdapter":
         """An adapter over a new model in which the named layers hold ``weights``.
 
         Weights (native layout, neutral names) may be smaller than the current ones along channel
         axes; each such layer is rebuilt with the sizes its new weights imply (filters, units,
         input features, batch-norm features, depthwise channels) and every other layer is kept.
-        This model is not modified.
+        A ``bias`` given for a layer that has none rebuilds it with one. Layers named in ``drop``
+        (batch norms folded into the preceding convolution) become identities. This model is not
+        modified.
         """
 
     @abc.abstractmethod
@@ -257,6 +260,39 @@ class ModelAdapter(abc.ABC):
 
         Native layout, neutral names (trainable weights only); the model's weights do not change.
         """
+
+    # -- quantization ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def with_fake_quant(self, plan: "QuantPlan") -> "ModelAdapter":
+        """An adapter over a copy of this model with fake-quant at every site of ``plan``.
+
+        Pruning masks keep holding. Sites in ``fixed`` mode pass values through unchanged until
+        :meth:`set_quant_params` gives them parameters; the other modes work as
+        :data:`slimkit.quant.plan.MODES` describes. The copy trains with :meth:`fit` (straight-through
+        rounding) and keeps its sites through the framework's own save and load.
+
+        Raises:
+            UnsupportedModelError: a site's node cannot take a fake-quant op; the message names it.
+        """
+
+    @abc.abstractmethod
+    def set_quant_params(self, params: dict[str, "SiteParams"]) -> None:
+        """Sets fixed parameters of the named sites (see :class:`slimkit.quant.plan.QuantPlan`)
+        and switches them to ``fixed`` mode."""
+
+    @abc.abstractmethod
+    def quant_state(self) -> dict[str, dict[str, np.ndarray]]:
+        """What each site has learned or holds: ``scale``/``zero_point`` (fixed, lsq) or
+        ``min``/``max`` (ema; NaN while never updated); empty for minmax and dynamic sites."""
+
+    @abc.abstractmethod
+    def quant_plan(self) -> "QuantPlan | None":
+        """The plan of the fake-quant sites found in the model; None for a float model."""
+
+    @abc.abstractmethod
+    def without_fake_quant(self) -> "ModelAdapter":
+        """An adapter over a float copy: fake-quant removed, float weights (masks baked in), whose
+        graph has the node names the plan refers to."""
 
     # -- export ----------------------------------------------------------------------------
     @abc.abstractmethod

@@ -1,0 +1,218 @@
+"""Where a model is quantized: the sites, planned once on the neutral layer graph.
+
+A *quantization plan* names every tensor that is fake-quantized in the framework and quantized
+(Q/DQ) in the exported ONNX model, so that the two compute the same thing:
+
+* the kernel of every selected conv / depthwise conv / dense layer, per channel;
+* its bias, as int32 with ``scale = input_scale * kernel_scale`` (what QLinearConv uses);
+* activation tensors, per tensor: the input of every selected layer and its output. An output is
+  taken after a directly following ReLU/ReLU6 (``attrs["quant"] == "relu"``) when the layer's
+  output feeds nothing else: quantizing ``[0, max]`` clamps exactly as ReLU does, and onnxruntime
+  fuses ``Relu -> QuantizeLinear`` away, which lets it run the layer as one integer kernel. An
+  input is taken at its producer, looking back through ops that keep values on the grid
+  (``attrs["quant"] == "same"``: max pooling, reshapes, dropout, zero padding), so a tensor is
+  quantized once however many layers read it.
+
+Sites are keyed by strings: an activation site by its graph node name (the node whose output is
+quantized), a weight site by ``"<layer>/kernel"`` or ``"<layer>/bias"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from slimkit.graph import LayerGraph, Node
+from slimkit.quant.params import QuantParams
+
+#: Fake-quant modes an adapter implements.
+#:
+#: - ``fixed``: scale and zero point set from numpy (:class:`SiteParams`); exact ONNX semantics.
+#: - ``ema``: activations in QAT; training updates a moving average of batch min/max (momentum
+#:   ``spec.momentum``), and scale/zero point follow it.
+#: - ``lsq``: QAT with a trainable scale (learned step size, gradient scaled by
+#:   ``1 / sqrt(numel * qmax)``); the zero point stays as calibrated.
+#: - ``minmax``: kernels in QAT; scale from the current weights at every call, per channel.
+#: - ``dynamic``: activations of dynamic quantization; range of the current batch at every call.
+MODES = ("fixed", "ema", "lsq", "minmax", "dynamic")
+
+#: Layer kinds that have integer kernels in onnxruntime.
+QUANTIZABLE_KINDS = ("conv", "depthwise_conv", "dense")
+
+
+@dataclass(frozen=True)
+class FakeQuantSpec:
+    """How one site is fake-quantized.
+
+    Attributes:
+        qmin: smallest integer value (``qrange`` of the bits, sign and reduce-range).
+        qmax: largest integer value.
+        symmetric: symmetric range (zero point in the middle) when the mode computes ranges itself.
+        axis: native axis of the channels for per-channel kernels; None for per-tensor.
+        mode: one of :data:`MODES`.
+        momentum: weight of the old value in the ``ema`` mode's moving average.
+        bits: width of the integer type (for messages and export).
+        signed: integer type is signed (int8) rather than unsigned (uint8).
+    """
+
+    qmin: int
+    qmax: int
+    symmetric: bool
+    axis: int | None = None
+    mode: str = "fixed"
+    momentum: float = 0.9
+    bits: int = 8
+    signed: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"FakeQuantSpec.mode must be one of {MODES}, got {self.mode!r}")
+        if not self.qmin < self.qmax:
+            raise ValueError(f"FakeQuantSpec: qmin {self.qmin} must be below qmax {self.qmax}")
+
+
+@dataclass(frozen=True)
+class SiteParams:
+    """Fixed parameters of one site: ``y = (clip(rint(x / scale) + zero_point, qmin, qmax) - zero_point) * scale``.
+
+    ``scale`` and ``zero_point`` are scalars (per tensor) or 1-D along ``axis`` (per channel). Bias
+    sites use the int32 range.
+    """
+
+    scale: np.ndarray
+    zero_point: np.ndarray
+    qmin: int
+    qmax: int
+    axis: int | None = None
+
+    @classmethod
+    def of(cls, p: QuantParams) -> "SiteParams":
+        """The site parameters of numpy :class:`QuantParams`."""
+        return cls(p.scale, p.zero_point, p.qmin, p.qmax, p.axis)
+
+
+@dataclass(frozen=True)
+class ActSite:
+    """An activation tensor to quantize: the output of graph node ``node``."""
+
+    node: str
+    spec: FakeQuantSpec
+
+
+@dataclass(frozen=True)
+class LayerSite:
+    """A layer whose kernel (and bias) are quantized.
+
+    Attributes:
+        layer: the adapter's layer name.
+        node: the layer's graph node.
+        kernel: the kernel's fake-quant spec (per channel on the native out-channel axis).
+        input: the activation site feeding the layer (its scale sets the bias scale); None when the
+            input is not quantized by a fixed site (dynamic quantization).
+        output: the activation site of the layer's output, if any.
+    """
+
+    layer: str
+    node: str
+    kernel: FakeQuantSpec
+    input: str | None
+    output: str | None
+
+
+@dataclass(frozen=True)
+class QuantPlan:
+    """Every site of a quantized model, in graph order.
+
+    Attributes:
+        acts: activation sites.
+        layers: quantized layers.
+        method: ``static``, ``dynamic`` or ``qat``.
+    """
+
+    acts: tuple[ActSite, ...]
+    layers: tuple[LayerSite, ...]
+    method: str = "static"
+
+    def act(self, node: str) -> ActSite:
+        """The activation site of ``node``."""
+        for site in self.acts:
+            if site.node == node:
+                return site
+        raise KeyError(node)
+
+    def site_keys(self) -> list[str]:
+        """Every site key: activation nodes, then ``layer/kernel`` and ``layer/bias``."""
+        keys = [a.node for a in self.acts]
+        for s in self.layers:
+            keys += [f"{s.layer}/kernel", f"{s.layer}/bias"]
+        return keys
+
+
+def consumers(graph: LayerGraph) -> dict[str, list[Node]]:
+    """Each node's readers, in graph order."""
+    out: dict[str, list[Node]] = {n.name: [] for n in graph.nodes}
+    for node in graph.nodes:
+        for inp in node.inputs:
+            out[inp].append(node)
+    return out
+
+
+def grid_source(graph: LayerGraph, name: str) -> str:
+    """The node whose output ``name``'s output equals on the quantization grid (through ``same`` ops)."""
+    node = graph.by_name[name]
+    while node.attrs.get("quant") == "same" and len(node.inputs) == 1:
+        node = graph.by_name[node.inputs[0]]
+    return node.name
+
+
+def output_end(graph: LayerGraph, readers: dict[str, list[Node]], name: str) -> str:
+    """The tensor a layer's output is quantized at: after a ReLU that is its only reader."""
+    node = graph.by_name[name]
+    while True:
+        after = readers[node.name]
+        if len(after) != 1 or after[0].attrs.get("quant") != "relu":
+            return node.name
+        node = after[0]
+
+
+def plan_sites(
+    graph: LayerGraph,
+    layers: dict[str, FakeQuantSpec],
+    activation: FakeQuantSpec,
+    method: str,
+) -> QuantPlan:
+    """Plans the sites for the given layers.
+
+    Args:
+        graph: the float model's graph.
+        layers: layer name -> kernel spec, for the layers to quantize.
+        activation: the spec of every activation site.
+        method: ``static`` and ``qat`` quantize inputs and outputs; ``dynamic`` quantizes inputs only
+            (at run time, with ``activation.mode == "dynamic"``).
+
+    Returns:
+        The plan.
+
+    Raises:
+        ValueError: a layer has no node in the graph.
+    """
+    readers = consumers(graph)
+    by_layer = {n.layer: n for n in graph.nodes if n.layer is not None}
+    acts: dict[str, ActSite] = {}
+    sites: list[LayerSite] = []
+    for layer, spec in layers.items():
+        node = by_layer.get(layer)
+        if node is None:
+            raise ValueError(f"layer {layer!r} has no node in the model's graph")
+        source = grid_source(graph, node.inputs[0])
+        acts.setdefault(source, ActSite(source, activation))
+        output = None
+        if method != "dynamic":
+            output = output_end(graph, readers, node.name)
+            acts.setdefault(output, ActSite(output, activation))
+        sites.append(LayerSite(layer, node.name, spec, source if method != "dynamic" else None, output))
+    order = {n.name: i for i, n in enumerate(graph.nodes)}
+    ordered = tuple(sorted(acts.values(), key=lambda a: order[a.node]))
+    sites.sort(key=lambda s: order[s.node])
+    return QuantPlan(ordered, tuple(sites), method)
