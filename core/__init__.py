@@ -25,8 +25,8 @@ from slimkit.errors import (
     UnsupportedModelError,
 )
 from slimkit.export import export_onnx as _export_onnx
-from slimkit.recipe import OnnxExport, Recipe
-from slimkit.report import FileRow, LayerRow, Report, StageRow
+from slimkit.recipe import OnnxExport, QuantizeStage, Recipe
+from slimkit.report import FileRow, LayerRow, QuantExportRow, QuantRow, Report, StageRow
 
 __version__ = "0.1.0"
 
@@ -57,6 +57,6 @@ def export_onnx(
 
 __all__ = [
     "CompressionResult", "DataError", "ExportError", "FileRow", "LayerInfo", "LayerRow", "ModelAdapter", "StepCallback",
-    "NotSupportedYetError", "RecipeError", "Recipe", "Report", "SlimkitError", "SlimkitWarning", "StageRow", "TrainHooks",
+    "NotSupportedYetError", "QuantExportRow", "QuantRow", "QuantizeStage", "RecipeError", "Recipe", "Report", "SlimkitError", "SlimkitWarning", "StageRow", "TrainHooks",
     "UnsupportedModelError", "compress", "export_onnx",
 ]

@@ -34,6 +34,8 @@ class LayerInfo:
         kernel_perm: permutation that transposes the native kernel to canonical order
             (out, in, *spatial). Canonical order makes masks and tie-breaking identical across
             frameworks whose native layouts differ (Keras HWIO, PyTorch OIHW).
+        eps: a batch norm's epsilon (None for other kinds); batch-norm folding needs it.
+        activation: the activation fused into the layer (Keras ``activation=``), ``linear`` if none.
     """
 
     name: str
@@ -42,11 +44,18 @@ class LayerInfo:
     rank: int = 0
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     kernel_perm: tuple[int, ...] = ()
+    eps: float | None = None
+    activation: str = "linear"
 
     @property
     def params(self) -> int:
         """Number of scalars in all weights of the layer."""
         return int(sum(int(np.prod(s)) for s in self.shapes.values()))
+
+    @property
+    def out_axis(self) -> int:
+        """Native axis of the kernel's output channels."""
+        return self.kernel_perm[0] if self.kernel_perm else 0
 
     def matches_kind(self, kind: str) -> bool:
         """True if a selector kind (``conv``, ``conv2d``, ...) names this layer's kind."""

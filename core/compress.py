@@ -13,7 +13,7 @@ import numpy as np
 from slimkit.adapter import FitFn, HookChain, ModelAdapter, TrainHooks
 from slimkit.data import as_arrays, first_inputs, is_array_pair
 from slimkit.errors import DataError
-from slimkit.export import export_onnx as _export_onnx
+from slimkit.export import export_with_report
 from slimkit.metrics import evaluate
 from slimkit.progress import ProgressPrinter
 from slimkit.pruning.magnitude import SUPPORTED_KINDS as MAGNITUDE_KINDS
@@ -22,7 +22,11 @@ from slimkit.pruning.nm import SUPPORTED_KINDS as NM_KINDS
 from slimkit.pruning.nm import NMPruner
 from slimkit.pruning.structured import SUPPORTED_KINDS as CHANNEL_KINDS
 from slimkit.pruning.structured import ChannelPruner
-from slimkit.recipe import PruneStage, Recipe
+from slimkit.quant.dynamic import quantize_dynamic
+from slimkit.quant.qat import quantize_aware
+from slimkit.quant.stage import prepare, quant_rows
+from slimkit.quant.static import quantize_static
+from slimkit.recipe import PruneStage, QuantizeStage, Recipe
 from slimkit.registry import adapter_class
 from slimkit.report import FileRow, GroupRow, LayerRow, Report, StageRow
 from slimkit.selection import select_layers
@@ -54,8 +58,10 @@ class CompressionResult:
         sample = self.sample if sample is None else sample
         if sample is None:
             raise DataError("sample: no numpy data was given to compress(); pass sample= to export_onnx")
-        row = _export_onnx(self.model, path, sample, self.recipe.export)
+        row, quant_row = export_with_report(self.model, path, sample, self.recipe.export)
         self.report.files.append(row)
+        if quant_row is not None:
+            self.report.quant_exports.append(quant_row)
         return row
 
 
@@ -108,10 +114,13 @@ def compress(
     targets: dict[str, float] = {}
     for index, stage in enumerate(recipe.stages):
         context = _StageContext(index, len(recipe.stages), train_data, fit_fn, verbose, sample, recipe.seed)
-        work, row = _run_prune_stage(work, stage, context, report)
+        if isinstance(stage, QuantizeStage):
+            work, row = _run_quant_stage(work, stage, context, report, tuple(targets))
+        else:
+            work, row = _run_prune_stage(work, stage, context, report)
+            if stage.method != "channel":  # a channel ratio is not a kernel sparsity target
+                targets.update({name: stage.sparsity for name in row.layers})
         report.stages.append(row)
-        if stage.method != "channel":  # a channel ratio is not a kernel sparsity target
-            targets.update({name: stage.sparsity for name in row.layers})
 
     compressed = cls(work.strip())
     report.metrics_after = evaluate(compressed, eval_data, eval_fn)
@@ -180,6 +189,37 @@ def _run_prune_stage(
     row = StageRow(stage.name, tuple(layer.name for layer in layers), stage.sparsity, stage.scope,
                    trains, pruner.total_steps, time.perf_counter() - start)
     return result, row
+
+
+def _run_quant_stage(
+    work: ModelAdapter, stage: QuantizeStage, ctx: _StageContext, report: Report, masked: tuple[str, ...]
+) -> tuple[ModelAdapter, StageRow]:
+    """Runs the quantize stage: fold, plan, then calibrate (static), fix kernels (dynamic) or train (qat)."""
+    start = time.perf_counter()
+    field = f"stages[{ctx.index}].quantize"
+    prepared = prepare(work, stage, field, ctx.sample, masked)
+    steps = 0
+    if stage.method == "static":
+        sim, params, ranges = quantize_static(prepared, stage, ctx.sample, field, ctx.verbose)
+    elif stage.method == "dynamic":
+        sim, params, ranges = quantize_dynamic(prepared)
+    else:
+        progress = None
+        if ctx.verbose and stage.fine_tune is not None:
+            progress = ProgressPrinter(f"stage {ctx.index + 1}/{ctx.count} {stage.name}", stage.fine_tune.epochs)
+        sim, params, ranges, steps = quantize_aware(prepared, stage, ctx.sample, ctx.train_data, ctx.fit_fn,
+                                                    progress, field, ctx.verbose)
+    report.quant = quant_rows(prepared.plan, params, prepared.adapter, ranges)
+    report.quantized = [s.layer for s in prepared.plan.layers]
+    chosen = set(report.quantized)
+    report.float_layers = [i.name for i in prepared.adapter.layers() if i.name not in chosen]
+    if prepared.folded:
+        report.notes.append("batch norms folded: " + ", ".join(f"{bn} into {layer}" for layer, bn in prepared.folded))
+    bits = sorted({s.kernel.bits for s in prepared.plan.layers})
+    row = StageRow(stage.name, tuple(report.quantized), None,
+                   f"w{'/'.join(map(str, bits))} a{stage.activations.bits}", stage.method == "qat", steps,
+                   time.perf_counter() - start)
+    return sim, row
 
 
 def _layer_rows(adapter: ModelAdapter, targets: dict[str, float]) -> list[LayerRow]:

@@ -17,9 +17,10 @@ import numpy as np
 
 from slimkit.data import as_arrays
 from slimkit.errors import ExportError
+from slimkit.quant.export import export_quantized
 from slimkit.recipe import OnnxExport
 from slimkit.registry import adapter_for
-from slimkit.report import FileRow
+from slimkit.report import FileRow, QuantExportRow
 
 
 def _onnx_runtime() -> Any:
@@ -35,6 +36,9 @@ def export_onnx(
 ) -> FileRow:
     """Exports ``model`` to ONNX at ``path`` and verifies it against the framework.
 
+    A fake-quant model (from a quantize stage) is written in QDQ form with int8 weights and checked
+    against its simulation; see :mod:`slimkit.quant.export`.
+
     Args:
         model: a keras.Model or torch.nn.Module (not modified).
         path: destination ``.onnx`` file; written atomically.
@@ -49,6 +53,16 @@ def export_onnx(
         DataError: ``sample`` does not fit the model.
         ExportError: the exporter failed or the ONNX output differs beyond tolerance; no file is left.
     """
+    return export_with_report(model, path, sample, settings)[0]
+
+
+def export_with_report(
+    model: Any,
+    path: str | os.PathLike[str],
+    sample: Any,
+    settings: OnnxExport | None = None,
+) -> tuple[FileRow, QuantExportRow | None]:
+    """:func:`export_onnx`, also returning the quantized export's row (None for a float model)."""
     settings = settings or OnnxExport()
     adapter = adapter_for(model)
     x, _ = as_arrays(sample, "sample", need_labels=False)
@@ -60,18 +74,26 @@ def export_onnx(
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    plan = adapter.quant_plan()
+    quant_row = None
     try:
-        adapter.export_onnx(str(tmp), x[:1], settings.opset)
-        diff = None
-        if settings.verify:
-            batch = x[:16] if len(x) > 1 else np.concatenate([x, x])  # >1 row checks the batch axis
-            diff = verify(adapter.predict(batch), _onnx_runtime().run(str(tmp), batch), settings, path)
+        if plan is not None:
+            diff, quant_row = export_quantized(adapter, plan, tmp, x, settings, path)
+            tolerance: float | None = quant_row.output_step
+        else:
+            adapter.export_onnx(str(tmp), x[:1], settings.opset)
+            diff = None
+            if settings.verify:
+                batch = x[:16] if len(x) > 1 else np.concatenate([x, x])  # >1 row checks the batch axis
+                diff = verify(adapter.predict(batch), _onnx_runtime().run(str(tmp), batch), settings, path)
+            tolerance = settings.tolerance if settings.verify else None
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     data = path.read_bytes()
-    return FileRow(str(path), "onnx", len(data), len(gzip.compress(data, 6)), diff,
-                   settings.tolerance if settings.verify else None)
+    row = FileRow(str(path), "onnx-qdq" if plan is not None else "onnx", len(data), len(gzip.compress(data, 6)),
+                  diff, tolerance)
+    return row, quant_row
 
 
 def verify(reference: np.ndarray, onnx_out: np.ndarray, settings: OnnxExport, path: Path) -> float:

@@ -94,6 +94,84 @@ class PruneStage:
         return f"prune:{self.method}"
 
 
+QUANT_METHODS = ("static", "dynamic", "qat")
+CALIBRATIONS = ("minmax", "percentile", "entropy", "mse")
+WEIGHT_LEARN = ("minmax", "lsq")
+ACT_LEARN = ("ema", "lsq")
+
+
+@dataclass(frozen=True)
+class WeightQuant:
+    """How kernels are quantized.
+
+    ``reduce_range`` (on by default) uses 7-bit weights ([-64, 64]): onnxruntime's u8s8 kernels on
+    x86 CPUs without VNNI add pairs of u8 x s8 products in int16 and saturate with full-range
+    weights, so the deployed model would silently differ from the simulated one. ``learn`` is the
+    QAT weight quantizer: ``minmax`` (range of the current weights) or ``lsq`` (learned step size).
+    """
+
+    bits: int = 8
+    per_channel: bool = True
+    symmetric: bool = True
+    reduce_range: bool = True
+    learn: str = "minmax"
+
+
+@dataclass(frozen=True)
+class ActivationQuant:
+    """How activations are quantized: uint8 asymmetric by default (onnxruntime's default).
+
+    ``calibration`` picks the observer for post-training ranges over ``samples`` inputs;
+    ``percentile`` is the coverage of the percentile observer. ``learn`` is the QAT activation
+    quantizer: ``ema`` (moving average of batch ranges) or ``lsq`` (learned step size).
+    """
+
+    bits: int = 8
+    symmetric: bool = False
+    signed: bool = False
+    calibration: str = "minmax"
+    samples: int = 256
+    percentile: float = 99.99
+    learn: str = "ema"
+    momentum: float = 0.9
+
+
+@dataclass(frozen=True)
+class QuantOverride:
+    """Weight settings for the layers a selector picks, over the stage's own."""
+
+    layers: LayerSelector
+    weights: WeightQuant
+
+
+@dataclass(frozen=True)
+class QuantizeStage:
+    """A quantization stage: ``static`` or ``dynamic`` post-training, or ``qat`` (fine-tunes).
+
+    Attributes:
+        method: static | dynamic | qat.
+        weights: kernel settings; ``overrides`` change them per layer.
+        activations: activation settings.
+        layers: the layers to quantize; the rest stay float (skip by name or kind with ``exclude``
+            and ``kinds``).
+        fine_tune: QAT training settings; None for post-training methods.
+        fold_batchnorm: fold batch norms into the preceding conv/dense first.
+        overrides: per-layer weight settings, later ones win.
+    """
+
+    method: str
+    weights: WeightQuant
+    activations: ActivationQuant
+    layers: LayerSelector
+    fine_tune: FineTune | None
+    fold_batchnorm: bool = True
+    overrides: tuple[QuantOverride, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"quantize:{self.method}"
+
+
 @dataclass(frozen=True)
 class OnnxExport:
     """ONNX export settings. ``tolerance`` bounds max|onnx - framework| relative to max(1, max|framework|)."""
@@ -111,7 +189,7 @@ class Recipe:
     seed: int
     layers: LayerSelector
     fine_tune: FineTune | None
-    stages: tuple[PruneStage, ...]
+    stages: tuple[PruneStage | QuantizeStage, ...]
     export: OnnxExport
 
     @classmethod
@@ -305,15 +383,93 @@ def _prune(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | Non
     return PruneStage(method, sparsity, scope, schedule, stage_layers, stage_ft, **extra)
 
 
-_NOT_YET_STAGES = ("quantize", "distill")
+def _weight_quant(raw: Any, path: str, base: WeightQuant) -> WeightQuant:
+    return _build(WeightQuant, raw, path, base, {
+        "bits": lambda v, p: _bits(v, p),
+        "per_channel": _bool,
+        "symmetric": _bool,
+        "reduce_range": _bool,
+        "learn": lambda v, p: _choice(v, p, WEIGHT_LEARN),
+    })
 
 
-def _stage(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | None) -> PruneStage:
+def _bits(raw: Any, path: str) -> int:
+    bits = _int(raw, path)
+    if not 2 <= bits <= 8:
+        raise RecipeError(f"{path}: {bits} bits is not supported; quantization simulates 2 to 8 bits")
+    return bits
+
+
+def _act_quant(raw: Any, path: str) -> ActivationQuant:
+    return _build(ActivationQuant, raw, path, ActivationQuant(), {
+        "bits": lambda v, p: _bits(v, p),
+        "symmetric": _bool,
+        "signed": _bool,
+        "calibration": lambda v, p: _choice(v, p, CALIBRATIONS),
+        "samples": lambda v, p: _int(v, p, lo=1),
+        "percentile": lambda v, p: _float(v, p, 50.0, 100.0, lo_open=True),
+        "learn": lambda v, p: _choice(v, p, ACT_LEARN),
+        "momentum": lambda v, p: _float(v, p, 0.0, 1.0, hi_open=True),
+    })
+
+
+_QUANT_KEYS = ("method", "weights", "activations", "layers", "fine_tune", "fold_batchnorm", "overrides")
+
+
+def _quantize(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | None) -> QuantizeStage:
+    raw = _keys(raw, path, _QUANT_KEYS)
+    method = _choice(raw.get("method", "static"), _join(path, "method"), QUANT_METHODS)
+    weights = _weight_quant(raw.get("weights", {}), _join(path, "weights"), WeightQuant())
+    acts = _act_quant(raw.get("activations", {}), _join(path, "activations"))
+    stage_layers = _selector(raw["layers"], _join(path, "layers"), layers) if "layers" in raw else layers
+    overrides = []
+    raw_over = raw.get("overrides", [])
+    if not isinstance(raw_over, list):
+        raise RecipeError(f"{path}.overrides: expected a list of {{layers, weights}}, got {raw_over!r}")
+    for i, item in enumerate(raw_over):
+        where = f"{path}.overrides[{i}]"
+        item = _keys(item, where, ("layers", "weights"))
+        if "layers" not in item or "weights" not in item:
+            raise RecipeError(f"{where}: needs both layers and weights")
+        overrides.append(QuantOverride(_selector(item["layers"], f"{where}.layers", LayerSelector()),
+                                       _weight_quant(item["weights"], f"{where}.weights", weights)))
+    if method == "qat":
+        stage_ft = fine_tune
+        if "fine_tune" in raw:
+            stage_ft = _fine_tune(raw["fine_tune"], _join(path, "fine_tune"), fine_tune or FineTune())
+        if stage_ft is None or stage_ft.epochs == 0:
+            raise RecipeError(f"{path}.fine_tune: qat trains; give it fine_tune with epochs >= 1")
+    else:
+        if raw.get("fine_tune") is not None:
+            raise RecipeError(f"{path}.fine_tune: only method qat trains; {method} quantization is post-training")
+        stage_ft = None
+        for where, w in [(f"{path}.weights", weights)] + [
+                (f"{path}.overrides[{i}].weights", o.weights) for i, o in enumerate(overrides)]:
+            if w.bits != 8:
+                raise RecipeError(
+                    f"{where}.bits: {method} quantization exports 8-bit weights, got {w.bits}; "
+                    "lower bit widths are simulated by method qat")
+        if acts.bits != 8:
+            raise RecipeError(f"{path}.activations.bits: {method} quantization uses 8-bit activations, "
+                              f"got {acts.bits}")
+        if method == "dynamic" and (acts.signed or acts.symmetric):
+            raise RecipeError(f"{path}.activations: dynamic quantization uses uint8 asymmetric activations "
+                              "(onnxruntime's DynamicQuantizeLinear); drop signed/symmetric")
+    fold = _bool(raw.get("fold_batchnorm", True), _join(path, "fold_batchnorm"))
+    return QuantizeStage(method, weights, acts, stage_layers, stage_ft, fold, tuple(overrides))
+
+
+_NOT_YET_STAGES = ("distill",)
+
+
+def _stage(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | None) -> PruneStage | QuantizeStage:
     if not isinstance(raw, Mapping) or len(raw) != 1:
-        raise RecipeError(f"{path}: a stage is a mapping with exactly one key (prune), got {raw!r}")
+        raise RecipeError(f"{path}: a stage is a mapping with exactly one key (prune or quantize), got {raw!r}")
     (kind, body), = raw.items()
     if kind in _NOT_YET_STAGES:
         raise NotSupportedYetError(f"{path}.{kind}: the {kind!r} stage is not supported yet")
+    if kind == "quantize":
+        return _quantize(body, f"{path}.quantize", layers, fine_tune)
     if kind != "prune":
         raise RecipeError(f"{path}: unknown stage {kind!r}; known stages are prune, quantize, distill")
     return _prune(body, f"{path}.prune", layers, fine_tune)
@@ -345,5 +501,12 @@ def _parse_recipe(raw: Mapping[str, Any]) -> Recipe:
     if not isinstance(stages_raw, list) or not stages_raw:
         raise RecipeError(f"stages: expected a non-empty list of stages, got {stages_raw!r}")
     stages = tuple(_stage(s, f"stages[{i}]", layers, fine_tune) for i, s in enumerate(stages_raw))
+    quant = [i for i, s in enumerate(stages) if isinstance(s, QuantizeStage)]
+    if len(quant) > 1:
+        raise RecipeError(f"stages[{quant[1]}]: only one quantize stage is allowed (stages[{quant[0]}] is one)")
+    later = [i for i, s in enumerate(stages) if isinstance(s, PruneStage) and quant and i > quant[0]]
+    if later:
+        raise RecipeError(f"stages[{later[0]}]: a prune stage cannot follow the quantize stage "
+                          f"(stages[{quant[0]}]); prune first, then quantize")
     export = _export(raw.get("export", {}), "export")
     return Recipe(version, seed, layers, fine_tune, stages, export)

@@ -33,7 +33,7 @@ class StageRow:
 
     name: str
     layers: tuple[str, ...]
-    target: float
+    target: float | None  # sparsity target of a prune stage; None for quantization
     scope: str
     fine_tuned: bool
     steps: int
@@ -61,6 +61,43 @@ class FileRow:
     tolerance: float | None
 
 
+@dataclass(frozen=True)
+class QuantRow:
+    """One quantized tensor: an activation, a kernel or a bias.
+
+    ``scale_min``/``scale_max`` are equal for per-tensor sites; ``zero_points`` lists the distinct
+    zero points; ``range_min``/``range_max`` is the calibrated (or learned) float range it covers.
+    """
+
+    site: str
+    kind: str  # activation | kernel | bias
+    bits: int
+    channels: int  # 1 for per-tensor
+    scale_min: float
+    scale_max: float
+    zero_points: tuple[int, ...]
+    range_min: float
+    range_max: float
+
+
+@dataclass(frozen=True)
+class QuantExportRow:
+    """A quantized ONNX export next to its float twin: sizes, latency and what onnxruntime fused."""
+
+    path: str
+    float_bytes: int
+    int8_bytes: int
+    float_latency_ms: float | None
+    int8_latency_ms: float | None
+    integer_ops: dict[str, int]
+    max_abs_diff: float
+    output_step: float | None  # the scale of the output tensor, if it is quantized
+
+    @property
+    def size_ratio(self) -> float:
+        return self.int8_bytes / max(1, self.float_bytes)
+
+
 @dataclass
 class Report:
     """The result of :func:`slimkit.compress`, as data.
@@ -75,6 +112,9 @@ class Report:
         files: exported files with their sizes and verification results.
         groups: channel groups that structured pruning shrank.
         notes: what was left alone and why (channel groups that cannot be pruned safely, say).
+        quant: per-tensor quantization parameters (empty without a quantize stage).
+        quantized: layers that were quantized; ``float_layers`` the weighted ones kept float.
+        quant_exports: quantized ONNX files with their float twins' size and latency.
     """
 
     framework: str
@@ -86,6 +126,10 @@ class Report:
     files: list[FileRow] = field(default_factory=list)
     groups: list[GroupRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    quant: list[QuantRow] = field(default_factory=list)
+    quantized: list[str] = field(default_factory=list)
+    float_layers: list[str] = field(default_factory=list)
+    quant_exports: list[QuantExportRow] = field(default_factory=list)
 
     @property
     def params(self) -> int:
@@ -116,6 +160,10 @@ class Report:
             "files": [dataclasses.asdict(f) for f in self.files],
             "groups": [dataclasses.asdict(g) for g in self.groups],
             "notes": list(self.notes),
+            "quant": [dataclasses.asdict(q) for q in self.quant],
+            "quantized": list(self.quantized),
+            "float_layers": list(self.float_layers),
+            "quant_exports": [dict(dataclasses.asdict(q), size_ratio=q.size_ratio) for q in self.quant_exports],
         }
 
     def to_markdown(self) -> str:
@@ -142,12 +190,32 @@ class Report:
                     "|---|---:|---:|---|---:|---:|"]
             for s in self.stages:
                 steps = s.steps if s.fine_tuned else "one-shot"
-                out.append(f"| {s.name} | {len(s.layers)} | {s.target:.1%} | {s.scope} | {steps} | {s.seconds:.1f} |")
+                target = "-" if s.target is None else f"{s.target:.1%}"
+                out.append(f"| {s.name} | {len(s.layers)} | {target} | {s.scope} | {steps} | {s.seconds:.1f} |")
         if self.groups:
             out += ["", "| channel group (producers) | channels | kept |", "|---|---:|---:|"]
             out += [f"| {', '.join(g.producers)} | {g.channels} | {g.kept} |" for g in self.groups]
         if self.notes:
             out += [""] + [f"- {note}" for note in self.notes]
+        if self.quant:
+            out += ["", f"Quantized layers: {', '.join(self.quantized) or '-'}; kept float: "
+                    f"{', '.join(self.float_layers) or '-'}", "",
+                    "| tensor | kind | bits | channels | scale | zero point | range |",
+                    "|---|---|---:|---:|---|---|---|"]
+            for q in self.quant:
+                scale = f"{q.scale_min:.3g}" if q.scale_min == q.scale_max else f"{q.scale_min:.3g}..{q.scale_max:.3g}"
+                zps = ",".join(str(z) for z in q.zero_points[:3]) + (",..." if len(q.zero_points) > 3 else "")
+                out.append(f"| {q.site} | {q.kind} | {q.bits} | {q.channels} | {scale} | {zps} | "
+                           f"[{q.range_min:.4g}, {q.range_max:.4g}] |")
+        if self.quant_exports:
+            out += ["", "| quantized file | fp32 bytes | int8 bytes | ratio | fp32 ms | int8 ms | speedup | integer ops |",
+                    "|---|---:|---:|---:|---:|---:|---:|---|"]
+            for q in self.quant_exports:
+                speed = ("-" if not q.float_latency_ms or not q.int8_latency_ms
+                         else f"{q.float_latency_ms / q.int8_latency_ms:.2f}x")
+                ops = ", ".join(f"{k} x{v}" for k, v in sorted(q.integer_ops.items()))
+                out.append(f"| {q.path} | {q.float_bytes} | {q.int8_bytes} | {q.size_ratio:.2f} | "
+                           f"{_num(q.float_latency_ms, '.2f')} | {_num(q.int8_latency_ms, '.2f')} | {speed} | {ops} |")
         if self.files:
             out += ["", "| file | format | bytes | gzip bytes | max abs diff |", "|---|---|---:|---:|---:|"]
             for f in self.files:

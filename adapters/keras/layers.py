@@ -177,8 +177,18 @@ def _describe(layer: Any, path: str, variables: list[Any], k: ModuleType) -> Lay
         rank=rank if kind in ("conv", "depthwise_conv") else 0,
         shapes={n: tuple(int(d) for d in v.shape) for n, v in mapped.items()},
         kernel_perm=perm,
+        eps=float(layer.epsilon) if kind == "batchnorm" else None,
+        activation=_activation_label(layer),
     )
     return LayerEntry(info=info, layer=layer, variables=mapped)
+
+
+def _activation_label(layer: Any) -> str:
+    """The name of the activation fused into ``layer`` (``linear`` when there is none)."""
+    fn = getattr(layer, "activation", None)
+    if fn is None:
+        return "linear"
+    return str(getattr(fn, "__name__", None) or type(fn).__name__)
 
 
 def _describe_other(layer: Any, path: str, variables: list[Any]) -> LayerEntry:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from slimkit.errors import ExportError
@@ -40,3 +42,15 @@ def initializer_zeros(path: str) -> dict[str, tuple[int, int]]:
         arr = numpy_helper.to_array(init)
         out[init.name] = (int(arr.size), int(np.count_nonzero(arr == 0)))
     return out
+
+
+def write_qdq(float_path: str, out_path: str, plan: Any, params: dict[str, Any], kernels: dict[str, np.ndarray],
+              acts: dict[str, np.ndarray], probe: np.ndarray) -> Any:
+    """Loads the float model, inserts Q/DQ (``slimkit.adapters.onnx.qdq``) and saves it; returns the mapping."""
+    import onnx
+
+    from slimkit.adapters.onnx.qdq import insert_qdq
+
+    model, mapping = insert_qdq(onnx.load(float_path), plan, params, kernels, acts, probe)
+    onnx.save(model, out_path)
+    return mapping

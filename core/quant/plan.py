@@ -167,13 +167,16 @@ def grid_source(graph: LayerGraph, name: str) -> str:
 
 
 def output_end(graph: LayerGraph, readers: dict[str, list[Node]], name: str) -> str:
-    """The tensor a layer's output is quantized at: after a ReLU that is its only reader."""
-    node = graph.by_name[name]
+    """The tensor a layer's output is quantized at: after the ReLU that is its only reader, looking
+    through grid-keeping ops (a folded batch norm's identity) on the way; else the layer's own output."""
+    best = cur = graph.by_name[name]
     while True:
-        after = readers[node.name]
-        if len(after) != 1 or after[0].attrs.get("quant") != "relu":
-            return node.name
-        node = after[0]
+        after = readers[cur.name]
+        if len(after) != 1 or after[0].attrs.get("quant") not in ("relu", "same"):
+            return best.name
+        cur = after[0]
+        if cur.attrs.get("quant") == "relu":
+            best = cur
 
 
 def plan_sites(

@@ -16,6 +16,7 @@ every step, the way a Keras kernel constraint holds a mask, so masked weights st
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from typing import Any, Callable
 
@@ -23,8 +24,10 @@ import numpy as np
 
 from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, StepCallback, TrainHooks
 from slimkit.data import as_arrays, is_array_pair
-from slimkit.errors import DataError, ExportError
+from slimkit.errors import DataError, ExportError, UnsupportedModelError
 from slimkit.graph import LayerGraph, Node
+from slimkit.quant.params import params_from_range, qrange
+from slimkit.quant.plan import ActSite, FakeQuantSpec, LayerSite, QuantPlan, SiteParams
 from slimkit.recipe import FineTune
 
 _EPS = 1e-5
@@ -41,8 +44,15 @@ class FakeDense:
         self.relu = relu
         self.mask: np.ndarray | None = None
 
+    #: fake-quant of ``kernel`` / ``bias``: weight name -> FakeQuant (set by the adapter's with_fake_quant)
+    quant: dict[str, "FakeQuant"] = {}
+
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
-        z = x @ self.weights["kernel"] + self.weights["bias"]
+        kernel, bias = self.weights["kernel"], self.weights["bias"]
+        if self.quant:
+            kernel = self.quant["kernel"].apply(kernel, training=False)
+            bias = self.quant["bias"].apply(bias, training=False) if "bias" in self.quant else bias
+        z = x @ kernel + bias
         out = np.maximum(z, 0.0) if self.relu else z
         return out, (x, z)
 
@@ -166,7 +176,14 @@ class FakeModel:
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float, loss: str = "auto") -> float:
         """One plain SGD step on a batch; masks are re-applied afterwards. Returns the batch loss."""
-        value, grads = self.gradients(x, y, loss)
+        quants = [layer for layer in self.layers if isinstance(layer, FakeQuant)]
+        for q in quants:
+            q.training = True
+        try:
+            value, grads = self.gradients(x, y, loss)
+        finally:
+            for q in quants:
+                q.training = False
         for (name, key), g in grads.items():
             w = self.layer(name).weights[key]
             self.layer(name).weights[key] = (w - lr * g).astype(w.dtype)
@@ -217,6 +234,23 @@ def make_mlp(
     return FakeModel(layers)
 
 
+class _Identity:
+    """What a dropped (folded) batch norm becomes."""
+
+    kind = "identity"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.weights: dict[str, np.ndarray] = {}
+        self.mask = None
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        return x, None
+
+    def backward(self, grad: np.ndarray, _: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return grad, {}
+
+
 class _Relu:
     """A weightless ReLU (not reported by the adapter: it holds no weights)."""
 
@@ -232,6 +266,76 @@ class _Relu:
 
     def backward(self, grad: np.ndarray, x: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         return grad * (x > 0), {}
+
+
+class FakeQuant:
+    """Numpy fake-quant with straight-through gradients; the modes of ``slimkit.quant.plan.MODES``
+    except ``lsq``."""
+
+    kind = "fakequant"
+
+    def __init__(self, name: str, key: str, spec: FakeQuantSpec) -> None:
+        if spec.mode == "lsq":
+            raise UnsupportedModelError("the fake adapter has no lsq quantizer")
+        self.name, self.key, self.spec = name, key, spec
+        self.weights: dict[str, np.ndarray] = {}
+        self.mask = None
+        self.params: SiteParams | None = None
+        self.range = (np.nan, np.nan)
+        self.training = False
+
+    def set(self, p: SiteParams) -> None:
+        self.params = p
+        self.spec = dataclasses.replace(self.spec, mode="dynamic" if self.spec.mode == "dynamic" else "fixed")
+
+    def apply(self, x: np.ndarray, training: bool) -> np.ndarray:
+        spec = self.spec
+        if spec.mode == "fixed":
+            p = self.params
+            return x if p is None else _fq(x, p.scale, p.zero_point, p.qmin, p.qmax, p.axis)
+        if spec.mode == "minmax":
+            axes = tuple(i for i in range(x.ndim) if i != spec.axis) if spec.axis is not None else None
+            q = params_from_range(x.min(axis=axes), x.max(axis=axes), spec.bits, spec.signed, spec.symmetric,
+                                  spec.axis, reduce_range=spec.qmax < qrange(spec.bits, spec.signed)[1])
+            return _fq(x, q.scale, q.zero_point, spec.qmin, spec.qmax, spec.axis)
+        if spec.mode == "dynamic":
+            lo, hi = min(0.0, float(x.min())), max(0.0, float(x.max()))
+            if hi == lo:
+                return x
+            scale = np.float32((hi - lo) / 255.0)
+            zp = np.clip(np.rint(np.float32(-lo) / scale), 0, 255)
+            return _fq(x, scale, zp, 0, 255, None)
+        # ema
+        if training:
+            lo, hi = float(x.min()), float(x.max())
+            if np.isnan(self.range[0]):
+                self.range = (lo, hi)
+            else:
+                m = spec.momentum
+                self.range = (m * self.range[0] + (1 - m) * lo, m * self.range[1] + (1 - m) * hi)
+        if np.isnan(self.range[0]):
+            return x
+        q = params_from_range(*self.range, spec.bits, spec.signed, spec.symmetric)
+        return _fq(x, q.scale, q.zero_point, spec.qmin, spec.qmax, None)
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        return self.apply(x, self.training), None
+
+    def backward(self, grad: np.ndarray, _: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return grad, {}  # straight-through
+
+
+def _fq(x: np.ndarray, scale: Any, zp: Any, qmin: int, qmax: int, axis: int | None) -> np.ndarray:
+    """Exact ONNX QuantizeLinear -> DequantizeLinear in float32."""
+    x = np.asarray(x, np.float32)
+    scale = np.asarray(scale, np.float32)
+    zp = np.asarray(zp, np.float64)
+    if axis is not None and scale.ndim:
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    q = np.clip(np.rint(x / scale).astype(np.float64) + zp, qmin, qmax)
+    return ((q - zp).astype(np.float32) * scale).astype(np.float32)
 
 
 def all_weights(model: FakeModel) -> dict[tuple[str, str], np.ndarray]:
@@ -263,7 +367,9 @@ class FakeAdapter(ModelAdapter):
                 continue
             shapes = {k: tuple(v.shape) for k, v in layer.weights.items()}
             perm = (1, 0) if "kernel" in shapes else ()
-            infos.append(LayerInfo(layer.name, layer.kind, type(layer).__name__, 0, shapes, perm))
+            eps = _EPS if layer.kind == "batchnorm" else None
+            act = "relu" if getattr(layer, "relu", False) else "linear"
+            infos.append(LayerInfo(layer.name, layer.kind, type(layer).__name__, 0, shapes, perm, eps, act))
         return infos
 
     def get_weights(self, name: str) -> dict[str, np.ndarray]:
@@ -288,6 +394,7 @@ class FakeAdapter(ModelAdapter):
         layer.weights["kernel"] = kernel * layer.mask
 
     def strip(self) -> Any:
+        """Bakes masks into kernels; fake-quant sites stay."""
         for layer in self.model.layers:
             if layer.mask is not None:
                 layer.weights["kernel"] = layer.weights["kernel"] * layer.mask
@@ -356,34 +463,112 @@ class FakeAdapter(ModelAdapter):
                 width = layer.weights["kernel"].shape[1]
                 nodes.append(Node(layer.name, "dense", (prev,), width, layer.name))
                 if layer.relu:
-                    nodes.append(Node(f"{layer.name}/relu", "elementwise", (layer.name,), width))
+                    nodes.append(Node(f"{layer.name}/relu", "elementwise", (layer.name,), width,
+                                      attrs={"quant": "relu"}))
             elif isinstance(layer, FakeBatchNorm):
                 nodes.append(Node(layer.name, "batchnorm", (prev,), width, layer.name))
+            elif isinstance(layer, FakeQuant):
+                continue
             elif isinstance(layer, _Relu):
-                nodes.append(Node(layer.name, "elementwise", (prev,), width))
+                nodes.append(Node(layer.name, "elementwise", (prev,), width, attrs={"quant": "relu"}))
+            elif isinstance(layer, _Identity):
+                nodes.append(Node(layer.name, "elementwise", (prev,), width, attrs={"quant": "same"}))
             else:  # FakeScale: per-channel weights no algorithm understands
                 nodes.append(Node(layer.name, "opaque", (prev,), width, attrs={"type_name": "FakeScale"}))
         nodes.append(Node("__output__", "output", (nodes[-1].name,), width))
         return LayerGraph(nodes)
 
-    def shrink(self, weights: dict[str, dict[str, np.ndarray]]) -> "FakeAdapter":
+    def shrink(self, weights: dict[str, dict[str, np.ndarray]], drop: tuple[str, ...] = ()) -> "FakeAdapter":
         clone = copy.deepcopy(self.model)
-        for layer in clone.layers:
+        for i, layer in enumerate(clone.layers):
             layer.mask = None
-            if layer.name in weights:
+            if layer.name in drop:
+                clone.layers[i] = _Identity(layer.name)
+            elif layer.name in weights:
                 layer.weights.update({k: np.asarray(v, np.float32).copy() for k, v in weights[layer.name].items()})
         return FakeAdapter(clone)
 
     def layer_outputs(self, x: np.ndarray, names: list[str], batch_size: int = 256) -> dict[str, np.ndarray]:
         out, found = np.asarray(x, np.float32), {}
+        if "input" in names:
+            found["input"] = out.copy()
         for layer in self.model.layers:
-            out, _ = layer.forward(out)
-            if layer.name in names:
+            out, cache = layer.forward(out)
+            if isinstance(layer, FakeDense) and layer.relu:
+                found[layer.name] = cache[1].copy()  # the graph's dense node is before its ReLU
+                found[f"{layer.name}/relu"] = out.copy()
+            elif layer.name in names:
                 found[layer.name] = out.copy()
         missing = set(names) - set(found)
         if missing:
             raise KeyError(f"no layer named {sorted(missing)[0]!r}")
+        return {n: found[n] for n in names}
+
+    # -- quantization ----------------------------------------------------------------------
+    def with_fake_quant(self, plan: QuantPlan) -> "FakeAdapter":
+        clone = copy.deepcopy(self.model)
+        layers: list[Any] = []
+        after = {a.node: a for a in plan.acts}
+        if "input" in after:
+            layers.append(FakeQuant("fq:input", "input", after["input"].spec))
+        sites = {s.layer: s for s in plan.layers}
+        for layer in clone.layers:
+            layers.append(layer)
+            if layer.name in sites:
+                site = sites[layer.name]
+                layer.quant = {"kernel": FakeQuant("", f"{layer.name}/kernel", site.kernel)}
+                if site.input is not None:
+                    bias_spec = FakeQuantSpec(-(2**31), 2**31 - 1, True, 0, "fixed", bits=8)
+                    layer.quant["bias"] = FakeQuant("", f"{layer.name}/bias", bias_spec)
+            node = f"{layer.name}/relu" if getattr(layer, "relu", False) else layer.name
+            if node in after:
+                layers.append(FakeQuant(f"fq:{node}", node, after[node].spec))
+            elif layer.name in after:
+                raise UnsupportedModelError(f"cannot quantize {layer.name!r} before its fused ReLU")
+        clone.layers = layers
+        clone.plan = plan
+        return FakeAdapter(clone)
+
+    def _sites(self) -> dict[str, FakeQuant]:
+        found = {}
+        for layer in self.model.layers:
+            if isinstance(layer, FakeQuant):
+                found[layer.key] = layer
+            for q in getattr(layer, "quant", {}).values():
+                found[q.key] = q
         return found
+
+    def set_quant_params(self, params: dict[str, SiteParams]) -> None:
+        sites = self._sites()
+        for key, p in params.items():
+            if key not in sites:
+                raise KeyError(f"no quantization site {key!r}; sites: {sorted(sites)}")
+            sites[key].set(p)
+
+    def quant_state(self) -> dict[str, dict[str, np.ndarray]]:
+        state: dict[str, dict[str, np.ndarray]] = {}
+        for key, q in self._sites().items():
+            if q.spec.mode == "fixed":
+                state[key] = {} if q.params is None else {"scale": q.params.scale, "zero_point": q.params.zero_point}
+            elif q.spec.mode == "ema":
+                state[key] = {"min": np.float32(q.range[0]), "max": np.float32(q.range[1])}
+            else:
+                state[key] = {}
+        return state
+
+    def quant_plan(self) -> QuantPlan | None:
+        return getattr(self.model, "plan", None)
+
+    def without_fake_quant(self) -> "FakeAdapter":
+        clone = copy.deepcopy(self.model)
+        clone.layers = [layer for layer in clone.layers if not isinstance(layer, FakeQuant)]
+        for layer in clone.layers:
+            layer.quant = {}
+            if layer.mask is not None:
+                layer.weights["kernel"] = layer.weights["kernel"] * layer.mask
+                layer.mask = None
+        clone.plan = None
+        return FakeAdapter(clone)
 
     def weight_gradients(self, data: Any, settings: FineTune, batches: int) -> dict[str, dict[str, np.ndarray]]:
         x, y = as_arrays(data, "train_data", need_labels=True)

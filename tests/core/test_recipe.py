@@ -360,10 +360,9 @@ def test_not_supported_yet_is_a_recipe_error():
 
 
 @pytest.mark.parametrize("stage, path", [
-    ({"quantize": {"method": "static"}}, "stages[1].quantize"),
     ({"distill": {"temperature": 4.0}}, "stages[1].distill"),
 ])
-def test_quantize_and_distill_stages(stage, path):
+def test_distill_stage_not_supported_yet(stage, path):
     msg = raises({"stages": [{"prune": {"sparsity": 0.5}}, stage]}, NotSupportedYetError)
     assert msg.startswith(path) and "not supported yet" in msg
 
@@ -410,14 +409,26 @@ def test_api_md_example_is_not_supported_yet():
     msg = raises(API_MD_EXAMPLE, NotSupportedYetError)
     assert "not supported yet" in msg
     # whichever feature is reported first, it is one the example really uses
-    assert re.match(r"(tune|stages\[1\]\.quantize|stages\[2\]\.distill):", msg), msg
+    assert re.match(r"(tune|stages\[2\]\.distill):", msg), msg
 
 
-def test_api_md_example_without_tune_names_quantize():
+def test_api_md_example_without_tune_names_distill():
     raw = yaml.safe_load(API_MD_EXAMPLE)
     del raw["tune"]
     msg = raises(raw, NotSupportedYetError)
-    assert msg.startswith("stages[1].quantize:") and "quantize" in msg
+    assert msg.startswith("stages[2].distill:") and "distill" in msg
+
+
+def test_api_md_example_without_tune_and_distill_loads_its_quantize_stage():
+    raw = yaml.safe_load(API_MD_EXAMPLE)
+    del raw["tune"]
+    raw["stages"] = raw["stages"][:2]
+    stage = Recipe.load(raw).stages[1]
+    assert (stage.method, stage.weights.bits, stage.weights.per_channel, stage.weights.symmetric) == \
+        ("static", 8, True, True)
+    assert (stage.activations.calibration, stage.activations.samples) == ("minmax", 256)
+    assert stage.layers.exclude == ("conv1",) and stage.layers.kinds == ("conv", "dense")
+    assert stage.fine_tune is None  # post-training: the recipe's default fine_tune does not apply
 
 
 def test_api_md_example_with_only_its_prune_stage_loads():

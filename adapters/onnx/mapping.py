@@ -1,0 +1,234 @@
+"""Where a quantization plan's sites are in an exported float ONNX graph.
+
+The exporters (torch.onnx, tf2onnx) rename tensors and transpose layouts, so sites are found by
+value, not by name:
+
+* a layer's kernel is the Conv / Gemm / MatMul weight initializer holding exactly the same multiset
+  of values (sorted, flattened: a transpose keeps the multiset);
+* an activation site is the tensor whose values on a probe batch equal the framework's values at the
+  site as a multiset, within float tolerance. Copies (Transpose, Reshape, Flatten, Identity) match
+  too: the earliest in topological order is taken, except that a match feeding a Relu / Clip whose
+  output also matches yields to that output (a pre-ReLU tensor with no negatives on the probe equals
+  its ReLU output, and the plan quantizes after the ReLU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from slimkit.errors import ExportError
+
+if TYPE_CHECKING:  # onnx is imported lazily: it is an optional extra
+    import onnx
+
+    from slimkit.quant.plan import QuantPlan
+
+#: ONNX ops whose weight (input 1) is a quantizable kernel.
+WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
+
+#: Relative tolerance of activation matching (framework vs onnxruntime float round-off).
+MATCH_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class QdqMapping:
+    """Where each site of a plan lives in the ONNX graph.
+
+    Attributes:
+        sites: ``(site node, ONNX tensor)`` pairs, in plan order; the tensor is named as in the float
+            model (in the QDQ model it is the tensor that QuantizeLinear reads).
+        layers: ``(layer, ONNX node)`` pairs, in plan order; the node is named as in the QDQ model
+            (a Keras Dense's MatMul + Add becomes one Gemm node there).
+        weights: ``(layer, initializer)`` pairs: the integer kernel initializer of each layer in the
+            QDQ model; empty for a mapping of the float model only.
+    """
+
+    sites: tuple[tuple[str, str], ...]
+    layers: tuple[tuple[str, str], ...]
+    weights: tuple[tuple[str, str], ...] = ()
+
+    def tensor(self, site: str) -> str:
+        """The ONNX tensor of activation site ``site``."""
+        return dict(self.sites)[site]
+
+    def node(self, layer: str) -> str:
+        """The ONNX node of layer ``layer``."""
+        return dict(self.layers)[layer]
+
+    def weight(self, layer: str) -> str:
+        """The integer kernel initializer of layer ``layer`` in the QDQ model."""
+        return dict(self.weights)[layer]
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        """``(kind, slimkit name, ONNX name)`` rows for a report: ``site`` rows, then ``layer`` rows."""
+        return [("site", s, t) for s, t in self.sites] + [("layer", l, n) for l, n in self.layers]
+
+    def __str__(self) -> str:
+        rows = self.rows()
+        if not rows:
+            return "(no sites)"
+        width = max(len(name) for _, name, _ in rows)
+        return "\n".join(f"{kind:<5} {name:<{width}} -> {onnx_name}" for kind, name, onnx_name in rows)
+
+
+def _initializers(model: "onnx.ModelProto") -> dict[str, np.ndarray]:
+    from onnx import numpy_helper
+
+    return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+
+
+def _same_multiset(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.size == b.size and np.array_equal(np.sort(a, axis=None), np.sort(b, axis=None))
+
+
+def map_layers(model: "onnx.ModelProto", plan: "QuantPlan", kernels: dict[str, np.ndarray]) -> dict[str, str]:
+    """Each planned layer -> the name of the ONNX node whose weight has the kernel's values.
+
+    Raises:
+        ExportError: a layer's kernel is missing from ``kernels``, matches no node or several, or two
+            layers match the same node.
+    """
+    inits = _initializers(model)
+    candidates = [n for n in model.graph.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1
+                  and n.input[1] in inits]
+    out: dict[str, str] = {}
+    taken: dict[str, str] = {}
+    for site in plan.layers:
+        if site.layer not in kernels:
+            raise ExportError(f"no kernel given for quantized layer {site.layer!r}")
+        kernel = np.asarray(kernels[site.layer], dtype=np.float32)
+        hits = [n for n in candidates if _same_multiset(inits[n.input[1]].astype(np.float32), kernel)]
+        if not hits:
+            raise ExportError(
+                f"layer {site.layer!r}: no Conv/Gemm/MatMul node of the ONNX graph has its kernel "
+                f"(shape {kernel.shape}) as weight; was the layer folded or changed by the exporter?"
+            )
+        if len(hits) > 1:
+            raise ExportError(
+                f"layer {site.layer!r}: its kernel matches several ONNX nodes "
+                f"({', '.join(n.name for n in hits)}); shared or identical kernels cannot be told apart"
+            )
+        node = hits[0]
+        if node.name in taken:
+            raise ExportError(
+                f"layers {taken[node.name]!r} and {site.layer!r} both match ONNX node {node.name!r}"
+            )
+        taken[node.name] = site.layer
+        out[site.layer] = node.name
+    return out
+
+
+def float_tensors(model: "onnx.ModelProto") -> list[str]:
+    """Every float32 tensor of the graph (inputs, then node outputs) in topological order."""
+    import onnx
+    from onnx import shape_inference
+
+    try:
+        inferred = shape_inference.infer_shapes(model)
+    except Exception:  # shape inference is best effort; fall back to the declared types
+        inferred = model
+    types = {}
+    for value in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
+        types[value.name] = value.type.tensor_type.elem_type
+    inits = {i.name for i in model.graph.initializer}
+    names = [i.name for i in model.graph.input if i.name not in inits]
+    for node in model.graph.node:
+        names += [o for o in node.output if o]
+    return [n for n in names if types.get(n) == onnx.TensorProto.FLOAT]
+
+
+def probe_values(model: "onnx.ModelProto", probe: np.ndarray) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The values of every float tensor on ``probe``, run in onnxruntime with optimizations off.
+
+    Returns:
+        The tensor names in topological order, and name -> values.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    names = float_tensors(model)
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    outputs = {o.name for o in exposed.graph.output}
+    graph_inputs = {i.name for i in exposed.graph.input}
+    for name in names:
+        if name not in outputs and name not in graph_inputs:
+            exposed.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        feeds = [i.name for i in sess.get_inputs()]
+        if len(feeds) != 1:
+            raise ExportError(f"expected one graph input, found {feeds}")
+        fetch = [o.name for o in sess.get_outputs()]
+        results = sess.run(fetch, {feeds[0]: np.asarray(probe, dtype=np.float32)})
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"onnxruntime cannot run the float model on the probe: {exc}") from exc
+    values = dict(zip(fetch, (np.asarray(r) for r in results)))
+    values[feeds[0]] = np.asarray(probe, dtype=np.float32)
+    return [n for n in names if n in values], values
+
+
+def _matches(target: np.ndarray, value: np.ndarray) -> bool:
+    if value.size != target.size or value.dtype != np.float32:
+        return False
+    bound = MATCH_TOLERANCE * max(1.0, float(np.max(np.abs(target))) if target.size else 1.0)
+    # Sorting is 1-Lipschitz in the max norm: equal multisets up to round-off sort to close arrays.
+    return bool(np.max(np.abs(np.sort(value, axis=None) - target), initial=0.0) <= bound)
+
+
+def map_sites(
+    model: "onnx.ModelProto",
+    plan: "QuantPlan",
+    act_values: dict[str, np.ndarray],
+    order: list[str],
+    values: dict[str, np.ndarray],
+) -> dict[str, str]:
+    """Each activation site -> the ONNX tensor holding its values (see the module docstring).
+
+    Raises:
+        ExportError: a site has no values in ``act_values`` or matches no tensor.
+    """
+    relu_of: dict[str, str] = {}
+    for node in model.graph.node:
+        if node.op_type in ("Relu", "Clip") and node.input and node.output:
+            relu_of.setdefault(node.input[0], node.output[0])
+    out: dict[str, str] = {}
+    for site in plan.acts:
+        if site.node not in act_values:
+            raise ExportError(f"no framework values given for activation site {site.node!r}")
+        target = np.sort(np.asarray(act_values[site.node], dtype=np.float32), axis=None)
+        hits = [name for name in order if _matches(target, values[name])]
+        if not hits:
+            raise ExportError(
+                f"activation site {site.node!r}: no tensor of the ONNX graph has its values on the probe "
+                f"({target.size} values); the exported graph computes something else"
+            )
+        chosen = hits[0]
+        hit_set = set(hits)
+        while chosen in relu_of and relu_of[chosen] in hit_set:
+            chosen = relu_of[chosen]
+        out[site.node] = chosen
+    return out
+
+
+def map_model(
+    model: "onnx.ModelProto",
+    plan: "QuantPlan",
+    kernels: dict[str, np.ndarray],
+    act_values: dict[str, np.ndarray],
+    probe: np.ndarray,
+) -> QdqMapping:
+    """The mapping of ``plan`` onto the float ``model`` (no ``weights``: nothing is quantized yet)."""
+    layers = map_layers(model, plan, kernels)
+    order, values = probe_values(model, probe)
+    sites = map_sites(model, plan, act_values, order, values)
+    return QdqMapping(tuple((a.node, sites[a.node]) for a in plan.acts),
+                      tuple((s.layer, layers[s.layer]) for s in plan.layers))

@@ -1,0 +1,75 @@
+"""Calibration: forward passes through the adapter, activation ranges from core's observers.
+
+The adapter only runs the model and hands back tensors (:meth:`ModelAdapter.layer_outputs`); the
+observers (min-max, percentile, entropy, MSE) live in :mod:`slimkit.quant.observers`. Inputs are fed
+in small batches so memory stays bounded however large the model's activations are.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from slimkit.adapter import ModelAdapter
+from slimkit.errors import DataError
+from slimkit.quant.observers import MinMaxObserver, make_observer
+from slimkit.recipe import ActivationQuant
+
+
+def _observer(settings: ActivationQuant) -> MinMaxObserver:
+    if settings.calibration == "percentile":
+        return make_observer("percentile", percentile=settings.percentile, symmetric=settings.symmetric)
+    if settings.calibration in ("entropy", "mse"):
+        return make_observer(settings.calibration, bits=settings.bits)
+    return make_observer("minmax")
+
+
+def calibrate(
+    adapter: ModelAdapter,
+    nodes: list[str],
+    x: np.ndarray,
+    settings: ActivationQuant,
+    field: str,
+    batch_size: int = 16,
+    verbose: bool = True,
+) -> dict[str, tuple[float, float]]:
+    """Observed ``(min, max)`` of each node's output over the first ``settings.samples`` inputs.
+
+    Args:
+        adapter: the float model.
+        nodes: graph node names (activation sites).
+        x: calibration inputs in the model's layout.
+        settings: observer choice and sample count.
+        field: the recipe path, for messages.
+        batch_size: inputs per forward pass.
+        verbose: print a progress line per batch group.
+
+    Raises:
+        DataError: ``x`` is empty, of the wrong shape, or contains non-finite values.
+    """
+    x = np.asarray(x)
+    if x.ndim == 0 or len(x) == 0:
+        raise DataError(f"calib_data: no calibration samples; {field} needs inputs to calibrate "
+                        "activation ranges (pass calib_data= or train_data=)")
+    adapter.check_input(x[:1], "calib_data")
+    x = x[: settings.samples]
+    if not np.all(np.isfinite(x)):
+        raise DataError("calib_data: contains NaN or infinite values")
+    observers = {n: _observer(settings) for n in nodes}
+    start = time.perf_counter()
+    batches = range(0, len(x), batch_size)
+    for i, lo in enumerate(batches):
+        outputs = adapter.layer_outputs(x[lo: lo + batch_size], list(nodes), batch_size)
+        for name in nodes:
+            observers[name].update(outputs[name])
+        if verbose and (i + 1 == len(batches) or (i + 1) % max(1, len(batches) // 4) == 0):
+            print(f"[slimkit] calibration ({settings.calibration}): {min(lo + batch_size, len(x))}/{len(x)} "
+                  f"samples, {len(nodes)} tensors ({time.perf_counter() - start:.1f}s)",
+                  file=sys.stderr, flush=True)
+    ranges = {}
+    for name, obs in observers.items():
+        lo, hi = obs.range()
+        ranges[name] = (float(lo), float(hi))
+    return ranges

@@ -1,0 +1,90 @@
+"""Quantization-aware training: fine-tune through fake-quant with straight-through rounding.
+
+Activations follow a moving average of batch ranges (``ema``) or learn their step size (``lsq``,
+initialised from calibration); kernels are quantized from their current range (``minmax``) or
+learn their step size too. Bits from 2 to 8 are simulated. Training runs through the adapter's
+fine-tuning path, the one pruning uses, so pruning masks keep holding. Afterwards every site is
+frozen to fixed numpy parameters: the model the stage returns computes what the export computes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from slimkit.adapter import FitFn, HookChain, ModelAdapter, TrainHooks
+from slimkit.errors import DataError
+from slimkit.quant.calibrate import calibrate
+from slimkit.quant.plan import SiteParams
+from slimkit.quant.stage import Prepared, calibrated_acts, finish, weight_params
+from slimkit.quant.specs import kernel_params
+from slimkit.recipe import QuantizeStage
+
+
+class StepCounter(TrainHooks):
+    """Counts optimizer steps for the report."""
+
+    def __init__(self) -> None:
+        self.total_steps = 0
+
+    def step_end(self, step: int) -> None:
+        self.total_steps = step
+
+
+def quantize_aware(prepared: Prepared, stage: QuantizeStage, x: np.ndarray, train_data: Any,
+                   fit_fn: FitFn | None, progress: TrainHooks | None, field: str,
+                   verbose: bool = True) -> tuple[ModelAdapter, dict, dict, int]:
+    """Fine-tunes ``prepared`` with fake-quant and returns the frozen model.
+
+    Returns:
+        ``(model, params, ranges, steps)``: the fixed fake-quant adapter, its parameters, the
+        activation ranges the parameters cover, and the optimizer steps run.
+
+    Raises:
+        DataError: an activation site never saw a training batch (its range was never learned).
+    """
+    plan = prepared.plan
+    sim = prepared.adapter.with_fake_quant(plan)
+    init: dict[str, SiteParams] = {}
+    if any(a.spec.mode == "lsq" for a in plan.acts):
+        nodes = [a.node for a in plan.acts]
+        ranges = calibrate(prepared.adapter, nodes, x, stage.activations, field, verbose=verbose)
+        init.update(calibrated_acts(plan, ranges))
+    for site in plan.layers:
+        if site.kernel.mode == "lsq":
+            kernel = prepared.adapter.get_weights(site.layer)["kernel"]
+            init[f"{site.layer}/kernel"] = SiteParams.of(kernel_params(kernel, site.kernel))
+    if init:
+        sim.set_quant_params(init)  # lsq sites start from these and keep learning
+    counter = StepCounter()
+    sim.fit(train_data, stage.fine_tune, HookChain(counter, *([progress] if progress else [])), fit_fn)
+
+    state = sim.quant_state()
+    trained = sim.without_fake_quant()
+    acts: dict[str, SiteParams] = {}
+    ranges: dict[str, tuple[float, float]] = {}
+    for a in plan.acts:
+        got = state.get(a.node, {})
+        if a.spec.mode == "ema":
+            lo, hi = float(np.asarray(got.get("min", np.nan))), float(np.asarray(got.get("max", np.nan)))
+            if not (np.isfinite(lo) and np.isfinite(hi)):
+                raise DataError(f"{field}: activation {a.node!r} saw no training batch, so its range was "
+                                "never learned; check train_data")
+            ranges[a.node] = (lo, hi)
+        acts[a.node] = _learned(a.node, a.spec, got) if a.spec.mode == "lsq" else None  # type: ignore[assignment]
+    ema = calibrated_acts(plan, ranges) if ranges else {}
+    acts = {k: (v if v is not None else ema[k]) for k, v in acts.items()}
+    learned = {f"{s.layer}/kernel": _learned(f"{s.layer}/kernel", s.kernel, state.get(f"{s.layer}/kernel", {}))
+               for s in plan.layers if s.kernel.mode == "lsq"}
+    params = {**acts, **weight_params(trained, plan, acts, learned)}
+    return finish(trained, plan, params), params, ranges, counter.total_steps
+
+
+def _learned(key: str, spec: Any, state: dict[str, np.ndarray]) -> SiteParams:
+    """Fixed params from a learned step size (clamped positive) and its zero point."""
+    if "scale" not in state:
+        raise DataError(f"learned quantizer {key!r} has no scale; was it trained?")
+    scale = np.maximum(np.asarray(state["scale"], np.float32), np.float32(1e-8))
+    zp = np.clip(np.rint(np.asarray(state["zero_point"])), spec.qmin, spec.qmax).astype(np.int32)
+    return SiteParams(scale.reshape(zp.shape), zp, spec.qmin, spec.qmax, spec.axis if scale.ndim else None)

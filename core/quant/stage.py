@@ -1,0 +1,143 @@
+"""The steps every quantize stage shares: fold, select, plan, compute fixed parameters, report.
+
+A stage ends with a model whose every site is in ``fixed`` mode: the numpy parameters in it are the
+ones the ONNX export writes, so the framework simulates exactly what onnxruntime runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from slimkit.adapter import LayerInfo, ModelAdapter
+from slimkit.errors import DataError
+from slimkit.quant.bn_fold import fold_batchnorm
+from slimkit.quant.plan import QUANTIZABLE_KINDS, FakeQuantSpec, QuantPlan, SiteParams, plan_sites
+from slimkit.quant.specs import activation_params, activation_spec, bias_params, kernel_params, kernel_spec, weight_settings
+from slimkit.recipe import QuantizeStage
+from slimkit.report import QuantRow
+from slimkit.selection import select_layers
+
+#: Kinds each method quantizes when the selector names none (dynamic: dense-heavy models).
+METHOD_KINDS = {"static": QUANTIZABLE_KINDS, "qat": QUANTIZABLE_KINDS, "dynamic": ("dense",)}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A float model ready for quantization and the plan of its sites."""
+
+    adapter: ModelAdapter
+    plan: QuantPlan
+    layers: tuple[LayerInfo, ...]
+    folded: tuple[tuple[str, str], ...]
+
+
+def prepare(work: ModelAdapter, stage: QuantizeStage, field: str, sample: np.ndarray | None,
+            masked: tuple[str, ...] = ()) -> Prepared:
+    """Folds batch norms, selects the layers and plans the sites.
+
+    Args:
+        work: the model so far (float, maybe masked by earlier prune stages).
+        stage: the quantize stage.
+        field: recipe path of the stage, for messages.
+        sample: inputs for tracing (PyTorch needs them).
+        masked: layers earlier stages pruned; their zeros are masked again after folding so that
+            QAT keeps them.
+
+    Raises:
+        DataError: no sample to trace the model with.
+        RecipeError: the selector matches no quantizable layer.
+    """
+    if sample is None:
+        raise DataError(f"calib_data: {field} needs input samples (pass calib_data= or train_data=)")
+    folded: list[tuple[str, str]] = []
+    if stage.fold_batchnorm:
+        work, folded = fold_batchnorm(work, sample)
+        if folded:
+            for info in work.layers():
+                if info.name in masked:
+                    work.set_mask(info.name, (work.get_weights(info.name)["kernel"] != 0).astype(np.float32))
+    infos = work.layers()
+    layers = select_layers(infos, stage.layers, METHOD_KINDS[stage.method], f"{field}.layers")
+    if stage.method == "qat":
+        kernel_mode, act_mode = stage.weights.learn, stage.activations.learn
+    else:
+        kernel_mode, act_mode = "fixed", ("dynamic" if stage.method == "dynamic" else "fixed")
+    specs = {}
+    for info in layers:
+        w = weight_settings(stage, info)
+        specs[info.name] = kernel_spec(w, info, w.learn if stage.method == "qat" else kernel_mode)
+    plan = plan_sites(work.graph(sample), specs, activation_spec(stage.activations, act_mode), stage.method)
+    return Prepared(work, plan, tuple(layers), tuple(folded))
+
+
+def fixed_plan(plan: QuantPlan) -> QuantPlan:
+    """The same sites, all in ``fixed`` mode (``dynamic`` activations stay dynamic)."""
+    def fix(spec: FakeQuantSpec) -> FakeQuantSpec:
+        return spec if spec.mode == "dynamic" else dataclasses.replace(spec, mode="fixed")
+    return QuantPlan(tuple(dataclasses.replace(a, spec=fix(a.spec)) for a in plan.acts),
+                     tuple(dataclasses.replace(s, kernel=fix(s.kernel)) for s in plan.layers), plan.method)
+
+
+def weight_params(adapter: ModelAdapter, plan: QuantPlan, acts: dict[str, SiteParams],
+                  learned: dict[str, SiteParams] | None = None) -> dict[str, SiteParams]:
+    """Kernel params (min-max of the float kernels, or ``learned``) and bias params of every layer."""
+    learned = learned or {}
+    out: dict[str, SiteParams] = {}
+    for site in plan.layers:
+        weights = adapter.get_weights(site.layer)
+        key = f"{site.layer}/kernel"
+        kernel = learned.get(key) or SiteParams.of(kernel_params(weights["kernel"], site.kernel))
+        out[key] = kernel
+        if "bias" in weights and site.input is not None:
+            out[f"{site.layer}/bias"] = bias_params(acts[site.input].scale, kernel.scale, kernel.axis)
+    return out
+
+
+def calibrated_acts(plan: QuantPlan, ranges: dict[str, tuple[float, float]]) -> dict[str, SiteParams]:
+    """Activation params from calibrated ranges."""
+    return {a.node: SiteParams.of(activation_params(*ranges[a.node], a.spec)) for a in plan.acts
+            if a.spec.mode != "dynamic"}
+
+
+def finish(prepared_float: ModelAdapter, plan: QuantPlan, params: dict[str, SiteParams]) -> ModelAdapter:
+    """The fixed-mode fake-quant model holding ``params``."""
+    sim = prepared_float.with_fake_quant(fixed_plan(plan))
+    sim.set_quant_params(params)
+    return sim
+
+
+def quant_rows(plan: QuantPlan, params: dict[str, SiteParams], float_adapter: ModelAdapter,
+               ranges: dict[str, tuple[float, float]]) -> list[QuantRow]:
+    """Report rows: every site with its scales, zero points and the float range it covers."""
+    rows = []
+    for a in plan.acts:
+        p = params.get(a.node)
+        if p is None:
+            rows.append(QuantRow(a.node, "activation (dynamic)", a.spec.bits, 1, float("nan"), float("nan"),
+                                 (), float("nan"), float("nan")))
+            continue
+        lo, hi = ranges.get(a.node, _covered(p))
+        rows.append(_row(a.node, "activation", a.spec.bits, p, lo, hi))
+    for s in plan.layers:
+        kernel = float_adapter.get_weights(s.layer)["kernel"]
+        p = params[f"{s.layer}/kernel"]
+        rows.append(_row(f"{s.layer}/kernel", "kernel", s.kernel.bits, p, float(kernel.min()), float(kernel.max())))
+        b = params.get(f"{s.layer}/bias")
+        if b is not None:
+            bias = float_adapter.get_weights(s.layer)["bias"]
+            rows.append(_row(f"{s.layer}/bias", "bias", 32, b, float(bias.min()), float(bias.max())))
+    return rows
+
+
+def _covered(p: SiteParams) -> tuple[float, float]:
+    scale, zp = np.asarray(p.scale, np.float64), np.asarray(p.zero_point, np.float64)
+    return float(np.min((p.qmin - zp) * scale)), float(np.max((p.qmax - zp) * scale))
+
+
+def _row(site: str, kind: str, bits: int, p: SiteParams, lo: float, hi: float) -> QuantRow:
+    scale = np.atleast_1d(np.asarray(p.scale, np.float64))
+    zps = tuple(int(z) for z in np.unique(np.asarray(p.zero_point)))
+    return QuantRow(site, kind, bits, int(scale.size), float(scale.min()), float(scale.max()), zps, lo, hi)
