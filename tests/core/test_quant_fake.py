@@ -141,7 +141,7 @@ def test_qat_trains_keeps_pruned_zeros_and_ends_fixed(classification_data):
     assert stage.fine_tuned and stage.steps == 10 * 7
     before, after = result.report.metrics_before["accuracy"], result.report.metrics_after["accuracy"]
     assert before < 0.3 and after > 0.7  # it learned through 4-bit weights and 6-bit activations
-    with pytest.raises(ExportError, match="4-bit weights were simulated"):
+    with pytest.raises(ExportError, match="quantized to 6 bits; onnxruntime runs 8-bit"):
         site_params(adapter, plan)
 
 
