@@ -60,6 +60,26 @@ _UNARY_OPS = (
     "Softsign", "Silu", "LeakyRelu", "HardSigmoid", "HardSilu", "Elu", "Selu", "Gelu", "Celu",
 )
 
+#: Layers whose output values are a subset or rearrangement of their input's (or zeros, which every
+#: quantization grid holds): a quantized input stays on its grid, so quantization plans look back
+#: through them (``attrs["quant"] == "same"``). GaussianDropout/GaussianNoise/AlphaDropout change
+#: values and are not here.
+_SAME_GRID_LAYERS = (
+    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
+    "SpatialDropout3D", "Identity", "Reshape", "Flatten", "ZeroPadding1D", "ZeroPadding2D",
+    "ZeroPadding3D", "Permute", "Cropping1D", "Cropping2D", "Cropping3D",
+)
+
+#: Class attribute by which slimkit's fake-quant layers (``quant.py``) identify themselves, so that
+#: this module can describe them without importing Keras: ``"activation"`` for a fake-quant op on
+#: a tensor, ``"layer"`` for a conv/dense layer computing with fake-quantized weights.
+FAKE_QUANT_ROLE = "slimkit_fake_quant"
+
+
+def fake_quant_role(op: Any) -> str | None:
+    """``"activation"``, ``"layer"`` or None: what kind of slimkit fake-quant layer ``op`` is."""
+    return getattr(type(op), FAKE_QUANT_ROLE, None)
+
 
 @dataclass
 class Call:
@@ -291,6 +311,10 @@ def build_graph(walker: Walker, entries: dict[str, LayerEntry]) -> tuple[LayerGr
             op, attrs, extra = "opaque", {"type_name": note}, None
         else:
             op, attrs, extra = describe(call, in_specs, out_spec, entries, k)
+            if op in ("elementwise", "flatten"):
+                grid = quant_grid(call.op, k)
+                if grid is not None:
+                    attrs = dict(attrs, quant=grid)
         layer = call.path if op in ("conv", "dense", "depthwise_conv", "batchnorm") else None
         nodes.append(Node(call.name, op, inputs, channels, layer, attrs))
         channels_of[call.name] = channels
@@ -321,6 +345,29 @@ def _activation_name(fn: Any, k: ModuleType) -> str | None:
     for name in _ELEMENTWISE_ACTIVATIONS:
         if getattr(k.activations, name, None) is fn:
             return name
+    return None
+
+
+def quant_grid(op: Any, k: ModuleType) -> str | None:
+    """How a one-input op treats a quantization grid: ``"relu"``, ``"same"`` or None.
+
+    ``"relu"``: ReLU or ReLU6 (quantizing ``[0, max]`` after the layer before it clamps as they do).
+    ``"same"``: the output's values are input values (or zeros), so they stay on the input's grid.
+    """
+    lay = k.layers
+    cls = type(op)
+    if cls is lay.Activation:
+        relus = tuple(getattr(k.activations, n, None) for n in ("relu", "relu6"))
+        return "relu" if op.activation in relus else None
+    if cls is lay.ReLU:
+        plain = not op.negative_slope and not op.threshold
+        return "relu" if plain and op.max_value in (None, 6, 6.0) else None
+    if not isinstance(op, lay.Layer):
+        if cls.__module__ in _OPS_MODULES and cls.__name__ in ("Relu", "Relu6"):
+            return "relu"
+        return None
+    if any(cls is getattr(lay, n, None) for n in _SAME_GRID_LAYERS):
+        return "same"
     return None
 
 
@@ -376,8 +423,17 @@ def _describe_op(call: Call, in_specs: list[Any], attrs: dict[str, Any],
 
 def describe(call: Call, in_specs: list[Any], out_spec: Any, entries: dict[str, LayerEntry],
              k: ModuleType) -> tuple[str, dict[str, Any], str | None]:
-    """(neutral op, attrs, label of a channel-mixing fused activation or None) for one call."""
+    """(neutral op, attrs, label of a channel-mixing fused activation or None) for one call.
+
+    slimkit's fake-quant layers are described as what they compute: a fake-quant op on a tensor as
+    ``elementwise``, a layer with fake-quantized weights as the layer it wraps.
+    """
     op = call.op
+    role = fake_quant_role(op)
+    if role == "activation" and not call.shared and len(call.node.outputs) == 1:
+        return "elementwise", {"type_name": type(op).__name__}, None
+    if role == "layer":
+        op = op.layer
     type_name = type(op).__name__
     attrs: dict[str, Any] = {"type_name": type_name}
     opaque = ("opaque", attrs, None)
@@ -439,6 +495,9 @@ def describe(call: Call, in_specs: list[Any], out_spec: Any, entries: dict[str, 
         if out_shape[-1] != spatial * in_shape[-1]:
             return opaque
         return "flatten", dict(attrs, spatial=int(spatial), order="channels_last"), None
+    if cls is lay.Permute:
+        # Channels stay channels when the last axis stays last; spatial axes may move freely.
+        return ("elementwise", attrs, None) if op.dims[-1] == len(op.dims) else opaque
     if cls is lay.Reshape:
         if in_shape is None or out_shape is None or len(out_shape) < 2:
             return opaque

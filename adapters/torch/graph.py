@@ -83,19 +83,34 @@ _RESHAPE = {torch.flatten, torch.reshape, "flatten", "view", "reshape"}
 _REDUCE = {torch.mean, torch.sum, torch.amax, torch.amin, "mean", "sum", "amax", "amin"}
 
 
-def trace(model: nn.Module) -> fx.GraphModule:
+class _Tracer(fx.Tracer):
+    """fx's tracer, keeping slimkit's fake-quant modules as single calls (their ``forward`` branches on state)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return is_fake_quant(m) or super().is_leaf_module(m, module_qualified_name)
+
+
+def is_fake_quant(module: Any) -> bool:
+    """True for slimkit's fake-quant modules (they mark their class; this module cannot import them)."""
+    return bool(getattr(type(module), "slimkit_fake_quant", False))
+
+
+def trace(model: nn.Module, needed_for: str = "channel pruning") -> fx.GraphModule:
     """``torch.fx.symbolic_trace`` of ``model``, or UnsupportedModelError naming the model and the cause.
 
     Arguments of ``forward`` after the input are fixed at their defaults (``mask=None``, ``flag=True``)
-    so that Python branches on them trace the path a one-input call takes.
+    so that Python branches on them trace the path a one-input call takes. slimkit's fake-quant
+    modules stay one ``call_module`` node each. ``needed_for`` names the feature in the error message.
     """
     concrete = _concrete_args(model)
     try:
-        return fx.symbolic_trace(model, concrete_args=concrete)
+        tracer = _Tracer()
+        graph = tracer.trace(model, concrete_args=concrete)
+        return fx.GraphModule(tracer.root, graph, type(model).__name__)
     except Exception as exc:  # fx raises TraceError, TypeError, NotImplementedError, ... from user code
         raise UnsupportedModelError(
             f"cannot trace {type(model).__qualname__} with torch.fx ({type(exc).__name__}: {_first_line(exc)}); "
-            "channel pruning needs a forward() without data-dependent Python control flow"
+            f"{needed_for} needs a forward() without data-dependent Python control flow"
         ) from exc
 
 
@@ -189,6 +204,18 @@ def node_names(model: nn.Module, gm: fx.GraphModule) -> dict[fx.Node, str]:
     return _Builder(model, gm).names
 
 
+def unshaped_node_names(model: nn.Module, gm: fx.GraphModule) -> dict[str, fx.Node]:
+    """Neutral name -> fx node without shape propagation (no sample at hand), for locating graph nodes.
+
+    Every node but the output is named as if it yielded a tensor. The names of the nodes that do
+    yield tensors are those :func:`build_graph` gives them, except where a non-tensor node (``x.size(0)``)
+    would take a module path as name or a module is called for non-tensor results as well, neither of
+    which a model with one tensor per module call does.
+    """
+    names = _neutral_names(dict(model.named_modules()), gm, lambda node: node.op != "output")
+    return {name: node for node, name in names.items()}
+
+
 # ---------------------------------------------------------------------------------------------- internals
 def _meta(node: Any) -> TensorMetadata | None:
     """Shape metadata of an fx node yielding one tensor, else None."""
@@ -222,6 +249,34 @@ def _arg(node: fx.Node, index: int, key: str, default: Any = None) -> Any:
     return node.kwargs.get(key, default)
 
 
+def _neutral_names(modules: dict[str, nn.Module], gm: fx.GraphModule,
+                   named: Callable[[fx.Node], bool]) -> dict[fx.Node, str]:
+    """Neutral names of the fx nodes for which ``named`` is true.
+
+    Module path for a module's first call, ``path#k`` for its k-th; fx names otherwise, never equal
+    to a module path.
+    """
+    reserved = set(modules) | {OUTPUT}
+    used: set[str] = set()
+    seen: dict[str, int] = {}
+    names: dict[fx.Node, str] = {}
+    for node in gm.graph.nodes:
+        if node.op == "output" or not named(node):
+            continue
+        if node.op == "call_module":
+            seen[node.target] = seen.get(node.target, 0) + 1
+            base = node.target if seen[node.target] == 1 else f"{node.target}#{seen[node.target]}"
+        else:
+            base = node.name
+        name, k = base, 1
+        while name in used or (node.op != "call_module" and name in reserved):
+            k += 1
+            name = f"{base}#{k}"
+        used.add(name)
+        names[node] = name
+    return names
+
+
 class _Builder:
     """Maps one shape-propagated fx graph to neutral nodes."""
 
@@ -234,26 +289,7 @@ class _Builder:
                 calls[node.target] = calls.get(node.target, 0) + 1
         self.calls = calls
         self.tied = self._tied_modules()
-        # Neutral names: module path for a module's first call, "path#k" for its k-th; fx names otherwise,
-        # never equal to a module path.
-        reserved = set(self.modules) | {OUTPUT}
-        used: set[str] = set()
-        seen: dict[str, int] = {}
-        self.names: dict[fx.Node, str] = {}
-        for node in gm.graph.nodes:
-            if node.op == "output" or not _yields_tensors(node):
-                continue
-            if node.op == "call_module":
-                seen[node.target] = seen.get(node.target, 0) + 1
-                base = node.target if seen[node.target] == 1 else f"{node.target}#{seen[node.target]}"
-            else:
-                base = node.name
-            name, k = base, 1
-            while name in used or (node.op != "call_module" and name in reserved):
-                k += 1
-                name = f"{base}#{k}"
-            used.add(name)
-            self.names[node] = name
+        self.names = _neutral_names(self.modules, gm, _yields_tensors)
 
     def _tied_modules(self) -> set[str]:
         """Called modules whose parameters some other module or a direct attribute read also uses."""

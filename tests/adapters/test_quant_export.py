@@ -1,0 +1,97 @@
+"""Quantized export in both frameworks: onnxruntime's int8 model computes what the framework simulated.
+
+One contract run against every adapter: the simulated (fake-quant) output and onnxruntime's output of
+the exported QDQ model agree within one quantization step of the output on every element, the layers
+run as integer kernels, the file holds int8 weights, and broken inputs never produce a file.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import slimkit
+from slimkit import DataError, ExportError
+from slimkit.adapters.onnx.runtime import run
+from slimkit.quant.plan import FakeQuantSpec, plan_sites
+from slimkit.registry import adapter_for, adapter_for_copy
+import zoo
+
+STATIC = {"seed": 0, "stages": [{"quantize": {"method": "static", "activations": {"samples": 64}}}]}
+
+
+def exported(framework, arch, tmp_path, recipe=STATIC):
+    model = zoo.twins(arch, seed=4)[framework]
+    x = zoo.sample(arch, framework, n=64, seed=3)
+    result = slimkit.compress(model, recipe, calib_data=x, verbose=False)
+    path = tmp_path / f"{arch}.onnx"
+    row = result.export_onnx(path)
+    return result, path, row
+
+
+@pytest.mark.parametrize("framework", ["keras", "torch"])
+@pytest.mark.parametrize("arch", ["plain", "residual", "inverted", "concat", "mlp"])
+def test_onnxruntime_int8_equals_the_simulation_within_one_step(framework, arch, tmp_path):
+    result, path, row = exported(framework, arch, tmp_path)
+    q = result.report.quant_exports[-1]
+    x = zoo.sample(arch, framework, n=32, seed=11)  # inputs calibration never saw
+    sim = adapter_for(result.model).predict(x)
+    got = run(str(path), x)
+    assert q.output_step is not None and q.output_step > 0
+    diff = np.abs(sim - got)
+    assert np.max(diff) <= q.output_step * 1.001, (np.max(diff), q.output_step)
+    assert np.mean(diff > 1e-6) < 0.05  # off-by-one steps are rare rounding ties
+    assert row.format == "onnx-qdq" and row.tolerance == q.output_step
+    # every quantized conv/dense layer runs as an integer kernel in onnxruntime
+    integer = sum(v for k, v in q.integer_ops.items() if k in ("QLinearConv", "QLinearMatMul", "QGemm"))
+    assert integer == len(result.report.quantized), q.integer_ops
+
+
+@pytest.mark.parametrize("framework", ["keras", "torch"])
+def test_dynamic_quantization_exports_runtime_quantized_matmuls(framework, tmp_path):
+    recipe = {"seed": 0, "stages": [{"quantize": {"method": "dynamic"}}]}
+    result, path, row = exported(framework, "mlp", tmp_path, recipe)
+    x = zoo.sample("mlp", framework, n=32, seed=11)
+    sim = adapter_for(result.model).predict(x)
+    got = run(str(path), x)
+    np.testing.assert_allclose(got, sim, atol=1e-4 * max(1.0, float(np.max(np.abs(sim)))))
+    ops = result.report.quant_exports[-1].integer_ops
+    assert sum(ops.values()) >= len(result.report.quantized), ops
+
+
+@pytest.mark.parametrize("framework", ["keras", "torch"])
+def test_uncalibrated_model_is_not_exported(framework, tmp_path):
+    model = zoo.twins("plain", seed=4)[framework]
+    x = zoo.sample("plain", framework, n=8)
+    adapter = adapter_for_copy(model)
+    infos = {i.name: i for i in adapter.layers()}
+    spec = FakeQuantSpec(-64, 64, True, infos["fc1"].out_axis)
+    plan = plan_sites(adapter.graph(x), {"fc1": spec}, FakeQuantSpec(0, 255, False), "static")
+    sim = adapter.with_fake_quant(plan)
+    path = tmp_path / "never.onnx"
+    with pytest.raises(ExportError, match="no calibrated parameters"):
+        slimkit.export_onnx(sim.strip(), path, sample=x)
+    assert not path.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("framework", ["keras", "torch"])
+def test_low_bit_qat_simulation_is_refused_at_export(framework, tmp_path):
+    model = zoo.twins("mlp", seed=4)[framework]
+    x = zoo.sample("mlp", framework, n=64, seed=3)
+    y = np.arange(64) % 4
+    recipe = {"seed": 0, "fine_tune": {"epochs": 1, "batch_size": 32},
+              "stages": [{"quantize": {"method": "qat", "weights": {"bits": 4}}}]}
+    result = slimkit.compress(model, recipe, train_data=(x, y), verbose=False)
+    with pytest.raises(ExportError, match="4-bit weights were simulated"):
+        result.export_onnx(tmp_path / "w4.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("framework", ["keras", "torch"])
+def test_bad_calibration_data_is_named(framework):
+    model = zoo.twins("plain", seed=4)[framework]
+    x = zoo.sample("plain", framework, n=8)
+    with pytest.raises(DataError, match="calib_data"):
+        slimkit.compress(model, STATIC, calib_data=x[..., :2] if framework == "keras" else x[:, :2], verbose=False)
+    with pytest.raises(DataError, match="calib_data"):
+        slimkit.compress(model, STATIC, calib_data=x[:0], verbose=False)

@@ -1,0 +1,68 @@
+"""Keras and PyTorch twins with identical weights and calibration data get the same quantization.
+
+Scales may differ by float rounding between the frameworks' kernels (1e-5 relative); zero points
+and the set of quantized tensors must be identical.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import slimkit
+from slimkit.registry import adapter_for
+import zoo
+
+STATIC = {"seed": 0, "stages": [{"quantize": {"method": "static", "activations": {"samples": 64}}}]}
+
+
+def quantized(model, arch, framework, recipe=STATIC):
+    x = zoo.sample(arch, framework, n=64, seed=3)
+    result = slimkit.compress(model, recipe, calib_data=x, verbose=False)
+    adapter = adapter_for(result.model)
+    return adapter.quant_plan(), adapter.quant_state(), result
+
+
+def per_layer(plan, state):
+    """layer -> {role: (scale, zero_point)} with roles input, output, kernel, bias."""
+    out = {}
+    for site in plan.layers:
+        roles = {"kernel": f"{site.layer}/kernel", "bias": f"{site.layer}/bias",
+                 "input": site.input, "output": site.output}
+        out[site.layer] = {role: (state[key]["scale"], state[key]["zero_point"])
+                           for role, key in roles.items() if key is not None and state.get(key)}
+    return out
+
+
+@pytest.mark.parametrize("arch", list(zoo.ARCHS))
+def test_twins_get_the_same_scales_and_zero_points(arch):
+    models = zoo.twins(arch, seed=4)
+    k_plan, k_state, k_result = quantized(models["keras"], arch, "keras")
+    t_plan, t_state, t_result = quantized(models["torch"], arch, "torch")
+    keras_layers, torch_layers = per_layer(k_plan, k_state), per_layer(t_plan, t_state)
+    assert keras_layers.keys() == torch_layers.keys() and keras_layers
+    assert len(k_plan.acts) == len(t_plan.acts)
+    for layer, roles in keras_layers.items():
+        assert roles.keys() == torch_layers[layer].keys(), layer
+        for role, (scale, zp) in roles.items():
+            t_scale, t_zp = torch_layers[layer][role]
+            np.testing.assert_allclose(scale, t_scale, rtol=1e-5, err_msg=f"{arch} {layer} {role}")
+            np.testing.assert_array_equal(zp, t_zp, err_msg=f"{arch} {layer} {role}")
+    assert k_result.report.notes == t_result.report.notes  # the same batch norms were folded
+
+
+@pytest.mark.parametrize("arch", ["plain", "mlp"])
+def test_twins_simulate_the_same_outputs(arch):
+    models = zoo.twins(arch, seed=4)
+    outs = {}
+    for fw in ("keras", "torch"):
+        _, state, result = quantized(models[fw], arch, fw)
+        outs[fw] = adapter_for(result.model).predict(zoo.sample(arch, fw, n=16, seed=9))
+    step = 1.0
+    diff = np.abs(outs["keras"] - outs["torch"])
+    # outputs are quantized: equal, or one step apart where float rounding tipped a tie
+    _, k_state, _ = quantized(models["keras"], arch, "keras")
+    plan = adapter_for(quantized(models["keras"], arch, "keras")[2].model).quant_plan()
+    step = float(k_state[plan.layers[-1].output]["scale"])
+    assert np.max(diff) <= step * 1.001
+    assert np.mean(diff > 1e-6) < 0.02
