@@ -286,13 +286,21 @@ class ModelAdapter(abc.ABC):
 
     @abc.abstractmethod
     def set_quant_params(self, params: dict[str, "SiteParams"]) -> None:
-        """Sets fixed parameters of the named sites (see :class:`slimkit.quant.plan.QuantPlan`)
-        and switches them to ``fixed`` mode."""
+        """Sets parameters of the named sites (keys: see :class:`slimkit.quant.plan.QuantPlan`).
+
+        ``lsq`` sites take them as the starting point of their learned step size and keep learning;
+        ``dynamic`` sites stay dynamic; every other site switches to ``fixed`` mode. A
+        ``<layer>/bias`` key of a layer without bias is accepted and does nothing.
+
+        Raises:
+            KeyError: a key names no site of the model.
+        """
 
     @abc.abstractmethod
     def quant_state(self) -> dict[str, dict[str, np.ndarray]]:
-        """What each site has learned or holds: ``scale``/``zero_point`` (fixed, lsq) or
-        ``min``/``max`` (ema; NaN while never updated); empty for minmax and dynamic sites."""
+        """What each site has learned or holds: ``scale``/``zero_point`` (fixed, lsq; empty until
+        set or initialised) or ``min``/``max`` (ema; NaN while never updated); empty for minmax and
+        dynamic sites."""
 
     @abc.abstractmethod
     def quant_plan(self) -> "QuantPlan | None":

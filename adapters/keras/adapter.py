@@ -18,18 +18,21 @@ import re
 import sys
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, TrainHooks
-from slimkit.errors import DataError, UnsupportedModelError
+from slimkit.errors import DataError, ExportError, UnsupportedModelError
 from slimkit.graph import LayerGraph
 from slimkit.recipe import FineTune
 
 from . import export, rebuild, training
 from . import graph as kgraph
 from .layers import LayerEntry, walk
+
+if TYPE_CHECKING:
+    from slimkit.quant.plan import QuantPlan, SiteParams
 
 # The keras modules an adapter can serve, in the order accepts() tries them.
 _KERAS_MODULES = ("keras", "tf_keras")
@@ -132,7 +135,8 @@ class KerasAdapter(ModelAdapter):
 
     Supports Sequential, Functional and subclassed models with one input and one output. Training
     and ONNX export need Keras's TensorFlow backend. Structured pruning (:meth:`graph`,
-    :meth:`shrink`, :meth:`layer_outputs`) needs a plain Keras 3 Sequential or Functional model.
+    :meth:`shrink`, :meth:`layer_outputs`) needs a plain Keras 3 Sequential or Functional model, and
+    so does fake quantization (:meth:`with_fake_quant`; see :mod:`.quant`).
     """
 
     framework = "keras"
@@ -151,6 +155,7 @@ class KerasAdapter(ModelAdapter):
         self._good_inputs: set[tuple[tuple[int, ...], str]] = set()
         # (walker, graph, trace, node -> call) of the model's call graph; structure never changes
         self._structure: tuple[kgraph.Walker, LayerGraph, kgraph.Trace, dict[str, str]] | None = None
+        self._fake_quant: bool | None = None
 
     # -- discovery -------------------------------------------------------------------------
     @classmethod
@@ -270,9 +275,10 @@ class KerasAdapter(ModelAdapter):
     def strip(self) -> Any:
         """A plain model with the pruned zeros in its weights and no slimkit constraint.
 
-        Sequential and Functional models: a fresh clone (the adapter's model stays masked).
-        Subclassed models cannot be cloned cheaply, so the adapter's own model is unmasked in place
-        and returned; the adapter forgets its masks.
+        Sequential and Functional models: a fresh clone (the adapter's model stays masked); a
+        fake-quant model stays one (its sites and their state are kept). Subclassed models cannot
+        be cloned cheaply, so the adapter's own model is unmasked in place and returned; the adapter
+        forgets its masks.
         """
         k = self._k
         if _is_graph_model(self.model, k):
@@ -426,22 +432,32 @@ class KerasAdapter(ModelAdapter):
         """
         return self._graph_parts()[1]
 
-    def shrink(self, weights: dict[str, dict[str, np.ndarray]]) -> "KerasAdapter":
+    def shrink(self, weights: dict[str, dict[str, np.ndarray]], drop: tuple[str, ...] = ()) -> "KerasAdapter":
         """An adapter over a rebuilt copy of the model in which the named layers hold ``weights``.
 
         Convolutions and dense layers get ``filters``/``units`` from their new kernels; batch norms,
-        depthwise convolutions and all input features follow from the smaller inputs. Layer names are
-        kept; the copy has no masks. This adapter's model is not modified.
+        depthwise convolutions and all input features follow from the smaller inputs. A ``bias``
+        given for a layer built with ``use_bias=False`` rebuilds it with a bias. Batch norms named in
+        ``drop`` become ``keras.layers.Identity`` layers of the same name (their graph node turns
+        ``elementwise``). Layer names are kept; the copy has no masks. This adapter's model is not
+        modified.
 
         Raises:
             KeyError: a name is no layer of the model.
-            ValueError: a weight does not fit its rebuilt layer, or a layer given no weights would
-                change shape.
-            UnsupportedModelError: the model has no functional graph, or cannot be rebuilt.
+            ValueError: a weight does not fit its rebuilt layer, a layer given no weights would
+                change shape, or ``drop`` names a layer that is not a batch norm.
+            UnsupportedModelError: the model has no functional graph, cannot be rebuilt, or has
+                fake-quant layers.
         """
+        if self._has_fake_quant():
+            raise UnsupportedModelError(
+                f"cannot shrink the fake-quant Keras model {_describe(self.model)}; shrink the float model "
+                "before with_fake_quant(), or shrink without_fake_quant()"
+            )
         walker, graph, trace, _ = self._graph_parts()
         arrays = {name: {key: np.asarray(v) for key, v in ws.items()} for name, ws in weights.items()}
-        return KerasAdapter(rebuild.shrink_model(self.model, self._k, graph, trace, self._walk(), arrays))
+        model = rebuild.shrink_model(self.model, self._k, graph, trace, self._walk(), arrays, tuple(drop))
+        return KerasAdapter(model)
 
     def layer_outputs(self, x: np.ndarray, names: list[str], batch_size: int = 256) -> dict[str, np.ndarray]:
         """Inference outputs of the named layers (or any graph node) for ``x``, channels on axis 1.
@@ -485,6 +501,85 @@ class KerasAdapter(ModelAdapter):
         entries = list(self._walk().values())
         return training.weight_gradients(self.model, self._k, entries, stream, settings)
 
+    # -- quantization ----------------------------------------------------------------------
+    def with_fake_quant(self, plan: "QuantPlan") -> "KerasAdapter":
+        """An adapter over a copy of the model with fake-quant at every site of ``plan``.
+
+        Quantized layers become ``QuantLayer`` wrappers (same names), activation sites get
+        ``FakeQuant`` layers named ``<layer>_fakequant`` (see :mod:`.quant`); a Sequential model
+        comes back as a Functional one with the same layers. This adapter's masks are set on the
+        copy, so pruned weights stay zero through QAT. This model is not modified.
+
+        Raises:
+            UnsupportedModelError: the model is subclassed or tf_keras, already fake-quantized, or a
+                site cannot take a fake-quant op (a Keras op called on tensors, a shared layer, a
+                layer that is not Conv/DepthwiseConv/Dense); the message names it.
+        """
+        k = self._k
+        if k.__name__ != "keras" or not _is_graph_model(self.model, k):
+            raise UnsupportedModelError(
+                f"fake quantization needs a Keras 3 Sequential or Functional model; {_describe(self.model)} "
+                "is subclassed or a tf_keras model (rebuild it with keras.Model(inputs, outputs))"
+            )
+        from . import quant  # imports Keras: only once quantization is used
+
+        _, _, trace, source = self._graph_parts()
+        model = quant.fake_quant_model(self.model, k, trace, source, self._walk(), plan)
+        adapter = KerasAdapter(model)
+        for name, record in self._masks.items():
+            adapter.set_mask(name, record.variable.numpy())
+        return adapter
+
+    def set_quant_params(self, params: dict[str, "SiteParams"]) -> None:
+        """Sets scale and zero point of the named sites and switches them to ``fixed`` mode.
+
+        ``lsq`` sites take the values as their starting point and keep learning (QAT initializes them
+        from calibration this way); ``dynamic`` sites keep computing their range per batch. Site keys
+        are activation node names, ``<layer>/kernel`` and ``<layer>/bias``. Every key is checked
+        before anything is set.
+
+        Raises:
+            KeyError: a key names no site of the model.
+            ValueError: parameters that do not fit their site (shape, axis, range, scale <= 0).
+        """
+        found = self._quant_sites()
+        for key in params:
+            if key not in found:
+                known = ", ".join(sorted(found)) or "none: call with_fake_quant first"
+                raise KeyError(f"no quantization site {key!r} in Keras model {_describe(self.model)}; sites: {known}")
+        for key, value in params.items():
+            found[key].check_params(value)
+        changed = False
+        for key, value in params.items():
+            changed |= found[key].set_params(value)
+        if changed:
+            self._retrace_all()
+
+    def quant_state(self) -> dict[str, dict[str, np.ndarray]]:
+        """Per site key: ``scale``/``zero_point`` (fixed, lsq), ``min``/``max`` (ema; NaN until
+        updated), or {} (minmax, dynamic, and fixed or lsq sites not yet set or initialized)."""
+        return {key: quantizer.state() for key, quantizer in self._quant_sites().items()}
+
+    def quant_plan(self) -> "QuantPlan | None":
+        """The plan of the fake-quant layers in the model (sites in their current modes); None for a
+        float model. Read from the layers' configs, so it survives a ``.keras`` save and load."""
+        if not self._has_fake_quant():
+            return None
+        from . import quant
+
+        return quant.read_plan(self.model)
+
+    def without_fake_quant(self) -> "KerasAdapter":
+        """An adapter over a float copy: fake-quant layers removed, wrapped layers unwrapped with
+        their float weights (masks baked in, no mask constraints), names as in the plan."""
+        if not self._has_fake_quant():
+            if _is_graph_model(self.model, self._k):
+                return KerasAdapter(self.strip())
+            return KerasAdapter.copy_of(self.model)
+        from . import quant
+
+        return KerasAdapter(quant.float_model(self.model, self._k))
+
     # -- export ----------------------------------------------------------------------------
     def export_onnx(self, path: str, sample: np.ndarray, opset: int) -> None:
         """Writes the model to ``path`` as ONNX (input ``input``, dynamic batch axis) via tf2onnx.
@@ -498,6 +593,11 @@ class KerasAdapter(ModelAdapter):
             UnsupportedModelError: Keras runs on a backend other than TensorFlow.
         """
         self._require_tensorflow("ONNX export")
+        if self._has_fake_quant():
+            raise ExportError(
+                f"Keras model {_describe(self.model)} has fake-quant layers; export its float copy "
+                "(without_fake_quant()) and quantize the ONNX model, as slimkit's quantized export does"
+            )
         self.check_input(sample, "sample")
         _, dtype = self._input_spec()
         cast_to = dtype if dtype is not None and np.dtype(dtype).kind in "iu" else None
@@ -513,8 +613,34 @@ class KerasAdapter(ModelAdapter):
 
     def _walk(self) -> dict[str, LayerEntry]:
         if self._entries is None:
-            self._entries = {entry.info.name: entry for entry in walk(self.model, self._k)}
+            entries = walk(self.model, self._k)
+            if self._has_fake_quant():
+                from . import quant
+
+                entries = quant.unwrap_entries(entries, self.model)
+            self._entries = {entry.info.name: entry for entry in entries}
         return self._entries
+
+    def _has_fake_quant(self) -> bool:
+        """True if the model holds slimkit fake-quant layers (checked once: structure never changes)."""
+        if self._fake_quant is None:
+            flatten = getattr(self.model, "_flatten_layers", None)
+            layers = flatten(include_self=False, recursive=True) if flatten is not None else []
+            self._fake_quant = any(kgraph.fake_quant_role(layer) is not None for layer in layers)
+        return self._fake_quant
+
+    def _quant_sites(self) -> dict[str, Any]:
+        if not self._has_fake_quant():
+            return {}
+        from . import quant
+
+        return quant.sites(self.model)
+
+    def _retrace_all(self) -> None:
+        """Drops compiled steps: a site's mode is Python state, read when a step is traced."""
+        for attr in ("train_function", "test_function", "predict_function"):
+            if getattr(self.model, attr, None) is not None:
+                setattr(self.model, attr, None)
 
     def _entry(self, name: str) -> LayerEntry:
         entry = self._walk().get(name)

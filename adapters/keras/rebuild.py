@@ -7,6 +7,10 @@ count from their (smaller) input when built, as do the input features of every l
 Sequential/Functional model is cloned recursively on an ``Input`` of its new shape, worked out by
 propagating channel counts over the neutral graph. Then every variable is filled: the given
 weights where given, the original's otherwise.
+
+Two more changes serve batch-norm folding: a layer built without a bias that is given one is
+rebuilt with ``use_bias=True``, and the layers named in ``drop`` become ``keras.layers.Identity``
+layers of the same name, so the graph keeps its node names (the node turns ``elementwise``).
 """
 
 from __future__ import annotations
@@ -58,8 +62,11 @@ class _Cloner:
     """
 
     def __init__(self, model: Any, k: ModuleType, graph: LayerGraph, trace: Trace,
-                 entries: dict[str, LayerEntry], weights: dict[str, dict[str, np.ndarray]]) -> None:
+                 entries: dict[str, LayerEntry], weights: dict[str, dict[str, np.ndarray]],
+                 drop: frozenset[str] = frozenset()) -> None:
         self.k, self.graph, self.trace, self.entries, self.weights = k, graph, trace, entries, weights
+        self.drop = drop
+        self.identities: set[int] = set()
         self.channels = new_channels(graph, weights)
         self.out_shapes = {c.name: tuple(c.node.outputs[0].shape) for c in trace.calls if c.node.outputs}
         self.paths: dict[int, str] = {}
@@ -94,7 +101,15 @@ class _Cloner:
         if type(model) is k.Sequential:
             return k.models.clone_model(model, input_tensors=new_inputs[0], clone_function=self)
         structure = k.tree.pack_sequence_as(model._inputs_struct, new_inputs)
-        return k.models.clone_model(model, input_tensors=structure, clone_function=self)
+        return k.models.clone_model(model, input_tensors=structure, clone_function=self,
+                                    call_function=self._call)
+
+    def _call(self, layer: Any, *args: Any, **kwargs: Any) -> Any:
+        """Calls a layer as the original was called; a dropped layer's Identity on the tensor alone
+        (the batch norm's recorded ``training``/``mask`` arguments are not Identity's)."""
+        if id(layer) in self.identities:
+            return layer(args[0])
+        return layer(*args, **kwargs)
 
     def __call__(self, layer: Any) -> Any:
         if id(layer) in self.cache:
@@ -102,6 +117,9 @@ class _Cloner:
         path = self.paths.get(id(layer), layer.name)
         if is_graph_model(layer, self.k):
             new = self._clone_model(layer, self._nested_shapes(layer, path))
+        elif path in self.drop:
+            new = self.k.layers.Identity(name=layer.name)
+            self.identities.add(id(new))
         else:
             new = type(layer).from_config(self._config(layer, path))
         self.cache[id(layer)] = new
@@ -121,6 +139,8 @@ class _Cloner:
         config = layer.get_config()
         given = self.weights.get(path)
         entry = self.entries.get(path)
+        if given is not None and "bias" in given and config.get("use_bias") is False:
+            config["use_bias"] = True  # a folded batch norm leaves a bias behind
         if given is not None and entry is not None and entry.layer is layer and "kernel" in given:
             size = int(np.shape(given["kernel"])[-1])
             if entry.info.kind == "conv" and "filters" in config:
@@ -138,19 +158,42 @@ class _Cloner:
 
 
 def shrink_model(model: Any, k: ModuleType, graph: LayerGraph, trace: Trace, entries: dict[str, LayerEntry],
-                 weights: dict[str, dict[str, np.ndarray]]) -> Any:
+                 weights: dict[str, dict[str, np.ndarray]], drop: tuple[str, ...] = ()) -> Any:
     """A new model like ``model`` in which the named layers hold ``weights`` (``model`` is untouched).
 
+    Args:
+        model: the Sequential or Functional model.
+        k: the keras module.
+        graph: the model's neutral graph.
+        trace: the walk that built ``graph``.
+        entries: the model's layers by path.
+        weights: layer path -> neutral weight name -> new value (a ``bias`` for a layer built
+            without one rebuilds it with one).
+        drop: paths of batch-norm layers to replace by ``Identity`` layers of the same name.
+
     Raises:
-        KeyError: a name in ``weights`` is no layer of the model.
-        ValueError: a weight name or shape does not fit the rebuilt layer, or a layer not given
-            weights would change shape.
+        KeyError: a name in ``weights`` or ``drop`` is no layer of the model.
+        ValueError: a weight name or shape does not fit the rebuilt layer, a layer not given
+            weights would change shape, or ``drop`` names a layer that is not a batch norm or is
+            also given weights.
         UnsupportedModelError: Keras cannot rebuild the model from its layers' configs.
     """
     for name in weights:
         if name not in entries:
             raise KeyError(f"shrink: no layer named {name!r}")
-    cloner = _Cloner(model, k, graph, trace, entries, weights)
+    for name in drop:
+        entry = entries.get(name)
+        if entry is None:
+            raise KeyError(f"shrink: cannot drop {name!r}: no layer has that name")
+        if entry.info.kind != "batchnorm":
+            # Only a batch norm can be folded away; anything else would change what the model computes.
+            raise ValueError(
+                f"shrink: cannot drop layer {name!r} ({entry.info.type_name}): only batch "
+                "normalization layers (folded into the layer before them) can be dropped"
+            )
+        if name in weights:
+            raise ValueError(f"shrink: layer {name!r} is both dropped and given weights")
+    cloner = _Cloner(model, k, graph, trace, entries, weights, frozenset(drop))
     try:
         new_model = cloner.clone_top(model)
     except (UnsupportedModelError, KeyError):
@@ -163,7 +206,7 @@ def shrink_model(model: Any, k: ModuleType, graph: LayerGraph, trace: Trace, ent
     new_entries = {e.info.name: e for e in walk(new_model, k)}
     done: set[str] = set()
     for path, old, new in cloner.pairs:
-        if is_graph_model(old, k):
+        if is_graph_model(old, k) or path in cloner.drop:
             continue
         given = weights.get(path)
         if given is not None and path in new_entries and new_entries[path].layer is new:
@@ -172,6 +215,7 @@ def shrink_model(model: Any, k: ModuleType, graph: LayerGraph, trace: Trace, ent
         else:
             _copy_all(path, old, new)
     missing = set(weights) - done
+    missing |= {name for name in drop if not any(p == name for p, _, _ in cloner.pairs)}
     if missing:
         raise KeyError(f"shrink: layer {sorted(missing)[0]!r} is not part of the rebuilt model's graph")
     return new_model

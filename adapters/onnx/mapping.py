@@ -80,10 +80,6 @@ def _initializers(model: "onnx.ModelProto") -> dict[str, np.ndarray]:
     return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
 
 
-def _same_multiset(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.size == b.size and np.array_equal(np.sort(a, axis=None), np.sort(b, axis=None))
-
-
 def map_layers(model: "onnx.ModelProto", plan: "QuantPlan", kernels: dict[str, np.ndarray]) -> dict[str, str]:
     """Each planned layer -> the name of the ONNX node whose weight has the kernel's values.
 
@@ -94,17 +90,19 @@ def map_layers(model: "onnx.ModelProto", plan: "QuantPlan", kernels: dict[str, n
     inits = _initializers(model)
     candidates = [n for n in model.graph.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1
                   and n.input[1] in inits]
+    sorted_weights = {n.input[1]: np.sort(inits[n.input[1]].astype(np.float32), axis=None) for n in candidates}
     out: dict[str, str] = {}
     taken: dict[str, str] = {}
     for site in plan.layers:
         if site.layer not in kernels:
             raise ExportError(f"no kernel given for quantized layer {site.layer!r}")
-        kernel = np.asarray(kernels[site.layer], dtype=np.float32)
-        hits = [n for n in candidates if _same_multiset(inits[n.input[1]].astype(np.float32), kernel)]
+        kernel = np.sort(np.asarray(kernels[site.layer], dtype=np.float32), axis=None)
+        hits = [n for n in candidates if sorted_weights[n.input[1]].size == kernel.size
+                and np.array_equal(sorted_weights[n.input[1]], kernel)]
         if not hits:
             raise ExportError(
                 f"layer {site.layer!r}: no Conv/Gemm/MatMul node of the ONNX graph has its kernel "
-                f"(shape {kernel.shape}) as weight; was the layer folded or changed by the exporter?"
+                f"({kernel.size} values) as weight; was the layer folded or changed by the exporter?"
             )
         if len(hits) > 1:
             raise ExportError(
@@ -176,7 +174,8 @@ def probe_values(model: "onnx.ModelProto", probe: np.ndarray) -> tuple[list[str]
     return [n for n in names if n in values], values
 
 
-def _matches(target: np.ndarray, value: np.ndarray) -> bool:
+def same_values(target: np.ndarray, value: np.ndarray) -> bool:
+    """``value`` holds the multiset ``target`` (sorted, flattened) up to :data:`MATCH_TOLERANCE`."""
     if value.size != target.size or value.dtype != np.float32:
         return False
     bound = MATCH_TOLERANCE * max(1.0, float(np.max(np.abs(target))) if target.size else 1.0)
@@ -205,7 +204,7 @@ def map_sites(
         if site.node not in act_values:
             raise ExportError(f"no framework values given for activation site {site.node!r}")
         target = np.sort(np.asarray(act_values[site.node], dtype=np.float32), axis=None)
-        hits = [name for name in order if _matches(target, values[name])]
+        hits = [name for name in order if same_values(target, values[name])]
         if not hits:
             raise ExportError(
                 f"activation site {site.node!r}: no tensor of the ONNX graph has its values on the probe "

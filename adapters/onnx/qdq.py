@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from slimkit.adapters.onnx.mapping import QdqMapping, map_layers, map_sites, probe_values
+from slimkit.adapters.onnx.mapping import QdqMapping, map_layers, map_sites, probe_values, same_values
 from slimkit.errors import ExportError
 from slimkit.quant.params import quantize
 
@@ -72,6 +72,9 @@ INTEGER_OPS = frozenset({
 #: on it (Pad only with constant 0, MaxPool only without indices; checked by :func:`_keeps_grid`).
 GRID_OPS = frozenset({"Transpose", "Reshape", "Flatten", "MaxPool", "Pad", "Squeeze", "Unsqueeze",
                       "Identity", "Dropout"})
+
+#: Ops that only move values (activations such as Relu and Clip commute with them).
+MOVE_OPS = frozenset({"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
 
 _ACT_RANGES = {(0, 255): "uint8", (-128, 127): "int8"}
 
@@ -117,12 +120,14 @@ def _check_act(site: str, p: "SiteParams", values: np.ndarray | None) -> _P:
         raise ExportError(f"activation site {site!r}: invalid scale {s} / zero point {z} "
                           "(uncalibrated range?); calibrate before export")
     # params_from_range turns an empty range (min == max == 0) into the placeholder scale 1, zero
-    # point 0. A calibrated scale of 1 means a range 255 wide; values on the probe all below 1 in
-    # magnitude betray the placeholder.
-    if s == 1.0 and z == 0 and values is not None and values.size and float(np.max(np.abs(values))) < 1.0:
+    # point 0. A calibrated scale of 1 means a range 255 wide; a probe using less than 1/16 of it
+    # betrays the placeholder (real data of that range, raw 0..255 pixels say, uses most of it).
+    if s == 1.0 and z == 0 and values is not None and values.size and \
+            16.0 * float(np.max(np.abs(values))) < s * (p.qmax - p.qmin):
         raise ExportError(
             f"activation site {site!r} has the degenerate scale 1.0 / zero point 0 of an empty range "
-            "(min == max) while its values are below 1; it was never calibrated: calibrate before export")
+            f"(min == max) while its values on the probe stay within {float(np.max(np.abs(values))):.3g}; "
+            "it was never calibrated: calibrate before export")
     return _P(np.array(s, dtype=np.float32), np.array(z, dtype=np.int32), int(p.qmin), int(p.qmax))
 
 
@@ -172,8 +177,16 @@ class _Editor:
         return name
 
     def array(self, name: str) -> np.ndarray | None:
+        """The value of a constant tensor (initializer or Constant node); None for a computed one."""
         init = self.inits.get(name)
-        return None if init is None else self._np.to_array(init)
+        if init is not None:
+            return self._np.to_array(init)
+        node = self.producer(name)
+        if node is not None and node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value":
+                    return self._np.to_array(a.t)
+        return None
 
     def add_init(self, base: str, value: np.ndarray) -> str:
         name = self.fresh(base)
@@ -236,10 +249,9 @@ class _Editor:
         inputs = [i for i in self.graph.input if i.name not in self.inits or i.name in keep]
         del self.graph.input[:]
         self.graph.input.extend(inputs)
-        names = {o for n in ordered for o in n.output}
-        vi = [v for v in self.graph.value_info if v.name in names]
+        # Shapes recorded by the exporter may no longer hold (activations moved before reshapes);
+        # value_info is optional and onnxruntime infers it again.
         del self.graph.value_info[:]
-        self.graph.value_info.extend(vi)
 
 
 def _attr(node: "onnx.NodeProto", name: str, default: Any) -> Any:
@@ -289,11 +301,11 @@ def _kernel_params(layer: str, node: "onnx.NodeProto", w: np.ndarray, kernel: np
                    p: "SiteParams") -> tuple[_P, np.dtype]:
     """The kernel params on the ONNX weight's axis, after checking that channels correspond."""
     dtype = _check_weight_range(layer, p)
+    axis = _weight_axis(node, layer, w)
     if p.axis is None:
         if np.asarray(p.scale).size != 1:
             raise ExportError(f"layer {layer}: per-tensor kernel params need one scale")
         return _as_p(p, None), dtype
-    axis = _weight_axis(node, layer, w)
     n = np.asarray(p.scale).size
     kernel = np.asarray(kernel, dtype=np.float32)
     native = p.axis % kernel.ndim if -kernel.ndim <= p.axis < kernel.ndim else None
@@ -329,28 +341,78 @@ def _quantized_weight(ed: _Editor, w: np.ndarray, p: _P, dtype: np.dtype, base: 
 # -- static ----------------------------------------------------------------------------------------
 
 
-def _is_const_bias(ed: _Editor, tensor: str, n: int) -> bool:
-    value = ed.array(tensor)
-    return value is not None and value.size == n and value.ndim in (1, 2) and value.shape[-1] == n
+def _out_channels(node: "onnx.NodeProto", w: np.ndarray) -> int:
+    if node.op_type == "Conv":
+        return int(w.shape[0])
+    if node.op_type == "Gemm" and _attr(node, "transB", 0):
+        return int(w.shape[0])
+    return int(w.shape[-1])
 
 
-def _dense_to_gemm(ed: _Editor, node: "onnx.NodeProto", values: dict[str, np.ndarray]) -> "onnx.NodeProto":
-    """MatMul + Add(constant bias) on a 2-D input -> one Gemm (QGemm takes an int32 bias)."""
+def _absorb_bias(ed: _Editor, node: "onnx.NodeProto", values: dict[str, np.ndarray],
+                 keep: set[str]) -> "onnx.NodeProto":
+    """Moves a separate bias Add into the layer's node, so that the bias quantizes to int32.
+
+    tf2onnx writes a Keras Dense as MatMul [-> Reshape] -> Add(bias) and a Conv1D as Conv -> Squeeze
+    -> Add(bias). When the layer's output reaches such an Add only through ops that move values, and
+    adding the constant along the output-channel axis reproduces the Add's output on the probe (as a
+    multiset), the constant becomes the Conv's bias or the C of a Gemm (a MatMul on a 2-D input turns
+    into a Gemm; QGemm takes an int32 bias, QLinearMatMul none) and the Add goes. ``keep``: site
+    tensors, which must stay.
+
+    Returns:
+        The layer's node (a new Gemm for a converted MatMul).
+    """
+    import onnx
+
+    if node.op_type != "MatMul" and len(node.input) > 2 and node.input[2]:
+        return node
     w = ed.array(node.input[1])
-    x = values.get(node.input[0])
-    readers = ed.readers(node.output[0])
-    if (w is None or w.ndim != 2 or x is None or x.ndim != 2 or len(readers) != 1
-            or readers[0].op_type != "Add" or node.output[0] in ed.outputs):
+    if w is None or (node.op_type != "Conv" and w.ndim != 2):
         return node
-    add = readers[0]
-    other = [t for t in add.input if t != node.output[0]]
-    if len(other) != 1 or not _is_const_bias(ed, other[0], w.shape[1]):
+    chain, cur = [], node.output[0]
+    while True:
+        if cur in keep or cur in ed.outputs:
+            return node
+        readers = ed.readers(cur)
+        if len(readers) != 1 or readers[0].input[0] != cur and readers[0].op_type != "Add":
+            return node
+        reader = readers[0]
+        if reader.op_type == "Add":
+            break
+        if reader.op_type not in MOVE_OPS or not _keeps_grid(ed, reader):
+            return node
+        chain.append(reader)
+        cur = reader.output[0]
+    add = reader
+    others = [t for t in add.input if t != cur]
+    n = _out_channels(node, w)
+    const = ed.array(others[0]) if len(others) == 1 else None
+    y, z = values.get(node.output[0]), values.get(add.output[0])
+    if const is None or const.size != n or y is None or z is None or y.size != z.size:
         return node
-    bias = ed.add_init(f"{other[0]}_flat", ed.array(other[0]).reshape(-1).astype(np.float32))
-    gemm = ed.node("Gemm", [node.input[0], node.input[1], bias], [add.output[0]], f"{node.name}_Gemm")
-    ed.nodes.remove(node)
+    if node.op_type == "MatMul" and (values.get(node.input[0]) is None or values[node.input[0]].ndim != 2):
+        return node
+    shape = [1] * y.ndim
+    shape[1 if node.op_type == "Conv" else y.ndim - 1] = n
+    if not same_values(np.sort(z, axis=None), (y + const.reshape(shape)).astype(np.float32)):
+        return node
+    bias = ed.add_init(f"{others[0]}_bias", const.reshape(-1).astype(np.float32))
+    if node.op_type == "MatMul":
+        gemm = onnx.helper.make_node("Gemm", [node.input[0], node.input[1], bias], [node.output[0]],
+                                     name=ed.fresh(f"{node.name}_Gemm"))
+        ed.nodes[ed.nodes.index(node)] = gemm
+        node = gemm
+    else:
+        while len(node.input) < 2:
+            node.input.append("")
+        if len(node.input) == 2:
+            node.input.append(bias)
+        else:
+            node.input[2] = bias
+    (chain[-1] if chain else node).output[0] = add.output[0]
     ed.nodes.remove(add)
-    return gemm
+    return node
 
 
 def _quantize_layer_static(ed: _Editor, layer: str, node: "onnx.NodeProto", kernel: np.ndarray,
@@ -415,12 +477,81 @@ def _qdq(ed: _Editor, tensor: str, p: _P, base: str, cache: dict[tuple, tuple[st
     return src, out
 
 
-def _relu_folds(ed: _Editor, node: "onnx.NodeProto", p: _P) -> bool:
-    """onnxruntime removes ``node`` (Relu, Clip) before a QuantizeLinear with params ``p``."""
-    lo = p.qmin  # the type's minimum (checked ranges are full uint8 / int8)
+def _clip_bounds(ed: _Editor, node: "onnx.NodeProto") -> tuple[float, float] | None:
+    """A Clip's constant (min, max); None when a bound is not a constant."""
+    if len(node.input) > 1 or not any(a.name in ("min", "max") for a in node.attribute):
+        bounds = []
+        for i, default in ((1, -np.inf), (2, np.inf)):
+            if len(node.input) > i and node.input[i]:
+                value = ed.array(node.input[i])
+                if value is None:
+                    return None
+                bounds.append(float(value.reshape(())))
+            else:
+                bounds.append(default)
+        return bounds[0], bounds[1]
+    return float(_attr(node, "min", -np.inf)), float(_attr(node, "max", np.inf))
+
+
+def _folds(ed: _Editor, node: "onnx.NodeProto", p: _P) -> bool:
+    """onnxruntime removes ``node`` (Relu, Clip) right before a QuantizeLinear with params ``p``.
+
+    Its ReluQuantFusion needs the Q's zero point at the type's minimum (the ranges exported are the
+    full uint8 / int8 ones); its ClipQuantFusion needs the Q's range inside the clip's (float32
+    epsilon of slack). Either way QuantizeLinear's saturation then does the clamping exactly.
+    """
     if node.op_type == "Relu":
-        return int(p.zero_point) == lo
+        return int(p.zero_point) == p.qmin
+    if node.op_type == "Clip":
+        bounds = _clip_bounds(ed, node)
+        if bounds is None:
+            return False
+        scale = np.float32(p.scale)
+        lower = scale * np.float32(p.qmin - int(p.zero_point))
+        upper = scale * np.float32(p.qmax - int(p.zero_point))
+        eps = np.finfo(np.float32).eps
+        return not (eps < bounds[0] - lower or eps < upper - bounds[1])
     return False
+
+
+def _output_pairs(ed: _Editor, node: "onnx.NodeProto", pre: str, p: _P, base: str,
+                  cache: dict[tuple, tuple[str, str]]) -> None:
+    """Lets onnxruntime see ``layer -> Q`` where the layer's output reaches its site's Q through
+    Relu / Clip and value-moving ops (Reshape, Squeeze, MaxPool, ...).
+
+    The activations are moved first (a monotone elementwise op commutes with moving values and with
+    max pooling); a single one that onnxruntime folds into the Q (:func:`_folds`) stays, otherwise the
+    layer's own output gets a Q/DQ pair with the site's params; the moving ops get one more pair
+    before them so that they run on 8-bit values. Numerically the identity: a Relu or clip of
+    fake-quantized values equals the fake-quantized Relu or clip, and grid values re-quantize to
+    themselves.
+    """
+    chain, cur = [], node.output[0]
+    while cur != pre:
+        readers = ed.readers(cur)
+        if len(readers) != 1 or readers[0].input[0] != cur:
+            return
+        reader = readers[0]
+        if not (reader.op_type in ("Relu", "Clip") or (reader.op_type in MOVE_OPS | {"MaxPool"}
+                                                       and _keeps_grid(ed, reader))):
+            return
+        chain.append(reader)
+        cur = reader.output[0]
+    if not chain:
+        return
+    acts = [c for c in chain if c.op_type in ("Relu", "Clip")]
+    moves = [c for c in chain if c.op_type not in ("Relu", "Clip")]
+    if acts and moves and chain != acts + moves:
+        tensors = [node.output[0]] + [c.output[0] for c in chain]
+        for i, op in enumerate(acts + moves):
+            op.input[0], op.output[0] = tensors[i], tensors[i + 1]
+    if len(acts) == 1 and _folds(ed, acts[0], p):
+        if moves:
+            _qdq(ed, acts[0].output[0], p, base, cache)
+        return
+    _qdq(ed, node.output[0], p, base, cache)
+    if acts and moves:
+        _qdq(ed, acts[-1].output[0], p, base, cache)
 
 
 def _static(ed: _Editor, plan: "QuantPlan", params: dict[str, "SiteParams"], kernels: dict[str, np.ndarray],
@@ -435,13 +566,10 @@ def _static(ed: _Editor, plan: "QuantPlan", params: dict[str, "SiteParams"], ker
                 float(act_p[site].scale), int(act_p[site].zero_point), act_p[site].qmin):
             raise ExportError(f"activation sites {other!r} and {site!r} are the same ONNX tensor {tensor!r} "
                               "but have different quantization parameters")
-    # Layers first (their nodes are found by name; a Dense becomes a Gemm).
-    nodes: dict[str, onnx.NodeProto] = {}
+    # Layers first: a separate bias Add moves into the node (a Keras Dense becomes a Gemm).
+    nodes: dict[str, "onnx.NodeProto"] = {}
     for s in plan.layers:
-        node = ed.by_name(layers[s.layer])
-        if node.op_type == "MatMul":
-            node = _dense_to_gemm(ed, node, values)
-        nodes[s.layer] = node
+        nodes[s.layer] = _absorb_bias(ed, ed.by_name(layers[s.layer]), values, set(sites.values()))
     weights = {}
     for s in plan.layers:
         if s.input is None:
@@ -473,23 +601,10 @@ def _static(ed: _Editor, plan: "QuantPlan", params: dict[str, "SiteParams"], ker
             if any(r.op_type == "QuantizeLinear" for r in ed.readers(out)):
                 continue
             _qdq(ed, out, p, sites[s.input], cache)
-    # Outputs: a Q/DQ pair right after the layer when what lies before the site's Q does not fold.
+    # Outputs: Q/DQ pairs between the layer and its output site where onnxruntime cannot fold.
     for s in plan.layers:
-        if s.output is None:
-            continue
-        node, p = nodes[s.layer], act_p[s.output]
-        pre = pre_of[sites[s.output]]
-        chain, cur = [], node.output[0]
-        while cur != pre:
-            readers = ed.readers(cur)
-            if len(readers) != 1 or not (readers[0].op_type in ("Relu", "Clip") or _keeps_grid(ed, readers[0])):
-                chain = None
-                break
-            chain.append(readers[0])
-            cur = readers[0].output[0]
-        if not chain or (len(chain) == 1 and _relu_folds(ed, chain[0], p)):
-            continue
-        _qdq(ed, node.output[0], p, sites[s.output], cache)
+        if s.output is not None:
+            _output_pairs(ed, nodes[s.layer], pre_of[sites[s.output]], act_p[s.output], sites[s.output], cache)
     return weights, {s.layer: nodes[s.layer].name for s in plan.layers}
 
 
@@ -519,10 +634,15 @@ def _dynamic(ed: _Editor, plan: "QuantPlan", params: dict[str, "SiteParams"], ke
             for key in ("auto_pad",):
                 if key in attrs and isinstance(attrs[key], bytes):
                     attrs[key] = attrs[key].decode()
+            zps = np.unique(kp.zero_point)
+            if zps.size != 1:
+                raise ExportError(
+                    f"layer {s.layer}: dynamic quantization of a Conv needs one kernel zero point for all "
+                    f"channels (onnxruntime's ConvInteger); got {zps.size} different ones: use a symmetric "
+                    "kernel range")
             wname = ed.add_init(f"{base}_quantized", wq)
-            wzp = ed.add_init(f"{base}_zero_point", kp.zero_point.astype(dtype))
-            ed.node("ConvInteger", [xq, wname, xz, wzp], [acc], f"{node.name}_ConvInteger", **attrs)
-            integer_at = len(ed.nodes) - 1
+            wzp = ed.add_init(f"{base}_zero_point", zps.reshape(()).astype(dtype))
+            integer = ed.node("ConvInteger", [xq, wname, xz, wzp], [acc], f"{node.name}_ConvInteger", **attrs)
         else:
             axis = _weight_axis(node, s.layer, w)
             wq = quantize(w, kp).astype(dtype)
@@ -532,8 +652,7 @@ def _dynamic(ed: _Editor, plan: "QuantPlan", params: dict[str, "SiteParams"], ke
             shape = (out_ch,)
             wname = ed.add_init(f"{base}_quantized", np.ascontiguousarray(wq))
             wzp = ed.add_init(f"{base}_zero_point", kp.zero_point.astype(dtype))
-            ed.node("MatMulInteger", [xq, wname, xz, wzp], [acc], f"{node.name}_MatMulInteger")
-            integer_at = len(ed.nodes) - 1
+            integer = ed.node("MatMulInteger", [xq, wname, xz, wzp], [acc], f"{node.name}_MatMulInteger")
         cast = ed.fresh(f"{node.output[0]}_int32_cast")
         ed.node("Cast", [acc], [cast], f"{node.name}_Cast", to=onnx.TensorProto.FLOAT)
         wscale = kp.scale.reshape(shape) if kp.axis is not None else kp.scale
@@ -553,7 +672,7 @@ def _dynamic(ed: _Editor, plan: "QuantPlan", params: dict[str, "SiteParams"], ke
             ed.node("Add", [scaled, bias], [node.output[0]], f"{node.name}_Add")
         ed.nodes.remove(node)
         weights[s.layer] = wname
-        names[s.layer] = ed.nodes[integer_at].name
+        names[s.layer] = integer.name
     return weights, names
 
 
@@ -656,6 +775,8 @@ def check_quantized(model: "str | os.PathLike[str] | onnx.ModelProto", mapping: 
     Raises:
         ExportError: listing each layer left to float, with the ops that read its weight instead.
     """
+    if mapping.layers and not mapping.weights:
+        raise ExportError("the mapping names no integer weights: pass the mapping insert_qdq returned")
     graph = optimized_model(model, level).graph
     readers: dict[str, list[str]] = collections.defaultdict(list)
     for node in graph.node:

@@ -3,12 +3,13 @@
 This module imports torch at the top; the registry imports it only once the user has loaded torch.
 Masks are ``torch.nn.utils.parametrize`` parametrizations (weight = original * mask), so a masked
 weight is exactly zero in every forward pass however the optimizer moves ``original``; the raw
-weight is zeroed too so that the parameter itself, like Keras', holds the zeros.
+weight is zeroed too so that the parameter itself, like Keras', holds the zeros. Fake quantization
+(``quant.py``) adds parametrizations after the mask and traces the model into a ``GraphModule`` with
+activation fake-quant modules; weights read and written here are the float ones, before fake-quant.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
 import warnings
@@ -24,13 +25,14 @@ from slimkit.data import as_arrays, is_array_pair
 from slimkit.errors import DataError, ExportError, UnsupportedModelError
 from slimkit.recipe import FineTune
 
-from slimkit.adapters.torch import probes
+from slimkit.adapters.torch import probes, quant
 from slimkit.adapters.torch.graph import build_graph
-from slimkit.adapters.torch.rebuild import shrink_model
+from slimkit.adapters.torch.rebuild import independent_copy, shrink_model
 from slimkit.adapters.torch.training import make_loss, make_optimizer
 
 if TYPE_CHECKING:
     from slimkit.graph import LayerGraph
+    from slimkit.quant.plan import QuantPlan, SiteParams
 
 _BN_WEIGHTS = {"gamma": "weight", "beta": "bias", "mean": "running_mean", "var": "running_var"}
 
@@ -78,7 +80,7 @@ class TorchAdapter(ModelAdapter):
     @classmethod
     def copy_of(cls, model: Any) -> "TorchAdapter":
         try:
-            clone = copy.deepcopy(model)
+            clone = independent_copy(model)
         except Exception as exc:  # arbitrary user modules can hold uncopyable state
             raise UnsupportedModelError(
                 f"cannot copy {type(model).__qualname__} with copy.deepcopy ({exc}); slimkit never "
@@ -96,28 +98,33 @@ class TorchAdapter(ModelAdapter):
     def layers(self) -> list[LayerInfo]:
         infos = []
         for name, module in self.model.named_modules():
-            if isinstance(module, (parametrize.ParametrizationList, _Mask)) or ".parametrizations" in name:
+            if isinstance(module, (parametrize.ParametrizationList, _Mask, quant.FakeQuant)) or \
+                    ".parametrizations" in name:
                 continue
             own = self._own_weights(module)
             if not own:
                 continue
             kind, rank, perm = _describe(module)
             shapes = {key: tuple(t.shape) for key, t in own.items()}
+            # a batch norm's eps lets core fold it; PyTorch layers never fuse an activation ("linear")
+            eps = float(module.eps) if kind == "batchnorm" else None
             infos.append(LayerInfo(name or type(module).__name__, kind, type(module).__name__, rank,
-                                   shapes, perm if "kernel" in shapes else ()))
+                                   shapes, perm if "kernel" in shapes else (), eps=eps))
         return infos
 
     @staticmethod
     def _own_weights(module: nn.Module) -> dict[str, torch.Tensor]:
-        """Neutral name -> tensor for the module's own weights (masked value for masked kernels)."""
+        """Neutral name -> tensor for the module's own weights (masked value for masked kernels, and the
+        float value, before fake-quant, of fake-quantized ones)."""
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             pairs = {k: getattr(module, v) for k, v in _BN_WEIGHTS.items()}
             return {k: t for k, t in pairs.items() if isinstance(t, torch.Tensor)}
         out = {}
         for pname, param in module.named_parameters(recurse=False):
             out["kernel" if pname == "weight" else pname] = param
-        if parametrize.is_parametrized(module, "weight"):
-            out["kernel"] = module.weight
+        if parametrize.is_parametrized(module):
+            for pname in module.parametrizations.keys():
+                out["kernel" if pname == "weight" else pname] = quant.float_value(module, pname)
         return out
 
     # -- weights and masks ----------------------------------------------------------------
@@ -133,8 +140,9 @@ class TorchAdapter(ModelAdapter):
             if key not in own:
                 raise KeyError(f"layer {name!r} has no weight {key!r}; it has {sorted(own)}")
             target = own[key]
-            if key == "kernel" and parametrize.is_parametrized(module, "weight"):
-                target = module.parametrizations.weight.original
+            attr = "weight" if key == "kernel" else key
+            if parametrize.is_parametrized(module, attr):
+                target = module.parametrizations[attr].original
             if tuple(target.shape) != tuple(np.shape(value)):
                 raise DataError(f"layer {name!r} weight {key!r}: shape {np.shape(value)} != {tuple(target.shape)}")
             with torch.no_grad():
@@ -142,19 +150,27 @@ class TorchAdapter(ModelAdapter):
 
     def set_mask(self, name: str, mask: np.ndarray) -> None:
         module = self._module(name)
-        weight = module.parametrizations.weight.original if parametrize.is_parametrized(module, "weight") \
-            else module.weight
+        parametrized = parametrize.is_parametrized(module, "weight")
+        weight = module.parametrizations.weight.original if parametrized else module.weight
         if tuple(mask.shape) != tuple(weight.shape):
             raise DataError(f"layer {name!r}: mask shape {mask.shape} != kernel shape {tuple(weight.shape)}")
         mask_t = torch.as_tensor(mask, dtype=weight.dtype, device=weight.device)
         with torch.no_grad():
             weight.mul_(mask_t)
-        if parametrize.is_parametrized(module, "weight"):
-            module.parametrizations.weight[0].mask.copy_(mask_t)
+        existing = [p for p in module.parametrizations.weight if isinstance(p, _Mask)] if parametrized else []
+        if existing:
+            existing[0].mask.copy_(mask_t)
+        elif parametrized:
+            # a fake-quantized kernel: the mask goes first, so that what is quantized is the masked kernel
+            module.parametrizations.weight.insert(0, _Mask(mask_t.clone()))
         else:
             parametrize.register_parametrization(module, "weight", _Mask(mask_t.clone()))
 
     def strip(self) -> Any:
+        """The model with masks baked into the weights; a fake-quant model keeps its fake-quant sites."""
+        if quant.has_fake_quant(self.model):
+            quant.bake_masks(self.model)
+            return self.model
         for _, module in list(self.model.named_modules()):
             if parametrize.is_parametrized(module, "weight"):
                 parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
@@ -253,11 +269,21 @@ class TorchAdapter(ModelAdapter):
         """The model traced with ``torch.fx`` and shaped on ``sample`` (required); see ``graph.py``."""
         return build_graph(self.model, sample)
 
-    def shrink(self, weights: dict[str, dict[str, np.ndarray]]) -> "TorchAdapter":
-        """An adapter over a mask-free copy of the model with the named layers rebuilt; see ``rebuild.py``."""
-        small = type(self)(shrink_model(self.model, weights))
-        small._generator.set_state(self._generator.get_state())
-        return small
+    def shrink(self, weights: dict[str, dict[str, np.ndarray]], drop: tuple[str, ...] = ()) -> "TorchAdapter":
+        """An adapter over a mask-free copy of the model with the named layers rebuilt and the batch norms
+        in ``drop`` replaced by ``nn.Identity``; see ``rebuild.py``."""
+        if quant.has_fake_quant(self.model):
+            raise UnsupportedModelError(
+                f"cannot rebuild the fake-quantized {type(self.model).__name__}; shrink the float model (or the "
+                "one without_fake_quant() returns) and quantize again"
+            )
+        return self._like(shrink_model(self.model, weights, tuple(drop)))
+
+    def _like(self, model: nn.Module) -> "TorchAdapter":
+        """An adapter over ``model`` that continues this one's random generator."""
+        other = type(self)(model)
+        other._generator.set_state(self._generator.get_state())
+        return other
 
     def layer_outputs(self, x: np.ndarray, names: list[str], batch_size: int = 256) -> dict[str, np.ndarray]:
         """Eval-mode outputs of modules (by path) or graph nodes (by node name), NCHW already."""
@@ -269,8 +295,35 @@ class TorchAdapter(ModelAdapter):
         names = [info.name for info in self.layers()]
         return probes.weight_gradients(self.model, names, data, settings, batches)
 
+    # -- quantization ----------------------------------------------------------------------
+    def with_fake_quant(self, plan: "QuantPlan") -> "TorchAdapter":
+        """An adapter over a ``torch.fx`` trace of a copy of the model with fake-quant at every site of
+        ``plan``; see ``quant.py``. The model here is unchanged."""
+        return self._like(quant.fake_quant_model(self.model, plan))
+
+    def set_quant_params(self, params: dict[str, "SiteParams"]) -> None:
+        """Sets the named sites' scales and zero points; ``lsq`` sites keep learning from them, every other
+        site switches to ``fixed``. Unknown keys raise KeyError naming them; nothing is set then."""
+        quant.set_params(self.model, params)
+
+    def quant_state(self) -> dict[str, dict[str, np.ndarray]]:
+        return quant.state(self.model)
+
+    def quant_plan(self) -> "QuantPlan | None":
+        return quant.plan_of(self.model)
+
+    def without_fake_quant(self) -> "TorchAdapter":
+        """An adapter over a float copy: the traced model without its fake-quant modules, whose graph has the
+        original node names (module paths and fx names are kept), masks baked into the weights."""
+        return self._like(quant.float_model(self.model))
+
     # -- export ----------------------------------------------------------------------------
     def export_onnx(self, path: str, sample: np.ndarray, opset: int) -> None:
+        if quant.has_fake_quant(self.model):
+            raise ExportError(
+                f"{type(self.model).__name__} holds fake-quant sites; export the float model from "
+                "without_fake_quant() and let slimkit add the quantization to the ONNX file"
+            )
         was_training = self.model.training
         self.model.eval()
         try:

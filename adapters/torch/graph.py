@@ -12,6 +12,11 @@ tensor becomes one neutral node named by its module path (``call_module``) or it
 yield no tensor (``x.size(0)``, ``x.shape``) are left out, and ops reading them see only their tensor
 inputs. Anything not recognised with certainty, including weighted modules called twice or sharing a
 parameter, becomes ``opaque``: its channels are then left whole rather than guessed.
+
+Elementwise and flatten nodes carry ``attrs["quant"]`` for quantization planning: ``relu`` for ReLU /
+ReLU6 (``Hardtanh(0, 6)``), ``same`` for ops whose output values are input values or zeros (max
+pooling, dropout, identity, reshapes, permutes, zero padding); other nodes have no such key.
+slimkit's own fake-quant modules are traced as single elementwise calls.
 """
 
 from __future__ import annotations
@@ -81,6 +86,25 @@ _DIV = {operator.truediv, torch.div, torch.true_divide, "div", "div_", "__truedi
 _CAT = _functions("cat", "concat", "concatenate", module=torch)
 _RESHAPE = {torch.flatten, torch.reshape, "flatten", "view", "reshape"}
 _REDUCE = {torch.mean, torch.sum, torch.amax, torch.amin, "mean", "sum", "amax", "amin"}
+_PERMUTE = {torch.permute, torch.transpose, "permute", "transpose"}
+
+# -- what an elementwise op does to quantized values (``attrs["quant"]``, see slimkit.quant.plan) --------
+#: ReLU and ReLU6: quantizing ``[0, max]`` clamps as they do (modules: nn.ReLU and Hardtanh(0, 6)).
+_RELU_FUNCTIONS = _functions("relu", "relu_", "relu6") | _functions("relu", "relu_", module=torch)
+_HARDTANH_FUNCTIONS = _functions("hardtanh", "hardtanh_")
+#: Ops whose output values are input values (selected, rearranged) or zeros, so they stay on the grid.
+_SAME_MODULES = (
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
+    nn.Identity, nn.Flatten, nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d,
+)
+_SAME_FUNCTIONS = (
+    {getattr(F, f"{kind}{r}d") for r in (1, 2, 3) for kind in ("max_pool", "adaptive_max_pool")
+     if hasattr(F, f"{kind}{r}d")}
+    | _functions("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout")
+    | _functions("dropout", "flatten", "reshape", "permute", "transpose", "amax", module=torch)
+)
+_SAME_METHODS = {"view", "reshape", "flatten", "permute", "transpose", "contiguous", "clone", "detach", "amax"}
 
 
 class _Tracer(fx.Tracer):
@@ -354,6 +378,10 @@ class _Builder:
         op, inputs, attrs = mapped
         layer = node.target if op in ("conv", "dense", "depthwise_conv", "batchnorm") else None
         attrs = dict(attrs, type_name=_type_name(node, module))
+        if op in ("elementwise", "flatten"):
+            quant = _quant_kind(node, module)
+            if quant is not None:
+                attrs["quant"] = quant
         return Node(name, op, tuple(self.names[i] for i in inputs), _channels(meta), layer, attrs)
 
     # -- op recognition: (op, tensor inputs, attrs) or None for opaque ---------------------------------
@@ -376,6 +404,9 @@ class _Builder:
             return self._map_cat(node, ins, meta)
         if target in _RESHAPE:
             return self._map_reshape(ins, meta)
+        if target in _PERMUTE:
+            keeps = len(ins) == 1 and _keeps_batch_and_channels(node, len(_meta(ins[0]).shape))
+            return self._channelwise(ins, meta) if keeps else None
         if target in _REDUCE:
             return self._map_reduce(node, ins, meta)
         if target in _POOL_FUNCTIONS:
@@ -417,6 +448,8 @@ class _Builder:
             spatial = next(r for c, r in _POOL_MODULES.items() if isinstance(module, c))
             return self._channelwise(ins, meta) if rank == spatial + 2 else None
         if isinstance(module, _ELEMENTWISE_MODULES) and kind.__module__.startswith("torch.nn"):
+            return self._channelwise(ins, meta)
+        if is_fake_quant(module):
             return self._channelwise(ins, meta)
         return None
 
@@ -505,3 +538,50 @@ def _channels(meta: TensorMetadata | None) -> int | None:
     if meta is None or len(meta.shape) < 2:
         return None
     return int(meta.shape[1])
+
+
+def _keeps_batch_and_channels(node: fx.Node, rank: int) -> bool:
+    """True for a permute / transpose of a rank-``rank`` tensor that leaves dims 0 and 1 where they are."""
+    if node.target in (torch.permute, "permute"):
+        rest = list(node.args[1:])
+        dims = rest[0] if len(rest) == 1 and isinstance(rest[0], (list, tuple)) else rest
+        dims = list(dims or node.kwargs.get("dims", ()))
+        return len(dims) == rank and all(isinstance(d, int) for d in dims) and \
+            [d % rank for d in dims[:2]] == [0, 1]
+    moved = (_arg(node, 1, "dim0"), _arg(node, 2, "dim1"))
+    return all(isinstance(d, int) for d in moved) and all(d % rank >= 2 for d in moved)
+
+
+def _quant_kind(node: fx.Node, module: nn.Module | None) -> str | None:
+    """``relu``, ``same`` or None: what an elementwise or flatten node does to quantized values."""
+    if module is not None:
+        if not type(module).__module__.startswith("torch.nn"):
+            return None
+        if isinstance(module, nn.Hardtanh):  # nn.ReLU6 is a Hardtanh(0, 6)
+            return "relu" if (module.min_val, module.max_val) == (0.0, 6.0) else None
+        if isinstance(module, nn.ReLU):
+            return "relu"
+        if isinstance(module, _SAME_MODULES):
+            return "same"
+        if isinstance(module, nn.modules.padding._ConstantPadNd):
+            return "same" if module.value == 0 else None
+        return None
+    target = node.target
+    if node.op == "call_function":
+        if target in _RELU_FUNCTIONS:
+            return "relu"
+        if target in _HARDTANH_FUNCTIONS:
+            bounds = (_arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0))
+            return "relu" if bounds == (0.0, 6.0) else None
+        if target is F.pad:
+            mode, value = _arg(node, 2, "mode", "constant"), _arg(node, 3, "value", None)
+            return "same" if mode == "constant" and value in (None, 0) else None
+        if target in _SAME_FUNCTIONS:
+            return "same"
+        return None
+    if node.op == "call_method":
+        if target in ("relu", "relu_"):
+            return "relu"
+        if target in _SAME_METHODS:
+            return "same"
+    return None

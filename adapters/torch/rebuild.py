@@ -4,7 +4,9 @@ The model is deep-copied, its parametrizations (slimkit's masks) are baked into 
 removed, and every named layer is replaced, on its parent module, by a fresh module of the same class
 whose sizes the new weights imply. Hyperparameters (stride, padding, dilation, padding mode, bias
 presence, batch-norm eps / momentum / affine / running statistics, dtype, device, train mode,
-``requires_grad``) are copied from the old module; weights not given keep their old values.
+``requires_grad``) are copied from the old module; weights not given keep their old values. A
+``bias`` given for a convolution or linear layer built without one rebuilds it with a bias, and
+dropped batch norms (folded into the convolution before them) become ``nn.Identity``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,25 @@ _BN_ATTRS = {"gamma": "weight", "beta": "bias", "mean": "running_mean", "var": "
 _KERNEL_ATTRS = {"kernel": "weight", "bias": "bias"}
 
 
+def independent_copy(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy(model)`` whose parametrized modules get classes of their own.
+
+    ``torch.nn.utils.parametrize`` makes one class per parametrized module and keeps the parametrized
+    tensors as properties of that class; ``deepcopy`` shares the class between original and copy, so
+    adding or removing a parametrization on the copy would change the original too.
+
+    Raises:
+        Exception: whatever ``copy.deepcopy`` raises for an uncopyable module.
+    """
+    clone = copy.deepcopy(model)
+    for module in clone.modules():
+        if parametrize.is_parametrized(module):
+            cls = type(module)
+            attrs = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
+            module.__class__ = type(cls.__name__, cls.__bases__, attrs)
+    return clone
+
+
 def unparametrize(model: nn.Module) -> None:
     """Bakes every parametrization (mask) into its tensor and removes it, in place."""
     for _, module in list(model.named_modules()):
@@ -32,13 +53,39 @@ def unparametrize(model: nn.Module) -> None:
                 parametrize.remove_parametrizations(module, pname, leave_parametrized=True)
 
 
-def shrink_model(model: nn.Module, weights: dict[str, dict[str, np.ndarray]]) -> nn.Module:
-    """A copy of ``model`` whose named layers are rebuilt around ``weights``; ``model`` is not modified."""
+def shrink_model(model: nn.Module, weights: dict[str, dict[str, np.ndarray]],
+                 drop: tuple[str, ...] = ()) -> nn.Module:
+    """A copy of ``model`` whose named layers are rebuilt around ``weights``; ``model`` is not modified.
+
+    Args:
+        model: the model to copy.
+        weights: layer name -> neutral weight name -> new value (native layout).
+        drop: names of batch-norm layers to replace by ``nn.Identity``.
+
+    Raises:
+        KeyError: a named layer does not exist.
+        DataError: weights that do not fit, or a layer both given weights and dropped.
+        UnsupportedModelError: a dropped layer is not a batch norm.
+    """
+    both = sorted(set(weights) & set(drop))
+    if both:
+        raise DataError(f"layer {both[0]!r} is given new weights and also dropped")
     try:
-        clone = copy.deepcopy(model)
+        clone = independent_copy(model)
     except Exception as exc:
         raise UnsupportedModelError(f"cannot copy {type(model).__qualname__} with copy.deepcopy ({exc})") from exc
     unparametrize(clone)
+    for name in drop:
+        try:
+            old = clone.get_submodule(name)
+        except AttributeError:
+            raise KeyError(f"no layer named {name!r}") from None
+        if not isinstance(old, nn.modules.batchnorm._BatchNorm):
+            raise UnsupportedModelError(
+                f"layer {name!r} ({type(old).__name__}) cannot be dropped; only batch norms folded into the "
+                "layer before them can"
+            )
+        _replace(clone, name, nn.Identity())
     for name, new_weights in weights.items():
         try:
             old = clone.get_submodule(name)
@@ -56,7 +103,7 @@ def rebuilt_module(name: str, old: nn.Module, weights: dict[str, np.ndarray]) ->
         new, attrs = _conv(name, old, weights), _KERNEL_ATTRS
     elif type(old) is nn.Linear:
         kernel = _given(name, weights, "kernel", old.weight)
-        new = nn.Linear(kernel[1], kernel[0], bias=old.bias is not None,
+        new = nn.Linear(kernel[1], kernel[0], bias=old.bias is not None or "bias" in weights,
                         device=old.weight.device, dtype=old.weight.dtype)
         attrs = _KERNEL_ATTRS
     elif isinstance(old, nn.modules.batchnorm._BatchNorm) and type(old).__module__.startswith("torch.nn"):
@@ -97,7 +144,8 @@ def _conv(name: str, old: nn.Conv1d | nn.Conv2d | nn.Conv3d, weights: dict[str, 
         )
     return type(old)(
         in_channels, out_channels, old.kernel_size, stride=old.stride, padding=old.padding,
-        dilation=old.dilation, groups=groups, bias=old.bias is not None, padding_mode=old.padding_mode,
+        dilation=old.dilation, groups=groups, bias=old.bias is not None or "bias" in weights,
+        padding_mode=old.padding_mode,
         device=old.weight.device, dtype=old.weight.dtype,
     )
 
@@ -123,6 +171,10 @@ def _load(name: str, new: nn.Module, old: nn.Module, weights: dict[str, np.ndarr
     if unknown:
         raise KeyError(f"layer {name!r} has no weight {sorted(unknown)[0]!r}; it has {sorted(attrs)}")
     given = {attrs[k]: v for k, v in weights.items()}
+    present = {attr for attr, _ in list(new.named_parameters(recurse=False)) + list(new.named_buffers(recurse=False))}
+    absent = sorted(set(given) - present)
+    if absent:  # a weight the layer has no place for would otherwise be dropped silently
+        raise DataError(f"layer {name!r} ({type(new).__name__}) has no {absent[0]!r} to load the given weight into")
     with torch.no_grad():
         for attr, target in list(new.named_parameters(recurse=False)) + list(new.named_buffers(recurse=False)):
             source = getattr(old, attr, None)

@@ -52,6 +52,7 @@ def prepare(work: ModelAdapter, stage: QuantizeStage, field: str, sample: np.nda
     """
     if sample is None:
         raise DataError(f"calib_data: {field} needs input samples (pass calib_data= or train_data=)")
+    work.check_input(np.asarray(sample)[:1], "calib_data")
     folded: list[tuple[str, str]] = []
     if stage.fold_batchnorm:
         work, folded = fold_batchnorm(work, sample)
@@ -70,7 +71,7 @@ def prepare(work: ModelAdapter, stage: QuantizeStage, field: str, sample: np.nda
         w = weight_settings(stage, info)
         specs[info.name] = kernel_spec(w, info, w.learn if stage.method == "qat" else kernel_mode)
     plan = plan_sites(work.graph(sample), specs, activation_spec(stage.activations, act_mode), stage.method)
-    return Prepared(work, plan, tuple(layers), tuple(folded))
+    return Prepared(work, plan, tuple(layers), tuple(sorted(folded)))
 
 
 def fixed_plan(plan: QuantPlan) -> QuantPlan:

@@ -54,15 +54,14 @@ def test_twins_get_the_same_scales_and_zero_points(arch):
 @pytest.mark.parametrize("arch", ["plain", "mlp"])
 def test_twins_simulate_the_same_outputs(arch):
     models = zoo.twins(arch, seed=4)
-    outs = {}
+    outs, steps = {}, {}
     for fw in ("keras", "torch"):
-        _, state, result = quantized(models[fw], arch, fw)
+        plan, state, result = quantized(models[fw], arch, fw)
         outs[fw] = adapter_for(result.model).predict(zoo.sample(arch, fw, n=16, seed=9))
-    step = 1.0
+        steps[fw] = float(state[plan.layers[-1].output]["scale"])
+    np.testing.assert_allclose(steps["keras"], steps["torch"], rtol=1e-5)
     diff = np.abs(outs["keras"] - outs["torch"])
-    # outputs are quantized: equal, or one step apart where float rounding tipped a tie
-    _, k_state, _ = quantized(models["keras"], arch, "keras")
-    plan = adapter_for(quantized(models["keras"], arch, "keras")[2].model).quant_plan()
-    step = float(k_state[plan.layers[-1].output]["scale"])
-    assert np.max(diff) <= step * 1.001
-    assert np.mean(diff > 1e-6) < 0.02
+    # outputs are quantized: equal up to the scales' last bit, or one step apart where float
+    # rounding tipped a tie
+    assert np.max(diff) <= steps["keras"] * 1.001
+    assert np.mean(diff > 0.5 * steps["keras"]) < 0.02

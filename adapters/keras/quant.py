@@ -1,0 +1,740 @@
+"""Fake quantization of Keras 3 Sequential and Functional models: the Keras side of ``slimkit.quant``.
+
+:func:`fake_quant_model` rebuilds a model with ``keras.models.clone_model`` so that every site of a
+:class:`~slimkit.quant.plan.QuantPlan` computes what the exported QDQ model will compute:
+
+* a quantized layer (Conv1D/2D/3D, DepthwiseConv1D/2D, Dense) becomes a :class:`QuantLayer` that
+  wraps a copy of it and computes the layer's op with a fake-quantized kernel and bias, reading the
+  copy's own variables (so a pruning mask's variable constraint keeps applying);
+* an activation site gets one :class:`FakeQuant` layer right after the layer whose output it is
+  (for the model input: one shared quantizer ahead of every reader).
+
+The math is ONNX's, as :mod:`slimkit.quant.params` has it in numpy: ``q = clip(rint(x / scale) + zp,
+qmin, qmax)`` and ``y = (q - zp) * scale`` in float32 (``keras.ops.round`` is TensorFlow's
+half-to-even round). Rounding is straight-through everywhere, and the clip passes no gradient
+outside the range, so ``model.fit`` trains through every mode of :data:`slimkit.quant.plan.MODES`.
+
+Both layers are registered Keras serializables (package ``slimkit``) holding only plain values in
+their configs, so a fake-quant model saves to ``.keras`` and loads back with ``safe_mode=True``,
+sites and state intact, once this module is imported. This module imports Keras: the adapter
+imports it only when a quantization method is used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from types import ModuleType
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from slimkit.errors import UnsupportedModelError
+from slimkit.quant.plan import MODES, ActSite, FakeQuantSpec, LayerSite, QuantPlan, SiteParams
+
+from .graph import Trace, fake_quant_role, is_graph_model
+from .layers import LayerEntry
+
+#: int32 range of bias sites (QLinearConv adds the bias as int32).
+BIAS_RANGE = (-(2**31), 2**31 - 1)
+
+_F32_TINY = float(np.finfo(np.float32).tiny)
+# Smallest learned (lsq) scale: keeps x / scale finite, far below any useful step size.
+_LSQ_MIN_SCALE = 1e-8
+# Suffix of the layer holding an activation site's fake-quant op: "<layer>_fakequant".
+ACT_SUFFIX = "_fakequant"
+
+
+# ------------------------------------------------------------------------------------------- math
+def _ste_round(v: Any) -> Any:
+    """``round(v)`` forward (half to even, exactly), identity gradient (straight-through)."""
+    return ops.stop_gradient(ops.round(v)) + (v - ops.stop_gradient(v))
+
+
+def _fake_quantize(x: Any, scale: Any, zero_point: Any, qmin: int, qmax: int) -> Any:
+    """``(clip(round(x / scale) + zp, qmin, qmax) - zp) * scale`` in float32, as ONNX Q then DQ."""
+    q = ops.clip(_ste_round(x / scale) + zero_point, float(qmin), float(qmax))
+    return (q - zero_point) * scale
+
+
+def _params_from_range(rmin: Any, rmax: Any, qmin: int, qmax: int, symmetric: bool) -> tuple[Any, Any]:
+    """Scale and zero point (float32 tensors) of a range, exactly as numpy ``params_from_range``.
+
+    The range is extended to include 0; the scale is computed in float64 and stored as float32, and
+    a degenerate range (``min == max == 0``) gets scale 1 and zero point 0, as onnxruntime does.
+    """
+    rmin = ops.minimum(ops.cast(rmin, "float32"), 0.0)
+    rmax = ops.maximum(ops.cast(rmax, "float32"), 0.0)
+    if symmetric:
+        absmax = ops.maximum(ops.abs(rmin), ops.abs(rmax))
+        rmin, rmax = -absmax, absmax
+    lo = ops.cast(rmin, "float64")
+    scale64 = (ops.cast(rmax, "float64") - lo) / float(qmax - qmin)
+    degenerate = ops.less(scale64, _F32_TINY)
+    safe = ops.where(degenerate, ops.ones_like(scale64), scale64)
+    if symmetric:
+        zp = ops.full_like(safe, float(np.round((qmin + qmax) / 2.0)))
+    else:
+        zp = ops.round(float(qmin) - lo / safe)
+    zp = ops.where(degenerate, ops.zeros_like(zp), ops.clip(zp, float(qmin), float(qmax)))
+    scale = ops.where(degenerate, ops.ones_like(scale64), scale64)
+    return ops.cast(scale, "float32"), ops.cast(zp, "float32")
+
+
+def _dynamic_params(x: Any, qmin: int, qmax: int) -> tuple[Any, Any]:
+    """ONNX ``DynamicQuantizeLinear``'s per-tensor scale and zero point, computed in float32.
+
+    ``min = min(0, min x)``, ``max = max(0, max x)``, ``scale = (max - min) / (qmax - qmin)`` (1 when
+    ``max == min``: the tensor is all zeros and passes through), ``zp = round(clip(qmin - min / scale))``.
+    """
+    lo = ops.minimum(ops.min(x), 0.0)
+    hi = ops.maximum(ops.max(x), 0.0)
+    flat = ops.equal(hi, lo)
+    scale = ops.where(flat, ops.ones_like(hi), (hi - lo) / float(qmax - qmin))
+    zp = ops.round(ops.clip(float(qmin) - lo / scale, float(qmin), float(qmax)))
+    return scale, zp
+
+
+class _PositiveScale(keras.constraints.Constraint):
+    """Keeps a learned (lsq) scale positive after every optimizer step."""
+
+    def __call__(self, w: Any) -> Any:
+        return ops.maximum(w, _LSQ_MIN_SCALE)
+
+
+# ----------------------------------------------------------------------------------------- layers
+@keras.saving.register_keras_serializable(package="slimkit")
+class FakeQuant(keras.layers.Layer):
+    """One fake-quant site: quantizes then dequantizes a tensor (or a layer's kernel or bias).
+
+    Every mode keeps the same variables (``scale``, ``zero_point``, ``min``, ``max``, ``ready``), so
+    switching a site to ``fixed`` changes no saved structure. Per-channel variables have shape
+    ``(C,)`` along ``axis``; per-tensor ones are scalars.
+
+    Args:
+        qmin, qmax, symmetric, axis, mode, momentum, bits, signed: the
+            :class:`~slimkit.quant.plan.FakeQuantSpec`.
+        site: the site key (activation node name, ``<layer>/kernel`` or ``<layer>/bias``).
+        role: ``activation`` (a tensor with a batch axis), ``kernel`` or ``bias``.
+        method: the plan's method.
+        index: the site's position in the plan (activation sites) for :func:`read_plan`.
+    """
+
+    slimkit_fake_quant = "activation"
+
+    def __init__(self, qmin: int, qmax: int, symmetric: bool, axis: int | None = None, mode: str = "fixed",
+                 momentum: float = 0.9, bits: int = 8, signed: bool = True, site: str = "",
+                 role: str = "activation", method: str = "static", index: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Validates mode and range the way the plan does.
+        FakeQuantSpec(int(qmin), int(qmax), bool(symmetric), axis, mode, float(momentum), int(bits), bool(signed))
+        self.qmin, self.qmax, self.symmetric = int(qmin), int(qmax), bool(symmetric)
+        self.axis = None if axis is None else int(axis)
+        self.mode, self.momentum, self.bits, self.signed = mode, float(momentum), int(bits), bool(signed)
+        self.site, self.role, self.method, self.index = site, role, method, int(index)
+
+    @property
+    def spec(self) -> FakeQuantSpec:
+        """The site's current spec (``fixed`` once parameters were set)."""
+        return FakeQuantSpec(self.qmin, self.qmax, self.symmetric, self.axis, self.mode, self.momentum,
+                             self.bits, self.signed)
+
+    def build(self, input_shape: Any) -> None:
+        shape: tuple[int, ...] = ()
+        self._rank = rank = len(input_shape)
+        if self.axis is not None:
+            if not -rank <= self.axis < rank or input_shape[self.axis] is None:
+                raise UnsupportedModelError(
+                    f"fake-quant site {self.site!r}: per-channel axis {self.axis} does not fit a tensor "
+                    f"of shape {tuple(input_shape)}"
+                )
+            shape = (int(input_shape[self.axis]),)
+
+        def weight(name: str, init: Any, trainable: bool = False, shape: tuple[int, ...] = shape) -> Any:
+            return self.add_weight(name=name, shape=shape, initializer=init, trainable=trainable,
+                                   autocast=False, dtype="float32",
+                                   constraint=_PositiveScale() if name == "scale" else None)
+
+        self.scale = weight("scale", "ones", trainable=self.mode == "lsq")
+        self.zero_point = weight("zero_point", "zeros")
+        self.range_min = weight("min", keras.initializers.Constant(float("nan")))
+        self.range_max = weight("max", keras.initializers.Constant(float("nan")))
+        self.ready = weight("ready", "zeros", shape=())  # fixed: params set; lsq: scale initialized
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        return self.fake_quantize(inputs, training)
+
+    # -- the modes -------------------------------------------------------------------------
+    def fake_quantize(self, x: Any, training: bool | None = None) -> Any:
+        """The fake-quantized ``x`` (same dtype); ``training`` updates ema ranges and lsq init."""
+        dtype = x.dtype
+        x = ops.cast(x, "float32")
+        y = getattr(self, "_" + self.mode)(x, bool(training))
+        return ops.cast(y, dtype)
+
+    def _fixed(self, x: Any, training: bool) -> Any:
+        y = _fake_quantize(x, self._bcast(self.scale, x), self._bcast(self.zero_point, x), self.qmin, self.qmax)
+        return ops.where(self.ready > 0, y, x)  # identity until set_quant_params
+
+    def _ema(self, x: Any, training: bool) -> Any:
+        lo, hi = self.range_min, self.range_max
+        if training:
+            bmin, bmax = self._reduce(ops.stop_gradient(x))
+            m = self.momentum
+            lo = ops.where(ops.isnan(lo), bmin, m * lo + (1.0 - m) * bmin)  # first update takes the batch
+            hi = ops.where(ops.isnan(hi), bmax, m * hi + (1.0 - m) * bmax)
+            self.range_min.assign(lo)
+            self.range_max.assign(hi)
+        ok = ops.logical_and(ops.isfinite(lo), ops.isfinite(hi))
+        zero = ops.zeros_like(lo)
+        scale, zp = _params_from_range(ops.where(ok, lo, zero), ops.where(ok, hi, zero),
+                                       self.qmin, self.qmax, self.symmetric)
+        y = _fake_quantize(x, self._bcast(scale, x), self._bcast(zp, x), self.qmin, self.qmax)
+        return ops.where(self._bcast(ok, x), y, x)  # identity before the first update
+
+    def _lsq(self, x: Any, training: bool) -> Any:
+        ready = self.ready > 0
+        scale, zp = ops.convert_to_tensor(self.scale), ops.convert_to_tensor(self.zero_point)
+        if training:
+            # Not yet initialized: start from the batch (LSQ's 2 * mean|x| / sqrt(qmax); zero point
+            # from the batch range), stored for the following steps.
+            flat = ops.stop_gradient(x)
+            init_scale = 2.0 * self._mean_abs(flat) / math.sqrt(max(self.qmax, 1))
+            bmin, bmax = self._reduce(flat)
+            _, init_zp = _params_from_range(bmin, bmax, self.qmin, self.qmax, self.symmetric)
+            scale = ops.where(ready, scale, ops.maximum(init_scale, _LSQ_MIN_SCALE))
+            zp = ops.where(ready, zp, init_zp)
+            self.scale.assign(ops.stop_gradient(scale))
+            self.zero_point.assign(zp)
+            self.ready.assign(1.0)
+        scale = ops.maximum(scale, _LSQ_MIN_SCALE)
+        # LSQ gradient scale g = 1 / sqrt(numel per channel * qmax); the forward value stays ``scale``.
+        g = ops.rsqrt(self._numel_per_channel(x) * float(max(self.qmax, 1)))
+        scale = scale + (scale * g - ops.stop_gradient(scale * g))
+        y = _fake_quantize(x, self._bcast(scale, x), self._bcast(zp, x), self.qmin, self.qmax)
+        return y if training else ops.where(ready, y, x)
+
+    def _minmax(self, x: Any, training: bool) -> Any:
+        lo, hi = self._reduce(ops.stop_gradient(x))
+        scale, zp = _params_from_range(lo, hi, self.qmin, self.qmax, self.symmetric)
+        return _fake_quantize(x, self._bcast(scale, x), self._bcast(zp, x), self.qmin, self.qmax)
+
+    def _dynamic(self, x: Any, training: bool) -> Any:
+        scale, zp = _dynamic_params(ops.stop_gradient(x), self.qmin, self.qmax)
+        return _fake_quantize(x, scale, zp, self.qmin, self.qmax)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _axis_of(self, x: Any) -> int | None:
+        return None if self.axis is None else self.axis % len(x.shape)
+
+    def _bcast(self, v: Any, x: Any) -> Any:
+        """Per-channel ``v`` shaped to broadcast along the channel axis of ``x``."""
+        axis = self._axis_of(x)
+        if axis is None:
+            return v
+        shape = [1] * len(x.shape)
+        shape[axis] = -1
+        return ops.reshape(v, shape)
+
+    def _other_axes(self, x: Any) -> tuple[int, ...] | None:
+        axis = self._axis_of(x)
+        return None if axis is None else tuple(i for i in range(len(x.shape)) if i != axis)
+
+    def _reduce(self, x: Any) -> tuple[Any, Any]:
+        axes = self._other_axes(x)
+        return ops.min(x, axis=axes), ops.max(x, axis=axes)
+
+    def _mean_abs(self, x: Any) -> Any:
+        return ops.mean(ops.abs(x), axis=self._other_axes(x))
+
+    def _numel_per_channel(self, x: Any) -> Any:
+        """Elements one scale covers: per sample for activations (LSQ's "features"), per channel."""
+        n = ops.cast(ops.size(x), "float32")
+        if self.role == "activation" and len(x.shape) > 0:
+            n = n / ops.cast(ops.shape(x)[0], "float32")
+        axis = self._axis_of(x)
+        if axis is not None:
+            n = n / float(x.shape[axis])
+        return ops.maximum(n, 1.0)
+
+    # -- state -------------------------------------------------------------------------------
+    def check_params(self, params: SiteParams) -> None:
+        """Raises ValueError, naming the site, if ``params`` do not fit it."""
+        where = f"quantization site {self.site!r}"
+        scale = np.asarray(params.scale, dtype=np.float32)
+        zp = np.asarray(params.zero_point)
+        target = tuple(int(d) for d in self.scale.shape)
+        if scale.shape != zp.shape or scale.ndim > 1:
+            raise ValueError(f"{where}: scale {scale.shape} and zero_point {zp.shape} must both be () or (C,)")
+        if scale.ndim == 1 and scale.shape != target:
+            raise ValueError(
+                f"{where}: got {scale.shape[0]} per-channel parameters, the site has "
+                f"{'one per-tensor scale' if not target else f'{target[0]} channels'}"
+            )
+        if params.axis is not None and self.axis is not None and scale.ndim == 1 \
+                and params.axis % self._rank != self.axis % self._rank:
+            raise ValueError(f"{where}: parameters are per channel on axis {params.axis}, the site on {self.axis}")
+        if not np.all(np.isfinite(scale) & (scale > 0)):
+            raise ValueError(f"{where}: scale must be finite and > 0, got {scale!r}")
+        if not params.qmin < params.qmax or np.any(zp < params.qmin) or np.any(zp > params.qmax) \
+                or not np.all(zp == np.round(zp)):
+            raise ValueError(f"{where}: zero_point {zp!r} must be integers in [{params.qmin}, {params.qmax}]")
+
+    def set_params(self, params: SiteParams) -> bool:
+        """Sets scale and zero point; returns True if the site's mode or range changed.
+
+        The site switches to ``fixed``, except an ``lsq`` site, which takes them as its starting point
+        and keeps learning, and a ``dynamic`` site, which keeps computing its range per batch.
+
+        Raises:
+            ValueError: the parameters do not fit the site (the site is left unchanged).
+        """
+        self.check_params(params)
+        target = tuple(int(d) for d in self.scale.shape)
+        scale = np.asarray(params.scale, dtype=np.float32)
+        zp = np.asarray(params.zero_point)
+        before = (self.mode, self.qmin, self.qmax)
+        if self.mode not in ("lsq", "dynamic"):
+            self.mode = "fixed"
+            self.scale.trainable = False
+        if self.mode != "dynamic":  # a dynamic site's range stays the one it computes
+            self.qmin, self.qmax = int(params.qmin), int(params.qmax)
+        self.scale.assign(np.broadcast_to(scale, target).astype(np.float32))
+        self.zero_point.assign(np.broadcast_to(zp, target).astype(np.float32))
+        self.ready.assign(np.float32(1.0))
+        return (self.mode, self.qmin, self.qmax) != before
+
+    def state(self) -> dict[str, np.ndarray]:
+        """``scale``/``zero_point`` (fixed, lsq), ``min``/``max`` (ema; NaN until updated), or {}
+        (minmax, dynamic, and fixed or lsq sites not yet set or initialized)."""
+        if self.mode in ("fixed", "lsq"):
+            if float(self.ready.numpy()) <= 0:
+                return {}
+            return {"scale": np.array(self.scale.numpy(), dtype=np.float32),
+                    "zero_point": np.array(self.zero_point.numpy(), dtype=np.int32)}
+        if self.mode == "ema":
+            return {"min": np.array(self.range_min.numpy(), dtype=np.float32),
+                    "max": np.array(self.range_max.numpy(), dtype=np.float32)}
+        return {}
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(qmin=self.qmin, qmax=self.qmax, symmetric=self.symmetric, axis=self.axis, mode=self.mode,
+                      momentum=self.momentum, bits=self.bits, signed=self.signed, site=self.site,
+                      role=self.role, method=self.method, index=self.index)
+        return config
+
+
+def _kind_of(layer: Any) -> str | None:
+    """``conv``, ``depthwise_conv`` or ``dense`` for the layer classes a :class:`QuantLayer` computes."""
+    lay = keras.layers
+    if type(layer) in (lay.Conv1D, lay.Conv2D, lay.Conv3D):
+        return "conv"
+    if type(layer) in (lay.DepthwiseConv1D, lay.DepthwiseConv2D):
+        return "depthwise_conv"
+    if type(layer) is lay.Dense:
+        return "dense"
+    return None
+
+
+@keras.saving.register_keras_serializable(package="slimkit")
+class QuantLayer(keras.layers.Wrapper):
+    """A Conv/DepthwiseConv/Dense layer computing with its fake-quantized kernel and bias.
+
+    The wrapped layer keeps its variables (and so any constraint on them); this layer reads them,
+    fake-quantizes them with ``kernel_quantizer`` and ``bias_quantizer``, and computes the wrapped
+    layer's op, bias and activation itself. Named like the wrapped layer.
+
+    Args:
+        layer: the layer to wrap (unbuilt or built).
+        kernel_quantizer: :class:`FakeQuant` config of the kernel.
+        bias_quantizer: :class:`FakeQuant` config of the bias (``fixed``, int32 range).
+        site: the :class:`~slimkit.quant.plan.LayerSite`'s ``layer``, ``node``, ``input``, ``output``.
+        index: the site's position in the plan, for :func:`read_plan`.
+    """
+
+    slimkit_fake_quant = "layer"
+
+    def __init__(self, layer: Any, kernel_quantizer: dict[str, Any], bias_quantizer: dict[str, Any],
+                 site: dict[str, Any], index: int = 0, **kwargs: Any) -> None:
+        super().__init__(layer, **kwargs)
+        if _kind_of(layer) is None:
+            raise UnsupportedModelError(
+                f"layer {layer.name!r} ({type(layer).__name__}) cannot be fake-quantized; slimkit quantizes "
+                "Conv1D/2D/3D, DepthwiseConv1D/2D and Dense layers"
+            )
+        self.kernel_quantizer = FakeQuant.from_config(dict(kernel_quantizer))
+        self.bias_quantizer = FakeQuant.from_config(dict(bias_quantizer))
+        self.site = dict(site)
+        self.index = int(index)
+
+    def build(self, input_shape: Any = None) -> None:
+        lay = self.layer
+        if not lay.built:
+            lay.build(input_shape)
+        kernel_shape = tuple(int(d) for d in lay.kernel.shape)
+        self.kernel_quantizer.build(kernel_shape)
+        if lay.use_bias:
+            out = int(lay.bias.shape[0])
+        elif _kind_of(lay) == "depthwise_conv":
+            out = kernel_shape[-2] * kernel_shape[-1]
+        else:
+            out = kernel_shape[-1]
+        # Built even without a bias: "<layer>/bias" stays a valid site key, as plans list it.
+        self.bias_quantizer.build((out,))
+        self.built = True
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return self.layer.compute_output_shape(input_shape)
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        lay = self.layer
+        kernel = self.kernel_quantizer.fake_quantize(lay.kernel, training)
+        bias = self.bias_quantizer.fake_quantize(lay.bias, training) if lay.use_bias else None
+        kind = _kind_of(lay)
+        # The wrapped layer's own call, with the quantized weights (Keras 3's Dense / BaseConv /
+        # BaseDepthwiseConv call()).
+        if kind == "dense":
+            y = ops.matmul(inputs, kernel)
+            if bias is not None:
+                y = ops.add(y, bias)
+        else:
+            if kind == "conv":
+                y = lay.convolution_op(inputs, kernel)
+            else:
+                y = ops.depthwise_conv(inputs, kernel, strides=lay.strides, padding=lay.padding,
+                                       dilation_rate=lay.dilation_rate, data_format=lay.data_format)
+            if bias is not None:
+                channels = int(bias.shape[0])
+                shape = (1,) * (lay.rank + 1) + (channels,) if lay.data_format == "channels_last" \
+                    else (1, channels) + (1,) * lay.rank
+                y = ops.add(y, ops.reshape(bias, shape))
+        if lay.activation is not None:
+            y = lay.activation(y)
+        return y
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(kernel_quantizer=self.kernel_quantizer.get_config(),
+                      bias_quantizer=self.bias_quantizer.get_config(), site=dict(self.site), index=self.index)
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> "QuantLayer":
+        config = dict(config)
+        layer = keras.saving.deserialize_keras_object(config.pop("layer"), custom_objects=custom_objects)
+        return cls(layer, **config)
+
+
+# ------------------------------------------------------------------------------------- building
+def _spec_config(spec: FakeQuantSpec) -> dict[str, Any]:
+    return dataclasses.asdict(spec)
+
+
+def _bias_spec(kernel: FakeQuantSpec) -> FakeQuantSpec:
+    """A bias site's spec: int32, zero point 0, per channel (axis 0) when the kernel is."""
+    return FakeQuantSpec(BIAS_RANGE[0], BIAS_RANGE[1], True, 0 if kernel.axis is not None else None,
+                         "fixed", bits=32, signed=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Sites:
+    """The plan resolved onto the model: original Keras op id -> its site (and plan position)."""
+
+    acts: dict[int, tuple[ActSite, int]]
+    input: tuple[ActSite, int] | None
+    layers: dict[int, tuple[LayerSite, int]]
+
+
+def resolve(plan: QuantPlan, trace: Trace, source: dict[str, str], entries: dict[str, LayerEntry],
+            k: ModuleType) -> _Sites:
+    """Maps each site of ``plan`` to the Keras layer it acts on.
+
+    Raises:
+        UnsupportedModelError: a site's node is no node of the model, not a layer (a Keras op called
+            on tensors), a shared layer, or a layer that cannot be quantized; the message names it.
+    """
+    calls = {c.name: c for c in trace.calls}
+    acts: dict[int, tuple[ActSite, int]] = {}
+    input_site: tuple[ActSite, int] | None = None
+    for index, site in enumerate(plan.acts):
+        if site.spec.mode not in MODES:
+            raise ValueError(f"activation site {site.node!r}: unknown mode {site.spec.mode!r}")
+        if site.node == trace.input_name:
+            input_site = (site, index)
+            continue
+        call = calls.get(source.get(site.node, ""))
+        if call is None:
+            raise UnsupportedModelError(f"quantization site {site.node!r} is no node of the model's graph")
+        what = f"quantization site {site.node!r} ({type(call.op).__name__})"
+        if not isinstance(call.op, k.layers.Layer):
+            raise UnsupportedModelError(
+                f"{what} is a Keras op called on tensors, not a layer, so slimkit cannot attach a "
+                "fake-quant op to its output; use the equivalent Keras layer (keras.layers.ReLU, Add, ...)"
+            )
+        if call.shared:
+            raise UnsupportedModelError(
+                f"{what} is a layer called more than once; slimkit cannot fake-quantize one of its outputs"
+            )
+        if len(call.node.outputs) != 1:
+            raise UnsupportedModelError(f"{what} has {len(call.node.outputs)} outputs; a site needs one")
+        if fake_quant_role(call.op) is not None:
+            raise UnsupportedModelError(f"{what} is already a fake-quant layer")
+        if id(call.op) in acts:
+            raise UnsupportedModelError(
+                f"quantization sites {acts[id(call.op)][0].node!r} and {site.node!r} are the same tensor"
+            )
+        acts[id(call.op)] = (site, index)
+    by_op = {id(c.op): c for c in trace.calls}
+    layers: dict[int, tuple[LayerSite, int]] = {}
+    for index, site in enumerate(plan.layers):
+        entry = entries.get(site.layer)
+        if entry is None:
+            raise UnsupportedModelError(f"quantized layer {site.layer!r} is no layer of the model")
+        what = f"quantized layer {site.layer!r} ({entry.info.type_name})"
+        if fake_quant_role(entry.layer) is not None or _kind_of(entry.layer) is None:
+            raise UnsupportedModelError(
+                f"{what} cannot be fake-quantized; slimkit quantizes Conv1D/2D/3D, DepthwiseConv1D/2D "
+                "and Dense layers (not subclasses of them, whose call() may differ)"
+            )
+        call = by_op.get(id(entry.layer))
+        if call is None or call.shared:
+            raise UnsupportedModelError(f"{what} is {'shared' if call else 'not called in the model graph'}; "
+                                        "slimkit quantizes layers called once")
+        layers[id(entry.layer)] = (site, index)
+    return _Sites(acts, input_site, layers)
+
+
+def _input_name(tensor: Any) -> str:
+    return tensor._keras_history.operation.name
+
+
+def _swap(value: Any, replace: dict[int, Any]) -> Any:
+    """``value`` with every tensor in ``replace`` (by id) swapped, through lists, tuples and dicts."""
+    if id(value) in replace:
+        return replace[id(value)]
+    if isinstance(value, (list, tuple)):
+        return type(value)(_swap(v, replace) for v in value)
+    if isinstance(value, dict):
+        return {key: _swap(v, replace) for key, v in value.items()}
+    return value
+
+
+class _Cloner:
+    """Rebuilds a model (nested graph models too) through ``clone_model``, layer by layer.
+
+    ``layer_fn(layer)`` gives each layer's replacement and ``after(original, new, outputs)`` what a
+    call's outputs become (a fake-quant op appended, say). Records ``(original, copy)`` pairs.
+    """
+
+    def __init__(self, k: ModuleType, layer_fn: Any, after: Any, names: set[str]) -> None:
+        self.k, self.layer_fn, self.after = k, layer_fn, after
+        self.names = names  # every layer name in use, so added layers get unique ones
+        self.pairs: list[tuple[Any, Any]] = []
+        self.original: dict[int, Any] = {}
+
+    def unique(self, base: str) -> str:
+        name, n = base, 0
+        while name in self.names:
+            n += 1
+            name = f"{base}_{n}"
+        self.names.add(name)
+        return name
+
+    def clone(self, model: Any, on_input: Any = None) -> Any:
+        """The rebuilt ``model``; ``on_input(tensor)`` may replace its (top-level) input tensor."""
+        k = self.k
+        fn = model._functional if type(model) is k.Sequential else model
+        if fn is None:
+            raise UnsupportedModelError(f"the Sequential model {model.name!r} has no functional graph")
+        inputs = [k.Input(batch_shape=t.shape, dtype=t.dtype, name=_input_name(t)) for t in fn.inputs]
+        replace: dict[int, Any] = {}
+        if on_input is not None:
+            replace[id(inputs[0])] = on_input(inputs[0])
+
+        def clone_function(layer: Any) -> Any:
+            if is_graph_model(layer, k):
+                new = self.clone(layer)
+            else:
+                new = self.layer_fn(layer)
+            self.original[id(new)] = layer
+            self.pairs.append((layer, new))
+            return new
+
+        def call_function(layer: Any, *args: Any, **kwargs: Any) -> Any:
+            if replace:
+                args, kwargs = _swap(args, replace), _swap(kwargs, replace)
+            return self.after(self.original.get(id(layer)), layer, *args, **kwargs)
+
+        structure = k.tree.pack_sequence_as(fn._inputs_struct, inputs) if hasattr(fn, "_inputs_struct") \
+            else inputs[0]
+        clone = k.models.clone_model(fn, input_tensors=structure, clone_function=clone_function,
+                                     call_function=call_function)
+        if fn is not model or clone.name != model.name:  # a Sequential: keep its name on the Functional
+            clone = k.Model(clone.inputs, clone.outputs, name=model.name)
+        return clone
+
+
+def _all_layer_names(model: Any) -> set[str]:
+    return {layer.name for layer in model._flatten_layers(include_self=True, recursive=True)}
+
+
+def _new_fake_quant(site: ActSite, index: int, method: str, name: str) -> FakeQuant:
+    return FakeQuant(**_spec_config(site.spec), site=site.node, role="activation", method=method,
+                     index=index, name=name)
+
+
+def fake_quant_model(model: Any, k: ModuleType, trace: Trace, source: dict[str, str],
+                     entries: dict[str, LayerEntry], plan: QuantPlan) -> Any:
+    """A new model computing ``model`` with fake-quant at every site of ``plan`` (``model`` untouched).
+
+    Returns a Functional model (a Sequential comes back as the Functional of the same layers) whose
+    quantized layers are :class:`QuantLayer` wrappers and whose activation sites are
+    :class:`FakeQuant` layers named ``<layer>_fakequant``; every other layer is a copy. Weights are
+    copied; masks are not (the adapter sets them again).
+
+    Raises:
+        UnsupportedModelError: a site cannot take a fake-quant op (see :func:`resolve`), or the
+            model already has fake-quant layers.
+    """
+    if any(fake_quant_role(layer) for layer in model._flatten_layers(include_self=False, recursive=True)):
+        raise UnsupportedModelError(
+            f"Keras model {model.name!r} already has fake-quant layers; start from its without_fake_quant() copy"
+        )
+    sites = resolve(plan, trace, source, entries, k)
+
+    def layer_fn(layer: Any) -> Any:
+        copy = type(layer).from_config(layer.get_config())
+        found = sites.layers.get(id(layer))
+        if found is None:
+            return copy
+        site, index = found
+        kernel = FakeQuant(**_spec_config(site.kernel), site=f"{site.layer}/kernel", role="kernel",
+                           method=plan.method, name=cloner.unique(f"{layer.name}_kernel_quant"))
+        bias = FakeQuant(**_spec_config(_bias_spec(site.kernel)), site=f"{site.layer}/bias", role="bias",
+                         method=plan.method, name=cloner.unique(f"{layer.name}_bias_quant"))
+        return QuantLayer(copy, kernel.get_config(), bias.get_config(),
+                          {"layer": site.layer, "node": site.node, "input": site.input, "output": site.output},
+                          index=index, name=layer.name)
+
+    def after(original: Any, layer: Any, *args: Any, **kwargs: Any) -> Any:
+        out = layer(*args, **kwargs)
+        found = sites.acts.get(id(original))
+        if found is None:
+            return out
+        site, index = found
+        return _new_fake_quant(site, index, plan.method, cloner.unique(original.name + ACT_SUFFIX))(out)
+
+    cloner = _Cloner(k, layer_fn, after, _all_layer_names(model))
+    on_input = None
+    if sites.input is not None:
+        site, index = sites.input
+        on_input = _new_fake_quant(site, index, plan.method, cloner.unique(trace.input_name + ACT_SUFFIX))
+    new_model = cloner.clone(model, on_input)
+    for old, new in cloner.pairs:
+        if is_graph_model(old, k):
+            continue
+        target = new.layer if fake_quant_role(new) == "layer" else new
+        _copy_weights(old, target)
+    return new_model
+
+
+def float_model(model: Any, k: ModuleType) -> Any:
+    """A float copy of a fake-quant model: wrapped layers unwrapped, fake-quant ops removed.
+
+    Layer and input names stay, so the copy's graph has the node names the plan refers to.
+    """
+    def layer_fn(layer: Any) -> Any:
+        role = fake_quant_role(layer)
+        if role == "activation":
+            return layer  # never called: after() skips it
+        inner = layer.layer if role == "layer" else layer
+        return type(inner).from_config(inner.get_config())
+
+    def after(original: Any, layer: Any, *args: Any, **kwargs: Any) -> Any:
+        if fake_quant_role(original) == "activation":
+            return args[0]
+        return layer(*args, **kwargs)
+
+    cloner = _Cloner(k, layer_fn, after, _all_layer_names(model))
+    new_model = cloner.clone(model)
+    for old, new in cloner.pairs:
+        role = fake_quant_role(old)
+        if is_graph_model(old, k) or role == "activation":
+            continue
+        _copy_weights(old.layer if role == "layer" else old, new)
+    return new_model
+
+
+def _copy_weights(old: Any, new: Any) -> None:
+    src, dst = getattr(old, "weights", []), getattr(new, "weights", [])
+    if [tuple(v.shape) for v in src] != [tuple(v.shape) for v in dst]:
+        raise UnsupportedModelError(
+            f"cannot copy layer {old.name!r} ({type(old).__name__}): its copy has different weights"
+        )
+    for s, d in zip(src, dst):
+        d.assign(s.numpy())
+
+
+# ------------------------------------------------------------------------------------- reading
+def _quant_layers(model: Any) -> list[Any]:
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if fake_quant_role(layer) is not None]
+
+
+def has_fake_quant(model: Any) -> bool:
+    """True if ``model`` holds any slimkit fake-quant layer."""
+    flatten = getattr(model, "_flatten_layers", None)
+    return flatten is not None and bool(_quant_layers(model))
+
+
+def sites(model: Any) -> dict[str, FakeQuant]:
+    """Site key -> its :class:`FakeQuant`, for every site of a fake-quant model."""
+    out: dict[str, FakeQuant] = {}
+    for layer in _quant_layers(model):
+        if fake_quant_role(layer) == "layer":
+            for quantizer in (layer.kernel_quantizer, layer.bias_quantizer):
+                out[quantizer.site] = quantizer
+        elif layer.role == "activation":
+            out[layer.site] = layer
+    return out
+
+
+def read_plan(model: Any) -> QuantPlan | None:
+    """The plan of the fake-quant layers in ``model`` (current modes), or None if it has none."""
+    acts: list[tuple[int, ActSite]] = []
+    layers: list[tuple[int, LayerSite]] = []
+    method = None
+    for layer in _quant_layers(model):
+        if fake_quant_role(layer) == "layer":
+            s = layer.site
+            layers.append((layer.index, LayerSite(s["layer"], s["node"], layer.kernel_quantizer.spec,
+                                                  s.get("input"), s.get("output"))))
+            method = method or layer.kernel_quantizer.method
+        elif layer.role == "activation":
+            acts.append((layer.index, ActSite(layer.site, layer.spec)))
+            method = method or layer.method
+    if method is None:
+        return None
+    return QuantPlan(tuple(a for _, a in sorted(acts, key=lambda t: t[0])),
+                     tuple(s for _, s in sorted(layers, key=lambda t: t[0])), method)
+
+
+def unwrap_entries(entries: list[LayerEntry], model: Any) -> list[LayerEntry]:
+    """Layer entries of a fake-quant model as the float model's: a wrapped layer under its wrapper's
+    path (``conv1``, not ``conv1/conv1``), fake-quant variables left out (slimkit's own, like masks)."""
+    wrapped = {id(layer.layer) for layer in _quant_layers(model) if fake_quant_role(layer) == "layer"}
+    out = []
+    for entry in entries:
+        if fake_quant_role(entry.layer) is not None:
+            continue
+        if id(entry.layer) in wrapped:
+            entry = LayerEntry(dataclasses.replace(entry.info, name=entry.info.name.rsplit("/", 1)[0]),
+                               entry.layer, entry.variables)
+        out.append(entry)
+    return out
