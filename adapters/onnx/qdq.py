@@ -325,10 +325,14 @@ def _kernel_params(layer: str, node: "onnx.NodeProto", w: np.ndarray, kernel: np
 def _dq(ed: _Editor, q_name: str, p: _P, base: str, zp_dtype: np.dtype) -> str:
     """DequantizeLinear of initializer ``q_name`` with params ``p``; returns its output."""
     scale = ed.add_init(f"{base}_scale", p.scale.astype(np.float32))
-    zp = ed.add_init(f"{base}_zero_point", p.zero_point.astype(zp_dtype))
+    inputs = [q_name, scale]
+    if np.any(p.zero_point != 0) or zp_dtype != np.dtype(np.int32):
+        # An int32 bias' zero point of 0 is DequantizeLinear's default: leaving it out keeps small
+        # models' files small. Kernels keep theirs: onnxruntime fuses Gemm into QGemm only with it.
+        inputs.append(ed.add_init(f"{base}_zero_point", p.zero_point.astype(zp_dtype)))
     out = ed.fresh(f"{base}_dequantized")
     attrs = {"axis": p.axis} if p.axis is not None else {}
-    ed.node("DequantizeLinear", [q_name, scale, zp], [out], f"{base}_DequantizeLinear", **attrs)
+    ed.node("DequantizeLinear", inputs, [out], f"{base}_DequantizeLinear", **attrs)
     return out
 
 
@@ -420,7 +424,7 @@ def _quantize_layer_static(ed: _Editor, layer: str, node: "onnx.NodeProto", kern
     """Weight -> int8 + DQ, bias -> int32 + DQ; returns the int8 weight initializer."""
     w = ed.array(node.input[1]).astype(np.float32)
     kp, dtype = _kernel_params(layer, node, w, kernel, _get(params, f"{layer}/kernel", "kernel site"))
-    base = node.input[1]
+    base = f"{layer}.kernel"  # slimkit's layer name: short, and the same in both frameworks
     qname, node.input[1] = _quantized_weight(ed, w, kp, dtype, base)
     if len(node.input) > 2 and node.input[2]:
         b = ed.array(node.input[2])
@@ -440,8 +444,8 @@ def _quantize_layer_static(ed: _Editor, layer: str, node: "onnx.NodeProto", kern
         axis = 0 if bscale.size > 1 else None
         bq = _P(bscale.reshape(()) if axis is None else bscale, np.zeros(bscale.shape, np.int32).reshape(
             () if axis is None else (-1,)), int(bp.qmin), int(bp.qmax), axis)
-        q = ed.add_init(f"{node.input[2]}_quantized", quantize(b, bq).astype(np.int32))
-        node.input[2] = _dq(ed, q, bq, node.input[2], np.dtype(np.int32))
+        q = ed.add_init(f"{layer}.bias_quantized", quantize(b, bq).astype(np.int32))
+        node.input[2] = _dq(ed, q, bq, f"{layer}.bias", np.dtype(np.int32))
     return qname
 
 
@@ -459,7 +463,7 @@ def _qdq(ed: _Editor, tensor: str, p: _P, base: str, cache: dict[tuple, tuple[st
                       ed.add_init(f"{base}_zero_point", p.zero_point.astype(dtype)))
     scale, zp = cache[key]
     if tensor in ed.outputs:  # keep the graph output's name: it becomes the DQ output
-        src = ed.fresh(f"{tensor}_float")
+        src = ed.fresh(f"{base}_float")
         for node in ed.nodes:
             for i, name in enumerate(node.output):
                 if name == tensor:
@@ -469,11 +473,11 @@ def _qdq(ed: _Editor, tensor: str, p: _P, base: str, cache: dict[tuple, tuple[st
                     node.input[i] = src
         out = tensor
     else:
-        src, out = tensor, ed.fresh(f"{tensor}_dequantized")
-    quant = ed.fresh(f"{tensor}_quantized")
-    q = ed.node("QuantizeLinear", [src, scale, zp], [quant], f"{tensor}_QuantizeLinear")
+        src, out = tensor, ed.fresh(f"{base}_dq")
+    quant = ed.fresh(f"{base}_q")
+    q = ed.node("QuantizeLinear", [src, scale, zp], [quant], f"{base}_Q")
     ed.rewire(src, out, skip=q)
-    ed.node("DequantizeLinear", [quant, scale, zp], [out], f"{tensor}_DequantizeLinear")
+    ed.node("DequantizeLinear", [quant, scale, zp], [out], f"{base}_DQ")
     return src, out
 
 
@@ -583,7 +587,8 @@ def _static(ed: _Editor, plan: "QuantPlan", params: dict[str, "SiteParams"], ker
     for a in plan.acts:
         tensor = sites[a.node]
         if tensor not in dq_of:
-            pre_of[tensor], dq_of[tensor] = _qdq(ed, tensor, act_p[a.node], tensor, cache)
+            # slimkit's node names (short, framework-neutral) name the new tensors and nodes
+            pre_of[tensor], dq_of[tensor] = _qdq(ed, tensor, act_p[a.node], a.node, cache)
     # Inputs: Q/DQ after each grid-keeping op between a layer and its input site.
     for s in plan.layers:
         node, p = nodes[s.layer], act_p[s.input]
@@ -600,11 +605,11 @@ def _static(ed: _Editor, plan: "QuantPlan", params: dict[str, "SiteParams"], ker
             out = prod.output[0]
             if any(r.op_type == "QuantizeLinear" for r in ed.readers(out)):
                 continue
-            _qdq(ed, out, p, sites[s.input], cache)
+            _qdq(ed, out, p, s.input, cache)
     # Outputs: Q/DQ pairs between the layer and its output site where onnxruntime cannot fold.
     for s in plan.layers:
         if s.output is not None:
-            _output_pairs(ed, nodes[s.layer], pre_of[sites[s.output]], act_p[s.output], sites[s.output], cache)
+            _output_pairs(ed, nodes[s.layer], pre_of[sites[s.output]], act_p[s.output], s.output, cache)
     return weights, {s.layer: nodes[s.layer].name for s in plan.layers}
 
 
