@@ -95,3 +95,25 @@ def test_bad_calibration_data_is_named(framework):
         slimkit.compress(model, STATIC, calib_data=x[..., :2] if framework == "keras" else x[:, :2], verbose=False)
     with pytest.raises(DataError, match="calib_data"):
         slimkit.compress(model, STATIC, calib_data=x[:0], verbose=False)
+
+
+@pytest.mark.parametrize("framework", ["keras", "torch"])
+def test_prune_then_qat_keeps_the_zeros_through_training_and_export(framework, tmp_path):
+    model = zoo.twins("plain", seed=4)[framework]
+    x = zoo.sample("plain", framework, n=64, seed=3)
+    y = np.arange(64) % 4
+    recipe = {"seed": 0, "fine_tune": {"epochs": 2, "batch_size": 16, "learning_rate": 1e-3},
+              "layers": {"exclude": ["fc1"]},
+              "stages": [{"prune": {"sparsity": 0.5, "fine_tune": None}}, {"quantize": {"method": "qat"}}]}
+    result = slimkit.compress(model, recipe, train_data=(x, y), verbose=False)
+    adapter = adapter_for(result.model)
+    assert result.report.stages[1].steps == 2 * 4
+    for name in ("conv1", "conv2"):
+        kernel = adapter.get_weights(name)["kernel"]
+        assert np.mean(kernel == 0) >= 0.5, name  # pruned zeros survived batch-norm folding and QAT
+    row = result.export_onnx(tmp_path / "pruned_int8.onnx")
+    q = result.report.quant_exports[-1]
+    assert row.max_abs_diff <= q.output_step * 1.001
+    from slimkit.adapters.onnx.runtime import initializer_zeros
+    zeros = {k: v for k, v in initializer_zeros(str(tmp_path / "pruned_int8.onnx")).items() if k.startswith("conv")}
+    assert zeros and all(z / n >= 0.5 for k, (n, z) in zeros.items() if k.endswith("kernel_quantized")), zeros

@@ -1,0 +1,34 @@
+"""ResNet50-shaped models quantize to a QDQ file of int8 weights at most 0.3x the fp32 file, every
+conv and the classifier running as integer kernels in onnxruntime, in both frameworks.
+
+Random weights and 64x64 inputs keep it quick: the file size and the fusion do not depend on them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import slimkit
+from slimkit.adapters.onnx.runtime import run
+from slimkit.registry import adapter_for
+from structured import build  # benchmarks/structured.py: Keras application / torch definition
+
+RECIPE = {"seed": 0, "stages": [{"quantize": {"method": "static", "activations": {"samples": 4}}}]}
+
+
+@pytest.mark.parametrize("framework", ["keras", "torch"])
+def test_resnet50_int8_file_is_at_most_0_3x_and_runs_integer_kernels(framework, tmp_path):
+    model, x = build(framework, "resnet50", 64)
+    result = slimkit.compress(model, RECIPE, calib_data=x, verbose=False)
+    row = result.export_onnx(tmp_path / "resnet50_int8.onnx", sample=x[:2])
+    q = result.report.quant_exports[-1]
+    assert len(result.report.quantized) == 54  # 53 convolutions and the classifier
+    assert q.size_ratio <= 0.3, (q.int8_bytes, q.float_bytes)
+    assert row.bytes == q.int8_bytes
+    integer = {k: v for k, v in q.integer_ops.items() if k in ("QLinearConv", "QGemm", "QLinearMatMul")}
+    assert sum(integer.values()) == 54, q.integer_ops
+    assert q.integer_ops.get("QLinearAdd", 0) == 16  # every residual add
+    # the deployed model equals the simulation within one step of the output scale
+    sim = adapter_for(result.model).predict(x[:2])
+    assert np.max(np.abs(run(str(tmp_path / "resnet50_int8.onnx"), x[:2]) - sim)) <= q.output_step * 1.001
