@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 import zlib
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -12,7 +13,7 @@ import numpy as np
 
 from slimkit.adapter import FitFn, HookChain, ModelAdapter, TrainHooks
 from slimkit.data import as_arrays, first_inputs, is_array_pair
-from slimkit.errors import DataError
+from slimkit.errors import DataError, SlimkitWarning
 from slimkit.export import export_with_report
 from slimkit.metrics import evaluate
 from slimkit.progress import ProgressPrinter
@@ -24,7 +25,7 @@ from slimkit.pruning.structured import SUPPORTED_KINDS as CHANNEL_KINDS
 from slimkit.pruning.structured import ChannelPruner
 from slimkit.quant.dynamic import quantize_dynamic
 from slimkit.quant.qat import quantize_aware
-from slimkit.quant.stage import prepare, quant_rows
+from slimkit.quant.stage import kept_float_between_quantized, prepare, quant_rows
 from slimkit.quant.static import quantize_static
 from slimkit.recipe import PruneStage, QuantizeStage, Recipe
 from slimkit.registry import adapter_class
@@ -213,6 +214,13 @@ def _run_quant_stage(
     report.quantized = [s.layer for s in prepared.plan.layers]
     chosen = set(report.quantized)
     report.float_layers = [i.name for i in prepared.adapter.layers() if i.name not in chosen]
+    sandwiched = kept_float_between_quantized(prepared)
+    if sandwiched:
+        msg = (f"{field}: layers kept float between quantized tensors ({', '.join(sandwiched)}) are quantized "
+               "anyway by onnxruntime's WeightBiasQuantization when the exported model runs, so onnxruntime's "
+               "output will differ from the simulation; exclude their neighbours too, or quantize them")
+        report.notes.append(msg)
+        warnings.warn(msg, SlimkitWarning, stacklevel=3)
     if prepared.folded:
         report.notes.append("batch norms folded: " + ", ".join(f"{bn} into {layer}" for layer, bn in prepared.folded))
     bits = sorted({s.kernel.bits for s in prepared.plan.layers})

@@ -79,7 +79,7 @@ def export_with_report(
     try:
         if plan is not None:
             diff, quant_row = export_quantized(adapter, plan, tmp, x, settings, path)
-            tolerance: float | None = quant_row.output_step
+            tolerance: float | None = quant_row.tolerance
         else:
             adapter.export_onnx(str(tmp), x[:1], settings.opset)
             diff = None

@@ -92,6 +92,7 @@ class QuantExportRow:
     integer_ops: dict[str, int]
     max_abs_diff: float
     output_step: float | None  # the scale of the output tensor, if it is quantized
+    tolerance: float  # the bound verification held it to: one output step, or the float tolerance
 
     @property
     def size_ratio(self) -> float:

@@ -186,6 +186,10 @@ class _Editor:
             for a in node.attribute:
                 if a.name == "value":
                     return self._np.to_array(a.t)
+        if node is not None and node.op_type == "Identity":
+            # torch.onnx shares identical initializers (all-zero biases after folding fresh batch
+            # norms, say) through Identity nodes
+            return self.array(node.input[0])
         return None
 
     def add_init(self, base: str, value: np.ndarray) -> str:

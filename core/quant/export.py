@@ -80,15 +80,19 @@ def _fixed(key: str, spec: Any, state: dict[str, np.ndarray]) -> SiteParams:
                       spec.axis if scale.ndim else None)
 
 
-def output_step(adapter: ModelAdapter, plan: QuantPlan, params: dict[str, SiteParams], x: np.ndarray) -> float | None:
-    """The scale of the model's output tensor when a site quantizes it, else None."""
+def output_step(adapter: ModelAdapter, plan: QuantPlan, params: dict[str, SiteParams],
+                x: np.ndarray) -> tuple[float | None, float | None]:
+    """The scale and the float range ``(qmax - qmin) * scale`` of the model's output when a site
+    quantizes it, else ``(None, None)``."""
     graph = adapter.graph(x[:1])
     outputs = [n for n in graph.nodes if n.op == "output"]
     if len(outputs) != 1:
-        return None
-    source = grid_source(graph, outputs[0].inputs[0])
-    p = params.get(source)
-    return None if p is None else float(np.max(p.scale))
+        return None, None
+    p = params.get(grid_source(graph, outputs[0].inputs[0]))
+    if p is None:
+        return None, None
+    scale = float(np.max(p.scale))
+    return scale, scale * (p.qmax - p.qmin)
 
 
 def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.ndarray,
@@ -118,16 +122,18 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
         if reference.shape != got.shape:
             raise ExportError(f"{dest}: quantized ONNX output shape {got.shape} != framework output {reference.shape}")
         diff = float(np.max(np.abs(reference - got))) if reference.size else 0.0
-        step = output_step(float_adapter, plan, params, x)
-        bound = settings.tolerance * max(1.0, float(np.max(np.abs(reference))))
-        if step is not None:
-            bound = max(bound, 1.001 * step)
+        step, span = output_step(float_adapter, plan, params, x)
+        if span is None:  # a float op (softmax, say) after the last quantized tensor
+            span = float(np.max(reference) - np.min(reference)) if reference.size else 0.0
+        bound = max(settings.tolerance * max(1.0, float(np.max(np.abs(reference)))),
+                    settings.quant_tolerance * span, 1.001 * (step or 0.0))
         if settings.verify and not diff <= bound:
             reduced = all(s.kernel.qmax < 127 for s in plan.layers)
             hint = ("" if reduced else " Weights use the full int8 range: onnxruntime's u8s8 kernels on CPUs "
                     "without VNNI saturate with it; quantize with weights.reduce_range: true.")
             raise ExportError(f"{dest}: onnxruntime's int8 output differs from the simulated model by {diff:.4g} "
-                              f"(max abs), above one quantization step ({bound:.4g}); the file was not written.{hint}")
+                              f"(max abs), above the bound {bound:.4g} (one output step, or quant_tolerance of the "
+                              f"output's range); the file was not written.{hint}")
         ops = _qdq().fused_ops(str(tmp))
         integer_ops = {k: int(v) for k, v in ops.items() if k in INTEGER_OPS}
         lat_f = lat_q = None
@@ -136,7 +142,7 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
             lat_f = _bench().latency_ms(str(float_path), one, repeats=20, warmup=3)
             lat_q = _bench().latency_ms(str(tmp), one, repeats=20, warmup=3)
         row = QuantExportRow(str(dest), os.path.getsize(float_path), os.path.getsize(tmp), lat_f, lat_q,
-                             integer_ops, diff, step)
+                             integer_ops, diff, step, bound)
         return diff, row
     finally:
         float_path.unlink(missing_ok=True)

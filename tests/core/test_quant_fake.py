@@ -167,3 +167,11 @@ def test_uncalibrated_sites_cannot_be_exported(classification_data):
         site_params(sim, plan)
     with pytest.raises(KeyError, match="no quantization site 'nope'"):
         sim.set_quant_params({"nope": None})
+
+
+def test_a_float_layer_between_quantized_tensors_is_named(classification_data):
+    x, _ = classification_data
+    with pytest.warns(slimkit.SlimkitWarning, match=r"kept float between quantized tensors \(fc2\)"):
+        result = slimkit.compress(make_mlp(other=False), quant(layers={"exclude": ["fc2"]}), calib_data=x,
+                                  verbose=False)
+    assert any("WeightBiasQuantization" in n for n in result.report.notes)
