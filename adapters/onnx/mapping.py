@@ -183,14 +183,71 @@ def same_values(target: np.ndarray, value: np.ndarray) -> bool:
     return bool(np.max(np.abs(np.sort(value, axis=None) - target), initial=0.0) <= bound)
 
 
+#: Ops a layer's output passes through to its output site, or its input comes through from its input
+#: site, in exported graphs (bias adds, activations, layout and shape changes, pooling).
+_NEAR_OPS = ("Relu", "Clip", "Add", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity",
+             "MaxPool", "Pad", "Cast")
+
+
+def _anchored(model: "onnx.ModelProto", plan: "QuantPlan", layers: dict[str, str]) -> dict[str, list[str]]:
+    """Candidate tensors of each site near its layer's node (found by weights, so unambiguous).
+
+    When probe values cannot tell two sites apart (dead or saturated activations of untrained
+    weights, say), the tensors next to the layer that reads or writes the site decide.
+    """
+    producer = {o: n for n in model.graph.node for o in n.output}
+    readers: dict[str, list["onnx.NodeProto"]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    by_name = {n.name: n for n in model.graph.node}
+    inits = {i.name for i in model.graph.initializer} | {
+        o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    near: dict[str, list[str]] = {}
+    for s in plan.layers:
+        node = by_name.get(layers.get(s.layer, ""))
+        if node is None:
+            continue
+        if s.output is not None:
+            chain, cur = [], node.output[0]
+            while True:
+                chain.append(cur)
+                nxt = readers.get(cur, [])
+                if len(nxt) != 1 or nxt[0].op_type not in _NEAR_OPS or not _unary(nxt[0], inits):
+                    break
+                cur = nxt[0].output[0]
+            near.setdefault(s.output, []).extend(chain)
+        if s.input is not None:
+            chain, cur = [], node.input[0]
+            while True:
+                chain.append(cur)
+                prev = producer.get(cur)
+                if prev is None or prev.op_type not in _NEAR_OPS or not prev.input or not _unary(prev, inits):
+                    break
+                cur = prev.input[0]
+            # farthest back first: a tensor several layers read is quantized once, at its producer
+            near.setdefault(s.input, []).extend(reversed(chain))
+    return near
+
+
+def _unary(node: "onnx.NodeProto", inits: set[str]) -> bool:
+    """True if every input but the first is a constant (a bias Add, a Reshape's shape), not a branch."""
+    return all(not name or name in inits for name in node.input[1:])
+
+
 def map_sites(
     model: "onnx.ModelProto",
     plan: "QuantPlan",
     act_values: dict[str, np.ndarray],
     order: list[str],
     values: dict[str, np.ndarray],
+    layers: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """Each activation site -> the ONNX tensor holding its values (see the module docstring).
+
+    Args:
+        layers: layer -> ONNX node (from :func:`map_layers`); anchors sites to their layers' nodes
+            when several tensors hold a site's values.
 
     Raises:
         ExportError: a site has no values in ``act_values`` or matches no tensor.
@@ -199,7 +256,9 @@ def map_sites(
     for node in model.graph.node:
         if node.op_type in ("Relu", "Clip") and node.input and node.output:
             relu_of.setdefault(node.input[0], node.output[0])
+    near = _anchored(model, plan, layers or {})
     out: dict[str, str] = {}
+    taken: set[str] = set()
     for site in plan.acts:
         if site.node not in act_values:
             raise ExportError(f"no framework values given for activation site {site.node!r}")
@@ -210,11 +269,17 @@ def map_sites(
                 f"activation site {site.node!r}: no tensor of the ONNX graph has its values on the probe "
                 f"({target.size} values); the exported graph computes something else"
             )
-        chosen = hits[0]
+        # Two sites can hold equal values on the probe (a residual add whose branch outputs zeros,
+        # say): sites come in graph order, so a later one takes the first tensor not yet taken.
+        free = [h for h in hits if h not in taken]
+        hit_set = set(hits)
+        anchored = [t for t in near.get(site.node, ()) if t in hit_set]
+        chosen = (anchored or free or hits)[0]
         hit_set = set(hits)
         while chosen in relu_of and relu_of[chosen] in hit_set:
             chosen = relu_of[chosen]
         out[site.node] = chosen
+        taken.add(chosen)
     return out
 
 
@@ -228,6 +293,6 @@ def map_model(
     """The mapping of ``plan`` onto the float ``model`` (no ``weights``: nothing is quantized yet)."""
     layers = map_layers(model, plan, kernels)
     order, values = probe_values(model, probe)
-    sites = map_sites(model, plan, act_values, order, values)
+    sites = map_sites(model, plan, act_values, order, values, layers)
     return QdqMapping(tuple((a.node, sites[a.node]) for a in plan.acts),
                       tuple((s.layer, layers[s.layer]) for s in plan.layers))

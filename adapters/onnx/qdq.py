@@ -725,7 +725,7 @@ def insert_qdq(
     model.CopyFrom(float_model)
     layers = map_layers(model, plan, kernels)
     order, values = probe_values(model, probe)
-    sites = map_sites(model, plan, act_values, order, values)
+    sites = map_sites(model, plan, act_values, order, values, layers)
     ed = _Editor(model)
     if plan.method == "dynamic":
         weights, nodes = _dynamic(ed, plan, params, kernels, layers)
