@@ -117,3 +117,34 @@ def test_prune_then_qat_keeps_the_zeros_through_training_and_export(framework, t
     from slimkit.adapters.onnx.runtime import initializer_zeros
     zeros = {k: v for k, v in initializer_zeros(str(tmp_path / "pruned_int8.onnx")).items() if k.startswith("conv")}
     assert zeros and all(z / n >= 0.5 for k, (n, z) in zeros.items() if k.endswith("kernel_quantized")), zeros
+
+
+def test_sites_with_equal_values_map_to_their_own_tensors(tmp_path):
+    """A residual branch that outputs zeros makes the add's output equal its shortcut on every probe;
+    the mapping tells the two sites apart by the layers next to them (found by weights)."""
+    import torch
+    from torch import nn
+
+    class DeadBranch(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, padding=1)
+            self.branch = nn.Conv2d(8, 8, 1)
+            self.head = nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            a = torch.relu(self.stem(x))
+            return self.head(torch.relu(a + self.branch(a)))
+
+    torch.manual_seed(0)
+    model = DeadBranch()
+    with torch.no_grad():
+        model.branch.weight.zero_()
+        model.branch.bias.zero_()
+        model.branch.weight[0, 0] = 1e-30  # unique kernel values; still outputs zeros in float32
+    x = np.random.default_rng(0).normal(size=(16, 3, 8, 8)).astype(np.float32)
+    result = slimkit.compress(model, STATIC, calib_data=x, verbose=False)
+    result.export_onnx(tmp_path / "dead.onnx")
+    q = result.report.quant_exports[-1]
+    assert q.integer_ops.get("QLinearConv") == 3 and q.integer_ops.get("QLinearAdd") == 1, q.integer_ops
+    assert q.max_abs_diff <= q.output_step * 1.001
