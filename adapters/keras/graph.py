@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from slimkit.errors import UnsupportedModelError
 from slimkit.graph import LayerGraph, Node
+from slimkit.names import unique_name
 
 from .layers import LayerEntry
 
@@ -277,12 +278,7 @@ class Walker:
             name = f"{path}#{index}"
         else:
             name = path
-        base, n = name, 0
-        while name in self._used:
-            n += 1
-            name = f"{base}#{n}"
-        self._used.add(name)
-        return name
+        return unique_name(name, self._used, sep="#")
 
 
 # ------------------------------------------------------------------------------------ the graph

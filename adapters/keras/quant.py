@@ -32,6 +32,7 @@ import numpy as np
 from keras import ops
 
 from slimkit.errors import UnsupportedModelError
+from slimkit.names import unique_name
 from slimkit.quant.plan import MODES, ActSite, FakeQuantSpec, LayerSite, QuantPlan, SiteParams
 
 from .graph import Trace, fake_quant_role, is_graph_model
@@ -539,12 +540,7 @@ class _Cloner:
         self.original: dict[int, Any] = {}
 
     def unique(self, base: str) -> str:
-        name, n = base, 0
-        while name in self.names:
-            n += 1
-            name = f"{base}_{n}"
-        self.names.add(name)
-        return name
+        return unique_name(base, self.names)
 
     def clone(self, model: Any, on_input: Any = None) -> Any:
         """The rebuilt ``model``; ``on_input(tensor)`` may replace its (top-level) input tensor."""

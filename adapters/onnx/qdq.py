@@ -53,6 +53,7 @@ import numpy as np
 
 from slimkit.adapters.onnx.mapping import QdqMapping, map_layers, map_sites, probe_values, same_values
 from slimkit.errors import ExportError
+from slimkit.names import unique_name
 from slimkit.quant.params import quantize
 
 if TYPE_CHECKING:
@@ -169,12 +170,7 @@ class _Editor:
         self._np = numpy_helper
 
     def fresh(self, base: str) -> str:
-        name, i = base, 0
-        while name in self.names:
-            i += 1
-            name = f"{base}_{i}"
-        self.names.add(name)
-        return name
+        return unique_name(base, self.names)
 
     def array(self, name: str) -> np.ndarray | None:
         """The value of a constant tensor (initializer or Constant node); None for a computed one."""
