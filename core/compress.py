@@ -25,7 +25,8 @@ from slimkit.pruning.structured import SUPPORTED_KINDS as CHANNEL_KINDS
 from slimkit.pruning.structured import ChannelPruner
 from slimkit.quant.dynamic import quantize_dynamic
 from slimkit.quant.qat import quantize_aware
-from slimkit.quant.stage import kept_float_between_quantized, prepare, quant_rows
+from slimkit.quant.plan import float_between_sites
+from slimkit.quant.stage import prepare, quant_rows
 from slimkit.quant.static import quantize_static
 from slimkit.recipe import PruneStage, QuantizeStage, Recipe
 from slimkit.registry import adapter_class
@@ -214,7 +215,7 @@ def _run_quant_stage(
     report.quantized = [s.layer for s in prepared.plan.layers]
     chosen = set(report.quantized)
     report.float_layers = [i.name for i in prepared.adapter.layers() if i.name not in chosen]
-    sandwiched = kept_float_between_quantized(prepared)
+    sandwiched = float_between_sites(prepared.graph, prepared.plan)
     if sandwiched:
         msg = (f"{field}: layers kept float between quantized tensors ({', '.join(sandwiched)}) are quantized "
                "anyway by onnxruntime's WeightBiasQuantization when the exported model runs, so onnxruntime's "

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from slimkit.adapter import LayerInfo, ModelAdapter, TrainHooks
+from slimkit.adapter import LayerInfo, ModelAdapter
 from slimkit.pruning.masks import from_canonical, smallest_k_mask, to_canonical
+from slimkit.pruning.scheduled import ScheduledPruner
 from slimkit.recipe import PruneStage
-from slimkit.schedules import is_update_step, sparsity_at
 
 #: Layer kinds whose kernel magnitude pruning can mask.
 SUPPORTED_KINDS = ("dense", "conv", "depthwise_conv", "embedding")
@@ -43,7 +43,7 @@ def magnitude_masks(kernels: dict[str, np.ndarray], sparsity: float, scope: str)
     return masks
 
 
-class MagnitudePruner(TrainHooks):
+class MagnitudePruner(ScheduledPruner):
     """Drives magnitude pruning of selected layers through an adapter, one-shot or along a schedule."""
 
     def __init__(self, adapter: ModelAdapter, layers: list[LayerInfo], stage: PruneStage) -> None:
@@ -74,13 +74,8 @@ class MagnitudePruner(TrainHooks):
         return self.finish()
 
     # TrainHooks: the schedule runs over the optimizer steps of the stage's fine-tuning.
-    def begin(self, total_steps: int) -> None:
-        self.total_steps = total_steps
-
-    def step_end(self, step: int) -> None:
-        total = max(1, self.total_steps)
-        if is_update_step(self.stage.schedule, step, total):
-            self.apply(sparsity_at(self.stage.schedule, self.stage.sparsity, step, total))
+    def update(self, sparsity: float) -> None:
+        self.apply(sparsity)
 
     def end(self) -> None:
         # Whatever the schedule's shape or the steps actually run, leave exactly the target.

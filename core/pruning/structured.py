@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from slimkit.adapter import LayerInfo, ModelAdapter, TrainHooks
+from slimkit.adapter import LayerInfo, ModelAdapter
 from slimkit.data import is_array_pair
 from slimkit.errors import DataError, RecipeError, SlimkitWarning
 from slimkit.graph import analyse
@@ -28,8 +28,8 @@ from slimkit.pruning.channel import (
 )
 from slimkit.pruning.criteria import NEEDS_ACTIVATIONS, NEEDS_GRADIENTS, activation_stats, group_scores
 from slimkit.pruning.masks import to_canonical
+from slimkit.pruning.scheduled import ScheduledPruner
 from slimkit.recipe import FineTune, PruneStage
-from slimkit.schedules import is_update_step, sparsity_at
 
 _CHUNK = 32  # calibration samples per forward pass when collecting activation statistics
 
@@ -37,7 +37,7 @@ _CHUNK = 32  # calibration samples per forward pass when collecting activation s
 SUPPORTED_KINDS = ("dense", "conv")
 
 
-class ChannelPruner(TrainHooks):
+class ChannelPruner(ScheduledPruner):
     """Channel pruning of the groups whose producers are all selected."""
 
     def __init__(
@@ -173,15 +173,9 @@ class ChannelPruner(TrainHooks):
         return self.finish()
 
     # TrainHooks: gradual masking along the schedule.
-    def begin(self, total_steps: int) -> None:
-        self.total_steps = total_steps
-
-    def step_end(self, step: int) -> None:
-        total = max(1, self.total_steps)
-        if is_update_step(self.stage.schedule, step, total):
-            ratio = sparsity_at(self.stage.schedule, self.stage.sparsity, step, total)
-            self._mask(self.choose(ratio))
-            self.current = ratio
+    def update(self, sparsity: float) -> None:
+        self._mask(self.choose(sparsity))
+        self.current = sparsity
 
     def end(self) -> None:
         if self.current != self.stage.sparsity or not self.choices:

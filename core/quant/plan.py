@@ -219,3 +219,27 @@ def plan_sites(
     ordered = tuple(sorted(acts.values(), key=lambda a: order[a.node]))
     sites.sort(key=lambda s: order[s.node])
     return QuantPlan(ordered, tuple(sites), method)
+
+
+def float_between_sites(graph: LayerGraph, plan: QuantPlan) -> list[str]:
+    """Float conv/dense layers whose input and (through ReLU / grid-keeping ops) output are quantized.
+
+    onnxruntime (1.20+, ``WeightBiasQuantization``) quantizes the float weights of such a layer itself
+    when it sees ``DequantizeLinear -> layer -> QuantizeLinear``, with parameters slimkit does not choose.
+    """
+    sites = {a.node for a in plan.acts}
+    quantized = {s.layer for s in plan.layers}
+    readers = consumers(graph)
+    found = []
+    for node in graph.nodes:
+        if node.op not in QUANTIZABLE_KINDS or node.layer is None or node.layer in quantized:
+            continue
+        if grid_source(graph, node.inputs[0]) not in sites:
+            continue
+        cur = node
+        while cur.name not in sites and len(readers[cur.name]) == 1 and \
+                readers[cur.name][0].attrs.get("quant") in ("relu", "same"):
+            cur = readers[cur.name][0]
+        if cur.name in sites:
+            found.append(node.layer)
+    return found

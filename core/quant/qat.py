@@ -18,7 +18,7 @@ from slimkit.errors import DataError
 from slimkit.quant.calibrate import calibrate
 from slimkit.quant.plan import SiteParams
 from slimkit.quant.stage import Prepared, calibrated_acts, finish, weight_params
-from slimkit.quant.specs import kernel_params
+from slimkit.quant.specs import activation_params, kernel_params
 from slimkit.recipe import QuantizeStage
 
 
@@ -66,15 +66,15 @@ def quantize_aware(prepared: Prepared, stage: QuantizeStage, x: np.ndarray, trai
     ranges: dict[str, tuple[float, float]] = {}
     for a in plan.acts:
         got = state.get(a.node, {})
-        if a.spec.mode == "ema":
-            lo, hi = float(np.asarray(got.get("min", np.nan))), float(np.asarray(got.get("max", np.nan)))
-            if not (np.isfinite(lo) and np.isfinite(hi)):
-                raise DataError(f"{field}: activation {a.node!r} saw no training batch, so its range was "
-                                "never learned; check train_data")
-            ranges[a.node] = (lo, hi)
-        acts[a.node] = _learned(a.node, a.spec, got) if a.spec.mode == "lsq" else None  # type: ignore[assignment]
-    ema = calibrated_acts(plan, ranges) if ranges else {}
-    acts = {k: (v if v is not None else ema[k]) for k, v in acts.items()}
+        if a.spec.mode == "lsq":
+            acts[a.node] = _learned(a.node, a.spec, got)
+            continue
+        lo, hi = float(np.asarray(got.get("min", np.nan))), float(np.asarray(got.get("max", np.nan)))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise DataError(f"{field}: activation {a.node!r} saw no training batch, so its range was "
+                            "never learned; check train_data")
+        ranges[a.node] = (lo, hi)
+        acts[a.node] = SiteParams.of(activation_params(lo, hi, a.spec))
     learned = {f"{s.layer}/kernel": _learned(f"{s.layer}/kernel", s.kernel, state.get(f"{s.layer}/kernel", {}))
                for s in plan.layers if s.kernel.mode == "lsq"}
     params = {**acts, **weight_params(trained, plan, acts, learned)}

@@ -15,7 +15,7 @@ from slimkit.adapter import LayerInfo, ModelAdapter
 from slimkit.errors import DataError
 from slimkit.graph import LayerGraph
 from slimkit.quant.bn_fold import fold_batchnorm
-from slimkit.quant.plan import QUANTIZABLE_KINDS, FakeQuantSpec, QuantPlan, SiteParams, consumers, plan_sites
+from slimkit.quant.plan import QUANTIZABLE_KINDS, FakeQuantSpec, QuantPlan, SiteParams, plan_sites
 from slimkit.quant.specs import activation_params, activation_spec, bias_params, kernel_params, kernel_spec, weight_settings
 from slimkit.recipe import QuantizeStage
 from slimkit.report import QuantRow
@@ -75,34 +75,6 @@ def prepare(work: ModelAdapter, stage: QuantizeStage, field: str, sample: np.nda
     graph = work.graph(sample)
     plan = plan_sites(graph, specs, activation_spec(stage.activations, act_mode), stage.method)
     return Prepared(work, plan, tuple(layers), tuple(sorted(folded)), graph)
-
-
-def kept_float_between_quantized(prepared: Prepared) -> list[str]:
-    """Float conv/dense layers whose input and (after ReLU / grid-keeping ops) output are quantized.
-
-    onnxruntime (1.20+, ``WeightBiasQuantization``) quantizes the float weights of such a layer itself
-    when it sees ``DequantizeLinear -> layer -> QuantizeLinear``, with parameters slimkit does not choose.
-    """
-    sites = {a.node for a in prepared.plan.acts}
-    quantized = {s.layer for s in prepared.plan.layers}
-    found = []
-    g = prepared.graph
-    readers = consumers(g)
-    for node in g.nodes:
-        if node.op not in QUANTIZABLE_KINDS or node.layer is None or node.layer in quantized:
-            continue
-        src = g.by_name[node.inputs[0]]
-        while src.attrs.get("quant") == "same" and len(src.inputs) == 1:
-            src = g.by_name[src.inputs[0]]
-        if src.name not in sites:
-            continue
-        cur = node
-        while cur.name not in sites and len(readers[cur.name]) == 1 and \
-                readers[cur.name][0].attrs.get("quant") in ("relu", "same"):
-            cur = readers[cur.name][0]
-        if cur.name in sites:
-            found.append(node.layer)
-    return found
 
 
 def fixed_plan(plan: QuantPlan) -> QuantPlan:

@@ -1,0 +1,30 @@
+"""What every gradual pruner shares: following its stage's schedule over the fine-tuning steps."""
+
+from __future__ import annotations
+
+from slimkit.adapter import TrainHooks
+from slimkit.recipe import PruneStage
+from slimkit.schedules import is_update_step, sparsity_at
+
+
+class ScheduledPruner(TrainHooks):
+    """Calls :meth:`update` with the schedule's sparsity on each of its update steps.
+
+    Subclasses set ``stage`` and implement ``update``; ``total_steps`` is what the training loop
+    announced in ``begin``.
+    """
+
+    stage: PruneStage
+    total_steps: int = 0
+
+    def update(self, sparsity: float) -> None:
+        """Prunes to ``sparsity`` (masks only: training continues)."""
+        raise NotImplementedError
+
+    def begin(self, total_steps: int) -> None:
+        self.total_steps = total_steps
+
+    def step_end(self, step: int) -> None:
+        total = max(1, self.total_steps)
+        if is_update_step(self.stage.schedule, step, total):
+            self.update(sparsity_at(self.stage.schedule, self.stage.sparsity, step, total))
