@@ -65,3 +65,35 @@ def test_twins_simulate_the_same_outputs(arch):
     # rounding tipped a tie
     assert np.max(diff) <= steps["keras"] * 1.001
     assert np.mean(diff > 0.5 * steps["keras"]) < 0.02
+
+
+DYNAMIC = {"seed": 0, "stages": [{"quantize": {"method": "dynamic"}}]}
+# QAT with a vanishing learning rate and unshuffled batches: both frameworks see the same batches in
+# the same order, so the moving-average ranges and the kernels' ranges must agree.
+QAT = {"seed": 0, "fine_tune": {"epochs": 1, "batch_size": 16, "learning_rate": 1e-12, "shuffle": False},
+       "stages": [{"quantize": {"method": "qat"}}]}
+
+
+def trained(model, arch, framework, recipe):
+    x = zoo.sample(arch, framework, n=64, seed=3)
+    y = np.arange(64) % 4
+    result = slimkit.compress(model, recipe, train_data=(x, y), calib_data=x, verbose=False)
+    adapter = adapter_for(result.model)
+    return adapter.quant_plan(), adapter.quant_state()
+
+
+# No QAT case for mlp: its dropout draws different random masks in each framework while training.
+@pytest.mark.parametrize("arch, recipe", [("plain", DYNAMIC), ("mlp", DYNAMIC), ("plain", QAT)],
+                         ids=["plain-dynamic", "mlp-dynamic", "plain-qat"])
+def test_twins_agree_under_dynamic_and_qat(arch, recipe):
+    models = zoo.twins(arch, seed=4)
+    k_plan, k_state = trained(models["keras"], arch, "keras", recipe)
+    t_plan, t_state = trained(models["torch"], arch, "torch", recipe)
+    keras_layers, torch_layers = per_layer(k_plan, k_state), per_layer(t_plan, t_state)
+    assert keras_layers.keys() == torch_layers.keys() and keras_layers
+    for layer, roles in keras_layers.items():
+        assert roles.keys() == torch_layers[layer].keys(), layer
+        for role, (scale, zp) in roles.items():
+            t_scale, t_zp = torch_layers[layer][role]
+            np.testing.assert_allclose(scale, t_scale, rtol=1e-4, err_msg=f"{arch} {layer} {role}")
+            np.testing.assert_array_equal(zp, t_zp, err_msg=f"{arch} {layer} {role}")
