@@ -34,12 +34,11 @@ from keras import ops
 from slimkit.errors import UnsupportedModelError
 from slimkit.names import unique_name
 from slimkit.quant.plan import MODES, ActSite, FakeQuantSpec, LayerSite, QuantPlan, SiteParams
+from slimkit.quant.specs import bias_spec
 
 from .graph import Trace, fake_quant_role, is_graph_model
 from .layers import LayerEntry
 
-#: int32 range of bias sites (QLinearConv adds the bias as int32).
-BIAS_RANGE = (-(2**31), 2**31 - 1)
 
 _F32_TINY = float(np.finfo(np.float32).tiny)
 # Smallest learned (lsq) scale: keeps x / scale finite, far below any useful step size.
@@ -437,12 +436,6 @@ def _spec_config(spec: FakeQuantSpec) -> dict[str, Any]:
     return dataclasses.asdict(spec)
 
 
-def _bias_spec(kernel: FakeQuantSpec) -> FakeQuantSpec:
-    """A bias site's spec: int32, zero point 0, per channel (axis 0) when the kernel is."""
-    return FakeQuantSpec(BIAS_RANGE[0], BIAS_RANGE[1], True, 0 if kernel.axis is not None else None,
-                         "fixed", bits=32, signed=True)
-
-
 @dataclasses.dataclass(frozen=True)
 class _Sites:
     """The plan resolved onto the model: original Keras op id -> its site (and plan position)."""
@@ -612,7 +605,7 @@ def fake_quant_model(model: Any, k: ModuleType, trace: Trace, source: dict[str, 
         site, index = found
         kernel = FakeQuant(**_spec_config(site.kernel), site=f"{site.layer}/kernel", role="kernel",
                            method=plan.method, name=cloner.unique(f"{layer.name}_kernel_quant"))
-        bias = FakeQuant(**_spec_config(_bias_spec(site.kernel)), site=f"{site.layer}/bias", role="bias",
+        bias = FakeQuant(**_spec_config(bias_spec(site.kernel)), site=f"{site.layer}/bias", role="bias",
                          method=plan.method, name=cloner.unique(f"{layer.name}_bias_quant"))
         return QuantLayer(copy, kernel.get_config(), bias.get_config(),
                           {"layer": site.layer, "node": site.node, "input": site.input, "output": site.output},

@@ -37,14 +37,13 @@ from torch.nn.utils import parametrize
 
 from slimkit.errors import UnsupportedModelError
 from slimkit.quant.plan import MODES, ActSite, FakeQuantSpec, LayerSite, QuantPlan, SiteParams
+from slimkit.quant.specs import bias_spec
 
 from slimkit.adapters.torch.graph import trace, unshaped_node_names
 from slimkit.adapters.torch.rebuild import independent_copy
 
 #: Attribute of the traced model holding the activation fake-quant modules (a ``nn.ModuleDict``).
 CONTAINER = "slimkit_quant"
-#: Integer range of bias sites (int32, as QLinearConv adds the bias).
-BIAS_RANGE = (-(2**31), 2**31 - 1)
 _TINY = float(np.finfo(np.float32).tiny)
 _QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _WITH_PARAMS = ("fixed", "lsq")  # modes whose state is a scale and a zero point
@@ -402,9 +401,8 @@ def _quantize_layer(gm: fx.GraphModule, site: LayerSite, method: str, order: int
     # appended after any mask, so the mask's zeros are what gets quantized (and stay zero)
     parametrize.register_parametrization(module, "weight", kernel, unsafe=True)
     if module.bias is not None:
-        spec = FakeQuantSpec(BIAS_RANGE[0], BIAS_RANGE[1], symmetric=True, axis=None if axis is None else 0,
-                             mode="fixed", bits=32, signed=True)
-        bias = FakeQuant(f"{site.layer}/bias", spec, "bias", None if axis is None else int(module.bias.shape[0]),
+        bias = FakeQuant(f"{site.layer}/bias", bias_spec(site.kernel), "bias",
+                         None if axis is None else int(module.bias.shape[0]),
                          method=method, order=order)
         parametrize.register_parametrization(module, "bias", bias, unsafe=True)
 

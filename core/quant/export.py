@@ -20,6 +20,7 @@ import numpy as np
 from slimkit.adapter import ModelAdapter
 from slimkit.errors import ExportError
 from slimkit.quant.plan import QuantPlan, SiteParams, grid_source
+from slimkit.quant.specs import INT32_RANGE
 from slimkit.recipe import OnnxExport
 from slimkit.report import QuantExportRow
 
@@ -65,7 +66,7 @@ def site_params(adapter: ModelAdapter, plan: QuantPlan) -> dict[str, SiteParams]
         if "scale" in bias:
             params[f"{s.layer}/bias"] = SiteParams(np.asarray(bias["scale"], np.float32),
                                                    np.asarray(bias["zero_point"], np.int32),
-                                                   -(2**31), 2**31 - 1, 0 if np.ndim(bias["scale"]) else None)
+                                                   *INT32_RANGE, 0 if np.ndim(bias["scale"]) else None)
     return params
 
 

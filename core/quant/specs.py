@@ -38,6 +38,12 @@ def kernel_spec(w: WeightQuant, layer: LayerInfo, mode: str) -> FakeQuantSpec:
                          bits=w.bits, signed=True)
 
 
+def bias_spec(kernel: FakeQuantSpec) -> FakeQuantSpec:
+    """A bias site's spec: int32, zero point 0, per channel (axis 0) when the kernel is."""
+    return FakeQuantSpec(INT32_RANGE[0], INT32_RANGE[1], True, 0 if kernel.axis is not None else None,
+                         "fixed", bits=32, signed=True)
+
+
 def activation_spec(a: ActivationQuant, mode: str) -> FakeQuantSpec:
     """The spec shared by every activation site."""
     if mode == "dynamic":

@@ -28,6 +28,7 @@ from slimkit.errors import DataError, ExportError, UnsupportedModelError
 from slimkit.graph import LayerGraph, Node
 from slimkit.quant.params import params_from_range, qrange
 from slimkit.quant.plan import ActSite, FakeQuantSpec, LayerSite, QuantPlan, SiteParams
+from slimkit.quant.specs import bias_spec
 from slimkit.recipe import FineTune
 
 _EPS = 1e-5
@@ -518,8 +519,7 @@ class FakeAdapter(ModelAdapter):
                 site = sites[layer.name]
                 layer.quant = {"kernel": FakeQuant("", f"{layer.name}/kernel", site.kernel)}
                 if site.input is not None:
-                    bias_spec = FakeQuantSpec(-(2**31), 2**31 - 1, True, 0, "fixed", bits=8)
-                    layer.quant["bias"] = FakeQuant("", f"{layer.name}/bias", bias_spec)
+                    layer.quant["bias"] = FakeQuant("", f"{layer.name}/bias", bias_spec(site.kernel))
             node = f"{layer.name}/relu" if getattr(layer, "relu", False) else layer.name
             if node in after:
                 layers.append(FakeQuant(f"fq:{node}", node, after[node].spec))
