@@ -227,6 +227,10 @@ class ModelAdapter(abc.ABC):
     def num_batches(self, data: Any, batch_size: int) -> int:
         """Optimizer steps in one epoch over ``data`` (numpy tuple or the framework's own loader)."""
 
+    def total_steps(self, data: Any, settings: FineTune) -> int | None:
+        """Optimizer steps fine-tuning on ``data`` takes (None when there is no data to count)."""
+        return None if data is None else settings.epochs * self.num_batches(data, settings.batch_size)
+
     @abc.abstractmethod
     def fit(self, data: Any, settings: FineTune, hooks: TrainHooks, fit_fn: FitFn | None = None) -> None:
         """Fine-tunes the model, calling ``hooks`` each step; ``fit_fn`` replaces the built-in loop."""

@@ -233,8 +233,7 @@ class TorchAdapter(ModelAdapter):
     def fit(self, data: Any, settings: FineTune, hooks: TrainHooks, fit_fn: FitFn | None = None) -> None:
         callback = self.training_callback(hooks)
         if fit_fn is not None:
-            total = None if data is None else settings.epochs * self.num_batches(data, settings.batch_size)
-            callback.run_user_fit(fit_fn, self.model, total)
+            callback.run_user_fit(fit_fn, self.model, self.total_steps(data, settings))
             return
         loader = self._loader(data, settings)
         optimizer = make_optimizer(settings, self.model.parameters())

@@ -426,8 +426,7 @@ class FakeAdapter(ModelAdapter):
     def fit(self, data: Any, settings: FineTune, hooks: TrainHooks, fit_fn: FitFn | None = None) -> None:
         callback = self.training_callback(hooks)
         if fit_fn is not None:
-            total = None if data is None else settings.epochs * self.num_batches(data, settings.batch_size)
-            callback.run_user_fit(fit_fn, self.model, total)
+            callback.run_user_fit(fit_fn, self.model, self.total_steps(data, settings))
             return
         x, y = as_arrays(data, "train_data", need_labels=True)
         self.check_input(x[:2], "train_data")

@@ -34,20 +34,24 @@ def per_layer(plan, state):
     return out
 
 
+def assert_same_per_layer(keras_layers, torch_layers, arch, rtol):
+    """Same layers and roles; scales within ``rtol``, zero points equal."""
+    assert keras_layers.keys() == torch_layers.keys() and keras_layers
+    for layer, roles in keras_layers.items():
+        assert roles.keys() == torch_layers[layer].keys(), layer
+        for role, (scale, zp) in roles.items():
+            t_scale, t_zp = torch_layers[layer][role]
+            np.testing.assert_allclose(scale, t_scale, rtol=rtol, err_msg=f"{arch} {layer} {role}")
+            np.testing.assert_array_equal(zp, t_zp, err_msg=f"{arch} {layer} {role}")
+
+
 @pytest.mark.parametrize("arch", list(zoo.ARCHS))
 def test_twins_get_the_same_scales_and_zero_points(arch):
     models = zoo.twins(arch, seed=4)
     k_plan, k_state, k_result = quantized(models["keras"], arch, "keras")
     t_plan, t_state, t_result = quantized(models["torch"], arch, "torch")
-    keras_layers, torch_layers = per_layer(k_plan, k_state), per_layer(t_plan, t_state)
-    assert keras_layers.keys() == torch_layers.keys() and keras_layers
     assert len(k_plan.acts) == len(t_plan.acts)
-    for layer, roles in keras_layers.items():
-        assert roles.keys() == torch_layers[layer].keys(), layer
-        for role, (scale, zp) in roles.items():
-            t_scale, t_zp = torch_layers[layer][role]
-            np.testing.assert_allclose(scale, t_scale, rtol=1e-5, err_msg=f"{arch} {layer} {role}")
-            np.testing.assert_array_equal(zp, t_zp, err_msg=f"{arch} {layer} {role}")
+    assert_same_per_layer(per_layer(k_plan, k_state), per_layer(t_plan, t_state), arch, rtol=1e-5)
     assert k_result.report.notes == t_result.report.notes  # the same batch norms were folded
 
 
@@ -89,11 +93,4 @@ def test_twins_agree_under_dynamic_and_qat(arch, recipe):
     models = zoo.twins(arch, seed=4)
     k_plan, k_state = trained(models["keras"], arch, "keras", recipe)
     t_plan, t_state = trained(models["torch"], arch, "torch", recipe)
-    keras_layers, torch_layers = per_layer(k_plan, k_state), per_layer(t_plan, t_state)
-    assert keras_layers.keys() == torch_layers.keys() and keras_layers
-    for layer, roles in keras_layers.items():
-        assert roles.keys() == torch_layers[layer].keys(), layer
-        for role, (scale, zp) in roles.items():
-            t_scale, t_zp = torch_layers[layer][role]
-            np.testing.assert_allclose(scale, t_scale, rtol=1e-4, err_msg=f"{arch} {layer} {role}")
-            np.testing.assert_array_equal(zp, t_zp, err_msg=f"{arch} {layer} {role}")
+    assert_same_per_layer(per_layer(k_plan, k_state), per_layer(t_plan, t_state), arch, rtol=1e-4)
