@@ -28,7 +28,7 @@ from slimkit.export import export_onnx as _export_onnx
 from slimkit.recipe import OnnxExport, QuantizeStage, Recipe
 from slimkit.report import FileRow, LayerRow, QuantExportRow, QuantRow, Report, StageRow
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 
 def export_onnx(

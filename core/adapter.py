@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 
+from slimkit.batches import ArrayBatches
 from slimkit.recipe import FineTune
 
 if TYPE_CHECKING:
@@ -177,6 +178,16 @@ class ModelAdapter(abc.ABC):
 
     def __init__(self, model: Any) -> None:
         self.model = model
+        self._batch_rng = np.random.default_rng(0)
+
+    def derived(self, other: "ModelAdapter") -> "ModelAdapter":
+        """``other`` (an adapter over a model made from this one) continuing this one's batch order."""
+        other._batch_rng = self._batch_rng
+        return other
+
+    def batches(self, n: int, settings: FineTune) -> ArrayBatches:
+        """The batch order of fine-tuning on ``n`` numpy samples: the same in every adapter."""
+        return ArrayBatches(n, settings.batch_size, settings.shuffle, self._batch_rng)
 
     # -- discovery -------------------------------------------------------------------------
     @classmethod
@@ -211,9 +222,14 @@ class ModelAdapter(abc.ABC):
         """A plain framework model with masks baked into the weights and no slimkit wrappers."""
 
     # -- running ---------------------------------------------------------------------------
-    @abc.abstractmethod
     def seed(self, seed: int) -> None:
-        """Seeds the framework's random generators so training is repeatable."""
+        """Seeds the batch order and the framework's random generators so training is repeatable."""
+        self._batch_rng = np.random.default_rng(seed)
+        self.seed_framework(seed)
+
+    @abc.abstractmethod
+    def seed_framework(self, seed: int) -> None:
+        """Seeds the framework's own random generators (dropout, initializers)."""
 
     @abc.abstractmethod
     def check_input(self, x: np.ndarray, what: str) -> None:

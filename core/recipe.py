@@ -16,6 +16,8 @@ from typing import Any, Callable, Mapping
 import yaml
 
 from slimkit.errors import NotSupportedYetError, RecipeError
+from slimkit.optim import OPTIMIZERS, UpdateRule, make_rule
+from slimkit.plugins import parse_options
 
 #: Neutral layer kinds a selector may name. ``conv1d``/``conv2d``/``conv3d`` narrow ``conv`` by rank.
 LAYER_KINDS = (
@@ -23,7 +25,6 @@ LAYER_KINDS = (
     "depthwise_conv", "depthwise_conv1d", "depthwise_conv2d",
     "embedding", "batchnorm",
 )
-OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy", "mse")
 PRUNE_METHODS = ("magnitude", "channel", "n:m")
 PRUNE_METHODS_READY = ("magnitude", "channel", "n:m")
@@ -45,7 +46,12 @@ class LayerSelector:
 
 @dataclass(frozen=True)
 class FineTune:
-    """Training settings shared by every stage that fine-tunes."""
+    """Training settings shared by every stage that fine-tunes.
+
+    ``optimizer`` names a registered update rule (:mod:`slimkit.optim`); ``optimizer_options`` is
+    its options dataclass, None for its defaults. Both adapters run the same rule, so twins train
+    alike. Batches are drawn in an order core computes (``slimkit.batches``), the last one partial.
+    """
 
     epochs: int = 2
     batch_size: int = 64
@@ -54,6 +60,11 @@ class FineTune:
     loss: str = "sparse_categorical_crossentropy"
     from_logits: bool = True
     shuffle: bool = True
+    optimizer_options: Any = None
+
+    def rule(self) -> UpdateRule:
+        """The optimizer's update rule with its options."""
+        return make_rule(self.optimizer, self.optimizer_options)
 
 
 @dataclass(frozen=True)
@@ -317,15 +328,42 @@ def _selector(raw: Any, path: str, base: LayerSelector) -> LayerSelector:
 def _fine_tune(raw: Any, path: str, base: FineTune) -> FineTune | None:
     if raw is None:
         return None
+    raw = _keys(raw, path, _FINE_TUNE_KEYS)
+    if "optimizer" in raw:
+        base = _optimizer(raw["optimizer"], _join(path, "optimizer"), base)
+        raw = {k: v for k, v in raw.items() if k != "optimizer"}
     return _build(FineTune, raw, path, base, {
         "epochs": lambda v, p: _int(v, p, lo=0),
         "batch_size": lambda v, p: _int(v, p, lo=1),
-        "optimizer": lambda v, p: _choice(v, p, OPTIMIZERS),
         "learning_rate": lambda v, p: _float(v, p, 0.0, 10.0, lo_open=True),
         "loss": lambda v, p: _choice(v, p, LOSSES),
         "from_logits": _bool,
         "shuffle": _bool,
     })
+
+
+_FINE_TUNE_KEYS = ("epochs", "batch_size", "optimizer", "learning_rate", "loss", "from_logits", "shuffle")
+
+
+def _optimizer(raw: Any, path: str, base: FineTune) -> FineTune:
+    """``optimizer: adam`` (its defaults) or ``optimizer: {name: sgd, momentum: 0.8, ...}``.
+
+    A mapping without ``name`` overlays its keys on the inherited optimizer's options; with another
+    optimizer's ``name`` it starts from that optimizer's defaults.
+    """
+    if isinstance(raw, str):
+        OPTIMIZERS.get(raw, path)
+        return dataclasses.replace(base, optimizer=raw, optimizer_options=None)
+    if not isinstance(raw, Mapping):
+        raise RecipeError(f"{path}: expected an optimizer name or a mapping with name and options, got {raw!r}")
+    name = raw.get("name", base.optimizer)
+    entry = OPTIMIZERS.get(name, _join(path, "name"))
+    inherited = base.optimizer_options if name == base.optimizer else None
+    options = parse_options(entry.options, {k: v for k, v in raw.items() if k != "name"}, path, inherited,
+                            also_allowed=("name",))
+    if getattr(options, "nesterov", False) and not getattr(options, "momentum", 0.0) > 0:
+        raise RecipeError(f"{path}.nesterov: nesterov momentum needs momentum > 0")
+    return dataclasses.replace(base, optimizer=name, optimizer_options=options)
 
 
 def _schedule(raw: Any, path: str) -> Schedule:

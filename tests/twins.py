@@ -87,9 +87,72 @@ def torch_seq() -> Any:
     return TwinSeq()
 
 
+def keras_mlp() -> Any:
+    """64-32-10 MLP for 8x8 digits flattened (no dropout, no batch norm: nothing random in training)."""
+    import keras
+
+    inp = keras.Input((64,))
+    x = keras.layers.Dense(32, activation="relu", name="fc1")(inp)
+    out = keras.layers.Dense(10, name="logits")(x)
+    return keras.Model(inp, out, name="twin_mlp")
+
+
+def torch_mlp() -> Any:
+    import torch
+    from torch import nn
+
+    class TwinMLP(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1 = nn.Linear(64, 32)
+            self.logits = nn.Linear(32, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.logits(torch.relu(self.fc1(x)))
+
+    return TwinMLP()
+
+
+def keras_bn_cnn() -> Any:
+    """(conv without bias - batch norm (momentum 0.9) - relu) x2 - global pool - dense, for 8x8x1 images."""
+    import keras
+
+    layers = keras.layers
+    inp = keras.Input((8, 8, 1))
+    x = layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv1")(inp)
+    x = layers.ReLU()(layers.BatchNormalization(momentum=0.9, epsilon=1e-3, name="bn1")(x))
+    x = layers.Conv2D(16, 3, padding="same", use_bias=False, name="conv2")(x)
+    x = layers.ReLU()(layers.BatchNormalization(momentum=0.9, epsilon=1e-3, name="bn2")(x))
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, layers.Dense(10, name="logits")(x), name="twin_bn_cnn")
+
+
+def torch_bn_cnn() -> Any:
+    import torch
+    from torch import nn
+
+    class TwinBNCNN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 8, 3, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(8, eps=1e-3, momentum=0.1)  # Keras' momentum 0.9 is PyTorch's 0.1
+            self.conv2 = nn.Conv2d(8, 16, 3, padding=1, bias=False)
+            self.bn2 = nn.BatchNorm2d(16, eps=1e-3, momentum=0.1)
+            self.logits = nn.Linear(16, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = torch.relu(self.bn1(self.conv1(x)))
+            x = torch.relu(self.bn2(self.conv2(x)))
+            return self.logits(x.mean(dim=(2, 3)))
+
+    return TwinBNCNN()
+
+
 BUILDERS: dict[str, dict[str, Callable[[], Any]]] = {
     "cnn": {"keras": keras_cnn, "torch": torch_cnn},
     "seq": {"keras": keras_seq, "torch": torch_seq},
+    "mlp": {"keras": keras_mlp, "torch": torch_mlp},
+    "bn_cnn": {"keras": keras_bn_cnn, "torch": torch_bn_cnn},
 }
 
 
@@ -98,12 +161,19 @@ def sample_input(arch: str, framework: str, n: int = 32, seed: int = 0) -> np.nd
     rng = np.random.default_rng(seed)
     if arch == "seq":
         return rng.integers(0, 50, size=(n, 12)).astype(np.float32)
+    if arch == "mlp":
+        return rng.random((n, 64), dtype=np.float32)
     x = rng.random((n, 8, 8, 1), dtype=np.float32)
     return x if framework == "keras" else x.transpose(0, 3, 1, 2).copy()
 
 
-def random_canonical_weights(model: Any, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
-    """Random weights for every layer of ``model``, kernels in canonical order (BN variances > 0)."""
+def random_canonical_weights(model: Any, seed: int = 0, he: bool = False) -> dict[str, dict[str, np.ndarray]]:
+    """Random weights for every layer of ``model``, kernels in canonical order (BN variances > 0).
+
+    By default every weight is drawn from N(0, 0.5). ``he`` draws kernels as a trained network's
+    are scaled (He: std sqrt(2 / fan_in)), biases and BN shifts near 0, BN scales and variances
+    near 1, so that training from them is well conditioned.
+    """
     rng = np.random.default_rng(seed)
     adapter = adapter_for(model)
     out = {}
@@ -112,8 +182,13 @@ def random_canonical_weights(model: Any, seed: int = 0) -> dict[str, dict[str, n
         for key, shape in layer.shapes.items():
             if key == "kernel":
                 shape = tuple(shape[i] for i in layer.kernel_perm)
-            value = rng.normal(0.0, 0.5, size=shape).astype(np.float32)
-            weights[key] = np.abs(value) + 0.5 if key == "var" else value
+            std = 0.5
+            if he:
+                std = float(np.sqrt(2.0 / np.prod(shape[1:]))) if key == "kernel" else 0.05
+            value = rng.normal(0.0, std, size=shape).astype(np.float32)
+            if key in ("var", "gamma") and he:
+                value = 1.0 + value
+            weights[key] = np.abs(value) + 0.5 if key == "var" and not he else value
         out[layer.name] = weights
     return out
 
@@ -137,10 +212,11 @@ def canonical_kernels(model: Any) -> dict[str, np.ndarray]:
     }
 
 
-def twin_pair(arch: str, seed: int = 0) -> dict[str, Any]:
-    """framework -> model of ``arch``, all holding the same random weights."""
+def twin_pair(arch: str, seed: int = 0, he: bool = False) -> dict[str, Any]:
+    """framework -> model of ``arch``, all holding the same random weights (see
+    :func:`random_canonical_weights` for ``he``)."""
     models = {fw: build() for fw, build in BUILDERS[arch].items()}
-    weights = random_canonical_weights(models["keras"], seed)
+    weights = random_canonical_weights(models["keras"], seed, he)
     for model in models.values():
         load_canonical(model, weights)
     return models

@@ -25,6 +25,7 @@ import numpy as np
 from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, TrainHooks
 from slimkit.errors import DataError, ExportError, UnsupportedModelError
 from slimkit.graph import LayerGraph
+from slimkit.labels import prepare_labels
 from slimkit.recipe import FineTune
 
 from . import export, rebuild, training
@@ -294,7 +295,7 @@ class KerasAdapter(ModelAdapter):
         return self.model
 
     # -- running ---------------------------------------------------------------------------
-    def seed(self, seed: int) -> None:
+    def seed_framework(self, seed: int) -> None:
         """Seeds Python, numpy, TensorFlow and Keras's global seed generator."""
         self._k.utils.set_random_seed(seed)
 
@@ -389,7 +390,7 @@ class KerasAdapter(ModelAdapter):
         kind, x, y = self._split_data(data)
         if kind == "arrays":
             x, y = np.asarray(x), np.asarray(y)  # lists are array-likes too, as core's checks accept
-            self._check_arrays(x, y, settings)
+            y = self._check_arrays(x, y, settings)
         elif kind == "dataset":
             self._check_dataset(data)
         self.num_batches(data, settings.batch_size)  # rejects empty or endless data up front
@@ -405,10 +406,10 @@ class KerasAdapter(ModelAdapter):
         )
         callback = self.training_callback(hooks)
         if kind == "arrays":
-            self.model.fit(
-                x, y, batch_size=settings.batch_size, epochs=settings.epochs,
-                shuffle=settings.shuffle, verbose=0, callbacks=[callback],
-            )
+            # Batches in core's order (slimkit.batches), the same as every other adapter's.
+            order = self.batches(len(x), settings)
+            self.model.fit(training.array_batches(x, y, order, settings.epochs), epochs=settings.epochs,
+                           steps_per_epoch=len(order), shuffle=False, verbose=0, callbacks=[callback])
         else:
             # Datasets and PyDatasets shuffle themselves; Keras warns if asked to.
             self.model.fit(data, epochs=settings.epochs, shuffle=False, verbose=0, callbacks=[callback])
@@ -457,7 +458,7 @@ class KerasAdapter(ModelAdapter):
         walker, graph, trace, _ = self._graph_parts()
         arrays = {name: {key: np.asarray(v) for key, v in ws.items()} for name, ws in weights.items()}
         model = rebuild.shrink_model(self.model, self._k, graph, trace, self._walk(), arrays, tuple(drop))
-        return KerasAdapter(model)
+        return self.derived(KerasAdapter(model))
 
     def layer_outputs(self, x: np.ndarray, names: list[str], batch_size: int = 256) -> dict[str, np.ndarray]:
         """Inference outputs of the named layers (or any graph node) for ``x``, channels on axis 1.
@@ -525,7 +526,7 @@ class KerasAdapter(ModelAdapter):
 
         _, _, trace, source = self._graph_parts()
         model = quant.fake_quant_model(self.model, k, trace, source, self._walk(), plan)
-        adapter = KerasAdapter(model)
+        adapter = self.derived(KerasAdapter(model))
         for name, record in self._masks.items():
             adapter.set_mask(name, record.variable.numpy())
         return adapter
@@ -574,11 +575,11 @@ class KerasAdapter(ModelAdapter):
         their float weights (masks baked in, no mask constraints), names as in the plan."""
         if not self._has_fake_quant():
             if _is_graph_model(self.model, self._k):
-                return KerasAdapter(self.strip())
-            return KerasAdapter.copy_of(self.model)
+                return self.derived(KerasAdapter(self.strip()))
+            return self.derived(KerasAdapter.copy_of(self.model))
         from . import quant
 
-        return KerasAdapter(quant.float_model(self.model, self._k))
+        return self.derived(KerasAdapter(quant.float_model(self.model, self._k)))
 
     # -- export ----------------------------------------------------------------------------
     def export_onnx(self, path: str, sample: np.ndarray, opset: int) -> None:
@@ -736,46 +737,11 @@ class KerasAdapter(ModelAdapter):
             f"got {type(data).__module__}.{type(data).__qualname__}"
         )
 
-    def _check_arrays(self, x: Any, y: Any, settings: FineTune) -> None:
-        """Checks (x, y) against the model's input and output and the loss's expectations."""
+    def _check_arrays(self, x: Any, y: Any, settings: FineTune) -> np.ndarray:
+        """Checks (x, y) against the model's input and output and the loss; the labels in core's
+        canonical form (:func:`slimkit.labels.prepare_labels`)."""
         self.check_input(x, "train_data")
-        if not isinstance(y, np.ndarray):
-            raise DataError(f"train_data: y must be a numpy array, got {type(y).__module__}.{type(y).__qualname__}")
-        if y.dtype.kind not in "biuf":
-            raise DataError(f"train_data: y must be numeric, got dtype {y.dtype}")
-        if len(y) != len(x):
-            raise DataError(f"train_data: x has {len(x)} samples but y has {len(y)}")
-        out = self._output_shape(x)
-        got = tuple(y.shape[1:])
-
-        def fits(expected: tuple[int | None, ...]) -> bool:
-            return len(got) == len(expected) and all(e is None or e == g for e, g in zip(expected, got))
-
-        def fail(expected: tuple[int | None, ...], note: str = "") -> DataError:
-            return DataError(
-                f"train_data: y for {settings.loss} on model outputs of shape {_format_shape((None, *out))} "
-                f"must have shape {_format_shape((None, *expected))}{note}, got {tuple(y.shape)}"
-            )
-
-        if settings.loss == "sparse_categorical_crossentropy":
-            if not out:
-                raise fail(out, " (the model must output class scores)")
-            if not (fits(out[:-1]) or fits((*out[:-1], 1))):
-                raise fail(out[:-1], " of integer class labels")
-            if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
-                raise DataError("train_data: y must hold integer class labels for sparse_categorical_crossentropy")
-            classes = out[-1]
-            lo, hi = y.min(), y.max()
-            if lo < 0 or (classes is not None and hi >= classes):
-                raise DataError(
-                    f"train_data: y class labels must lie in [0, {classes}) for a model with "
-                    f"{classes} outputs; found labels from {lo} to {hi}"
-                )
-        elif settings.loss == "categorical_crossentropy":
-            if not fits(out):
-                raise fail(out, " (one-hot)")
-        elif not (fits(out) or (out[-1:] == (1,) and fits(out[:-1]))):
-            raise fail(out)  # binary_crossentropy, mse: Keras also takes targets without a trailing 1
+        return prepare_labels(y, settings.loss, self._output_shape(x), len(x))
 
     def _check_dataset(self, data: Any) -> None:
         """Checks that a tf.data.Dataset yields batched (x, y) pairs of the model's input shape."""

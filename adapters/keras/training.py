@@ -10,7 +10,10 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from slimkit.adapter import TrainHooks
+from slimkit.batches import ArrayBatches
 from slimkit.errors import DataError
 from slimkit.recipe import FineTune
 
@@ -18,14 +21,28 @@ _CALLBACK_CLASSES: dict[str, type] = {}
 
 
 def make_optimizer(k: ModuleType, settings: FineTune) -> Any:
-    """The optimizer named by ``settings.optimizer`` with ``settings.learning_rate``."""
-    classes = {
-        "adam": k.optimizers.Adam,
-        "sgd": k.optimizers.SGD,
-        "rmsprop": k.optimizers.RMSprop,
-        "adamw": k.optimizers.AdamW,
-    }
-    return classes[settings.optimizer](learning_rate=settings.learning_rate)
+    """The recipe's optimizer: slimkit's update rule (the same formulas as PyTorch) in Keras."""
+    from .optimizer import make_optimizer as rule_optimizer
+
+    return rule_optimizer(k, settings.rule(), settings.learning_rate)
+
+
+def array_batches(x: np.ndarray, y: np.ndarray, order: ArrayBatches, epochs: int) -> Any:
+    """A generator of ``epochs`` epochs of (x, y) batches in core's order, for
+    ``fit(..., steps_per_epoch=len(order))``.
+
+    A plain generator rather than a ``PyDataset``: Keras reads a PyDataset through a thread pool
+    that can serve an epoch's last batch after ``on_epoch_end`` moved on, and out of order. The
+    epochs are drawn up front so the order's generator advances exactly ``epochs`` times.
+    """
+    plan = list(order.epochs(epochs))
+
+    def batches() -> Any:
+        for epoch in plan:
+            for idx in epoch:
+                yield x[idx], y[idx]
+
+    return batches()
 
 
 def make_loss(k: ModuleType, settings: FineTune) -> Any:

@@ -23,12 +23,13 @@ from torch.nn.utils import parametrize
 from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, StepCallback, TrainHooks
 from slimkit.data import as_arrays, is_array_pair
 from slimkit.errors import DataError, ExportError, UnsupportedModelError
+from slimkit.labels import prepare_labels
 from slimkit.recipe import FineTune
 
 from slimkit.adapters.torch import probes, quant
 from slimkit.adapters.torch.graph import build_graph
 from slimkit.adapters.torch.rebuild import independent_copy, shrink_model
-from slimkit.adapters.torch.training import make_loss, make_optimizer
+from slimkit.adapters.torch.training import BiasedBatchNormStatistics, make_loss, make_optimizer
 
 if TYPE_CHECKING:
     from slimkit.graph import LayerGraph
@@ -64,14 +65,25 @@ def _describe(module: nn.Module) -> tuple[str, int, tuple[int, ...]]:
     return "other", 0, ()
 
 
+class _Epoch:
+    """One epoch of (x, y) tensor batches, gathered lazily from index batches."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batches: list[np.ndarray]) -> None:
+        self._x, self._y, self._batches = x, y, batches
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def __iter__(self) -> Any:
+        for idx in self._batches:
+            index = torch.from_numpy(idx)
+            yield self._x[index], self._y[index]
+
+
 class TorchAdapter(ModelAdapter):
     """Adapter for ``torch.nn.Module``; data is numpy in PyTorch's layout (NCHW for images)."""
 
     framework = "torch"
-
-    def __init__(self, model: Any) -> None:
-        super().__init__(model)
-        self._generator = torch.Generator().manual_seed(0)
 
     @classmethod
     def accepts(cls, model: Any) -> bool:
@@ -177,9 +189,8 @@ class TorchAdapter(ModelAdapter):
         return self.model
 
     # -- running ---------------------------------------------------------------------------
-    def seed(self, seed: int) -> None:
+    def seed_framework(self, seed: int) -> None:
         torch.manual_seed(seed)
-        self._generator = torch.Generator().manual_seed(seed)
 
     def _run(self, x: np.ndarray) -> torch.Tensor:
         was_training = self.model.training
@@ -220,33 +231,42 @@ class TorchAdapter(ModelAdapter):
             f"train_data: expected an (x, y) tuple of arrays or a torch DataLoader, got {type(data).__name__}"
         )
 
-    def _loader(self, data: Any, settings: FineTune) -> Any:
+    def _batches(self, data: Any, settings: FineTune) -> Any:
+        """A DataLoader as it is, or (x, y) arrays as one list of tensor batches per epoch, drawn in
+        core's order (``slimkit.batches``) with labels in core's form (``slimkit.labels``)."""
         if isinstance(data, torch.utils.data.DataLoader):
-            return data
+            return [data] * settings.epochs
         x, y = as_arrays(data, "train_data", need_labels=True)
         self.check_input(x, "train_data")
-        y_t = torch.as_tensor(y, dtype=torch.long if np.issubdtype(y.dtype, np.integer) else torch.float32)
-        dataset = torch.utils.data.TensorDataset(torch.as_tensor(np.asarray(x, dtype=np.float32)), y_t)
-        return torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size,
-                                           shuffle=settings.shuffle, generator=self._generator)
+        y = prepare_labels(np.asarray(y), settings.loss, tuple(self._run(x[:2]).shape[1:]), len(x))
+        x_t, y_t = torch.as_tensor(np.asarray(x, dtype=np.float32)), torch.from_numpy(y)
+        return [_Epoch(x_t, y_t, epoch) for epoch in self.batches(len(x), settings).epochs(settings.epochs)]
 
     def fit(self, data: Any, settings: FineTune, hooks: TrainHooks, fit_fn: FitFn | None = None) -> None:
         callback = self.training_callback(hooks)
         if fit_fn is not None:
             callback.run_user_fit(fit_fn, self.model, self.total_steps(data, settings))
             return
-        loader = self._loader(data, settings)
+        epochs = self._batches(data, settings)
         optimizer = make_optimizer(settings, self.model.parameters())
         loss_fn, is_classification = make_loss(settings)
-        callback.begin(settings.epochs * len(loader))
+        callback.begin(sum(len(batches) for batches in epochs))
         self.model.train()
-        for epoch in range(1, settings.epochs + 1):
+        with BiasedBatchNormStatistics(self.model) as statistics:
+            self._train(epochs, optimizer, loss_fn, is_classification, callback, statistics)
+        self.model.eval()
+        callback.close()
+
+    def _train(self, epochs: list[Any], optimizer: Any, loss_fn: Any, is_classification: bool,
+               callback: StepCallback, statistics: BiasedBatchNormStatistics) -> None:
+        for epoch, batches in enumerate(epochs, start=1):
             total, correct, seen = 0.0, 0, 0
-            for xb, yb in loader:
+            for xb, yb in batches:
                 optimizer.zero_grad()
                 out = self.model(xb)
                 loss = loss_fn(out, yb)
                 loss.backward()
+                statistics.apply()
                 optimizer.step()
                 callback.step()
                 total += float(loss.detach()) * len(xb)
@@ -257,8 +277,6 @@ class TorchAdapter(ModelAdapter):
             if is_classification and correct:
                 logs["accuracy"] = correct / seen
             callback.epoch_end(epoch, logs)
-        self.model.eval()
-        callback.close()
 
     def training_callback(self, hooks: TrainHooks) -> StepCallback:
         return StepCallback(hooks)
@@ -279,9 +297,9 @@ class TorchAdapter(ModelAdapter):
         return self._like(shrink_model(self.model, weights, tuple(drop)))
 
     def _like(self, model: nn.Module) -> "TorchAdapter":
-        """An adapter over ``model`` that continues this one's random generator."""
+        """An adapter over ``model`` that continues this one's batch order."""
         other = type(self)(model)
-        other._generator.set_state(self._generator.get_state())
+        self.derived(other)
         return other
 
     def layer_outputs(self, x: np.ndarray, names: list[str], batch_size: int = 256) -> dict[str, np.ndarray]:

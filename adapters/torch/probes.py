@@ -19,6 +19,7 @@ from slimkit.recipe import FineTune
 
 from slimkit.adapters.torch.graph import as_tensor, model_device, node_names, propagate_shapes, trace
 from slimkit.adapters.torch.training import make_loss
+from slimkit.labels import prepare_labels
 
 _BN_TRAINABLE = {"gamma": "weight", "beta": "bias"}
 
@@ -163,7 +164,7 @@ def weight_gradients(model: nn.Module, layer_names: list[str], data: Any, settin
             if not isinstance(out, torch.Tensor):
                 raise UnsupportedModelError(
                     f"{type(model).__name__} returns {type(out).__name__}; slimkit needs one tensor output")
-            loss = loss_fn(out, _labels(yb, device))
+            loss = loss_fn(out, _labels(yb, device, settings, tuple(out.shape[1:])))
             grads = torch.autograd.grad(loss, leaves, allow_unused=True)
             for acc, g in zip(total, grads):
                 if g is not None:
@@ -195,9 +196,9 @@ def _batches(data: Any, settings: FineTune, batches: int) -> Iterable[tuple[Any,
         yield x[b * size:(b + 1) * size], y[b * size:(b + 1) * size]
 
 
-def _labels(y: Any, device: torch.device) -> torch.Tensor:
+def _labels(y: Any, device: torch.device, settings: FineTune, out_shape: tuple[int, ...]) -> torch.Tensor:
+    """A loader's labels as they are; numpy labels in core's form (``slimkit.labels``), as fit uses."""
     if isinstance(y, torch.Tensor):
         return y.to(device)
-    y = np.asarray(y)
-    dtype = torch.long if np.issubdtype(y.dtype, np.integer) else torch.float32
-    return torch.as_tensor(y, dtype=dtype, device=device)
+    y = prepare_labels(np.asarray(y), settings.loss, out_shape, len(y))
+    return torch.as_tensor(y, device=device)

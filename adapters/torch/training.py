@@ -2,37 +2,107 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 from slimkit.recipe import FineTune
 
+from slimkit.adapters.torch.optimizer import RuleOptimizer
+
 
 def make_optimizer(settings: FineTune, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """The recipe's optimizer over ``params``."""
-    lr = settings.learning_rate
-    factories: dict[str, Callable[[], torch.optim.Optimizer]] = {
-        "adam": lambda: torch.optim.Adam(params, lr=lr),
-        "adamw": lambda: torch.optim.AdamW(params, lr=lr),
-        "sgd": lambda: torch.optim.SGD(params, lr=lr, momentum=0.9),
-        "rmsprop": lambda: torch.optim.RMSprop(params, lr=lr),
-    }
-    return factories[settings.optimizer]()
+    """The recipe's optimizer over ``params``: slimkit's update rule, the same code Keras runs."""
+    return RuleOptimizer(params, settings.rule(), settings.learning_rate)
+
+
+#: Keras' backend epsilon: probabilities are clipped to [EPS, 1 - EPS] before their logarithm.
+EPS = 1e-7
+
+
+def _class_last(out: torch.Tensor) -> torch.Tensor:
+    """Scores with the class axis last (slimkit's label convention) as (samples, classes)."""
+    return out.reshape(-1, out.shape[-1])
 
 
 def make_loss(settings: FineTune) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], bool]:
-    """The recipe's loss as a callable, and whether it is a classification loss."""
+    """The recipe's loss as a callable, and whether it is a classification loss.
+
+    The formulas are Keras' (``keras.losses``), so twins compute the same value: classes on the
+    last axis, the mean over every sample (and position), probabilities clipped to ``[1e-7,
+    1 - 1e-7]``; categorical probabilities are renormalised to sum to 1 first. Labels come in
+    :func:`slimkit.labels.prepare_labels`'s form.
+    """
     if settings.loss == "mse":
         return nn.MSELoss(), False
     if settings.loss == "binary_crossentropy":
-        loss = nn.BCEWithLogitsLoss() if settings.from_logits else nn.BCELoss()
-        return (lambda out, y: loss(out, y.float().reshape(out.shape))), False
-    if settings.from_logits:
-        # CrossEntropyLoss takes class ids (sparse) or class probabilities (categorical) as targets.
-        return nn.CrossEntropyLoss(), True
-    nll = nn.NLLLoss()
+        if settings.from_logits:
+            return nn.BCEWithLogitsLoss(), False
+
+        def binary(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            p = out.clamp(EPS, 1 - EPS)
+            return -(y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()
+
+        return binary, False
     if settings.loss == "sparse_categorical_crossentropy":
-        return (lambda out, y: nll(torch.log(out.clamp_min(1e-7)), y)), True
-    return (lambda out, y: -(y * torch.log(out.clamp_min(1e-7))).sum(-1).mean()), True
+        if settings.from_logits:
+            return (lambda out, y: F.cross_entropy(_class_last(out), y.reshape(-1))), True
+        # as Keras: the clipped probabilities' logarithms act as logits (softmax renormalises them)
+        return (lambda out, y: F.cross_entropy(torch.log(_class_last(out).clamp(EPS, 1 - EPS)), y.reshape(-1))), True
+    if settings.from_logits:
+        return (lambda out, y: F.cross_entropy(_class_last(out), _class_last(y))), True
+
+    def categorical(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        p = (out / out.sum(-1, keepdim=True)).clamp(EPS, 1 - EPS)
+        return -(y * torch.log(p)).sum(-1).mean()
+
+    return categorical, True
+
+
+class BiasedBatchNormStatistics:
+    """While active, batch norms update their running variance with the *biased* batch variance.
+
+    PyTorch's batch norm folds ``n / (n - 1)`` (Bessel's correction) into the running variance,
+    Keras' does not; slimkit's loops document Keras' rule so that twins end with equal statistics.
+    A forward hook measures the difference, ``momentum * biased_var / (n - 1)``, and :meth:`apply`
+    (called after ``backward``: autograd still needs the running variance unchanged until then)
+    subtracts it. Batch norms with ``momentum=None`` (cumulative averages) or without running
+    statistics are left alone.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self._model = model
+        self._handles: list[Any] = []
+        self._pending: list[tuple[nn.Module, torch.Tensor]] = []
+
+    def __enter__(self) -> "BiasedBatchNormStatistics":
+        for module in self._model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats \
+                    and module.momentum is not None:
+                self._handles.append(module.register_forward_hook(self._measure))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._pending.clear()
+
+    def _measure(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        if not module.training:
+            return
+        x = inputs[0]
+        n = x.numel() // x.shape[1]
+        if n > 1:
+            with torch.no_grad():
+                biased = x.detach().var(dim=[d for d in range(x.dim()) if d != 1], unbiased=False)
+                self._pending.append((module, module.momentum * biased / (n - 1)))
+
+    def apply(self) -> None:
+        """Corrects the running variances updated since the last call."""
+        with torch.no_grad():
+            for module, delta in self._pending:
+                module.running_var.sub_(delta)
+        self._pending.clear()

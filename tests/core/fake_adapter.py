@@ -26,6 +26,7 @@ from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, StepCallback, TrainH
 from slimkit.data import as_arrays, is_array_pair
 from slimkit.errors import DataError, ExportError, UnsupportedModelError
 from slimkit.graph import LayerGraph, Node
+from slimkit.optim import NumpyOptimizer
 from slimkit.quant.params import params_from_range, qrange
 from slimkit.quant.plan import ActSite, FakeQuantSpec, LayerSite, QuantPlan, SiteParams
 from slimkit.quant.specs import bias_spec
@@ -175,8 +176,10 @@ class FakeModel:
             grads.update({(layer.name, key): g for key, g in own.items()})
         return value, grads
 
-    def train_step(self, x: np.ndarray, y: np.ndarray, lr: float, loss: str = "auto") -> float:
-        """One plain SGD step on a batch; masks are re-applied afterwards. Returns the batch loss."""
+    def train_step(self, x: np.ndarray, y: np.ndarray, lr: float, loss: str = "auto",
+                   optimizer: NumpyOptimizer | None = None) -> float:
+        """One optimizer step on a batch (plain SGD without ``optimizer``); masks are re-applied
+        afterwards, the way a Keras kernel constraint holds them. Returns the batch loss."""
         quants = [layer for layer in self.layers if isinstance(layer, FakeQuant)]
         for q in quants:
             q.training = True
@@ -185,9 +188,13 @@ class FakeModel:
         finally:
             for q in quants:
                 q.training = False
-        for (name, key), g in grads.items():
-            w = self.layer(name).weights[key]
-            self.layer(name).weights[key] = (w - lr * g).astype(w.dtype)
+        if optimizer is None:
+            for (name, key), g in grads.items():
+                w = self.layer(name).weights[key]
+                self.layer(name).weights[key] = (w - lr * g).astype(w.dtype)
+        else:
+            params = {(name, key): self.layer(name).weights[key] for name, key in grads}
+            optimizer.step(params, grads)
         for layer in self.layers:
             if layer.mask is not None:  # the "constraint": masked weights stay zero
                 kernel = layer.weights["kernel"]
@@ -349,10 +356,6 @@ class FakeAdapter(ModelAdapter):
 
     framework = "fake"
 
-    def __init__(self, model: Any) -> None:
-        super().__init__(model)
-        self._rng = np.random.default_rng(0)
-
     @classmethod
     def accepts(cls, model: Any) -> bool:
         return isinstance(model, FakeModel)
@@ -402,8 +405,8 @@ class FakeAdapter(ModelAdapter):
                 layer.mask = None
         return self.model
 
-    def seed(self, seed: int) -> None:
-        self._rng = np.random.default_rng(seed)
+    def seed_framework(self, seed: int) -> None:
+        """The fake has no random generator of its own: batches come from core's order."""
 
     def check_input(self, x: np.ndarray, what: str) -> None:
         x = np.asarray(x)
@@ -430,16 +433,15 @@ class FakeAdapter(ModelAdapter):
             return
         x, y = as_arrays(data, "train_data", need_labels=True)
         self.check_input(x[:2], "train_data")
-        batches = self.num_batches((x, y), settings.batch_size)
+        order = self.batches(len(x), settings)
         loss = "mse" if settings.loss == "mse" else "auto"
-        callback.begin(settings.epochs * batches)
+        optimizer = NumpyOptimizer(settings.rule(), settings.learning_rate)
+        callback.begin(settings.epochs * len(order))
         step = 0
-        for epoch in range(1, settings.epochs + 1):
-            order = self._rng.permutation(len(x)) if settings.shuffle else np.arange(len(x))
+        for epoch, batches in enumerate(order.epochs(settings.epochs), start=1):
             total = 0.0
-            for b in range(batches):
-                idx = order[b * settings.batch_size:(b + 1) * settings.batch_size]
-                total += self.model.train_step(x[idx], y[idx], settings.learning_rate, loss) * len(idx)
+            for idx in batches:
+                total += self.model.train_step(x[idx], y[idx], settings.learning_rate, loss, optimizer) * len(idx)
                 callback.step()
                 step += 1
                 for observer in self.model.step_observers:
