@@ -18,22 +18,6 @@ from slimkit.plugins import options_dict, parse_options
 _CLASSES: dict[str, type] = {}
 
 
-class KerasOps:
-    """:class:`slimkit.ops.TensorOps` over TensorFlow tensors and Keras (or tf) variables."""
-
-    def __init__(self, assign: Any) -> None:
-        import tensorflow as tf  # loaded already: Keras runs on TensorFlow here
-
-        self._tf = tf
-        self._assign = assign
-
-    def sqrt(self, x: Any) -> Any:
-        return self._tf.sqrt(x)
-
-    def assign(self, target: Any, value: Any) -> None:
-        self._assign(target, value)
-
-
 def make_optimizer(k: ModuleType, rule: UpdateRule, learning_rate: float) -> Any:
     """A ``k.optimizers.Optimizer`` applying ``rule`` with ``learning_rate``."""
     return optimizer_class(k)(rule.name, options_dict(rule.options), learning_rate=learning_rate)
@@ -65,6 +49,8 @@ def _define(k: ModuleType, legacy: bool) -> type:
             self.rule_name = rule
             self.rule_options = dict(options or {})
             self._rule = make_rule(rule, parse_options(entry.options, self.rule_options, "optimizer"))
+            from .ops import KerasOps
+
             self._ops = KerasOps(self._assign_value)
             self._state: list[dict[str, Any]] = []
 

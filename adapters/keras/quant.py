@@ -23,7 +23,6 @@ imports it only when a quantization method is used.
 from __future__ import annotations
 
 import dataclasses
-import math
 from types import ModuleType
 from typing import Any
 
@@ -33,75 +32,17 @@ from keras import ops
 
 from slimkit.errors import UnsupportedModelError
 from slimkit.names import unique_name
+from slimkit.quant import fake_quant
 from slimkit.quant.plan import MODES, ActSite, FakeQuantSpec, LayerSite, QuantPlan, SiteParams
 from slimkit.quant.specs import bias_spec
 
 from .graph import Trace, fake_quant_role, is_graph_model
+from .ops import KERAS_OPS
 from .layers import LayerEntry
 
 
-_F32_TINY = float(np.finfo(np.float32).tiny)
-# Smallest learned (lsq) scale: keeps x / scale finite, far below any useful step size.
-_LSQ_MIN_SCALE = 1e-8
 # Suffix of the layer holding an activation site's fake-quant op: "<layer>_fakequant".
 ACT_SUFFIX = "_fakequant"
-
-
-# ------------------------------------------------------------------------------------------- math
-def _ste_round(v: Any) -> Any:
-    """``round(v)`` forward (half to even, exactly), identity gradient (straight-through)."""
-    return ops.stop_gradient(ops.round(v)) + (v - ops.stop_gradient(v))
-
-
-def _fake_quantize(x: Any, scale: Any, zero_point: Any, qmin: int, qmax: int) -> Any:
-    """``(clip(round(x / scale) + zp, qmin, qmax) - zp) * scale`` in float32, as ONNX Q then DQ."""
-    q = ops.clip(_ste_round(x / scale) + zero_point, float(qmin), float(qmax))
-    return (q - zero_point) * scale
-
-
-def _params_from_range(rmin: Any, rmax: Any, qmin: int, qmax: int, symmetric: bool) -> tuple[Any, Any]:
-    """Scale and zero point (float32 tensors) of a range, exactly as numpy ``params_from_range``.
-
-    The range is extended to include 0; the scale is computed in float64 and stored as float32, and
-    a degenerate range (``min == max == 0``) gets scale 1 and zero point 0, as onnxruntime does.
-    """
-    rmin = ops.minimum(ops.cast(rmin, "float32"), 0.0)
-    rmax = ops.maximum(ops.cast(rmax, "float32"), 0.0)
-    if symmetric:
-        absmax = ops.maximum(ops.abs(rmin), ops.abs(rmax))
-        rmin, rmax = -absmax, absmax
-    lo = ops.cast(rmin, "float64")
-    scale64 = (ops.cast(rmax, "float64") - lo) / float(qmax - qmin)
-    degenerate = ops.less(scale64, _F32_TINY)
-    safe = ops.where(degenerate, ops.ones_like(scale64), scale64)
-    if symmetric:
-        zp = ops.full_like(safe, float(np.round((qmin + qmax) / 2.0)))
-    else:
-        zp = ops.round(float(qmin) - lo / safe)
-    zp = ops.where(degenerate, ops.zeros_like(zp), ops.clip(zp, float(qmin), float(qmax)))
-    scale = ops.where(degenerate, ops.ones_like(scale64), scale64)
-    return ops.cast(scale, "float32"), ops.cast(zp, "float32")
-
-
-def _dynamic_params(x: Any, qmin: int, qmax: int) -> tuple[Any, Any]:
-    """ONNX ``DynamicQuantizeLinear``'s per-tensor scale and zero point, computed in float32.
-
-    ``min = min(0, min x)``, ``max = max(0, max x)``, ``scale = (max - min) / (qmax - qmin)`` (1 when
-    ``max == min``: the tensor is all zeros and passes through), ``zp = round(clip(qmin - min / scale))``.
-    """
-    lo = ops.minimum(ops.min(x), 0.0)
-    hi = ops.maximum(ops.max(x), 0.0)
-    flat = ops.equal(hi, lo)
-    scale = ops.where(flat, ops.ones_like(hi), (hi - lo) / float(qmax - qmin))
-    zp = ops.round(ops.clip(float(qmin) - lo / scale, float(qmin), float(qmax)))
-    return scale, zp
-
-
-class _PositiveScale(keras.constraints.Constraint):
-    """Keeps a learned (lsq) scale positive after every optimizer step."""
-
-    def __call__(self, w: Any) -> Any:
-        return ops.maximum(w, _LSQ_MIN_SCALE)
 
 
 # ----------------------------------------------------------------------------------------- layers
@@ -154,10 +95,9 @@ class FakeQuant(keras.layers.Layer):
 
         def weight(name: str, init: Any, trainable: bool = False, shape: tuple[int, ...] = shape) -> Any:
             return self.add_weight(name=name, shape=shape, initializer=init, trainable=trainable,
-                                   autocast=False, dtype="float32",
-                                   constraint=_PositiveScale() if name == "scale" else None)
+                                   autocast=False, dtype="float32")
 
-        self.scale = weight("scale", "ones", trainable=self.mode == "lsq")
+        self.scale = weight("scale", "ones", trainable=fake_quant.mode_of(self.mode).learns_scale)
         self.zero_point = weight("zero_point", "zeros")
         self.range_min = weight("min", keras.initializers.Constant(float("nan")))
         self.range_max = weight("max", keras.initializers.Constant(float("nan")))
@@ -169,158 +109,48 @@ class FakeQuant(keras.layers.Layer):
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         return self.fake_quantize(inputs, training)
 
-    # -- the modes -------------------------------------------------------------------------
+    # -- forward: core's fake quantization ---------------------------------------------------
     def fake_quantize(self, x: Any, training: bool | None = None) -> Any:
-        """The fake-quantized ``x`` (same dtype); ``training`` updates ema ranges and lsq init."""
+        """The fake-quantized ``x`` (same dtype) as :func:`slimkit.quant.fake_quant.forward` computes
+        it; ``training`` lets ema ranges and lsq's first scale update."""
         dtype = x.dtype
-        x = ops.cast(x, "float32")
-        y = getattr(self, "_" + self.mode)(x, bool(training))
+        y = fake_quant.forward(KERAS_OPS, self, ops.cast(x, "float32"), bool(training))
         return ops.cast(y, dtype)
 
-    def _fixed(self, x: Any, training: bool) -> Any:
-        y = _fake_quantize(x, self._bcast(self.scale, x), self._bcast(self.zero_point, x), self.qmin, self.qmax)
-        return ops.where(self.ready > 0, y, x)  # identity until set_quant_params
-
-    def _ema(self, x: Any, training: bool) -> Any:
-        lo, hi = self.range_min, self.range_max
-        if training:
-            bmin, bmax = self._reduce(ops.stop_gradient(x))
-            m = self.momentum
-            lo = ops.where(ops.isnan(lo), bmin, m * lo + (1.0 - m) * bmin)  # first update takes the batch
-            hi = ops.where(ops.isnan(hi), bmax, m * hi + (1.0 - m) * bmax)
-            self.range_min.assign(lo)
-            self.range_max.assign(hi)
-        ok = ops.logical_and(ops.isfinite(lo), ops.isfinite(hi))
-        zero = ops.zeros_like(lo)
-        scale, zp = _params_from_range(ops.where(ok, lo, zero), ops.where(ok, hi, zero),
-                                       self.qmin, self.qmax, self.symmetric)
-        y = _fake_quantize(x, self._bcast(scale, x), self._bcast(zp, x), self.qmin, self.qmax)
-        return ops.where(self._bcast(ok, x), y, x)  # identity before the first update
-
-    def _lsq(self, x: Any, training: bool) -> Any:
-        ready = self.ready > 0
-        scale, zp = ops.convert_to_tensor(self.scale), ops.convert_to_tensor(self.zero_point)
-        if training:
-            # Not yet initialized: start from the batch (LSQ's 2 * mean|x| / sqrt(qmax); zero point
-            # from the batch range), stored for the following steps.
-            flat = ops.stop_gradient(x)
-            init_scale = 2.0 * self._mean_abs(flat) / math.sqrt(max(self.qmax, 1))
-            bmin, bmax = self._reduce(flat)
-            _, init_zp = _params_from_range(bmin, bmax, self.qmin, self.qmax, self.symmetric)
-            scale = ops.where(ready, scale, ops.maximum(init_scale, _LSQ_MIN_SCALE))
-            zp = ops.where(ready, zp, init_zp)
-            self.scale.assign(ops.stop_gradient(scale))
-            self.zero_point.assign(zp)
-            self.ready.assign(1.0)
-        scale = ops.maximum(scale, _LSQ_MIN_SCALE)
-        # LSQ gradient scale g = 1 / sqrt(numel per channel * qmax); the forward value stays ``scale``.
-        g = ops.rsqrt(self._numel_per_channel(x) * float(max(self.qmax, 1)))
-        scale = scale + (scale * g - ops.stop_gradient(scale * g))
-        y = _fake_quantize(x, self._bcast(scale, x), self._bcast(zp, x), self.qmin, self.qmax)
-        return y if training else ops.where(ready, y, x)
-
-    def _minmax(self, x: Any, training: bool) -> Any:
-        lo, hi = self._reduce(ops.stop_gradient(x))
-        scale, zp = _params_from_range(lo, hi, self.qmin, self.qmax, self.symmetric)
-        return _fake_quantize(x, self._bcast(scale, x), self._bcast(zp, x), self.qmin, self.qmax)
-
-    def _dynamic(self, x: Any, training: bool) -> Any:
-        scale, zp = _dynamic_params(ops.stop_gradient(x), self.qmin, self.qmax)
-        return _fake_quantize(x, scale, zp, self.qmin, self.qmax)
-
-    # -- helpers ---------------------------------------------------------------------------
-    def _axis_of(self, x: Any) -> int | None:
-        return None if self.axis is None else self.axis % len(x.shape)
-
-    def _bcast(self, v: Any, x: Any) -> Any:
-        """Per-channel ``v`` shaped to broadcast along the channel axis of ``x``."""
-        axis = self._axis_of(x)
-        if axis is None:
-            return v
-        shape = [1] * len(x.shape)
-        shape[axis] = -1
-        return ops.reshape(v, shape)
-
-    def _other_axes(self, x: Any) -> tuple[int, ...] | None:
-        axis = self._axis_of(x)
-        return None if axis is None else tuple(i for i in range(len(x.shape)) if i != axis)
-
-    def _reduce(self, x: Any) -> tuple[Any, Any]:
-        axes = self._other_axes(x)
-        return ops.min(x, axis=axes), ops.max(x, axis=axes)
-
-    def _mean_abs(self, x: Any) -> Any:
-        return ops.mean(ops.abs(x), axis=self._other_axes(x))
-
-    def _numel_per_channel(self, x: Any) -> Any:
-        """Elements one scale covers: per sample for activations (LSQ's "features"), per channel."""
-        n = ops.cast(ops.size(x), "float32")
-        if self.role == "activation" and len(x.shape) > 0:
-            n = n / ops.cast(ops.shape(x)[0], "float32")
-        axis = self._axis_of(x)
-        if axis is not None:
-            n = n / float(x.shape[axis])
-        return ops.maximum(n, 1.0)
-
     # -- state -------------------------------------------------------------------------------
+    def _channels(self) -> int | None:
+        return int(self.scale.shape[0]) if len(self.scale.shape) else None
+
     def check_params(self, params: SiteParams) -> None:
         """Raises ValueError, naming the site, if ``params`` do not fit it."""
-        where = f"quantization site {self.site!r}"
-        scale = np.asarray(params.scale, dtype=np.float32)
-        zp = np.asarray(params.zero_point)
-        target = tuple(int(d) for d in self.scale.shape)
-        if scale.shape != zp.shape or scale.ndim > 1:
-            raise ValueError(f"{where}: scale {scale.shape} and zero_point {zp.shape} must both be () or (C,)")
-        if scale.ndim == 1 and scale.shape != target:
-            raise ValueError(
-                f"{where}: got {scale.shape[0]} per-channel parameters, the site has "
-                f"{'one per-tensor scale' if not target else f'{target[0]} channels'}"
-            )
-        if params.axis is not None and self.axis is not None and scale.ndim == 1 \
-                and params.axis % self._rank != self.axis % self._rank:
-            raise ValueError(f"{where}: parameters are per channel on axis {params.axis}, the site on {self.axis}")
-        if not np.all(np.isfinite(scale) & (scale > 0)):
-            raise ValueError(f"{where}: scale must be finite and > 0, got {scale!r}")
-        if not params.qmin < params.qmax or np.any(zp < params.qmin) or np.any(zp > params.qmax) \
-                or not np.all(zp == np.round(zp)):
-            raise ValueError(f"{where}: zero_point {zp!r} must be integers in [{params.qmin}, {params.qmax}]")
+        fake_quant.check_params(self, self._channels(), params, self._rank)
 
     def set_params(self, params: SiteParams) -> bool:
         """Sets scale and zero point; returns True if the site's mode or range changed.
 
-        The site switches to ``fixed``, except an ``lsq`` site, which takes them as its starting point
-        and keeps learning, and a ``dynamic`` site, which keeps computing its range per batch.
+        The mode changes as :func:`slimkit.quant.fake_quant.mode_after_params` says (lsq learns on
+        from them, dynamic stays dynamic, every other mode becomes fixed).
 
         Raises:
             ValueError: the parameters do not fit the site (the site is left unchanged).
         """
-        self.check_params(params)
-        target = tuple(int(d) for d in self.scale.shape)
-        scale = np.asarray(params.scale, dtype=np.float32)
-        zp = np.asarray(params.zero_point)
+        scale, zp = fake_quant.check_params(self, self._channels(), params, self._rank)
         before = (self.mode, self.qmin, self.qmax)
-        if self.mode not in ("lsq", "dynamic"):
-            self.mode = "fixed"
-            self.scale.trainable = False
-        if self.mode != "dynamic":  # a dynamic site's range stays the one it computes
+        if fake_quant.range_follows_params(self.mode):
             self.qmin, self.qmax = int(params.qmin), int(params.qmax)
-        self.scale.assign(np.broadcast_to(scale, target).astype(np.float32))
-        self.zero_point.assign(np.broadcast_to(zp, target).astype(np.float32))
+        self.mode = fake_quant.mode_after_params(self.mode)
+        self.scale.trainable = fake_quant.mode_of(self.mode).learns_scale
+        self.scale.assign(scale)
+        self.zero_point.assign(zp)
         self.ready.assign(np.float32(1.0))
         return (self.mode, self.qmin, self.qmax) != before
 
     def state(self) -> dict[str, np.ndarray]:
-        """``scale``/``zero_point`` (fixed, lsq), ``min``/``max`` (ema; NaN until updated), or {}
-        (minmax, dynamic, and fixed or lsq sites not yet set or initialized)."""
-        if self.mode in ("fixed", "lsq"):
-            if float(self.ready.numpy()) <= 0:
-                return {}
-            return {"scale": np.array(self.scale.numpy(), dtype=np.float32),
-                    "zero_point": np.array(self.zero_point.numpy(), dtype=np.int32)}
-        if self.mode == "ema":
-            return {"min": np.array(self.range_min.numpy(), dtype=np.float32),
-                    "max": np.array(self.range_max.numpy(), dtype=np.float32)}
-        return {}
+        """What the site holds (:meth:`slimkit.quant.modes.Mode.state`)."""
+        values = {"scale": self.scale.numpy(), "zero_point": self.zero_point.numpy(),
+                  "range_min": self.range_min.numpy(), "range_max": self.range_max.numpy(),
+                  "ready": self.ready.numpy()}
+        return fake_quant.state_of(self.mode, values)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -12,18 +12,7 @@ import torch
 
 from slimkit.optim import UpdateRule
 
-
-class TorchOps:
-    """:class:`slimkit.ops.TensorOps` over torch tensors (assignment in place, no autograd)."""
-
-    def sqrt(self, x: Any) -> Any:
-        return torch.sqrt(x)
-
-    def assign(self, target: Any, value: Any) -> None:
-        target.copy_(value)
-
-
-TORCH_OPS = TorchOps()
+from slimkit.adapters.torch.ops import TORCH_OPS
 
 
 class RuleOptimizer(torch.optim.Optimizer):

@@ -25,7 +25,6 @@ by :func:`fake_quant_model` from the same plan.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import replace
 from typing import Any
@@ -36,276 +35,133 @@ from torch import fx, nn
 from torch.nn.utils import parametrize
 
 from slimkit.errors import UnsupportedModelError
+from slimkit.quant import fake_quant
 from slimkit.quant.plan import MODES, ActSite, FakeQuantSpec, LayerSite, QuantPlan, SiteParams
 from slimkit.quant.specs import bias_spec
 
 from slimkit.adapters.torch.graph import trace, unshaped_node_names
+from slimkit.adapters.torch.ops import TORCH_OPS
 from slimkit.adapters.torch.rebuild import independent_copy
 
 #: Attribute of the traced model holding the activation fake-quant modules (a ``nn.ModuleDict``).
 CONTAINER = "slimkit_quant"
-_TINY = float(np.finfo(np.float32).tiny)
 _QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-_WITH_PARAMS = ("fixed", "lsq")  # modes whose state is a scale and a zero point
-
-
-# ---------------------------------------------------------------------------------------------- arithmetic
-def _along(values: torch.Tensor, axis: int | None, x: torch.Tensor, site: str) -> torch.Tensor:
-    """``values`` (0-d, or 1-D per channel of ``axis``) shaped to broadcast against ``x``."""
-    if axis is None:
-        return values
-    dim = axis % x.dim()
-    if x.shape[dim] != values.shape[0]:
-        raise UnsupportedModelError(
-            f"fake-quant site {site!r}: tensor has {x.shape[dim]} channels on axis {axis}, its parameters "
-            f"have {values.shape[0]}"
-        )
-    shape = [1] * x.dim()
-    shape[dim] = values.shape[0]
-    return values.reshape(shape)
-
-
-def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
-    """``(clip(rint(x / scale) + zero_point, qmin, qmax) - zero_point) * scale`` with straight-through rounding.
-
-    ``scale`` and ``zero_point`` broadcast against ``x``. The forward value equals
-    :func:`slimkit.quant.params.fake_quantize` bit for bit in float32; the gradient w.r.t. ``x`` is 1
-    inside the range and 0 where clipped, and ``scale`` receives the LSQ gradient when it requires one.
-    """
-    zp = zero_point.to(x.dtype)
-    v = x / scale
-    q = v + (torch.round(v) - v).detach()  # torch.round is half-to-even, like np.rint
-    q = torch.clamp(q + zp, qmin, qmax)
-    return (q - zp) * scale
-
-
-def _minmax(x: torch.Tensor, axis: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Minimum and maximum of ``x``, overall or per channel of ``axis``."""
-    if axis is None:
-        return x.min(), x.max()
-    flat = x.movedim(axis % x.dim(), 0).reshape(x.shape[axis], -1)
-    return flat.amin(dim=1), flat.amax(dim=1)
-
-
-def range_params(lo: torch.Tensor, hi: torch.Tensor, qmin: int, qmax: int,
-                 symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale (float32) and zero point (float32 integers) covering ``[lo, hi]``, as ``params_from_range``.
-
-    The range is extended to include 0; the scale is computed in float64 and stored as float32; a
-    degenerate range (``lo == hi == 0``) gets scale 1 and zero point 0.
-    """
-    lo = torch.clamp(lo.float(), max=0.0).double()
-    hi = torch.clamp(hi.float(), min=0.0).double()
-    if symmetric:
-        absmax = torch.maximum(lo.abs(), hi.abs())
-        lo, hi = -absmax, absmax
-    # a tensor divisor: dividing by a Python scalar may multiply by its reciprocal (CUDA), which is not exact
-    scale64 = (hi - lo) / torch.tensor(float(qmax - qmin), dtype=torch.float64, device=lo.device)
-    degenerate = scale64 < _TINY
-    safe = torch.where(degenerate, torch.ones_like(scale64), scale64)
-    if symmetric:
-        zp = torch.full_like(safe, float(round((qmin + qmax) / 2.0)))  # round() is half-to-even, like np.round
-    else:
-        zp = torch.round(qmin - lo / safe)
-    zp = torch.where(degenerate, torch.zeros_like(zp), torch.clamp(zp, qmin, qmax))
-    scale = torch.where(degenerate, torch.ones_like(scale64), scale64).float()
-    return scale, zp.float()
-
-
-def dynamic_params(x: torch.Tensor, qmin: int, qmax: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale and zero point of ONNX ``DynamicQuantizeLinear`` for ``x``, in float32 as onnxruntime computes
-    them: the range of ``x`` extended to 0, ``scale = (max - min) / (qmax - qmin)``, ``zero_point =
-    round(clip(qmin - min / scale, qmin, qmax))``; scale 1 for an all-zero tensor."""
-    lo = torch.clamp(x.detach().min(), max=0.0)
-    hi = torch.clamp(x.detach().max(), min=0.0)
-    scale = (hi - lo) / torch.tensor(float(qmax - qmin), dtype=x.dtype, device=x.device)
-    scale = torch.where(hi == lo, torch.ones_like(scale), scale)
-    zp = torch.round(torch.clamp(qmin - lo / scale, qmin, qmax))
-    return scale, zp
 
 
 # ---------------------------------------------------------------------------------------------- the module
 class FakeQuant(nn.Module):
     """Fake-quantizes one tensor (an activation, a kernel or a bias) as its site's mode says.
 
-    Modes (:data:`slimkit.quant.plan.MODES`): ``fixed`` uses the scale and zero point given by
-    :meth:`set_params` and passes values through until then; ``ema`` tracks a moving min/max in
-    training mode (the first batch sets it) and quantizes with the range's parameters, passing values
-    through before its first update; ``lsq`` learns its scale (starting from :meth:`set_params`, else
-    from the first training batch; gradient scaled by ``1 / sqrt(numel_per_channel * qmax)``; kept
-    positive) with a fixed zero point, passing values through in eval mode before it has a scale;
-    ``minmax`` takes the range of the current tensor (per channel on ``spec.axis``); ``dynamic`` is
-    ONNX ``DynamicQuantizeLinear`` on the current tensor.
+    The arithmetic and the modes are core's (:mod:`slimkit.quant.fake_quant`,
+    :mod:`slimkit.quant.modes`); this module holds one site's state as a
+    :class:`~slimkit.quant.fake_quant.SiteState`: the current mode and integer range as buffers (so
+    that a switch to ``fixed`` survives ``state_dict``), ``scale`` (a parameter for ``lsq``),
+    ``zero_point``, the ema ``range_min``/``range_max`` and ``ready``.
 
     Attributes:
         site: the site key (activation node name, ``<layer>/kernel`` or ``<layer>/bias``).
         spec: the planned spec.
-        role: ``act``, ``kernel`` or ``bias``.
+        role: ``activation``, ``kernel`` or ``bias``.
         layer_site: the plan's layer site (kernel role only).
         method: the plan's method.
         order: position of the site in the plan.
+        rank: rank of the quantized tensor when known (kernels, biases), for parameter checks.
     """
 
     #: Marks the class for graph.py: traced as one call, mapped to an elementwise node.
     slimkit_fake_quant = True
 
     def __init__(self, site: str, spec: FakeQuantSpec, role: str, channels: int | None = None,
-                 layer_site: LayerSite | None = None, method: str = "static", order: int = 0) -> None:
+                 layer_site: LayerSite | None = None, method: str = "static", order: int = 0,
+                 rank: int | None = None) -> None:
         super().__init__()
         if spec.axis is not None and channels is None:
             raise ValueError(f"fake-quant site {site!r}: per-channel spec (axis={spec.axis}) needs the channel count")
         self.site, self.spec, self.role = site, spec, role
-        self.layer_site, self.method, self.order = layer_site, method, order
+        self.layer_site, self.method, self.order, self.rank = layer_site, method, order, rank
         shape = () if spec.axis is None else (int(channels),)
         nan = torch.full(shape, float("nan"))
-        # Mode and readiness are buffers, not attributes, so that a switch to fixed survives save and load.
-        self.register_buffer("mode", torch.tensor(MODES.index(spec.mode), dtype=torch.int64))
-        self.register_buffer("ready", torch.tensor(False))
-        self.register_buffer("qmin", torch.tensor(spec.qmin, dtype=torch.int64))
-        self.register_buffer("qmax", torch.tensor(spec.qmax, dtype=torch.int64))
-        if spec.mode == "lsq":
-            self.scale = nn.Parameter(nan.clone())
+        self.register_buffer("mode_index", torch.tensor(MODES.index(spec.mode), dtype=torch.int64))
+        self.register_buffer("int_range", torch.tensor([spec.qmin, spec.qmax], dtype=torch.int64))
+        self.register_buffer("ready", torch.tensor(0.0))
+        if fake_quant.mode_of(spec.mode).learns_scale:
+            self.scale = nn.Parameter(torch.ones(shape))
         else:
-            self.register_buffer("scale", nan.clone())
-        self.register_buffer("zero_point", torch.zeros(shape, dtype=torch.int32))
-        self.register_buffer("min_val", nan.clone())
-        self.register_buffer("max_val", nan.clone())
+            self.register_buffer("scale", torch.ones(shape))
+        self.register_buffer("zero_point", torch.zeros(shape))
+        self.register_buffer("range_min", nan.clone())
+        self.register_buffer("range_max", nan.clone())
 
     def extra_repr(self) -> str:
-        return f"site={self.site!r}, mode={self.current_mode}, qmin={int(self.qmin)}, qmax={int(self.qmax)}, " \
-               f"axis={self.spec.axis}"
+        return f"site={self.site!r}, mode={self.mode}, qmin={self.qmin}, qmax={self.qmax}, axis={self.axis}"
+
+    # -- SiteState --------------------------------------------------------------------------------------
+    @property
+    def mode(self) -> str:
+        """The mode now: the planned one, or what setting parameters made it."""
+        return MODES[int(self.mode_index)]
 
     @property
-    def current_mode(self) -> str:
-        """The mode now: the planned one, or ``fixed`` once parameters were set."""
-        return MODES[int(self.mode)]
+    def qmin(self) -> int:
+        return int(self.int_range[0])
+
+    @property
+    def qmax(self) -> int:
+        return int(self.int_range[1])
+
+    @property
+    def symmetric(self) -> bool:
+        return self.spec.symmetric
+
+    @property
+    def axis(self) -> int | None:
+        return self.spec.axis
+
+    @property
+    def momentum(self) -> float:
+        return self.spec.momentum
 
     @property
     def current_spec(self) -> FakeQuantSpec:
         """The planned spec with the current mode and integer range."""
-        return replace(self.spec, mode=self.current_mode, qmin=int(self.qmin), qmax=int(self.qmax))
+        return replace(self.spec, mode=self.mode, qmin=self.qmin, qmax=self.qmax)
 
     # -- forward ---------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
             raise UnsupportedModelError(f"fake-quant site {self.site!r} receives {type(x).__name__}, not a tensor")
-        mode = self.current_mode
-        qmin, qmax, axis = int(self.qmin), int(self.qmax), self.spec.axis
-        if mode == "fixed":
-            if not bool(self.ready):
-                return x
-            return fake_quantize(x, _along(self.scale.detach(), axis, x, self.site),
-                                 _along(self.zero_point, axis, x, self.site), qmin, qmax)
-        if mode == "ema":
-            if self.training:
-                self._observe(x)
-            if not bool(self.ready):
-                return x
-            scale, zp = range_params(self.min_val, self.max_val, qmin, qmax, self.spec.symmetric)
-        elif mode == "lsq":
-            if not bool(self.ready):
-                if not self.training:
-                    return x
-                self._init_lsq(x)
-            return fake_quantize(x, _along(self._lsq_scale(x), axis, x, self.site),
-                                 _along(self.zero_point, axis, x, self.site), qmin, qmax)
-        elif mode == "minmax":
-            lo, hi = _minmax(x.detach(), axis)
-            scale, zp = range_params(lo, hi, qmin, qmax, self.spec.symmetric)
-        else:  # dynamic
-            scale, zp = dynamic_params(x, qmin, qmax)
-            axis = None
-        scale, zp = scale.to(x.dtype), zp.to(x.dtype)
-        return fake_quantize(x, _along(scale, axis, x, self.site), _along(zp, axis, x, self.site), qmin, qmax)
-
-    def _observe(self, x: torch.Tensor) -> None:
-        """ema: moves the stored range towards this batch's (the first batch sets it)."""
-        with torch.no_grad():
-            lo, hi = _minmax(x.detach().float(), self.spec.axis)
-            if not bool(self.ready):
-                self.min_val.copy_(lo)
-                self.max_val.copy_(hi)
-                self.ready.fill_(True)
-            else:
-                m = float(self.spec.momentum)
-                self.min_val.copy_(self.min_val * m + lo * (1.0 - m))
-                self.max_val.copy_(self.max_val * m + hi * (1.0 - m))
-
-    def _init_lsq(self, x: torch.Tensor) -> None:
-        """lsq: scale ``2 * mean|x| / sqrt(qmax)`` from the first batch; zero point from its range."""
-        qmin, qmax, axis = int(self.qmin), int(self.qmax), self.spec.axis
-        with torch.no_grad():
-            data = x.detach().float()
-            if axis is None:
-                mean_abs = data.abs().mean()
-            else:
-                mean_abs = data.movedim(axis % data.dim(), 0).reshape(data.shape[axis], -1).abs().mean(dim=1)
-            scale = 2.0 * mean_abs / math.sqrt(max(qmax, 1))
-            scale = torch.where(torch.isfinite(scale) & (scale > 0), scale, torch.ones_like(scale))
-            if self.spec.symmetric:
-                zp = torch.full_like(scale, float(round((qmin + qmax) / 2.0)))
-            else:
-                lo, _ = _minmax(data, axis)
-                zp = torch.round(torch.clamp(qmin - torch.clamp(lo, max=0.0) / scale, qmin, qmax))
-            self.scale.copy_(scale)
-            self.zero_point.copy_(zp.to(torch.int32))
-            self.ready.fill_(True)
-
-    def _positive_scale(self) -> torch.Tensor:
-        return self.scale.abs().clamp_min(_TINY)
-
-    def _lsq_scale(self, x: torch.Tensor) -> torch.Tensor:
-        """The scale with LSQ's gradient scale ``g``: value exactly the scale, gradient times ``g``."""
-        s = self._positive_scale()
-        per_channel = x.numel() // (1 if self.spec.axis is None else max(1, x.shape[self.spec.axis]))
-        g = 1.0 / math.sqrt(max(1, per_channel) * max(1, int(self.qmax)))
-        return s.detach() + (s * g - (s * g).detach())
+        if self.axis is not None and x.shape[self.axis % x.dim()] != self.zero_point.shape[0]:
+            raise UnsupportedModelError(
+                f"fake-quant site {self.site!r}: tensor has {x.shape[self.axis % x.dim()]} channels on axis "
+                f"{self.axis}, its parameters have {self.zero_point.shape[0]}"
+            )
+        y = fake_quant.forward(TORCH_OPS, self, x.float(), self.training)
+        return y.to(x.dtype)
 
     # -- parameters ------------------------------------------------------------------------------------
+    def _channels(self) -> int | None:
+        return None if self.axis is None else int(self.zero_point.shape[0])
+
     def checked(self, p: SiteParams) -> tuple[np.ndarray, np.ndarray]:
         """``p``'s scale and zero point as arrays, or ValueError naming the site if they do not fit it."""
-        scale = np.asarray(p.scale, dtype=np.float32)
-        zp_raw = np.asarray(p.zero_point)
-        shape = tuple(self.scale.shape)
-        if (p.axis is None) != (self.spec.axis is None) or scale.shape != shape or zp_raw.shape != shape:
-            raise ValueError(
-                f"fake-quant site {self.site!r} takes {'per-tensor' if not shape else f'{shape[0]} per-channel'} "
-                f"parameters; got scale of shape {scale.shape}, zero_point of shape {zp_raw.shape}, axis={p.axis}"
-            )
-        if not np.all(np.isfinite(scale) & (scale > 0)):
-            raise ValueError(f"fake-quant site {self.site!r}: scale must be finite and > 0, got {scale!r}")
-        if not np.all(zp_raw == np.round(zp_raw)) or not int(p.qmin) < int(p.qmax) or \
-                np.any(zp_raw < p.qmin) or np.any(zp_raw > p.qmax):
-            raise ValueError(f"fake-quant site {self.site!r}: zero_point {zp_raw!r} must be integers in "
-                             f"[{p.qmin}, {p.qmax}]")
-        return scale, zp_raw.astype(np.int64)
+        return fake_quant.check_params(self, self._channels(), p, self.rank)
 
     def set_params(self, p: SiteParams) -> None:
-        """Sets the scale and zero point: an ``lsq`` site starts learning from them, any other site
-        switches to ``fixed``."""
+        """Sets the scale and zero point; the mode changes as
+        :func:`slimkit.quant.fake_quant.mode_after_params` says."""
         scale, zp = self.checked(p)
         with torch.no_grad():
             self.scale.copy_(torch.as_tensor(scale))
-            self.zero_point.copy_(torch.as_tensor(zp.astype(np.int32)))
-            self.qmin.fill_(int(p.qmin))
-            self.qmax.fill_(int(p.qmax))
-            if self.current_mode != "lsq":
-                self.mode.fill_(MODES.index("fixed"))
-            self.ready.fill_(True)
+            self.zero_point.copy_(torch.as_tensor(zp))
+            if fake_quant.range_follows_params(self.mode):
+                self.int_range.copy_(torch.tensor([int(p.qmin), int(p.qmax)]))
+            self.mode_index.fill_(MODES.index(fake_quant.mode_after_params(self.mode)))
+            self.ready.fill_(1.0)
 
     def state(self) -> dict[str, np.ndarray]:
-        """``scale``/``zero_point`` (fixed, lsq; nothing before they have one), ``min``/``max`` (ema; NaN
-        before the first update) or nothing (minmax, dynamic)."""
-        mode = self.current_mode
-        with torch.no_grad():
-            if mode in _WITH_PARAMS and not bool(self.ready):
-                return {}
-            if mode in _WITH_PARAMS:
-                return {"scale": _numpy(self._positive_scale() if mode == "lsq" else self.scale, np.float32),
-                        "zero_point": _numpy(self.zero_point, np.int32)}
-            if mode == "ema":
-                return {"min": _numpy(self.min_val, np.float32), "max": _numpy(self.max_val, np.float32)}
-        return {}
+        """What the site holds (:meth:`slimkit.quant.modes.Mode.state`)."""
+        names = ("scale", "zero_point", "range_min", "range_max", "ready")
+        return fake_quant.state_of(self.mode, {n: _numpy(getattr(self, n), np.float32) for n in names})
 
 
 def _numpy(t: torch.Tensor, dtype: Any) -> np.ndarray:
@@ -354,7 +210,7 @@ def fake_quant_model(model: nn.Module, plan: QuantPlan) -> fx.GraphModule:
                     f"activation site {site.node!r}: the torch.fx trace of {name} has no tensor node of that name"
                 )
             key = _free_key(site.node, container)
-            container[key] = FakeQuant(site.node, site.spec, "act", method=plan.method, order=order)
+            container[key] = FakeQuant(site.node, site.spec, "activation", method=plan.method, order=order)
             with gm.graph.inserting_after(node):
                 fq = gm.graph.call_module(f"{CONTAINER}.{key}", (node,))
             node.replace_all_uses_with(fq, delete_user_cb=lambda user, fq=fq: user is not fq)
@@ -397,13 +253,14 @@ def _quantize_layer(gm: fx.GraphModule, site: LayerSite, method: str, order: int
         )
     axis = site.kernel.axis
     channels = None if axis is None else int(module.weight.shape[axis])
-    kernel = FakeQuant(f"{site.layer}/kernel", site.kernel, "kernel", channels, site, method, order)
+    kernel = FakeQuant(f"{site.layer}/kernel", site.kernel, "kernel", channels, site, method, order,
+                       rank=module.weight.dim())
     # appended after any mask, so the mask's zeros are what gets quantized (and stay zero)
     parametrize.register_parametrization(module, "weight", kernel, unsafe=True)
     if module.bias is not None:
         bias = FakeQuant(f"{site.layer}/bias", bias_spec(site.kernel), "bias",
                          None if axis is None else int(module.bias.shape[0]),
-                         method=method, order=order)
+                         method=method, order=order, rank=1)
         parametrize.register_parametrization(module, "bias", bias, unsafe=True)
 
 
@@ -453,7 +310,7 @@ def plan_of(model: nn.Module) -> QuantPlan | None:
     found = list(sites(model).values())
     if not found:
         return None
-    acts = sorted((m for m in found if m.role == "act"), key=lambda m: m.order)
+    acts = sorted((m for m in found if m.role == "activation"), key=lambda m: m.order)
     kernels = sorted((m for m in found if m.role == "kernel" and m.layer_site is not None), key=lambda m: m.order)
     return QuantPlan(
         tuple(ActSite(m.site, m.current_spec) for m in acts),

@@ -207,7 +207,7 @@ def test_every_site_is_bit_exact_with_numpy_on_wide_data():
     sim.set_quant_params(params)
     seen: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     handles = [m.register_forward_hook(lambda mod, i, o: seen.__setitem__(mod.site, (i[0].numpy(), o.numpy())))
-               for m in fq_modules(sim).values() if m.role == "act"]
+               for m in fq_modules(sim).values() if m.role == "activation"]
     sim.predict(x)
     for h in handles:
         h.remove()
@@ -228,7 +228,7 @@ def test_every_site_is_bit_exact_with_numpy_on_wide_data():
 def test_fake_quantize_rounds_ties_to_even_and_clips_like_numpy():
     p = QuantParams(np.float32(0.1), np.int32(3), bits=4, signed=False)
     x = ((np.arange(-10, 30) + 0.5) * np.float32(0.1)).astype(np.float32)
-    m = quant.FakeQuant("t", FakeQuantSpec(0, 15, False), "act")
+    m = quant.FakeQuant("t", FakeQuantSpec(0, 15, False), "activation")
     assert torch.equal(m(torch.as_tensor(x)), torch.as_tensor(x))  # unset: identity
     m.set_params(SiteParams.of(p))
     xt = torch.as_tensor(x, dtype=torch.float32).requires_grad_(True)
@@ -240,8 +240,8 @@ def test_fake_quantize_rounds_ties_to_even_and_clips_like_numpy():
 
 
 def test_lsq_gradient_is_the_scaled_lsq_step_gradient():
-    m = quant.FakeQuant("t", FakeQuantSpec(-8, 7, True, mode="lsq"), "act").train()
-    x = np.linspace(-2.0, 2.0, 41, dtype=np.float32)
+    m = quant.FakeQuant("t", FakeQuantSpec(-8, 7, True, mode="lsq"), "activation").train()
+    x = np.linspace(-2.0, 2.0, 41, dtype=np.float32).reshape(1, 41)  # one sample of 41 features
     assert torch.equal(m.eval()(torch.as_tensor(x)), torch.as_tensor(x))  # eval before init: identity
     m.train()(torch.as_tensor(x))  # the first training batch sets the scale: 2 * mean|x| / sqrt(qmax)
     s = np.float32(2 * np.abs(x).mean() / np.sqrt(7))
@@ -253,7 +253,7 @@ def test_lsq_gradient_is_the_scaled_lsq_step_gradient():
     q = np.rint(v)
     inside = (q >= -8) & (q <= 7)
     d = np.where(inside, q - v, np.clip(q, -8, 7))  # d y / d s of LSQ
-    g = 1 / np.sqrt(x.size * 7)
+    g = 1 / np.sqrt(41 * 7)  # LSQ: features of one sample times qmax
     np.testing.assert_allclose(m.scale.grad.numpy(), g * d.sum(), rtol=1e-4, atol=1e-6)
 
 
@@ -349,7 +349,7 @@ def test_qat_with_lsq_learns_scales_from_set_params_and_first_batch():
     assert state["act1"]["zero_point"] == 0 < state["x"]["zero_point"]
     got = sim.quant_plan()
     assert [a.spec.mode for a in got.acts] == ["lsq"] * 4 and [s.kernel.mode for s in got.layers] == ["lsq"] * 3
-    scales = [m.scale for m in fq_modules(sim).values() if m.current_mode == "lsq"]
+    scales = [m.scale for m in fq_modules(sim).values() if m.mode == "lsq"]
     assert scales and all(isinstance(s, nn.Parameter) and s.grad is not None for s in scales)
 
 
@@ -393,7 +393,7 @@ def test_without_fake_quant_and_strip():
     # layer_outputs by module path and by fx node name: the tensors before their fake-quant
     seen = {}
     hooks = [m.register_forward_hook(lambda mod, i, o: seen.__setitem__(mod.site, i[0].numpy()))
-             for m in fq_modules(sim).values() if m.role == "act"]
+             for m in fq_modules(sim).values() if m.role == "activation"]
     sim.predict(x)
     for h in hooks:
         h.remove()

@@ -27,7 +27,8 @@ from slimkit.data import as_arrays, is_array_pair
 from slimkit.errors import DataError, ExportError, UnsupportedModelError
 from slimkit.graph import LayerGraph, Node
 from slimkit.optim import NumpyOptimizer
-from slimkit.quant.params import params_from_range, qrange
+from slimkit.ops import NUMPY_OPS
+from slimkit.quant import fake_quant
 from slimkit.quant.plan import ActSite, FakeQuantSpec, LayerSite, QuantPlan, SiteParams
 from slimkit.quant.specs import bias_spec
 from slimkit.recipe import FineTune
@@ -277,73 +278,52 @@ class _Relu:
 
 
 class FakeQuant:
-    """Numpy fake-quant with straight-through gradients; the modes of ``slimkit.quant.plan.MODES``
-    except ``lsq``."""
+    """One fake-quant site over numpy: the arithmetic and every mode are core's
+    (:func:`slimkit.quant.fake_quant.forward` with :data:`slimkit.ops.NUMPY_OPS`); this class only
+    holds the site's variables. Gradients are straight-through; the fake learns no lsq scale (numpy
+    has no autodiff), so an lsq site keeps the scale it was set or first initialised to."""
 
     kind = "fakequant"
 
-    def __init__(self, name: str, key: str, spec: FakeQuantSpec) -> None:
-        if spec.mode == "lsq":
-            raise UnsupportedModelError("the fake adapter has no lsq quantizer")
-        self.name, self.key, self.spec = name, key, spec
+    def __init__(self, name: str, key: str, spec: FakeQuantSpec, channels: int | None = None,
+                 role: str = "activation") -> None:
+        self.name, self.key, self.site, self.spec, self.role = name, key, key, spec, role
+        self.mode, self.qmin, self.qmax = spec.mode, spec.qmin, spec.qmax
+        self.symmetric, self.axis, self.momentum = spec.symmetric, spec.axis, spec.momentum
+        self.channels = channels if spec.axis is not None else None
+        shape = () if self.channels is None else (int(self.channels),)
+        self.scale = np.ones(shape, np.float32)
+        self.zero_point = np.zeros(shape, np.float32)
+        self.range_min = np.full(shape, np.nan, np.float32)
+        self.range_max = np.full(shape, np.nan, np.float32)
+        self.ready = np.zeros((), np.float32)
         self.weights: dict[str, np.ndarray] = {}
         self.mask = None
-        self.params: SiteParams | None = None
-        self.range = (np.nan, np.nan)
         self.training = False
 
     def set(self, p: SiteParams) -> None:
-        self.params = p
-        self.spec = dataclasses.replace(self.spec, mode="dynamic" if self.spec.mode == "dynamic" else "fixed")
+        scale, zp = fake_quant.check_params(self, self.channels, p)
+        if fake_quant.range_follows_params(self.mode):
+            self.qmin, self.qmax = int(p.qmin), int(p.qmax)
+        self.mode = fake_quant.mode_after_params(self.mode)
+        self.scale[...], self.zero_point[...], self.ready[...] = scale, zp, 1.0
+
+    def state(self) -> dict[str, np.ndarray]:
+        names = ("scale", "zero_point", "range_min", "range_max", "ready")
+        return fake_quant.state_of(self.mode, {n: getattr(self, n) for n in names})
+
+    @property
+    def current_spec(self) -> FakeQuantSpec:
+        return dataclasses.replace(self.spec, mode=self.mode, qmin=self.qmin, qmax=self.qmax)
 
     def apply(self, x: np.ndarray, training: bool) -> np.ndarray:
-        spec = self.spec
-        if spec.mode == "fixed":
-            p = self.params
-            return x if p is None else _fq(x, p.scale, p.zero_point, p.qmin, p.qmax, p.axis)
-        if spec.mode == "minmax":
-            axes = tuple(i for i in range(x.ndim) if i != spec.axis) if spec.axis is not None else None
-            q = params_from_range(x.min(axis=axes), x.max(axis=axes), spec.bits, spec.signed, spec.symmetric,
-                                  spec.axis, reduce_range=spec.qmax < qrange(spec.bits, spec.signed)[1])
-            return _fq(x, q.scale, q.zero_point, spec.qmin, spec.qmax, spec.axis)
-        if spec.mode == "dynamic":
-            lo, hi = min(0.0, float(x.min())), max(0.0, float(x.max()))
-            if hi == lo:
-                return x
-            scale = np.float32((hi - lo) / 255.0)
-            zp = np.clip(np.rint(np.float32(-lo) / scale), 0, 255)
-            return _fq(x, scale, zp, 0, 255, None)
-        # ema
-        if training:
-            lo, hi = float(x.min()), float(x.max())
-            if np.isnan(self.range[0]):
-                self.range = (lo, hi)
-            else:
-                m = spec.momentum
-                self.range = (m * self.range[0] + (1 - m) * lo, m * self.range[1] + (1 - m) * hi)
-        if np.isnan(self.range[0]):
-            return x
-        q = params_from_range(*self.range, spec.bits, spec.signed, spec.symmetric)
-        return _fq(x, q.scale, q.zero_point, spec.qmin, spec.qmax, None)
+        return np.asarray(fake_quant.forward(NUMPY_OPS, self, np.asarray(x, np.float32), training), np.float32)
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
         return self.apply(x, self.training), None
 
     def backward(self, grad: np.ndarray, _: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         return grad, {}  # straight-through
-
-
-def _fq(x: np.ndarray, scale: Any, zp: Any, qmin: int, qmax: int, axis: int | None) -> np.ndarray:
-    """Exact ONNX QuantizeLinear -> DequantizeLinear in float32."""
-    x = np.asarray(x, np.float32)
-    scale = np.asarray(scale, np.float32)
-    zp = np.asarray(zp, np.float64)
-    if axis is not None and scale.ndim:
-        shape = [1] * x.ndim
-        shape[axis] = -1
-        scale, zp = scale.reshape(shape), zp.reshape(shape)
-    q = np.clip(np.rint(x / scale).astype(np.float64) + zp, qmin, qmax)
-    return ((q - zp).astype(np.float32) * scale).astype(np.float32)
 
 
 def all_weights(model: FakeModel) -> dict[tuple[str, str], np.ndarray]:
@@ -518,9 +498,10 @@ class FakeAdapter(ModelAdapter):
             layers.append(layer)
             if layer.name in sites:
                 site = sites[layer.name]
-                layer.quant = {"kernel": FakeQuant("", f"{layer.name}/kernel", site.kernel)}
+                out = layer.weights["kernel"].shape[1]
+                layer.quant = {"kernel": FakeQuant("", f"{layer.name}/kernel", site.kernel, out, "kernel")}
                 if site.input is not None:
-                    layer.quant["bias"] = FakeQuant("", f"{layer.name}/bias", bias_spec(site.kernel))
+                    layer.quant["bias"] = FakeQuant("", f"{layer.name}/bias", bias_spec(site.kernel), out, "bias")
             node = f"{layer.name}/relu" if getattr(layer, "relu", False) else layer.name
             if node in after:
                 layers.append(FakeQuant(f"fq:{node}", node, after[node].spec))
@@ -547,18 +528,17 @@ class FakeAdapter(ModelAdapter):
             sites[key].set(p)
 
     def quant_state(self) -> dict[str, dict[str, np.ndarray]]:
-        state: dict[str, dict[str, np.ndarray]] = {}
-        for key, q in self._sites().items():
-            if q.spec.mode == "fixed":
-                state[key] = {} if q.params is None else {"scale": q.params.scale, "zero_point": q.params.zero_point}
-            elif q.spec.mode == "ema":
-                state[key] = {"min": np.float32(q.range[0]), "max": np.float32(q.range[1])}
-            else:
-                state[key] = {}
-        return state
+        return {key: q.state() for key, q in self._sites().items()}
 
     def quant_plan(self) -> QuantPlan | None:
-        return getattr(self.model, "plan", None)
+        """The plan with each site's current mode and range (``fixed`` once parameters were set)."""
+        plan = getattr(self.model, "plan", None)
+        if plan is None:
+            return None
+        sites = self._sites()
+        acts = tuple(dataclasses.replace(a, spec=sites[a.node].current_spec) for a in plan.acts)
+        layers = tuple(dataclasses.replace(s, kernel=sites[f"{s.layer}/kernel"].current_spec) for s in plan.layers)
+        return dataclasses.replace(plan, acts=acts, layers=layers)
 
     def without_fake_quant(self) -> "FakeAdapter":
         clone = copy.deepcopy(self.model)

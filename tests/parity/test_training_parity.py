@@ -111,20 +111,32 @@ def test_gradual_magnitude_pruning_gives_identical_masks_and_weights(digits):
         assert np.mean(kernel == 0) == pytest.approx(0.7, abs=0.01)
 
 
-@pytest.mark.parametrize("weights, activations", [("minmax", "ema")])
-def test_qat_twins_learn_the_same_scales(digits, weights, activations):
-    """20 steps of QAT with Adam at 1e-3 (batch norms folded first): every scale within 1e-4."""
-    recipe = {"seed": 0, "fine_tune": {"epochs": 1, "batch_size": 32},
+QAT = [
+    ("bn_cnn", "minmax", "ema", "adam", 1e-3),
+    # LSQ's scale gradients sum a rounding residual over every element, so a tie broken differently
+    # by the frameworks' float kernels moves them by a step; plain SGD at a small rate keeps such a
+    # nudge small where Adam would turn it into a full step (see the note in README's QAT section).
+    ("mlp", "lsq", "lsq", "sgd", 2e-3),
+    ("bn_cnn", "lsq", "lsq", "sgd", 2e-3),
+]
+
+
+@pytest.mark.parametrize("arch, weights, activations, optimizer, lr", QAT,
+                         ids=[f"{a}-{w}-{act}" for a, w, act, _, _ in QAT])
+def test_qat_twins_learn_the_same_scales(digits, arch, weights, activations, optimizer, lr):
+    """20 steps of QAT (batch norms folded first): every scale within 1e-4, zero points equal."""
+    recipe = {"seed": 0, "fine_tune": {"epochs": 1, "batch_size": 32, "optimizer": optimizer, "learning_rate": lr},
               "stages": [{"quantize": {"method": "qat", "weights": {"learn": weights},
                                        "activations": {"learn": activations}}}]}
-    results = compress_twins("bn_cnn", recipe, digits, n=640)
+    results = compress_twins(arch, recipe, digits, n=640)
     layers = {fw: per_layer(adapter.quant_plan(), adapter.quant_state()) for fw, (adapter, _) in results.items()}
-    assert layers["keras"].keys() == layers["torch"].keys() and len(layers["keras"]) == 3
+    assert layers["keras"].keys() == layers["torch"].keys() and len(layers["keras"]) >= 2
     for layer, roles in layers["keras"].items():
         assert roles.keys() == layers["torch"][layer].keys()
         for role, (scale, zero_point) in roles.items():
             np.testing.assert_allclose(scale, layers["torch"][layer][role][0], rtol=RTOL, err_msg=f"{layer} {role}")
             np.testing.assert_array_equal(zero_point, layers["torch"][layer][role][1], err_msg=f"{layer} {role}")
-    kernel = {fw: canonical_weights(adapter)[("conv2", "kernel")] for fw, (adapter, _) in results.items()}
-    start = canonical_weights(results["keras"][1])[("conv2", "kernel")]
-    assert np.abs(kernel["keras"] - start).max() > 100 * RTOL  # QAT really trained
+    first = results["keras"][0].layers()[0].name
+    kernel = {fw: canonical_weights(adapter)[(first, "kernel")] for fw, (adapter, _) in results.items()}
+    start = canonical_weights(results["keras"][1])[(first, "kernel")]
+    assert np.abs(kernel["keras"] - start).max() > 10 * RTOL  # QAT really trained

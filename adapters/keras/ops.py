@@ -1,0 +1,85 @@
+""":class:`slimkit.ops.TensorOps` over Keras 3 (``keras.ops`` on the TensorFlow backend).
+
+Core's fake quantization and optimizer rules run on these; ``assign`` defaults to the variable's
+own ``assign`` (an optimizer passes its own, which handles distribution strategies). Also serves
+tf_keras variables, which are ``tf.Variable`` objects that ``keras.ops`` accepts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from keras import ops
+
+
+class KerasOps:
+    """Keras' tensor operations for core code."""
+
+    def __init__(self, assign: Callable[[Any, Any], None] | None = None) -> None:
+        self._assign = assign
+
+    def sqrt(self, x: Any) -> Any:
+        return ops.sqrt(x)
+
+    def abs(self, x: Any) -> Any:
+        return ops.abs(x)
+
+    def round(self, x: Any) -> Any:
+        return ops.round(x)  # TensorFlow rounds half to even
+
+    def clip(self, x: Any, lo: float, hi: float) -> Any:
+        return ops.clip(x, lo, hi)
+
+    def minimum(self, a: Any, b: Any) -> Any:
+        return ops.minimum(a, b)
+
+    def maximum(self, a: Any, b: Any) -> Any:
+        return ops.maximum(a, b)
+
+    def where(self, cond: Any, a: Any, b: Any) -> Any:
+        return ops.where(cond, a, b)
+
+    def isnan(self, x: Any) -> Any:
+        return ops.isnan(x)
+
+    def isfinite(self, x: Any) -> Any:
+        return ops.isfinite(x)
+
+    def logical_and(self, a: Any, b: Any) -> Any:
+        return ops.logical_and(a, b)
+
+    def amin(self, x: Any, axes: tuple[int, ...] | None) -> Any:
+        return ops.min(x, axis=axes)
+
+    def amax(self, x: Any, axes: tuple[int, ...] | None) -> Any:
+        return ops.max(x, axis=axes)
+
+    def mean(self, x: Any, axes: tuple[int, ...] | None) -> Any:
+        return ops.mean(x, axis=axes)
+
+    def reshape(self, x: Any, shape: tuple[int, ...]) -> Any:
+        return ops.reshape(x, shape)
+
+    def size(self, x: Any, axis: int | None = None) -> Any:
+        return ops.cast(ops.size(x) if axis is None else ops.shape(x)[axis], "float32")
+
+    def cast(self, x: Any, dtype: str) -> Any:
+        return ops.cast(x, dtype)
+
+    def full_like(self, x: Any, value: float) -> Any:
+        return ops.full_like(x, value)
+
+    def stop_gradient(self, x: Any) -> Any:
+        return ops.stop_gradient(x)
+
+    def read(self, variable: Any) -> Any:
+        return ops.convert_to_tensor(variable)
+
+    def assign(self, target: Any, value: Any) -> None:
+        if self._assign is not None:
+            self._assign(target, value)
+        else:
+            target.assign(value)
+
+
+KERAS_OPS = KerasOps()

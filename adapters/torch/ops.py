@@ -1,0 +1,76 @@
+""":class:`slimkit.ops.TensorOps` over torch tensors, for core's fake quantization and optimizer rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+class TorchOps:
+    """PyTorch's tensor operations for core code; ``assign`` writes in place outside autograd."""
+
+    def sqrt(self, x: Any) -> Any:
+        return torch.sqrt(x)
+
+    def abs(self, x: Any) -> Any:
+        return torch.abs(x)
+
+    def round(self, x: Any) -> Any:
+        return torch.round(x)  # half to even, like np.rint
+
+    def clip(self, x: Any, lo: float, hi: float) -> Any:
+        return torch.clamp(x, lo, hi)
+
+    def minimum(self, a: Any, b: Any) -> Any:
+        return torch.clamp(a, max=b) if not isinstance(b, torch.Tensor) else torch.minimum(a, b)
+
+    def maximum(self, a: Any, b: Any) -> Any:
+        return torch.clamp(a, min=b) if not isinstance(b, torch.Tensor) else torch.maximum(a, b)
+
+    def where(self, cond: Any, a: Any, b: Any) -> Any:
+        return torch.where(cond, a, b)
+
+    def isnan(self, x: Any) -> Any:
+        return torch.isnan(x)
+
+    def isfinite(self, x: Any) -> Any:
+        return torch.isfinite(x)
+
+    def logical_and(self, a: Any, b: Any) -> Any:
+        return torch.logical_and(a, b)
+
+    def amin(self, x: Any, axes: tuple[int, ...] | None) -> Any:
+        return x.amin() if axes is None else x.amin(dim=axes)
+
+    def amax(self, x: Any, axes: tuple[int, ...] | None) -> Any:
+        return x.amax() if axes is None else x.amax(dim=axes)
+
+    def mean(self, x: Any, axes: tuple[int, ...] | None) -> Any:
+        return x.mean() if axes is None else x.mean(dim=axes)
+
+    def reshape(self, x: Any, shape: tuple[int, ...]) -> Any:
+        return x.reshape(shape)
+
+    def size(self, x: Any, axis: int | None = None) -> Any:
+        return torch.tensor(float(x.numel() if axis is None else x.shape[axis]), dtype=torch.float32,
+                            device=x.device)
+
+    def cast(self, x: Any, dtype: str) -> Any:
+        return x.to({"float32": torch.float32, "float64": torch.float64}[dtype])
+
+    def full_like(self, x: Any, value: float) -> Any:
+        return torch.full_like(x, value)
+
+    def stop_gradient(self, x: Any) -> Any:
+        return x.detach()
+
+    def read(self, variable: Any) -> Any:
+        return variable
+
+    def assign(self, target: Any, value: Any) -> None:
+        with torch.no_grad():
+            target.copy_(value)
+
+
+TORCH_OPS = TorchOps()
