@@ -25,6 +25,12 @@ from slimkit.errors import (
     UnsupportedModelError,
 )
 from slimkit.export import export_onnx as _export_onnx
+from slimkit.optim import OPTIMIZERS, UpdateRule
+from slimkit.plugins import NoOptions, bounded
+from slimkit.pruning.criteria import CRITERIA, Criterion, CriterionData, member_slices
+from slimkit.pruning.methods import PRUNING_METHODS, PruneContext, Pruner, PruningMethod
+from slimkit.quant.methods import QUANT_METHODS, QuantContext, QuantMethod, QuantOutcome
+from slimkit.quant.observers import OBSERVERS
 from slimkit.recipe import OnnxExport, QuantizeStage, Recipe
 from slimkit.report import FileRow, LayerRow, QuantExportRow, QuantRow, Report, StageRow
 
@@ -55,8 +61,40 @@ def export_onnx(
     return _export_onnx(model, path, sample, OnnxExport(opset=opset, verify=verify, tolerance=tolerance))
 
 
+def register_criterion(name: str, options: type = NoOptions) -> Any:
+    """Decorator registering a channel-importance criterion (a :class:`Criterion` subclass) under
+    ``name``; recipes then name it in ``prune.criterion`` and it runs on every framework."""
+    return CRITERIA.register(name, options)
+
+
+def register_pruning_method(name: str, options: type = NoOptions) -> Any:
+    """Decorator registering a :class:`PruningMethod` under ``name`` (``prune.method``); ``options``
+    is its frozen dataclass of recipe keys."""
+    return PRUNING_METHODS.register(name, options)
+
+
+def register_quant_method(name: str, options: type = NoOptions) -> Any:
+    """Decorator registering a :class:`QuantMethod` under ``name`` (``quantize.method``)."""
+    return QUANT_METHODS.register(name, options)
+
+
+def register_observer(name: str, options: type = NoOptions) -> Any:
+    """Decorator registering a calibration observer under ``name`` (``activations.calibration``); the
+    class needs ``update(x)``, ``range()`` and a classmethod ``build(options, settings)``."""
+    return OBSERVERS.register(name, options)
+
+
+def register_optimizer(name: str, options: type = NoOptions) -> Any:
+    """Decorator registering an :class:`UpdateRule` under ``name`` (``fine_tune.optimizer``)."""
+    return OPTIMIZERS.register(name, options)
+
+
 __all__ = [
     "CompressionResult", "DataError", "ExportError", "FileRow", "LayerInfo", "LayerRow", "ModelAdapter", "StepCallback",
     "NotSupportedYetError", "QuantExportRow", "QuantRow", "QuantizeStage", "RecipeError", "Recipe", "Report", "SlimkitError", "SlimkitWarning", "StageRow", "TrainHooks",
     "UnsupportedModelError", "compress", "export_onnx",
+    "CRITERIA", "Criterion", "CriterionData", "NoOptions", "OBSERVERS", "OPTIMIZERS", "PRUNING_METHODS", "PruneContext",
+    "Pruner", "PruningMethod", "QUANT_METHODS", "QuantContext", "QuantMethod", "QuantOutcome", "UpdateRule", "bounded",
+    "member_slices", "register_criterion", "register_observer", "register_optimizer", "register_pruning_method",
+    "register_quant_method",
 ]

@@ -17,20 +17,15 @@ from slimkit.errors import DataError, SlimkitWarning
 from slimkit.export import export_with_report
 from slimkit.metrics import evaluate
 from slimkit.progress import ProgressPrinter
-from slimkit.pruning.magnitude import SUPPORTED_KINDS as MAGNITUDE_KINDS
-from slimkit.pruning.magnitude import MagnitudePruner
-from slimkit.pruning.nm import SUPPORTED_KINDS as NM_KINDS
-from slimkit.pruning.nm import NMPruner
-from slimkit.pruning.structured import SUPPORTED_KINDS as CHANNEL_KINDS
-from slimkit.pruning.structured import ChannelPruner
-from slimkit.quant.dynamic import quantize_dynamic
-from slimkit.quant.qat import quantize_aware
+from slimkit.pruning.methods import PruneContext
+from slimkit.pruning.methods import method_of as prune_method
+from slimkit.quant.methods import QuantContext
+from slimkit.quant.methods import method_of as quant_method
 from slimkit.quant.plan import float_between_sites
 from slimkit.quant.stage import prepare, quant_rows
-from slimkit.quant.static import quantize_static
 from slimkit.recipe import PruneStage, QuantizeStage, Recipe
 from slimkit.registry import adapter_class
-from slimkit.report import FileRow, GroupRow, LayerRow, Report, StageRow
+from slimkit.report import FileRow, LayerRow, Report, StageRow
 from slimkit.selection import select_layers
 
 
@@ -120,7 +115,7 @@ def compress(
             work, row = _run_quant_stage(work, stage, context, report, tuple(targets))
         else:
             work, row = _run_prune_stage(work, stage, context, report)
-            if stage.method != "channel":  # a channel ratio is not a kernel sparsity target
+            if prune_method(stage).sets_kernel_sparsity:  # a channel ratio is not a kernel sparsity target
                 targets.update({name: stage.sparsity for name in row.layers})
         report.stages.append(row)
 
@@ -165,14 +160,9 @@ def _run_prune_stage(
     """Runs one prune stage; returns the adapter to continue with (a rebuilt one after channel pruning)."""
     start = time.perf_counter()
     field = f"stages[{ctx.index}].prune.layers"
-    kinds = {"magnitude": MAGNITUDE_KINDS, "n:m": NM_KINDS, "channel": CHANNEL_KINDS}[stage.method]
-    layers = select_layers(work.layers(), stage.layers, kinds, field)
-    if stage.method == "channel":
-        pruner: Any = ChannelPruner(work, layers, stage, field, ctx.sample, ctx.train_data, ctx.seed)
-    elif stage.method == "n:m":
-        pruner = NMPruner(work, layers, stage, field)
-    else:
-        pruner = MagnitudePruner(work, layers, stage)
+    method = prune_method(stage)
+    layers = select_layers(work.layers(), stage.layers, method.kinds, field)
+    pruner = method.pruner(work, layers, stage, PruneContext(field, ctx.sample, ctx.train_data, ctx.seed))
     settings = stage.fine_tune
     trains = settings is not None and settings.epochs > 0
     if not trains:
@@ -184,10 +174,7 @@ def _run_prune_stage(
             hooks.append(ProgressPrinter(label, settings.epochs, lambda: f"sparsity {pruner.current:.3f}"))
         work.fit(ctx.train_data, settings, HookChain(*hooks), ctx.fit_fn)
         result = pruner.finish()
-    if isinstance(pruner, ChannelPruner):
-        report.groups += [GroupRow(*row) for row in pruner.group_rows()]
-        report.notes += [f"channels left whole ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}): {why}"
-                         for names, why in pruner.blocked]
+    pruner.add_to_report(report)
     row = StageRow(stage.name, tuple(layer.name for layer in layers), stage.sparsity, stage.scope,
                    trains, pruner.total_steps, time.perf_counter() - start)
     return result, row
@@ -196,22 +183,17 @@ def _run_prune_stage(
 def _run_quant_stage(
     work: ModelAdapter, stage: QuantizeStage, ctx: _StageContext, report: Report, masked: tuple[str, ...]
 ) -> tuple[ModelAdapter, StageRow]:
-    """Runs the quantize stage: fold, plan, then calibrate (static), fix kernels (dynamic) or train (qat)."""
+    """Runs the quantize stage: fold, plan, then the method (calibrate, fix kernels, or train)."""
     start = time.perf_counter()
     field = f"stages[{ctx.index}].quantize"
+    method = quant_method(stage)
     prepared = prepare(work, stage, field, ctx.sample, masked)
-    steps = 0
-    if stage.method == "static":
-        sim, params, ranges = quantize_static(prepared, stage, ctx.sample, field, ctx.verbose)
-    elif stage.method == "dynamic":
-        sim, params, ranges = quantize_dynamic(prepared)
-    else:
-        progress = None
-        if ctx.verbose and stage.fine_tune is not None:
-            progress = ProgressPrinter(f"stage {ctx.index + 1}/{ctx.count} {stage.name}", stage.fine_tune.epochs)
-        sim, params, ranges, steps = quantize_aware(prepared, stage, ctx.sample, ctx.train_data, ctx.fit_fn,
-                                                    progress, field, ctx.verbose)
-    report.quant = quant_rows(prepared.plan, params, prepared.adapter, ranges)
+    progress = None
+    if ctx.verbose and method.trains and stage.fine_tune is not None:
+        progress = ProgressPrinter(f"stage {ctx.index + 1}/{ctx.count} {stage.name}", stage.fine_tune.epochs)
+    outcome = method.run(prepared, stage, QuantContext(field, ctx.sample, ctx.train_data, ctx.fit_fn, progress,
+                                                       ctx.verbose))
+    report.quant = quant_rows(prepared.plan, outcome.params, prepared.adapter, outcome.ranges)
     report.quantized = [s.layer for s in prepared.plan.layers]
     chosen = set(report.quantized)
     report.float_layers = [i.name for i in prepared.adapter.layers() if i.name not in chosen]
@@ -226,9 +208,9 @@ def _run_quant_stage(
         report.notes.append("batch norms folded: " + ", ".join(f"{bn} into {layer}" for layer, bn in prepared.folded))
     bits = sorted({s.kernel.bits for s in prepared.plan.layers})
     row = StageRow(stage.name, tuple(report.quantized), None,
-                   f"w{'/'.join(map(str, bits))} a{stage.activations.bits}", stage.method == "qat", steps,
+                   f"w{'/'.join(map(str, bits))} a{stage.activations.bits}", method.trains, outcome.steps,
                    time.perf_counter() - start)
-    return sim, row
+    return outcome.model, row
 
 
 def _layer_rows(adapter: ModelAdapter, targets: dict[str, float]) -> list[LayerRow]:

@@ -27,5 +27,9 @@ class ExportError(SlimkitError, RuntimeError):
     """Export failed, or the exported file disagrees with the framework's own output."""
 
 
+class PluginError(SlimkitError, RuntimeError):
+    """A registered plugin (criterion, method, observer, ...) returned something slimkit cannot use."""
+
+
 class SlimkitWarning(UserWarning):
     """Something was left undone on purpose (a channel group left whole, say); the message says why."""

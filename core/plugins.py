@@ -10,6 +10,7 @@ fields with :func:`bounded`.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import typing
 from dataclasses import dataclass
@@ -45,6 +46,11 @@ def bounded(default: Any, lo: float = -math.inf, hi: float = math.inf, *, lo_ope
 
 
 @dataclass(frozen=True)
+class NoOptions:
+    """The options of a plugin that takes none."""
+
+
+@dataclass(frozen=True)
 class Entry(Generic[T]):
     """One registered plugin: its name, options class and implementation."""
 
@@ -54,11 +60,23 @@ class Entry(Generic[T]):
 
 
 class Registry(Generic[T]):
-    """Name -> plugin for one kind of plugin (``what`` names the kind in messages)."""
+    """Name -> plugin for one kind of plugin (``what`` names the kind in messages).
 
-    def __init__(self, what: str) -> None:
+    ``builtins`` are modules that register slimkit's own plugins; they are imported on first use,
+    so that a registry can live below the modules that fill it (which may import the recipe).
+    """
+
+    def __init__(self, what: str, builtins: tuple[str, ...] = ()) -> None:
         self.what = what
         self._entries: dict[str, Entry[T]] = {}
+        self._builtins = builtins
+        self._loaded = not builtins
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            for module in self._builtins:
+                importlib.import_module(module)
 
     def register(self, name: str, options: type) -> Callable[[T], T]:
         """Decorator registering ``impl`` under ``name`` with the frozen dataclass ``options``.
@@ -82,9 +100,11 @@ class Registry(Generic[T]):
         self._entries.pop(name, None)
 
     def names(self) -> tuple[str, ...]:
+        self._load()
         return tuple(self._entries)
 
     def __contains__(self, name: object) -> bool:
+        self._load()
         return name in self._entries
 
     def get(self, name: str, path: str = "") -> Entry[T]:
@@ -93,10 +113,11 @@ class Registry(Generic[T]):
         Raises:
             RecipeError: no such plugin; the message lists the registered names.
         """
+        self._load()
         entry = self._entries.get(name) if isinstance(name, str) else None
         if entry is None:
             where = f"{path}: " if path else ""
-            raise RecipeError(f"{where}{name!r} is not one of {', '.join(self._entries)} ({self.what}s)")
+            raise RecipeError(f"{where}{name!r} is not one of {', '.join(sorted(self._entries))} ({self.what}s)")
         return entry
 
 

@@ -26,9 +26,6 @@ LAYER_KINDS = (
     "embedding", "batchnorm",
 )
 LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy", "mse")
-PRUNE_METHODS = ("magnitude", "channel", "n:m")
-PRUNE_METHODS_READY = ("magnitude", "channel", "n:m")
-CRITERIA = ("l1", "l2", "fpgm", "bn_scale", "taylor", "apoz", "mean_activation", "random")
 SCOPES = ("global", "layer")
 SCHEDULE_KINDS = ("constant", "polynomial")
 
@@ -83,9 +80,10 @@ class Schedule:
 class PruneStage:
     """A pruning stage. ``fine_tune`` is None for one-shot pruning.
 
-    ``sparsity`` is the fraction of weights (magnitude) or of channels (channel) removed; for
-    ``n:m`` it is implied: ``1 - n / m``. ``criterion``, ``round_to`` and ``samples`` apply to
-    channel pruning; ``n`` and ``m`` to N:M.
+    ``method`` names a registered pruning method (:data:`slimkit.pruning.methods.PRUNING_METHODS`)
+    and ``options`` is that method's options dataclass (``criterion``, ``round_to``, ``samples`` of
+    ``channel``; ``n``, ``m`` of ``n:m``). ``sparsity`` is the fraction of weights (magnitude) or of
+    channels (channel) removed; for ``n:m`` it is implied: ``1 - n / m``.
     """
 
     method: str
@@ -94,21 +92,13 @@ class PruneStage:
     schedule: Schedule
     layers: LayerSelector
     fine_tune: FineTune | None
-    criterion: str = "l1"
-    round_to: int = 1
-    samples: int = 256
-    n: int = 2
-    m: int = 4
+    options: Any = None
 
     @property
     def name(self) -> str:
         return f"prune:{self.method}"
 
 
-QUANT_METHODS = ("static", "dynamic", "qat")
-CALIBRATIONS = ("minmax", "percentile", "entropy", "mse")
-WEIGHT_LEARN = ("minmax", "lsq")
-ACT_LEARN = ("ema", "lsq")
 
 
 @dataclass(frozen=True)
@@ -145,6 +135,7 @@ class ActivationQuant:
     percentile: float = 99.99
     learn: str = "ema"
     momentum: float = 0.9
+    calibration_options: Any = None
 
 
 @dataclass(frozen=True)
@@ -177,6 +168,7 @@ class QuantizeStage:
     fine_tune: FineTune | None
     fold_batchnorm: bool = True
     overrides: tuple[QuantOverride, ...] = ()
+    options: Any = None
 
     @property
     def name(self) -> str:
@@ -380,41 +372,28 @@ def _schedule(raw: Any, path: str) -> Schedule:
     return sched
 
 
-_COMMON_PRUNE_KEYS = ("method", "sparsity", "scope", "schedule", "layers", "fine_tune")
-_METHOD_KEYS = {
-    "magnitude": _COMMON_PRUNE_KEYS,
-    "channel": _COMMON_PRUNE_KEYS + ("criterion", "round_to", "samples"),
-    "n:m": ("method", "n", "m", "schedule", "layers", "fine_tune"),
-}
-
-
 def _prune(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | None) -> PruneStage:
+    from slimkit.pruning.methods import PRUNING_METHODS
+
     if not isinstance(raw, Mapping):
         raise RecipeError(f"{path}: expected a mapping, got {type(raw).__name__} {raw!r}")
-    method = _choice(raw.get("method", "magnitude"), _join(path, "method"), PRUNE_METHODS)
-    if method not in PRUNE_METHODS_READY:
-        raise NotSupportedYetError(
-            f"{_join(path, 'method')}: {method!r} pruning is not supported yet "
-            f"(available: {', '.join(PRUNE_METHODS_READY)})"
-        )
-    raw = _keys(raw, path, _METHOD_KEYS[method])
-    extra: dict[str, Any] = {}
-    if method == "n:m":
-        n = _int(raw.get("n", 2), _join(path, "n"), lo=1)
-        m = _int(raw.get("m", 4), _join(path, "m"), lo=2)
-        if n >= m:
-            raise RecipeError(f"{_join(path, 'n')}: {n} must be smaller than m ({m})")
-        sparsity, extra = 1.0 - n / m, {"n": n, "m": m}
+    name = raw.get("method", "magnitude")
+    entry = PRUNING_METHODS.get(name, _join(path, "method"))
+    cls = entry.impl
+    common = ("method",) + (("sparsity",) if cls.takes_sparsity else ()) + \
+        (("scope",) if cls.takes_scope else ()) + ("schedule", "layers", "fine_tune")
+    own = tuple(f.name for f in dataclasses.fields(entry.options))
+    raw = _keys(raw, path, common + own)
+    options = parse_options(entry.options, {k: v for k, v in raw.items() if k in own}, path)
+    method = cls(options)
+    method.check(path)
+    implied = method.implied_sparsity()
+    if implied is not None:
+        sparsity = implied
     elif "sparsity" not in raw:
         raise RecipeError(f"{_join(path, 'sparsity')}: required key is missing")
     else:
         sparsity = _float(raw["sparsity"], _join(path, "sparsity"), 0.0, 1.0, hi_open=True)
-    if method == "channel":
-        extra = {
-            "criterion": _choice(raw.get("criterion", "l1"), _join(path, "criterion"), CRITERIA),
-            "round_to": _int(raw.get("round_to", 1), _join(path, "round_to"), lo=1),
-            "samples": _int(raw.get("samples", 256), _join(path, "samples"), lo=1),
-        }
     scope = _choice(raw.get("scope", "layer"), _join(path, "scope"), SCOPES)
     schedule = _schedule(raw.get("schedule", {}), _join(path, "schedule"))
     if schedule.initial > sparsity:
@@ -425,7 +404,7 @@ def _prune(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | Non
     stage_ft = fine_tune
     if "fine_tune" in raw:
         stage_ft = _fine_tune(raw["fine_tune"], _join(path, "fine_tune"), fine_tune or FineTune())
-    return PruneStage(method, sparsity, scope, schedule, stage_layers, stage_ft, **extra)
+    return PruneStage(name, sparsity, scope, schedule, stage_layers, stage_ft, options)
 
 
 def _weight_quant(raw: Any, path: str, base: WeightQuant) -> WeightQuant:
@@ -434,7 +413,7 @@ def _weight_quant(raw: Any, path: str, base: WeightQuant) -> WeightQuant:
         "per_channel": _bool,
         "symmetric": _bool,
         "reduce_range": _bool,
-        "learn": lambda v, p: _choice(v, p, WEIGHT_LEARN),
+        "learn": lambda v, p: _learn(v, p, "weights"),
     })
 
 
@@ -445,25 +424,62 @@ def _bits(raw: Any, path: str) -> int:
     return bits
 
 
+def _learn(raw: Any, path: str, role: str) -> str:
+    """A fake-quant mode that QAT may use for ``role`` (``weights`` or ``activations``)."""
+    from slimkit.quant.modes import QUANT_MODES
+
+    allowed = tuple(sorted(n for n in QUANT_MODES.names() if role in QUANT_MODES.get(n).impl.learnable_for))
+    return _choice(raw, path, allowed)
+
+
+def _calibration(raw: Any, path: str, base: ActivationQuant) -> ActivationQuant:
+    """``calibration: entropy`` or ``calibration: {name: mse, candidates: 200}`` (a registered observer)."""
+    from slimkit.quant.observers import OBSERVERS
+
+    if isinstance(raw, Mapping):
+        name = raw.get("name", base.calibration)
+        entry = OBSERVERS.get(name, _join(path, "name"))
+        inherited = base.calibration_options if name == base.calibration else None
+        options = parse_options(entry.options, {k: v for k, v in raw.items() if k != "name"}, path, inherited,
+                                also_allowed=("name",))
+        return dataclasses.replace(base, calibration=name, calibration_options=options)
+    OBSERVERS.get(raw, path)
+    return dataclasses.replace(base, calibration=raw, calibration_options=None)
+
+
 def _act_quant(raw: Any, path: str) -> ActivationQuant:
-    return _build(ActivationQuant, raw, path, ActivationQuant(), {
+    raw = _keys(raw, path, _ACT_KEYS)
+    base = ActivationQuant()
+    if "calibration" in raw:
+        base = _calibration(raw["calibration"], _join(path, "calibration"), base)
+    return _build(ActivationQuant, {k: v for k, v in raw.items() if k != "calibration"}, path, base, {
         "bits": lambda v, p: _bits(v, p),
         "symmetric": _bool,
         "signed": _bool,
-        "calibration": lambda v, p: _choice(v, p, CALIBRATIONS),
         "samples": lambda v, p: _int(v, p, lo=1),
         "percentile": lambda v, p: _float(v, p, 50.0, 100.0, lo_open=True),
-        "learn": lambda v, p: _choice(v, p, ACT_LEARN),
+        "learn": lambda v, p: _learn(v, p, "activations"),
         "momentum": lambda v, p: _float(v, p, 0.0, 1.0, hi_open=True),
     })
+
+
+_ACT_KEYS = ("bits", "symmetric", "signed", "calibration", "samples", "percentile", "learn", "momentum")
 
 
 _QUANT_KEYS = ("method", "weights", "activations", "layers", "fine_tune", "fold_batchnorm", "overrides")
 
 
 def _quantize(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | None) -> QuantizeStage:
-    raw = _keys(raw, path, _QUANT_KEYS)
-    method = _choice(raw.get("method", "static"), _join(path, "method"), QUANT_METHODS)
+    from slimkit.quant.methods import QUANT_METHODS
+
+    if not isinstance(raw, Mapping):
+        raise RecipeError(f"{path}: expected a mapping, got {type(raw).__name__} {raw!r}")
+    name = raw.get("method", "static")
+    entry = QUANT_METHODS.get(name, _join(path, "method"))
+    own = tuple(f.name for f in dataclasses.fields(entry.options))
+    raw = _keys(raw, path, _QUANT_KEYS + own)
+    options = parse_options(entry.options, {k: v for k, v in raw.items() if k in own}, path)
+    method = entry.impl(options)
     weights = _weight_quant(raw.get("weights", {}), _join(path, "weights"), WeightQuant())
     acts = _act_quant(raw.get("activations", {}), _join(path, "activations"))
     stage_layers = _selector(raw["layers"], _join(path, "layers"), layers) if "layers" in raw else layers
@@ -478,30 +494,19 @@ def _quantize(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | 
             raise RecipeError(f"{where}: needs both layers and weights")
         overrides.append(QuantOverride(_selector(item["layers"], f"{where}.layers", LayerSelector()),
                                        _weight_quant(item["weights"], f"{where}.weights", weights)))
-    if method == "qat":
+    if method.trains:
         stage_ft = fine_tune
         if "fine_tune" in raw:
             stage_ft = _fine_tune(raw["fine_tune"], _join(path, "fine_tune"), fine_tune or FineTune())
-        if stage_ft is None or stage_ft.epochs == 0:
-            raise RecipeError(f"{path}.fine_tune: qat trains; give it fine_tune with epochs >= 1")
     else:
         if raw.get("fine_tune") is not None:
-            raise RecipeError(f"{path}.fine_tune: only method qat trains; {method} quantization is post-training")
+            raise RecipeError(f"{path}.fine_tune: {name} quantization is post-training; only methods that "
+                              "train take fine_tune")
         stage_ft = None
-        for where, w in [(f"{path}.weights", weights)] + [
-                (f"{path}.overrides[{i}].weights", o.weights) for i, o in enumerate(overrides)]:
-            if w.bits != 8:
-                raise RecipeError(
-                    f"{where}.bits: {method} quantization exports 8-bit weights, got {w.bits}; "
-                    "lower bit widths are simulated by method qat")
-        if acts.bits != 8:
-            raise RecipeError(f"{path}.activations.bits: {method} quantization uses 8-bit activations, "
-                              f"got {acts.bits}")
-        if method == "dynamic" and (acts.signed or acts.symmetric):
-            raise RecipeError(f"{path}.activations: dynamic quantization uses uint8 asymmetric activations "
-                              "(onnxruntime's DynamicQuantizeLinear); drop signed/symmetric")
     fold = _bool(raw.get("fold_batchnorm", True), _join(path, "fold_batchnorm"))
-    return QuantizeStage(method, weights, acts, stage_layers, stage_ft, fold, tuple(overrides))
+    stage = QuantizeStage(name, weights, acts, stage_layers, stage_ft, fold, tuple(overrides), options)
+    method.check(stage, path)
+    return stage
 
 
 _NOT_YET_STAGES = ("distill",)

@@ -696,7 +696,8 @@ def insert_qdq(
 
     Args:
         float_model: the verified float export (not modified).
-        plan: the sites; ``plan.method`` picks static (``static``, ``qat``) or ``dynamic``.
+        plan: the sites; a plan whose activation sites take their range at run time (dynamic) gets
+            DynamicQuantizeLinear, any other Q/DQ pairs with fixed parameters.
         params: site key -> :class:`SiteParams` (activation nodes, ``<layer>/kernel``,
             ``<layer>/bias``; dynamic plans need the kernels only).
         kernels: layer -> float32 kernel as the framework holds it (any layout).
@@ -715,15 +716,13 @@ def insert_qdq(
     opset = max((o.version for o in float_model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     if opset < 13:
         raise ExportError(f"QDQ export needs opset 13 or later (per-channel DequantizeLinear), the model has {opset}")
-    if plan.method not in ("static", "qat", "dynamic"):
-        raise ExportError(f"unknown quantization method {plan.method!r}")
     model = onnx.ModelProto()
     model.CopyFrom(float_model)
     layers = map_layers(model, plan, kernels)
     order, values = probe_values(model, probe)
     sites = map_sites(model, plan, act_values, order, values, layers)
     ed = _Editor(model)
-    if plan.method == "dynamic":
+    if plan.runtime_ranges:
         weights, nodes = _dynamic(ed, plan, params, kernels, layers)
     else:
         weights, nodes = _static(ed, plan, params, kernels, layers, sites, values, act_values)

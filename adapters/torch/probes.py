@@ -121,8 +121,9 @@ def _snapshot(t: torch.Tensor) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- gradients
-def trainable_weights(model: nn.Module, layer_names: Iterable[str]) -> dict[tuple[str, str], torch.Tensor]:
-    """(layer, neutral name) -> the leaf parameter training updates: kernel, bias, gamma, beta.
+def learned_weights(model: nn.Module, layer_names: Iterable[str]) -> dict[tuple[str, str], torch.Tensor]:
+    """(layer, neutral name) -> the leaf parameter of every learned weight: kernel, bias, gamma, beta,
+    frozen (``requires_grad=False``) or not; batch-norm statistics are no parameters.
 
     A masked kernel's leaf is the parametrization's ``original``; its gradient is the unmasked one.
     """
@@ -136,27 +137,47 @@ def trainable_weights(model: nn.Module, layer_names: Iterable[str]) -> dict[tupl
             if parametrize.is_parametrized(module, "weight"):
                 pairs["kernel"] = module.parametrizations.weight.original
         for key, tensor in pairs.items():
-            if isinstance(tensor, nn.Parameter) and tensor.requires_grad:
+            if isinstance(tensor, nn.Parameter):
                 out[(name, key)] = tensor
     return out
 
 
 def weight_gradients(model: nn.Module, layer_names: list[str], data: Any, settings: FineTune,
                      batches: int) -> dict[str, dict[str, np.ndarray]]:
-    """Mean over the first ``batches`` batches of d(training loss)/d(weight), native layout, float32.
+    """Mean over the first ``batches`` batches of d(training loss)/d(weight), native layout, float32,
+    for every learned weight (frozen ones too; see :func:`learned_weights`).
 
     The model runs in eval mode: batch norm normalises with its running statistics (as at inference)
     and dropout is off, so the gradients are those of the function the model computes when deployed,
     and no running statistic moves. Batches are ``settings.batch_size`` samples of ``(x, y)`` in order
     (no shuffling); a DataLoader is read as it is, its first ``batches`` batches.
     """
-    params = trainable_weights(model, layer_names)
+    params = learned_weights(model, layer_names)
     if not params:
         return {}
+    frozen = [t for t in params.values() if not t.requires_grad]
     loss_fn, _ = make_loss(settings)
     device = model_device(model)
     keys, leaves = list(params), list(params.values())
     total = [torch.zeros_like(t) for t in leaves]
+    for t in frozen:  # a frozen backbone is still pruned, and Taylor scores need its gradients
+        t.requires_grad_(True)
+    try:
+        used = _accumulate(model, data, settings, batches, loss_fn, device, leaves, total)
+    finally:
+        for t in frozen:
+            t.requires_grad_(False)
+    if used == 0:
+        raise DataError("train_data: no batches to compute gradients from")
+    result: dict[str, dict[str, np.ndarray]] = {}
+    for (layer, key), acc in zip(keys, total):
+        result.setdefault(layer, {})[key] = (acc / used).cpu().float().numpy()
+    return result
+
+
+def _accumulate(model: nn.Module, data: Any, settings: FineTune, batches: int, loss_fn: Any,
+                device: torch.device, leaves: list[torch.Tensor], total: list[torch.Tensor]) -> int:
+    """Adds each batch's gradients of ``leaves`` to ``total``; returns the batches used."""
     used = 0
     with _EvalMode(model), torch.enable_grad():
         for xb, yb in _batches(data, settings, batches):
@@ -170,12 +191,7 @@ def weight_gradients(model: nn.Module, layer_names: list[str], data: Any, settin
                 if g is not None:
                     acc.add_(g.detach())
             used += 1
-    if used == 0:
-        raise DataError("train_data: no batches to compute gradients from")
-    result: dict[str, dict[str, np.ndarray]] = {}
-    for (layer, key), acc in zip(keys, total):
-        result.setdefault(layer, {})[key] = (acc / used).cpu().float().numpy()
-    return result
+    return used
 
 
 def _batches(data: Any, settings: FineTune, batches: int) -> Iterable[tuple[Any, Any]]:

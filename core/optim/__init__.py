@@ -13,7 +13,6 @@ import numpy as np
 
 from slimkit.ops import NUMPY_OPS
 from slimkit.optim.base import OPTIMIZERS, UpdateRule, make_rule
-from slimkit.optim import adam, rmsprop, sgd  # noqa: F401  (registers the built-in rules)
 
 
 class NumpyOptimizer:

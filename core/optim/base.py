@@ -39,7 +39,8 @@ class UpdateRule:
 
 
 #: name -> update-rule class; recipe validation (``fine_tune.optimizer``) reads it.
-OPTIMIZERS: Registry[type[UpdateRule]] = Registry("optimizer")
+OPTIMIZERS: Registry[type[UpdateRule]] = Registry(
+    "optimizer", builtins=("slimkit.optim.sgd", "slimkit.optim.adam", "slimkit.optim.rmsprop"))
 
 
 def make_rule(name: str, options: Any = None) -> UpdateRule:

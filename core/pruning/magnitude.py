@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from typing import TYPE_CHECKING
+
 from slimkit.adapter import LayerInfo, ModelAdapter
+from slimkit.plugins import NoOptions
 from slimkit.pruning.masks import from_canonical, smallest_k_mask, to_canonical
+from slimkit.pruning.methods import PRUNING_METHODS, PruneContext, Pruner, PruningMethod
 from slimkit.pruning.scheduled import ScheduledPruner
-from slimkit.recipe import PruneStage
+
+if TYPE_CHECKING:
+    from slimkit.recipe import PruneStage
 
 #: Layer kinds whose kernel magnitude pruning can mask.
 SUPPORTED_KINDS = ("dense", "conv", "depthwise_conv", "embedding")
@@ -46,7 +52,7 @@ def magnitude_masks(kernels: dict[str, np.ndarray], sparsity: float, scope: str)
 class MagnitudePruner(ScheduledPruner):
     """Drives magnitude pruning of selected layers through an adapter, one-shot or along a schedule."""
 
-    def __init__(self, adapter: ModelAdapter, layers: list[LayerInfo], stage: PruneStage) -> None:
+    def __init__(self, adapter: ModelAdapter, layers: list[LayerInfo], stage: "PruneStage") -> None:
         self.adapter = adapter
         self.layers = layers
         self.stage = stage
@@ -81,3 +87,14 @@ class MagnitudePruner(ScheduledPruner):
         # Whatever the schedule's shape or the steps actually run, leave exactly the target.
         if self.current != self.stage.sparsity:
             self.apply(self.stage.sparsity)
+
+
+@PRUNING_METHODS.register("magnitude", NoOptions)
+class Magnitude(PruningMethod):
+    """``method: magnitude``: unstructured, per layer or global, one-shot or along the schedule."""
+
+    kinds = SUPPORTED_KINDS
+
+    def pruner(self, adapter: ModelAdapter, layers: list[LayerInfo], stage: "PruneStage",
+               ctx: PruneContext) -> Pruner:
+        return MagnitudePruner(adapter, layers, stage)

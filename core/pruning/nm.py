@@ -7,12 +7,19 @@ so they hold through fine-tuning and survive ``strip`` and export.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from slimkit.adapter import LayerInfo, ModelAdapter, TrainHooks
+from slimkit.adapter import LayerInfo, ModelAdapter
 from slimkit.errors import RecipeError
+from slimkit.plugins import bounded
 from slimkit.pruning.masks import from_canonical, to_canonical
-from slimkit.recipe import PruneStage
+from slimkit.pruning.methods import PRUNING_METHODS, PruneContext, Pruner, PruningMethod
+
+if TYPE_CHECKING:
+    from slimkit.recipe import PruneStage
 
 #: Layer kinds N:M can mask (those with an input-channel reduction).
 SUPPORTED_KINDS = ("dense", "conv")
@@ -36,16 +43,17 @@ def nm_mask(kernel: np.ndarray, n: int, m: int) -> np.ndarray:
     return mask.reshape(out_ch, rest, in_ch).transpose(0, 2, 1).reshape(kernel.shape)
 
 
-class NMPruner(TrainHooks):
+class NMPruner(Pruner):
     """Installs N:M masks on the selected layers before fine-tuning and refreshes them at the end."""
 
-    def __init__(self, adapter: ModelAdapter, layers: list[LayerInfo], stage: PruneStage, field: str) -> None:
+    def __init__(self, adapter: ModelAdapter, layers: list[LayerInfo], stage: "PruneStage", field: str) -> None:
+        m = stage.options.m
         for layer in layers:
             in_ch = layer.shapes["kernel"][layer.kernel_perm[1]]
-            if in_ch % stage.m:
+            if in_ch % m:
                 raise RecipeError(
                     f"{field}: layer {layer.name!r} has {in_ch} input channels, not a multiple of "
-                    f"m={stage.m}; exclude it or choose another m"
+                    f"m={m}; exclude it or choose another m"
                 )
         self.adapter, self.layers, self.stage = adapter, layers, stage
         self.total_steps = 0
@@ -55,7 +63,7 @@ class NMPruner(TrainHooks):
         """Computes and installs the N:M masks from the current weights."""
         for layer in self.layers:
             kernel = to_canonical(self.adapter.get_weights(layer.name)["kernel"], layer.kernel_perm)
-            mask = nm_mask(kernel, self.stage.n, self.stage.m)
+            mask = nm_mask(kernel, self.stage.options.n, self.stage.options.m)
             self.adapter.set_mask(layer.name, from_canonical(mask, layer.kernel_perm))
         self.current = self.stage.sparsity
 
@@ -75,3 +83,31 @@ class NMPruner(TrainHooks):
     def end(self) -> None:
         # Masked weights are zero, so re-selection keeps the pattern; it only re-checks it.
         self.apply()
+
+
+@dataclass(frozen=True)
+class NMOptions:
+    """Keep ``n`` of every ``m`` consecutive input weights (2:4 by default)."""
+
+    n: int = bounded(2, 1)
+    m: int = bounded(4, 2)
+
+
+@PRUNING_METHODS.register("n:m", NMOptions)
+class NM(PruningMethod):
+    """``method: n:m``: semi-structured sparsity; the sparsity is ``1 - n / m``."""
+
+    kinds = SUPPORTED_KINDS
+    takes_sparsity = False
+    takes_scope = False
+
+    def check(self, path: str) -> None:
+        if self.options.n >= self.options.m:
+            raise RecipeError(f"{path}.n: {self.options.n} must be smaller than m ({self.options.m})")
+
+    def implied_sparsity(self) -> float:
+        return 1.0 - self.options.n / self.options.m
+
+    def pruner(self, adapter: ModelAdapter, layers: list[LayerInfo], stage: "PruneStage",
+               ctx: PruneContext) -> Pruner:
+        return NMPruner(adapter, layers, stage, ctx.field)

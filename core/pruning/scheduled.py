@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from slimkit.adapter import TrainHooks
-from slimkit.recipe import PruneStage
+from typing import TYPE_CHECKING
+
+from slimkit.pruning.methods import Pruner
 from slimkit.schedules import is_update_step, sparsity_at
 
+if TYPE_CHECKING:
+    from slimkit.recipe import PruneStage
 
-class ScheduledPruner(TrainHooks):
+
+class ScheduledPruner(Pruner):
     """Calls :meth:`update` with the schedule's sparsity on each of its update steps.
 
     Subclasses set ``stage`` and implement ``update``; ``total_steps`` is what the training loop
     announced in ``begin``.
     """
 
-    stage: PruneStage
+    stage: "PruneStage"
     total_steps: int = 0
 
     def update(self, sparsity: float) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,8 +27,10 @@ from slimkit.pruning.channel import (
     layer_plans,
     rounded_keep_count,
 )
-from slimkit.pruning.criteria import NEEDS_ACTIVATIONS, NEEDS_GRADIENTS, activation_stats, group_scores
+from slimkit.plugins import bounded
+from slimkit.pruning.criteria import CRITERIA, activation_stats, criterion_of, group_scores
 from slimkit.pruning.masks import to_canonical
+from slimkit.pruning.methods import PRUNING_METHODS, PruneContext, Pruner, PruningMethod
 from slimkit.pruning.scheduled import ScheduledPruner
 from slimkit.recipe import FineTune, PruneStage
 
@@ -53,7 +56,9 @@ class ChannelPruner(ScheduledPruner):
         if sample is None:
             raise DataError(f"{field}: channel pruning needs sample inputs: pass calib_data or train_data")
         self.adapter, self.stage, self.field = adapter, stage, field
-        self.sample = sample[: stage.samples]
+        self.options = stage.options
+        self.criterion = criterion_of(self.options.criterion)
+        self.sample = sample[: self.options.samples]
         self.train_data = train_data
         self.rng = np.random.default_rng(seed)
         self.graph = adapter.graph(self.sample)
@@ -65,7 +70,7 @@ class ChannelPruner(ScheduledPruner):
             chosen = [n for n in node_names if n in names]
             if chosen and "model output" not in why:  # the output layer is never pruned: no news
                 warnings.warn(f"{field}: channels of {', '.join(chosen)} are left whole: {why}",
-                              SlimkitWarning, stacklevel=4)
+                              SlimkitWarning, stacklevel=5)
         if not self.groups:
             reasons = "; ".join(f"{', '.join(n[:3])}: {why}" for n, why in analysis.blocked[:5]) or "none"
             raise RecipeError(
@@ -76,8 +81,8 @@ class ChannelPruner(ScheduledPruner):
         self.choices: list[ChannelChoice] = []
         self.current = 0.0
         self.total_steps = 0
-        if stage.criterion in NEEDS_GRADIENTS and train_data is None:
-            raise DataError(f"{field}: criterion {stage.criterion!r} needs train_data with labels")
+        if self.criterion.needs_gradients and train_data is None:
+            raise DataError(f"{field}: criterion {self.options.criterion!r} needs train_data with labels")
 
     # -- choosing ----------------------------------------------------------------------------
     def _weights(self) -> dict[str, dict[str, np.ndarray]]:
@@ -95,8 +100,8 @@ class ChannelPruner(ScheduledPruner):
         settings = self.stage.fine_tune or FineTune()
         data = self.train_data
         if is_array_pair(data):
-            data = (np.asarray(data[0])[: self.stage.samples], np.asarray(data[1])[: self.stage.samples])
-        batches = max(1, math.ceil(self.stage.samples / settings.batch_size))
+            data = (np.asarray(data[0])[: self.options.samples], np.asarray(data[1])[: self.options.samples])
+        batches = max(1, math.ceil(self.options.samples / settings.batch_size))
         grads = self.adapter.weight_gradients(data, settings, batches)
         for name, g in grads.items():
             if "kernel" in g and name in self.infos:
@@ -136,16 +141,16 @@ class ChannelPruner(ScheduledPruner):
     def choose(self, ratio: float) -> list[ChannelChoice]:
         """Channels each group keeps at ``ratio``; channels removed earlier stay removed."""
         weights = self._weights()
-        grads = self._gradients() if self.stage.criterion in NEEDS_GRADIENTS else None
-        stats = self._activation_stats() if self.stage.criterion in NEEDS_ACTIVATIONS else None
-        scores = [group_scores(self.stage.criterion, g, weights, grads, stats, self.rng) for g in self.groups]
+        grads = self._gradients() if self.criterion.needs_gradients else None
+        stats = self._activation_stats() if self.criterion.needs_activations else None
+        scores = [group_scores(self.options.criterion, g, weights, grads, stats, self.rng) for g in self.groups]
         for previous in self.choices:  # monotone: a removed channel never comes back
             scores[self.groups.index(previous.group)][previous.removed] = -np.inf
         if self.stage.scope == "global":
             finite = [np.where(np.isfinite(s), s, 0.0) for s in scores]
-            keeps = choose_global(self.groups, finite, ratio, self.stage.round_to)
+            keeps = choose_global(self.groups, finite, ratio, self.options.round_to)
         else:
-            keeps = [choose_per_group(s, rounded_keep_count(g.channels, ratio, self.stage.round_to))
+            keeps = [choose_per_group(s, rounded_keep_count(g.channels, ratio, self.options.round_to))
                      for g, s in zip(self.groups, scores)]
         return [ChannelChoice(g, k) for g, k in zip(self.groups, keeps)]
 
@@ -185,4 +190,38 @@ class ChannelPruner(ScheduledPruner):
     def group_rows(self) -> list[tuple[tuple[str, ...], int, int]]:
         """(producers, channels, kept) per pruned group."""
         return [(tuple(c.group.producers), c.group.channels, len(c.keep)) for c in self.choices]
+
+    def add_to_report(self, report: Any) -> None:
+        """Each pruned group's channels, and the groups left whole with the reason."""
+        from slimkit.report import GroupRow
+
+        report.groups += [GroupRow(*row) for row in self.group_rows()]
+        report.notes += [f"channels left whole ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}): {why}"
+                         for names, why in self.blocked]
+
+
+@dataclass(frozen=True)
+class ChannelOptions:
+    """``criterion`` names a registered criterion; kept channels are rounded to a multiple of
+    ``round_to``; data-driven criteria use ``samples`` inputs."""
+
+    criterion: str = "l1"
+    round_to: int = bounded(1, 1)
+    samples: int = bounded(256, 1)
+
+
+@PRUNING_METHODS.register("channel", ChannelOptions)
+class Channel(PruningMethod):
+    """``method: channel``: structured pruning that rebuilds a smaller model; ``sparsity`` is the
+    fraction of channels removed, not a kernel sparsity."""
+
+    kinds = SUPPORTED_KINDS
+    sets_kernel_sparsity = False
+
+    def check(self, path: str) -> None:
+        CRITERIA.get(self.options.criterion, f"{path}.criterion")
+
+    def pruner(self, adapter: ModelAdapter, layers: list[LayerInfo], stage: PruneStage,
+               ctx: PruneContext) -> Pruner:
+        return ChannelPruner(adapter, layers, stage, ctx.field, ctx.sample, ctx.train_data, ctx.seed)
 

@@ -14,16 +14,8 @@ import numpy as np
 
 from slimkit.adapter import ModelAdapter
 from slimkit.errors import DataError
-from slimkit.quant.observers import MinMaxObserver, make_observer
+from slimkit.quant.observers import build_observer
 from slimkit.recipe import ActivationQuant
-
-
-def _observer(settings: ActivationQuant) -> MinMaxObserver:
-    if settings.calibration == "percentile":
-        return make_observer("percentile", percentile=settings.percentile, symmetric=settings.symmetric)
-    if settings.calibration in ("entropy", "mse"):
-        return make_observer(settings.calibration, bits=settings.bits)
-    return make_observer("minmax")
 
 
 def calibrate(
@@ -57,7 +49,7 @@ def calibrate(
     x = x[: settings.samples]
     if not np.all(np.isfinite(x)):
         raise DataError("calib_data: contains NaN or infinite values")
-    observers = {n: _observer(settings) for n in nodes}
+    observers = {n: build_observer(settings.calibration, settings.calibration_options, settings) for n in nodes}
     start = time.perf_counter()
     batches = range(0, len(x), batch_size)
     for i, lo in enumerate(batches):

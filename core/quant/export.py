@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from slimkit.quant.fake_quant import mode_of
 from slimkit.adapter import ModelAdapter
 from slimkit.errors import ExportError
 from slimkit.quant.plan import QuantPlan, SiteParams, grid_source
@@ -51,7 +52,7 @@ def site_params(adapter: ModelAdapter, plan: QuantPlan) -> dict[str, SiteParams]
     state = adapter.quant_state()
     params: dict[str, SiteParams] = {}
     for a in plan.acts:
-        if a.spec.mode == "dynamic":
+        if mode_of(a.spec.mode).runtime_range:
             continue
         if a.spec.bits != 8:
             raise ExportError(f"activation {a.node!r} is quantized to {a.spec.bits} bits; onnxruntime runs "
@@ -71,7 +72,7 @@ def site_params(adapter: ModelAdapter, plan: QuantPlan) -> dict[str, SiteParams]
 
 
 def _fixed(key: str, spec: Any, state: dict[str, np.ndarray]) -> SiteParams:
-    if spec.mode != "fixed" or "scale" not in state:
+    if not mode_of(spec.mode).exportable or "scale" not in state:
         raise ExportError(f"quantization site {key!r} has no calibrated parameters (mode {spec.mode}); "
                           "an uncalibrated range cannot be exported: run compress() with a quantize stage")
     scale = np.asarray(state["scale"], np.float32)

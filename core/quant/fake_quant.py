@@ -173,6 +173,12 @@ def mode_after_params(mode: str) -> str:
     return mode if mode_of(mode).keeps_mode_when_set else "fixed"
 
 
+def frozen_mode(mode: str) -> str:
+    """The mode a site takes when a stage freezes it: its own if its range is the tensor's at run
+    time in the deployed model too (dynamic), else ``fixed``."""
+    return mode if mode_of(mode).runtime_range else "fixed"
+
+
 def range_follows_params(mode: str) -> bool:
     """Whether a site of this mode takes the integer range of parameters set on it."""
     return mode_of(mode).takes_range_when_set

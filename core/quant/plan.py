@@ -127,7 +127,7 @@ class QuantPlan:
     Attributes:
         acts: activation sites.
         layers: quantized layers.
-        method: ``static``, ``dynamic`` or ``qat``.
+        method: the quantization method's name (for reports; behaviour follows the sites' modes).
     """
 
     acts: tuple[ActSite, ...]
@@ -140,6 +140,13 @@ class QuantPlan:
             if site.node == node:
                 return site
         raise KeyError(node)
+
+    @property
+    def runtime_ranges(self) -> bool:
+        """Its activation sites take their range from each tensor at run time (dynamic quantization)."""
+        from slimkit.quant.fake_quant import mode_of
+
+        return bool(self.acts) and all(mode_of(a.spec.mode).runtime_range for a in self.acts)
 
     def site_keys(self) -> list[str]:
         """Every site key: activation nodes, then ``layer/kernel`` and ``layer/bias``."""
@@ -184,6 +191,7 @@ def plan_sites(
     layers: dict[str, FakeQuantSpec],
     activation: FakeQuantSpec,
     method: str,
+    quantize_outputs: bool = True,
 ) -> QuantPlan:
     """Plans the sites for the given layers.
 
@@ -191,8 +199,9 @@ def plan_sites(
         graph: the float model's graph.
         layers: layer name -> kernel spec, for the layers to quantize.
         activation: the spec of every activation site.
-        method: ``static`` and ``qat`` quantize inputs and outputs; ``dynamic`` quantizes inputs only
-            (at run time, with ``activation.mode == "dynamic"``).
+        method: the method's name, kept in the plan.
+        quantize_outputs: layer outputs get sites too; else only inputs are quantized (dynamic
+            quantization, whose activation sites compute their range at run time).
 
     Returns:
         The plan.
@@ -211,10 +220,10 @@ def plan_sites(
         source = grid_source(graph, node.inputs[0])
         acts.setdefault(source, ActSite(source, activation))
         output = None
-        if method != "dynamic":
+        if quantize_outputs:
             output = output_end(graph, readers, node.name)
             acts.setdefault(output, ActSite(output, activation))
-        sites.append(LayerSite(layer, node.name, spec, source if method != "dynamic" else None, output))
+        sites.append(LayerSite(layer, node.name, spec, source if quantize_outputs else None, output))
     order = {n.name: i for i, n in enumerate(graph.nodes)}
     ordered = tuple(sorted(acts.values(), key=lambda a: order[a.node]))
     sites.sort(key=lambda s: order[s.node])

@@ -14,12 +14,15 @@ from typing import Any
 import numpy as np
 
 from slimkit.adapter import FitFn, HookChain, ModelAdapter, TrainHooks
-from slimkit.errors import DataError
+from slimkit.errors import DataError, RecipeError
+from slimkit.plugins import NoOptions
 from slimkit.quant.calibrate import calibrate
-from slimkit.quant.plan import SiteParams
+from slimkit.quant.fake_quant import LSQ_MIN_SCALE, mode_of
+from slimkit.quant.methods import QUANT_METHODS, QuantContext, QuantMethod, QuantOutcome
+from slimkit.quant.plan import FakeQuantSpec, SiteParams
 from slimkit.quant.stage import Prepared, calibrated_acts, finish, weight_params
-from slimkit.quant.specs import activation_params, kernel_params
-from slimkit.recipe import QuantizeStage
+from slimkit.quant.specs import activation_params, activation_spec, kernel_params
+from slimkit.recipe import ActivationQuant, QuantizeStage, WeightQuant
 
 
 class StepCounter(TrainHooks):
@@ -47,12 +50,12 @@ def quantize_aware(prepared: Prepared, stage: QuantizeStage, x: np.ndarray, trai
     plan = prepared.plan
     sim = prepared.adapter.with_fake_quant(plan)
     init: dict[str, SiteParams] = {}
-    if any(a.spec.mode == "lsq" for a in plan.acts):
+    if any(learns(a.spec) for a in plan.acts):
         nodes = [a.node for a in plan.acts]
         ranges = calibrate(prepared.adapter, nodes, x, stage.activations, field, verbose=verbose)
         init.update(calibrated_acts(plan, ranges))
     for site in plan.layers:
-        if site.kernel.mode == "lsq":
+        if learns(site.kernel):
             kernel = prepared.adapter.get_weights(site.layer)["kernel"]
             init[f"{site.layer}/kernel"] = SiteParams.of(kernel_params(kernel, site.kernel))
     if init:
@@ -66,7 +69,7 @@ def quantize_aware(prepared: Prepared, stage: QuantizeStage, x: np.ndarray, trai
     ranges: dict[str, tuple[float, float]] = {}
     for a in plan.acts:
         got = state.get(a.node, {})
-        if a.spec.mode == "lsq":
+        if learns(a.spec):
             acts[a.node] = _learned(a.node, a.spec, got)
             continue
         lo, hi = float(np.asarray(got.get("min", np.nan))), float(np.asarray(got.get("max", np.nan)))
@@ -76,7 +79,7 @@ def quantize_aware(prepared: Prepared, stage: QuantizeStage, x: np.ndarray, trai
         ranges[a.node] = (lo, hi)
         acts[a.node] = SiteParams.of(activation_params(lo, hi, a.spec))
     learned = {f"{s.layer}/kernel": _learned(f"{s.layer}/kernel", s.kernel, state.get(f"{s.layer}/kernel", {}))
-               for s in plan.layers if s.kernel.mode == "lsq"}
+               for s in plan.layers if learns(s.kernel)}
     params = {**acts, **weight_params(trained, plan, acts, learned)}
     return finish(trained, plan, params), params, ranges, counter.total_steps
 
@@ -85,6 +88,34 @@ def _learned(key: str, spec: Any, state: dict[str, np.ndarray]) -> SiteParams:
     """Fixed params from a learned step size (clamped positive) and its zero point."""
     if "scale" not in state:
         raise DataError(f"learned quantizer {key!r} has no scale; was it trained?")
-    scale = np.maximum(np.asarray(state["scale"], np.float32), np.float32(1e-8))
+    scale = np.maximum(np.asarray(state["scale"], np.float32), np.float32(LSQ_MIN_SCALE))
     zp = np.clip(np.rint(np.asarray(state["zero_point"])), spec.qmin, spec.qmax).astype(np.int32)
     return SiteParams(scale.reshape(zp.shape), zp, spec.qmin, spec.qmax, spec.axis if scale.ndim else None)
+
+
+def learns(spec: FakeQuantSpec) -> bool:
+    """Whether the site's mode learns its scale (it then starts from calibrated parameters)."""
+    return mode_of(spec.mode).learns_scale
+
+
+@QUANT_METHODS.register("qat", NoOptions)
+class QAT(QuantMethod):
+    """``method: qat``: fine-tunes through fake-quant; kernels and activations in the modes the
+    recipe's ``weights.learn`` and ``activations.learn`` name; 2 to 8 bits simulated."""
+
+    trains = True
+
+    def check(self, stage: QuantizeStage, path: str) -> None:
+        if stage.fine_tune is None or stage.fine_tune.epochs == 0:
+            raise RecipeError(f"{path}.fine_tune: qat trains; give it fine_tune with epochs >= 1")
+
+    def kernel_mode(self, weights: WeightQuant) -> str:
+        return weights.learn
+
+    def activation_spec(self, acts: ActivationQuant) -> FakeQuantSpec:
+        return activation_spec(acts, acts.learn)
+
+    def run(self, prepared: Prepared, stage: QuantizeStage, ctx: QuantContext) -> QuantOutcome:
+        model, params, ranges, steps = quantize_aware(prepared, stage, ctx.sample, ctx.train_data, ctx.fit_fn,
+                                                      ctx.progress, ctx.field, ctx.verbose)
+        return QuantOutcome(model, params, ranges, steps)

@@ -45,9 +45,7 @@ def bias_spec(kernel: FakeQuantSpec) -> FakeQuantSpec:
 
 
 def activation_spec(a: ActivationQuant, mode: str) -> FakeQuantSpec:
-    """The spec shared by every activation site."""
-    if mode == "dynamic":
-        return FakeQuantSpec(0, 255, False, None, "dynamic", bits=8, signed=False)
+    """The spec shared by every activation site, from the recipe's activation settings."""
     qmin, qmax = qrange(a.bits, a.signed)
     return FakeQuantSpec(qmin, qmax, a.symmetric, None, mode, a.momentum, a.bits, a.signed)
 

@@ -15,15 +15,13 @@ from slimkit.adapter import LayerInfo, ModelAdapter
 from slimkit.errors import DataError
 from slimkit.graph import LayerGraph
 from slimkit.quant.bn_fold import fold_batchnorm
-from slimkit.quant.plan import QUANTIZABLE_KINDS, FakeQuantSpec, QuantPlan, SiteParams, plan_sites
-from slimkit.quant.specs import activation_params, activation_spec, bias_params, kernel_params, kernel_spec, weight_settings
+from slimkit.quant.fake_quant import frozen_mode, mode_of
+from slimkit.quant.methods import method_of
+from slimkit.quant.plan import FakeQuantSpec, QuantPlan, SiteParams, plan_sites
+from slimkit.quant.specs import activation_params, bias_params, kernel_params, kernel_spec, weight_settings
 from slimkit.recipe import QuantizeStage
 from slimkit.report import QuantRow
 from slimkit.selection import select_layers
-
-#: Kinds each method quantizes when the selector names none (dynamic: dense-heavy models).
-METHOD_KINDS = {"static": QUANTIZABLE_KINDS, "qat": QUANTIZABLE_KINDS, "dynamic": ("dense",)}
-
 
 @dataclass(frozen=True)
 class Prepared:
@@ -62,25 +60,23 @@ def prepare(work: ModelAdapter, stage: QuantizeStage, field: str, sample: np.nda
             for info in work.layers():
                 if info.name in masked:
                     work.set_mask(info.name, (work.get_weights(info.name)["kernel"] != 0).astype(np.float32))
-    infos = work.layers()
-    layers = select_layers(infos, stage.layers, METHOD_KINDS[stage.method], f"{field}.layers")
-    if stage.method == "qat":
-        kernel_mode, act_mode = stage.weights.learn, stage.activations.learn
-    else:
-        kernel_mode, act_mode = "fixed", ("dynamic" if stage.method == "dynamic" else "fixed")
+    method = method_of(stage)
+    layers = select_layers(work.layers(), stage.layers, method.kinds, f"{field}.layers")
     specs = {}
     for info in layers:
         w = weight_settings(stage, info)
-        specs[info.name] = kernel_spec(w, info, w.learn if stage.method == "qat" else kernel_mode)
+        specs[info.name] = kernel_spec(w, info, method.kernel_mode(w))
     graph = work.graph(sample)
-    plan = plan_sites(graph, specs, activation_spec(stage.activations, act_mode), stage.method)
+    plan = plan_sites(graph, specs, method.activation_spec(stage.activations), stage.method,
+                      method.quantizes_outputs)
     return Prepared(work, plan, tuple(layers), tuple(sorted(folded)), graph)
 
 
 def fixed_plan(plan: QuantPlan) -> QuantPlan:
-    """The same sites, all in ``fixed`` mode (``dynamic`` activations stay dynamic)."""
+    """The same sites, frozen: in ``fixed`` mode, except those whose range is the tensor's at run
+    time in the deployed model too (``dynamic``)."""
     def fix(spec: FakeQuantSpec) -> FakeQuantSpec:
-        return spec if spec.mode == "dynamic" else dataclasses.replace(spec, mode="fixed")
+        return dataclasses.replace(spec, mode=frozen_mode(spec.mode))
     return QuantPlan(tuple(dataclasses.replace(a, spec=fix(a.spec)) for a in plan.acts),
                      tuple(dataclasses.replace(s, kernel=fix(s.kernel)) for s in plan.layers), plan.method)
 
@@ -103,7 +99,7 @@ def weight_params(adapter: ModelAdapter, plan: QuantPlan, acts: dict[str, SitePa
 def calibrated_acts(plan: QuantPlan, ranges: dict[str, tuple[float, float]]) -> dict[str, SiteParams]:
     """Activation params from calibrated ranges."""
     return {a.node: SiteParams.of(activation_params(*ranges[a.node], a.spec)) for a in plan.acts
-            if a.spec.mode != "dynamic"}
+            if not mode_of(a.spec.mode).runtime_range}
 
 
 def finish(prepared_float: ModelAdapter, plan: QuantPlan, params: dict[str, SiteParams]) -> ModelAdapter:

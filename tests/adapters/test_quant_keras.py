@@ -42,7 +42,7 @@ def data(n: int = 32, seed: int = 1) -> np.ndarray:
 
 def plan_for(adapter: KerasAdapter, method: str = "static", kernel_mode: str = "fixed", act: FakeQuantSpec = ACT):
     specs = {name: FakeQuantSpec(-128, 127, True, axis=axis, mode=kernel_mode) for name, axis in KERNEL_AXES.items()}
-    return plan_sites(adapter.graph(data(2)), specs, act, method)
+    return plan_sites(adapter.graph(data(2)), specs, act, method, quantize_outputs=method != "dynamic")
 
 
 def channels_last(v: np.ndarray) -> np.ndarray:

@@ -236,3 +236,27 @@ def test_taylor_prefers_channels_the_loss_depends_on():
     grads["fc1"]["kernel"][3] = 1.0  # only channel 3 has gradient
     scores = group_scores("taylor", group, weights, grads)
     assert int(np.argmax(scores)) == 3 and np.count_nonzero(scores[np.arange(16) != 3]) == 0
+
+
+@pytest.mark.usefixtures("fake_registered")
+@pytest.mark.parametrize("scores, message", [
+    (lambda n: np.ones(n + 1), "got scores of shape (17,), expected (16,)"),
+    (lambda n: np.full(n, np.nan), "scores must be finite numbers"),
+])
+def test_a_misbehaving_registered_criterion_is_a_plugin_error_naming_it(scores, message):
+    @slimkit.register_criterion("broken_for_test")
+    class Broken(slimkit.Criterion):
+        def scores(self, group, data):
+            return scores(group.channels)
+
+    try:
+        model = make_mlp((8, 16, 12, 4), batchnorm=False, other=False)
+        recipe = {"fine_tune": None, "stages": [{"prune": {"method": "channel", "sparsity": 0.5,
+                                                           "criterion": "broken_for_test"}}]}
+        x = np.random.default_rng(0).normal(size=(16, 8)).astype(np.float32)
+        with pytest.raises(slimkit.SlimkitError) as info:
+            slimkit.compress(model, recipe, calib_data=x, verbose=False)
+        assert "criterion 'broken_for_test' on the channel group of fc1" in str(info.value)
+        assert message in str(info.value)
+    finally:
+        slimkit.CRITERIA.unregister("broken_for_test")

@@ -49,7 +49,8 @@ def test_plan_quantizes_each_tensor_once_after_relus():
     assert [a.node for a in plan.acts] == ["input", "fc1/relu", "fc2/relu", "logits"]
     assert [(s.layer, s.input, s.output) for s in plan.layers] == [
         ("fc1", "input", "fc1/relu"), ("fc2", "fc1/relu", "fc2/relu"), ("logits", "fc2/relu", "logits")]
-    dynamic = plan_sites(adapter.graph(), {"fc2": spec}, FakeQuantSpec(0, 255, False, mode="dynamic"), "dynamic")
+    dynamic = plan_sites(adapter.graph(), {"fc2": spec}, FakeQuantSpec(0, 255, False, mode="dynamic"), "dynamic",
+                         quantize_outputs=False)
     assert [a.node for a in dynamic.acts] == ["fc1/relu"] and dynamic.layers[0].output is None
 
 

@@ -10,6 +10,7 @@ import yaml
 
 import slimkit
 from slimkit.errors import NotSupportedYetError, RecipeError
+from slimkit.plugins import NoOptions
 from slimkit.recipe import FineTune, LayerSelector, OnnxExport, PruneStage, Recipe, Schedule
 
 RECIPE_YAML = """\
@@ -101,7 +102,7 @@ def test_dict_yaml_string_file_and_path_give_equal_recipes(tmp_path):
     assert r.stages == (PruneStage(
         method="magnitude", sparsity=0.6, scope="global",
         schedule=Schedule(kind="polynomial", begin=0.1, end=0.7, every=5, initial=0.1, power=2.0),
-        layers=r.layers, fine_tune=r.fine_tune,
+        layers=r.layers, fine_tune=r.fine_tune, options=NoOptions(),
     ),)
     assert r.export == OnnxExport(opset=15, verify=False, tolerance=0.001)
 
@@ -374,9 +375,9 @@ def test_tune_section():
 
 def test_channel_method_keys_and_defaults():
     stage = Recipe.load(minimal(method="channel", criterion="fpgm", round_to=8, samples=64)).stages[0]
-    assert (stage.method, stage.sparsity, stage.criterion, stage.round_to, stage.samples) == \
-        ("channel", 0.5, "fpgm", 8, 64)
-    default = Recipe.load(minimal(method="channel")).stages[0]
+    assert (stage.method, stage.sparsity) == ("channel", 0.5)
+    assert (stage.options.criterion, stage.options.round_to, stage.options.samples) == ("fpgm", 8, 64)
+    default = Recipe.load(minimal(method="channel")).stages[0].options
     assert (default.criterion, default.round_to, default.samples) == ("l1", 1, 256)
 
 
@@ -391,7 +392,7 @@ def test_channel_method_bad_values(bad, path):
 
 def test_nm_method_implies_sparsity():
     stage = Recipe.load({"stages": [{"prune": {"method": "n:m", "n": 1, "m": 4}}]}).stages[0]
-    assert (stage.n, stage.m) == (1, 4) and stage.sparsity == pytest.approx(0.75)
+    assert (stage.options.n, stage.options.m) == (1, 4) and stage.sparsity == pytest.approx(0.75)
     assert Recipe.load({"stages": [{"prune": {"method": "n:m"}}]}).stages[0].sparsity == pytest.approx(0.5)
 
 

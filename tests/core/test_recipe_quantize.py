@@ -51,7 +51,7 @@ def test_overrides_change_weights_of_selected_layers_only():
     ({"activations": {"samples": 0}}, "stages[0].quantize.activations.samples", "minimum"),
     ({"activations": {"percentile": 101}}, "stages[0].quantize.activations.percentile", "outside"),
     ({"weights": {"granularity": "x"}}, "stages[0].quantize.weights", "unknown key 'granularity'"),
-    ({"fine_tune": {"epochs": 1}}, "stages[0].quantize.fine_tune", "only method qat"),
+    ({"fine_tune": {"epochs": 1}}, "stages[0].quantize.fine_tune", "post-training"),
     ({"method": "dynamic", "activations": {"signed": True}}, "stages[0].quantize.activations", "uint8"),
     ({"method": "qat", "fine_tune": None}, "stages[0].quantize.fine_tune", "epochs >= 1"),
     ({"overrides": [{"layers": {"names": ["a"]}}]}, "stages[0].quantize.overrides[0]", "both"),

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from slimkit.quant.modes.base import QUANT_MODES, Mode, NoOptions
-from slimkit.quant.modes import dynamic, ema, fixed, lsq, minmax  # noqa: F401  (registers the modes)
+from slimkit.quant.modes.base import QUANT_MODES, Mode
 
-__all__ = ["QUANT_MODES", "Mode", "NoOptions"]
+__all__ = ["QUANT_MODES", "Mode"]

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from slimkit.ops import TensorOps
 from slimkit.plugins import Registry
-
-
-@dataclass(frozen=True)
-class NoOptions:
-    """Modes take their settings from the site's :class:`~slimkit.quant.plan.FakeQuantSpec`."""
 
 
 class Mode:
@@ -25,6 +19,12 @@ class Mode:
     takes_range_when_set = True
     #: The site's scale is a trained variable.
     learns_scale = False
+    #: The range is the current tensor's at every call, in the deployed model too.
+    runtime_range = False
+    #: The site holds fixed parameters an export can write.
+    exportable = False
+    #: Which recipe ``learn`` keys may name this mode in QAT: ``weights``, ``activations``.
+    learnable_for: tuple[str, ...] = ()
 
     def state(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """What the site holds, from its variables' values (``scale``, ``zero_point``, ``range_min``,
@@ -37,7 +37,8 @@ class Mode:
 
 
 #: name -> mode class.
-QUANT_MODES: Registry[type[Mode]] = Registry("fake-quant mode")
+QUANT_MODES: Registry[type[Mode]] = Registry("fake-quant mode", builtins=tuple(
+    f"slimkit.quant.modes.{name}" for name in ("fixed", "ema", "lsq", "minmax", "dynamic")))
 
 
 def params_state(values: dict[str, np.ndarray], scale: np.ndarray | None = None) -> dict[str, np.ndarray]:

@@ -6,11 +6,14 @@ from typing import Any
 
 from slimkit.ops import TensorOps
 from slimkit.quant.fake_quant import dynamic_params, fake_quantize
-from slimkit.quant.modes.base import QUANT_MODES, Mode, NoOptions
+from slimkit.plugins import NoOptions
+from slimkit.quant.modes.base import QUANT_MODES, Mode
 
 
 @QUANT_MODES.register("dynamic", NoOptions)
 class Dynamic(Mode):
+    runtime_range = True
+
     keeps_mode_when_set = True  # its range is the tensor's at every call
     takes_range_when_set = False
 

@@ -9,11 +9,14 @@ import numpy as np
 
 from slimkit.ops import TensorOps
 from slimkit.quant.fake_quant import along, quantize_with, range_params, value_range
-from slimkit.quant.modes.base import QUANT_MODES, Mode, NoOptions
+from slimkit.plugins import NoOptions
+from slimkit.quant.modes.base import QUANT_MODES, Mode
 
 
 @QUANT_MODES.register("ema", NoOptions)
 class EMA(Mode):
+    learnable_for = ("activations",)
+
     def state(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"min": np.array(values["range_min"], np.float32), "max": np.array(values["range_max"], np.float32)}
 

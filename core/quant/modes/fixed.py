@@ -8,11 +8,14 @@ from slimkit.ops import TensorOps
 import numpy as np
 
 from slimkit.quant.fake_quant import quantize_with
-from slimkit.quant.modes.base import QUANT_MODES, Mode, NoOptions, params_state
+from slimkit.plugins import NoOptions
+from slimkit.quant.modes.base import QUANT_MODES, Mode, params_state
 
 
 @QUANT_MODES.register("fixed", NoOptions)
 class Fixed(Mode):
+    exportable = True
+
     def state(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return params_state(values)
 

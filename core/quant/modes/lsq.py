@@ -17,7 +17,8 @@ import numpy as np
 
 from slimkit.ops import TensorOps
 from slimkit.quant.fake_quant import LSQ_MIN_SCALE, channel_axis, other_axes, quantize_with, range_params, value_range
-from slimkit.quant.modes.base import QUANT_MODES, Mode, NoOptions, params_state
+from slimkit.plugins import NoOptions
+from slimkit.quant.modes.base import QUANT_MODES, Mode, params_state
 
 
 def elements_per_scale(ops: TensorOps, site: Any, x: Any) -> Any:
@@ -33,6 +34,8 @@ def elements_per_scale(ops: TensorOps, site: Any, x: Any) -> Any:
 
 @QUANT_MODES.register("lsq", NoOptions)
 class LSQ(Mode):
+    learnable_for = ("weights", "activations")
+
     keeps_mode_when_set = True  # set parameters are where learning starts
     learns_scale = True
 

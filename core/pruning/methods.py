@@ -1,0 +1,97 @@
+"""Pruning methods as registered plugins, and what every pruner offers the stage runner.
+
+A method (``magnitude``, ``n:m``, ``channel``, or one a user registers) is a class registered in
+:data:`PRUNING_METHODS` with its frozen options dataclass (the recipe keys only it takes). The
+stage runner (``slimkit.compress``) asks it for a :class:`Pruner` and drives that the same way for
+every method: one-shot, or as training hooks along the schedule, then :meth:`Pruner.finish`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from slimkit.adapter import LayerInfo, ModelAdapter, TrainHooks
+from slimkit.plugins import Registry
+
+if TYPE_CHECKING:
+    from slimkit.recipe import PruneStage
+    from slimkit.report import Report
+
+
+@dataclass(frozen=True)
+class PruneContext:
+    """What a pruner may use besides the model: the stage's recipe path (for messages), sample
+    inputs, the training data and the recipe's seed."""
+
+    field: str
+    sample: np.ndarray | None
+    train_data: Any
+    seed: int
+
+
+class Pruner(TrainHooks):
+    """Prunes one stage's layers; as :class:`TrainHooks` it follows fine-tuning.
+
+    Attributes:
+        current: the sparsity (or channel ratio) reached so far.
+        total_steps: the optimizer steps fine-tuning announced.
+    """
+
+    current: float = 0.0
+    total_steps: int = 0
+
+    def one_shot(self) -> ModelAdapter:
+        """Prunes to the target at once; returns the adapter to continue with."""
+        raise NotImplementedError
+
+    def finish(self) -> ModelAdapter:
+        """After fine-tuning: the adapter to continue with (this one, or a rebuilt model)."""
+        raise NotImplementedError
+
+    def add_to_report(self, report: "Report") -> None:
+        """Adds what this method has to say (channel groups, notes) to the report."""
+
+
+class PruningMethod:
+    """One pruning method; subclasses register with :data:`PRUNING_METHODS`.
+
+    Attributes:
+        kinds: the layer kinds it prunes (a selector naming no kind selects these).
+        takes_sparsity: the stage gives ``sparsity`` (n:m implies it from its options).
+        takes_scope: the stage may choose ``scope: layer | global``.
+        sets_kernel_sparsity: ``sparsity`` is a kernel sparsity the report holds layers to (a
+            channel ratio is not).
+    """
+
+    kinds: ClassVar[tuple[str, ...]] = ()
+    takes_sparsity: ClassVar[bool] = True
+    takes_scope: ClassVar[bool] = True
+    sets_kernel_sparsity: ClassVar[bool] = True
+
+    def __init__(self, options: Any) -> None:
+        self.options = options
+
+    def check(self, path: str) -> None:
+        """Raises RecipeError (naming ``path``) for options that do not fit together."""
+
+    def implied_sparsity(self) -> float | None:
+        """The sparsity the options imply, for methods that do not take ``sparsity``."""
+        return None
+
+    def pruner(self, adapter: ModelAdapter, layers: list[LayerInfo], stage: "PruneStage",
+               ctx: PruneContext) -> Pruner:
+        """The pruner of ``layers`` for this stage."""
+        raise NotImplementedError
+
+
+#: name -> pruning method class; recipe validation (``prune.method``) reads it.
+PRUNING_METHODS: Registry[type[PruningMethod]] = Registry(
+    "pruning method", builtins=("slimkit.pruning.magnitude", "slimkit.pruning.nm", "slimkit.pruning.structured"))
+
+
+def method_of(stage: "PruneStage") -> PruningMethod:
+    """The registered method of ``stage`` with the stage's options."""
+    return PRUNING_METHODS.get(stage.method).impl(stage.options)
