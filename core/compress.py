@@ -82,7 +82,7 @@ def compress(
         eval_data: ``(x, y)`` for the before/after metrics in the report.
         eval_fn: ``callable(model) -> float`` (higher is better), reported as ``eval_fn``.
         fit_fn: replaces the built-in training loop: ``fit_fn(model, callback)``; see
-            :meth:`slimkit.adapter.ModelAdapter.training_callback` for what ``callback`` is.
+            :data:`slimkit.adapter.FitFn` for what ``callback`` is.
         verbose: print progress lines while fine-tuning.
 
     Returns:

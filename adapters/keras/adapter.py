@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, TrainHooks
+from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, QuantAdapter, StructureAdapter, TrainHooks
 from slimkit.errors import DataError, ExportError, UnsupportedModelError
 from slimkit.graph import LayerGraph
 from slimkit.labels import prepare_labels
@@ -131,7 +131,7 @@ class _Mask:
     original: Callable[[Any], Any] | None
 
 
-class KerasAdapter(ModelAdapter):
+class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
     """slimkit's adapter for ``keras.Model`` (Keras 3) and ``tf_keras.Model`` objects.
 
     Supports Sequential, Functional and subclassed models with one input and one output. Training
@@ -208,7 +208,8 @@ class KerasAdapter(ModelAdapter):
 
         Raises:
             KeyError: no layer has that name.
-            ValueError: an unknown weight name, or a shape that differs from the layer's.
+            KeyError: an unknown weight name.
+            DataError: a shape that differs from the layer's.
         """
         entry = self._entry(name)
         arrays: dict[str, np.ndarray] = {}
@@ -216,14 +217,14 @@ class KerasAdapter(ModelAdapter):
         for key, value in weights.items():
             var = entry.variables.get(key)
             if var is None:
-                raise ValueError(
+                raise KeyError(
                     f"layer {name!r} ({entry.info.type_name}) has no weight {key!r}; "
                     f"it has {', '.join(entry.variables)}"
                 )
             arr = np.asarray(value)
             expected = tuple(int(d) for d in var.shape)
             if arr.shape != expected:
-                raise ValueError(
+                raise DataError(
                     f"layer {name!r} weight {key!r}: expected shape {expected}, got {arr.shape}"
                 )
             arrays[key] = arr
@@ -247,18 +248,18 @@ class KerasAdapter(ModelAdapter):
 
         Raises:
             KeyError: no layer has that name.
-            ValueError: the layer has no kernel, or the mask's shape or values are wrong.
+            DataError: the layer has no kernel, or the mask's shape or values are wrong.
         """
         entry = self._entry(name)
         kernel = entry.variables.get("kernel")
         if kernel is None:
-            raise ValueError(f"layer {name!r} ({entry.info.type_name}) has no kernel to mask")
+            raise DataError(f"layer {name!r} ({entry.info.type_name}) has no kernel to mask")
         mask = np.asarray(mask)
         expected = tuple(int(d) for d in kernel.shape)
         if mask.shape != expected:
-            raise ValueError(f"mask for layer {name!r}: expected the kernel's shape {expected}, got {mask.shape}")
+            raise DataError(f"mask for layer {name!r}: expected the kernel's shape {expected}, got {mask.shape}")
         if not np.isin(mask, (0, 1)).all():
-            raise ValueError(f"mask for layer {name!r} must hold only 0 and 1")
+            raise DataError(f"mask for layer {name!r} must hold only 0 and 1")
         dtype = _np_dtype(kernel)
         values = (mask != 0).astype(dtype)
         record = self._masks.get(name)
@@ -385,7 +386,7 @@ class KerasAdapter(ModelAdapter):
         """
         self._require_tensorflow("fine-tuning")
         if fit_fn is not None:
-            fit_fn(self.model, self.training_callback(hooks))
+            fit_fn(self.model, self._training_callback(hooks))
             return
         kind, x, y = self._split_data(data)
         if kind == "arrays":
@@ -404,7 +405,7 @@ class KerasAdapter(ModelAdapter):
             loss=training.make_loss(k, settings),
             metrics=training.make_metrics(k, settings),
         )
-        callback = self.training_callback(hooks)
+        callback = self._training_callback(hooks)
         if kind == "arrays":
             # Batches in core's order (slimkit.batches), the same as every other adapter's.
             order = self.batches(len(x), settings)
@@ -414,7 +415,7 @@ class KerasAdapter(ModelAdapter):
             # Datasets and PyDatasets shuffle themselves; Keras warns if asked to.
             self.model.fit(data, epochs=settings.epochs, shuffle=False, verbose=0, callbacks=[callback])
 
-    def training_callback(self, hooks: TrainHooks) -> Any:
+    def _training_callback(self, hooks: TrainHooks) -> Any:
         """A ``SlimkitCallback`` (a ``keras.callbacks.Callback``) to pass to ``model.fit``."""
         return training.callback_class(self._k)(hooks)
 

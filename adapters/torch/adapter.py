@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, StepCallback, TrainHooks
+from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, QuantAdapter, StructureAdapter, StepCallback, TrainHooks
 from slimkit.data import as_arrays, is_array_pair
 from slimkit.errors import DataError, ExportError, UnsupportedModelError
 from slimkit.labels import prepare_labels
@@ -80,7 +80,7 @@ class _Epoch:
             yield self._x[index], self._y[index]
 
 
-class TorchAdapter(ModelAdapter):
+class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
     """Adapter for ``torch.nn.Module``; data is numpy in PyTorch's layout (NCHW for images)."""
 
     framework = "torch"
@@ -243,7 +243,7 @@ class TorchAdapter(ModelAdapter):
         return [_Epoch(x_t, y_t, epoch) for epoch in self.batches(len(x), settings).epochs(settings.epochs)]
 
     def fit(self, data: Any, settings: FineTune, hooks: TrainHooks, fit_fn: FitFn | None = None) -> None:
-        callback = self.training_callback(hooks)
+        callback = self._training_callback(hooks)
         if fit_fn is not None:
             callback.run_user_fit(fit_fn, self.model, self.total_steps(data, settings))
             return
@@ -278,7 +278,7 @@ class TorchAdapter(ModelAdapter):
                 logs["accuracy"] = correct / seen
             callback.epoch_end(epoch, logs)
 
-    def training_callback(self, hooks: TrainHooks) -> StepCallback:
+    def _training_callback(self, hooks: TrainHooks) -> StepCallback:
         return StepCallback(hooks)
 
     # -- structure (structured pruning) ----------------------------------------------------

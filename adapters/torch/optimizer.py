@@ -6,7 +6,7 @@ The rules are PyTorch's formulas written once in core; running the same code in 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 import torch
 

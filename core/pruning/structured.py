@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from slimkit.adapter import LayerInfo, ModelAdapter
+from slimkit.adapter import LayerInfo, ModelAdapter, StructureAdapter, require
 from slimkit.data import is_array_pair
 from slimkit.errors import DataError, RecipeError, SlimkitWarning
 from slimkit.graph import analyse
@@ -53,6 +53,7 @@ class ChannelPruner(ScheduledPruner):
         train_data: Any,
         seed: int,
     ) -> None:
+        require(adapter, StructureAdapter, f"{field}: channel pruning")
         if sample is None:
             raise DataError(f"{field}: channel pruning needs sample inputs: pass calib_data or train_data")
         self.adapter, self.stage, self.field = adapter, stage, field

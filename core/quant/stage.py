@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from slimkit.adapter import LayerInfo, ModelAdapter
+from slimkit.adapter import LayerInfo, ModelAdapter, QuantAdapter, StructureAdapter, require
 from slimkit.errors import DataError
 from slimkit.graph import LayerGraph
 from slimkit.quant.bn_fold import fold_batchnorm
@@ -50,6 +50,8 @@ def prepare(work: ModelAdapter, stage: QuantizeStage, field: str, sample: np.nda
         DataError: no sample to trace the model with.
         RecipeError: the selector matches no quantizable layer.
     """
+    require(work, QuantAdapter, f"{field}: quantization")
+    require(work, StructureAdapter, f"{field}: quantization (planning sites on the model's graph)")
     if sample is None:
         raise DataError(f"calib_data: {field} needs input samples (pass calib_data= or train_data=)")
     work.check_input(np.asarray(sample)[:1], "calib_data")

@@ -22,14 +22,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, StepCallback, TrainHooks
+from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, QuantAdapter, StructureAdapter, StepCallback, TrainHooks
 from slimkit.data import as_arrays, is_array_pair
 from slimkit.errors import DataError, ExportError, UnsupportedModelError
 from slimkit.graph import LayerGraph, Node
 from slimkit.optim import NumpyOptimizer
 from slimkit.ops import NUMPY_OPS
 from slimkit.quant import fake_quant
-from slimkit.quant.plan import ActSite, FakeQuantSpec, LayerSite, QuantPlan, SiteParams
+from slimkit.quant.plan import FakeQuantSpec, QuantPlan, SiteParams
 from slimkit.quant.specs import bias_spec
 from slimkit.recipe import FineTune
 
@@ -331,7 +331,7 @@ def all_weights(model: FakeModel) -> dict[tuple[str, str], np.ndarray]:
     return {(layer.name, k): v.copy() for layer in model.layers for k, v in layer.weights.items()}
 
 
-class FakeAdapter(ModelAdapter):
+class FakeAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
     """slimkit adapter over :class:`FakeModel`."""
 
     framework = "fake"
@@ -407,7 +407,7 @@ class FakeAdapter(ModelAdapter):
         return math.ceil(len(data[0]) / batch_size)
 
     def fit(self, data: Any, settings: FineTune, hooks: TrainHooks, fit_fn: FitFn | None = None) -> None:
-        callback = self.training_callback(hooks)
+        callback = self._training_callback(hooks)
         if fit_fn is not None:
             callback.run_user_fit(fit_fn, self.model, self.total_steps(data, settings))
             return
@@ -429,7 +429,7 @@ class FakeAdapter(ModelAdapter):
             callback.epoch_end(epoch, {"loss": total / len(x)})
         callback.close()
 
-    def training_callback(self, hooks: TrainHooks) -> StepCallback:
+    def _training_callback(self, hooks: TrainHooks) -> StepCallback:
         return StepCallback(hooks)
 
     def export_onnx(self, path: str, sample: np.ndarray, opset: int) -> None:

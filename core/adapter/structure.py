@@ -1,0 +1,54 @@
+"""The structure capability: the model as a neutral graph, rebuilt smaller, probed for outputs and
+gradients. Channel pruning, batch-norm folding and quantization planning need it."""
+
+from __future__ import annotations
+
+import abc
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from slimkit.recipe import FineTune
+
+if TYPE_CHECKING:
+    from slimkit.graph import LayerGraph
+
+
+class StructureAdapter(abc.ABC):
+    """Graph, shrink, layer outputs and gradients of an adapter's model."""
+
+    @abc.abstractmethod
+    def graph(self, sample: np.ndarray | None = None) -> "LayerGraph":
+        """The model as a neutral :class:`slimkit.graph.LayerGraph`.
+
+        ``sample`` (a batch of inputs) lets frameworks without static shapes trace them. Ops the
+        adapter cannot describe become ``opaque`` nodes, never a guess.
+
+        Raises:
+            UnsupportedModelError: the model cannot be traced at all; the message names the op/layer.
+        """
+
+    @abc.abstractmethod
+    def shrink(self, weights: dict[str, dict[str, np.ndarray]], drop: tuple[str, ...] = ()) -> Any:
+        """An adapter over a new model in which the named layers hold ``weights``.
+
+        Weights (native layout, neutral names) may be smaller than the current ones along channel
+        axes; each such layer is rebuilt with the sizes its new weights imply (filters, units,
+        input features, batch-norm features, depthwise channels) and every other layer is kept.
+        A ``bias`` given for a layer that has none rebuilds it with one. Layers named in ``drop``
+        (batch norms folded into the preceding convolution) become identities. This model is not
+        modified.
+        """
+
+    @abc.abstractmethod
+    def layer_outputs(self, x: np.ndarray, names: list[str], batch_size: int = 256) -> dict[str, np.ndarray]:
+        """Inference-mode outputs of the named layers for ``x``, channels moved to axis 1."""
+
+    @abc.abstractmethod
+    def weight_gradients(self, data: Any, settings: FineTune, batches: int) -> dict[str, dict[str, np.ndarray]]:
+        """Gradients of the training loss w.r.t. every learned weight (kernel, bias, gamma, beta; of
+        frozen layers too, never batch-norm statistics), averaged over ``batches``.
+
+        The model runs in inference mode (batch norms use their statistics, dropout is off). Native
+        layout, neutral names; the model's weights do not change.
+        """
