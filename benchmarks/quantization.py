@@ -45,7 +45,7 @@ sys.path.insert(0, str(HERE.parent / "examples"))
 import numpy as np  # noqa: E402
 
 import slimkit  # noqa: E402
-from slimkit.adapters.onnx.bench import latency_ms  # noqa: E402
+from slimkit.deploy.bench import latency_ms  # noqa: E402
 
 from structured import MODELS, build  # noqa: E402  (same models, seeds and layouts as the pruning benchmark)
 

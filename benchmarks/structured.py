@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 
 import slimkit  # noqa: E402
-from slimkit.adapters.onnx.bench import latency_ms, macs  # noqa: E402
+from slimkit.deploy.bench import latency_ms, macs  # noqa: E402
 from slimkit.registry import adapter_for  # noqa: E402
 
 MODELS = ("resnet50", "mobilenet_v2")

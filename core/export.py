@@ -7,7 +7,6 @@ samples and only then moves it into place, so a failed or mismatching export nev
 from __future__ import annotations
 
 import gzip
-import importlib
 import os
 import tempfile
 from pathlib import Path
@@ -15,17 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from slimkit import deploy
 from slimkit.data import as_arrays
 from slimkit.errors import ExportError
 from slimkit.quant.export import export_quantized
 from slimkit.recipe import OnnxExport
 from slimkit.registry import adapter_for
 from slimkit.report import FileRow, QuantExportRow
-
-
-def _onnx_runtime() -> Any:
-    # Imported lazily: onnxruntime is an optional extra and only export needs it.
-    return importlib.import_module("slimkit.adapters.onnx.runtime")
 
 
 def export_onnx(
@@ -85,7 +80,7 @@ def export_with_report(
             diff = None
             if settings.verify:
                 batch = x[:16] if len(x) > 1 else np.concatenate([x, x])  # >1 row checks the batch axis
-                diff = verify(adapter.predict(batch), _onnx_runtime().run(str(tmp), batch), settings, path)
+                diff = verify(adapter.predict(batch), deploy.load_runtime().run(str(tmp), batch), settings, path)
             tolerance = settings.tolerance if settings.verify else None
         os.replace(tmp, path)
     finally:

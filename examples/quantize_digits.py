@@ -19,7 +19,7 @@ sys.path.insert(0, str(HERE))
 
 import digits  # noqa: E402  (the example's own helper module, next to this file)
 import slimkit  # noqa: E402
-from slimkit.adapters.onnx.runtime import run as onnx_run  # noqa: E402
+from slimkit.deploy.runtime import run as onnx_run  # noqa: E402
 
 RECIPES = {"ptq": HERE / "recipes" / "int8_static.yaml", "qat": HERE / "recipes" / "int8_qat.yaml"}
 

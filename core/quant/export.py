@@ -5,18 +5,19 @@ fp32 initializer (onnxruntime then runs float convolutions) and torch.onnx fails
 fake-quant of a trainable weight. Exporting the float model through the path every model already
 uses, then inserting Q/DQ with the parameters the framework simulated, gives one implementation
 for both frameworks, int8 initializers (a ~4x smaller file) and the exact scales of the simulation.
-The ONNX rewriting lives in ``slimkit.adapters.onnx.qdq``; this module decides and verifies.
+The ONNX rewriting lives in the deployment layer (``slimkit.deploy``); this module decides and verifies.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from slimkit import deploy
+from slimkit.deploy.ops import INTEGER_OPS
 from slimkit.quant.fake_quant import mode_of
 from slimkit.adapter import ModelAdapter
 from slimkit.errors import ExportError
@@ -25,22 +26,6 @@ from slimkit.quant.specs import INT32_RANGE
 from slimkit.recipe import OnnxExport
 from slimkit.report import QuantExportRow
 
-#: Integer op types in onnxruntime's optimized graph that mean "this layer runs as int8".
-INTEGER_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger",
-               "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QLinearAdd", "QLinearGlobalAveragePool",
-               "QLinearConcat", "QLinearMul", "QLinearAveragePool", "QLinearSigmoid", "QLinearLeakyRelu")
-
-
-def _qdq() -> Any:
-    return importlib.import_module("slimkit.adapters.onnx.qdq")
-
-
-def _runtime() -> Any:
-    return importlib.import_module("slimkit.adapters.onnx.runtime")
-
-
-def _bench() -> Any:
-    return importlib.import_module("slimkit.adapters.onnx.bench")
 
 
 def site_params(adapter: ModelAdapter, plan: QuantPlan) -> dict[str, SiteParams]:
@@ -117,7 +102,7 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
         probe = x[:16] if len(x) > 1 else np.concatenate([x, x])
         kernels = {s.layer: float_adapter.get_weights(s.layer)["kernel"] for s in plan.layers}
         acts = float_adapter.layer_outputs(probe, [a.node for a in plan.acts])
-        runtime = _runtime()
+        runtime = deploy.load_runtime()
         runtime.write_qdq(str(float_path), str(tmp), plan, params, kernels, acts, probe)
         reference = adapter.predict(probe)
         got = runtime.run(str(tmp), probe)
@@ -136,13 +121,13 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
             raise ExportError(f"{dest}: onnxruntime's int8 output differs from the simulated model by {diff:.4g} "
                               f"(max abs), above the bound {bound:.4g} (one output step, or quant_tolerance of the "
                               f"output's range); the file was not written.{hint}")
-        ops = _qdq().fused_ops(str(tmp))
+        ops = deploy.load_inspect().fused_ops(str(tmp))
         integer_ops = {k: int(v) for k, v in ops.items() if k in INTEGER_OPS}
         lat_f = lat_q = None
         if measure:
             one = x[:1].astype(np.float32)
-            lat_f = _bench().latency_ms(str(float_path), one, repeats=20, warmup=3)
-            lat_q = _bench().latency_ms(str(tmp), one, repeats=20, warmup=3)
+            lat_f = deploy.load_bench().latency_ms(str(float_path), one, repeats=20, warmup=3)
+            lat_q = deploy.load_bench().latency_ms(str(tmp), one, repeats=20, warmup=3)
         row = QuantExportRow(str(dest), os.path.getsize(float_path), os.path.getsize(tmp), lat_f, lat_q,
                              integer_ops, diff, step, bound)
         return diff, row

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import slimkit
-from slimkit.adapters.onnx import runtime
+from slimkit.deploy import runtime
 from twins import BUILDERS, sample_input
 
 FRAMEWORKS = ["keras", "torch"]

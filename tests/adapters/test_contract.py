@@ -126,7 +126,7 @@ class TestAdapterContract:
             adapter.check_input(np.zeros((0, 8, 8, 1), np.float32), "train_data")
 
     def test_export_runs_in_onnxruntime_with_dynamic_batch(self, framework, tmp_path):
-        from slimkit.adapters.onnx.runtime import run
+        from slimkit.deploy.runtime import run
 
         model = twin_pair("cnn")[framework]
         adapter = adapter_for(model)

@@ -1,4 +1,4 @@
-"""QDQ export: slimkit's scales inserted into exported float ONNX graphs (slimkit.adapters.onnx.qdq).
+"""QDQ export: slimkit's scales inserted into exported float ONNX graphs (slimkit.deploy.qdq).
 
 Models are built here in torch and Keras, exported with ``slimkit.export_onnx``; activation values
 come from forward hooks / Keras sub-models and parameters from numpy ``params_from_range``.
@@ -18,8 +18,9 @@ ort = pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
 import slimkit  # noqa: E402
-from slimkit.adapters.onnx.mapping import QdqMapping, map_model, probe_values  # noqa: E402
-from slimkit.adapters.onnx.qdq import check_quantized, fused_ops, insert_qdq  # noqa: E402
+from slimkit.deploy.mapping import QdqMapping, map_model, probe_values  # noqa: E402
+from slimkit.deploy.inspect import check_quantized, fused_ops  # noqa: E402
+from slimkit.deploy.qdq import insert_qdq  # noqa: E402
 from slimkit.errors import ExportError  # noqa: E402
 from slimkit.quant.params import QuantParams, fake_quantize, params_from_range  # noqa: E402
 from slimkit.quant.plan import ActSite, FakeQuantSpec, LayerSite, QuantPlan, SiteParams  # noqa: E402

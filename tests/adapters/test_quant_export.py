@@ -12,7 +12,7 @@ import pytest
 
 import slimkit
 from slimkit import DataError, ExportError
-from slimkit.adapters.onnx.runtime import run
+from slimkit.deploy.runtime import run
 from slimkit.quant.plan import FakeQuantSpec, plan_sites
 from slimkit.registry import adapter_for, adapter_for_copy
 import zoo
@@ -114,7 +114,7 @@ def test_prune_then_qat_keeps_the_zeros_through_training_and_export(framework, t
     row = result.export_onnx(tmp_path / "pruned_int8.onnx")
     q = result.report.quant_exports[-1]
     assert row.max_abs_diff <= q.output_step * 1.001
-    from slimkit.adapters.onnx.runtime import initializer_zeros
+    from slimkit.deploy.runtime import initializer_zeros
     zeros = {k: v for k, v in initializer_zeros(str(tmp_path / "pruned_int8.onnx")).items() if k.startswith("conv")}
     assert zeros and all(z / n >= 0.5 for k, (n, z) in zeros.items() if k.endswith("kernel_quantized")), zeros
 

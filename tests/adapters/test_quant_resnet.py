@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import slimkit
-from slimkit.adapters.onnx.runtime import run
+from slimkit.deploy.runtime import run
 from slimkit.registry import adapter_for
 from structured import build  # benchmarks/structured.py: Keras application / torch definition
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import slimkit
 
 FRAMEWORKS = ("torch", "tensorflow", "keras", "tf_keras", "tf2onnx", "onnx", "onnxruntime")
+#: onnx and onnxruntime belong to the deployment layer (core/deploy), which core reaches lazily.
+DEPLOYMENT = ("onnx", "onnxruntime")
 CORE = Path(slimkit.__file__).resolve().parent
 
 
@@ -47,14 +49,32 @@ def test_the_scanner_sees_every_kind_of_import():
 
 
 def test_no_framework_import_anywhere_in_core():
+    """No training framework anywhere in core; onnx and onnxruntime only in the deployment layer."""
     files = sorted(CORE.rglob("*.py"))
     assert len(files) >= 10
     offenders = []
     for path in files:
+        deployment = path.relative_to(CORE).parts[0] == "deploy"
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         for line, module in imported_modules(tree):
-            if module.split(".")[0] in FRAMEWORKS:
+            root = module.split(".")[0]
+            if root in FRAMEWORKS and not (deployment and root in DEPLOYMENT):
                 offenders.append(f"{path.relative_to(CORE)}:{line} imports {module}")
+    assert offenders == []
+
+
+def test_core_reaches_the_deployment_layer_lazily():
+    """Outside core/deploy, core imports only the seam (slimkit.deploy) and its op tables."""
+    allowed = {"slimkit.deploy", "slimkit.deploy.ops"}
+    offenders = []
+    for path in sorted(CORE.rglob("*.py")):
+        if path.relative_to(CORE).parts[0] == "deploy":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("slimkit.deploy") \
+                    and node.module not in allowed:
+                offenders.append(f"{path.relative_to(CORE)}:{node.lineno} imports {node.module}")
     assert offenders == []
 
 

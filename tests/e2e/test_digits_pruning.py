@@ -10,7 +10,7 @@ import pytest
 import digits
 import prune_digits
 import slimkit
-from slimkit.adapters.onnx.runtime import initializer_zeros, run as run_onnx
+from slimkit.deploy.runtime import initializer_zeros, run as run_onnx
 from slimkit.registry import adapter_for
 
 RECIPE_TEXT = prune_digits.RECIPE.read_text()

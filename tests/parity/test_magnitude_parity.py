@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import slimkit
-from slimkit.adapters.onnx.runtime import run as run_onnx
+from slimkit.deploy.runtime import run as run_onnx
 from slimkit.registry import adapter_for
 from twins import canonical_kernels, sample_input, twin_pair
 

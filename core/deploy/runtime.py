@@ -46,10 +46,10 @@ def initializer_zeros(path: str) -> dict[str, tuple[int, int]]:
 
 def write_qdq(float_path: str, out_path: str, plan: Any, params: dict[str, Any], kernels: dict[str, np.ndarray],
               acts: dict[str, np.ndarray], probe: np.ndarray) -> Any:
-    """Loads the float model, inserts Q/DQ (``slimkit.adapters.onnx.qdq``) and saves it; returns the mapping."""
+    """Loads the float model, inserts Q/DQ (``slimkit.deploy.qdq``) and saves it; returns the mapping."""
     import onnx
 
-    from slimkit.adapters.onnx.qdq import insert_qdq
+    from slimkit.deploy.qdq import insert_qdq
 
     model, mapping = insert_qdq(onnx.load(float_path), plan, params, kernels, acts, probe)
     onnx.save(model, out_path)

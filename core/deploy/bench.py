@@ -10,7 +10,6 @@ import time
 
 import numpy as np
 
-from slimkit.adapters.onnx.runtime import session
 
 
 def latency_ms(path: str, x: np.ndarray, repeats: int = 30, warmup: int = 5, threads: int = 0) -> float:

@@ -1,0 +1,76 @@
+"""What onnxruntime makes of a model: its optimized graph, the ops in it, and whether every quantized
+layer runs as an integer kernel."""
+
+from __future__ import annotations
+
+import collections
+import os
+import tempfile
+from typing import TYPE_CHECKING
+
+from slimkit.deploy.mapping import QdqMapping
+from slimkit.deploy.ops import WEIGHT_INTEGER_OPS
+from slimkit.errors import ExportError
+
+if TYPE_CHECKING:
+    import onnx
+
+
+def optimized_model(model: "str | os.PathLike[str] | onnx.ModelProto", level: str = "all") -> "onnx.ModelProto":
+    """The graph onnxruntime (CPU) runs after its optimizations at ``level`` (``extended`` or ``all``)."""
+    import onnx
+    import onnxruntime as ort
+
+    levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    if level not in levels:
+        raise ValueError(f"level must be one of {sorted(levels)}, got {level!r}")
+    with tempfile.TemporaryDirectory() as tmp:
+        if isinstance(model, onnx.ModelProto):
+            src = os.path.join(tmp, "model.onnx")
+            onnx.save(model, src)
+        else:
+            src = os.fspath(model)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = levels[level]
+        options.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
+        options.log_severity_level = 3  # the NCHWc serialization notice
+        try:
+            ort.InferenceSession(src, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ExportError(f"onnxruntime cannot load the model: {exc}") from exc
+        return onnx.load(options.optimized_model_filepath)
+
+
+def fused_ops(model: "str | os.PathLike[str] | onnx.ModelProto", level: str = "all") -> collections.Counter:
+    """Op types of onnxruntime's optimized graph (``level`` as in :func:`optimized_model`) and their counts."""
+    return collections.Counter(n.op_type for n in optimized_model(model, level).graph.node)
+
+
+def check_quantized(model: "str | os.PathLike[str] | onnx.ModelProto", mapping: QdqMapping,
+                    level: str = "all") -> None:
+    """Raises unless onnxruntime runs every quantized layer of ``mapping`` with an integer kernel.
+
+    A layer counts as run in integer arithmetic when a node of :data:`WEIGHT_INTEGER_OPS` reads its integer
+    weight initializer in the optimized graph.
+
+    Raises:
+        ExportError: listing each layer left to float, with the ops that read its weight instead.
+    """
+    if mapping.layers and not mapping.weights:
+        raise ExportError("the mapping names no integer weights: pass the mapping insert_qdq returned")
+    graph = optimized_model(model, level).graph
+    readers: dict[str, list[str]] = collections.defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            readers[name].append(node.op_type)
+    bad = []
+    for layer, weight in mapping.weights:
+        ops = readers.get(weight, [])
+        if not any(op in WEIGHT_INTEGER_OPS for op in ops):
+            bad.append(f"{layer} (ONNX node {mapping.node(layer)!r}; its weight is read by "
+                       f"{', '.join(sorted(set(ops))) or 'nothing'})")
+    if bad:
+        raise ExportError("onnxruntime did not turn these quantized layers into integer kernels: " + "; ".join(bad))
+
