@@ -21,23 +21,20 @@ slimkit's own fake-quant modules are traced as single elementwise calls.
 
 from __future__ import annotations
 
-import contextlib
-import inspect
-import io
 import math
 import operator
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+from torch.fx.passes.shape_prop import TensorMetadata
 
 from slimkit.errors import DataError, UnsupportedModelError
 from slimkit.graph import LayerGraph, Node
 
-OUTPUT = "__output__"
+from slimkit.adapters.torch.tracing import OUTPUT, is_fake_quant, neutral_names, propagate_shapes, trace
+
 
 _CONV = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
 _POOL_MODULES = {
@@ -107,113 +104,6 @@ _SAME_FUNCTIONS = (
 _SAME_METHODS = {"view", "reshape", "flatten", "permute", "transpose", "contiguous", "clone", "detach", "amax"}
 
 
-class _Tracer(fx.Tracer):
-    """fx's tracer, keeping slimkit's fake-quant modules as single calls (their ``forward`` branches on state)."""
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return is_fake_quant(m) or super().is_leaf_module(m, module_qualified_name)
-
-
-def is_fake_quant(module: Any) -> bool:
-    """True for slimkit's fake-quant modules (they mark their class; this module cannot import them)."""
-    return bool(getattr(type(module), "slimkit_fake_quant", False))
-
-
-def trace(model: nn.Module, needed_for: str = "channel pruning") -> fx.GraphModule:
-    """``torch.fx.symbolic_trace`` of ``model``, or UnsupportedModelError naming the model and the cause.
-
-    Arguments of ``forward`` after the input are fixed at their defaults (``mask=None``, ``flag=True``)
-    so that Python branches on them trace the path a one-input call takes. slimkit's fake-quant
-    modules stay one ``call_module`` node each. ``needed_for`` names the feature in the error message.
-    """
-    concrete = _concrete_args(model)
-    try:
-        tracer = _Tracer()
-        graph = tracer.trace(model, concrete_args=concrete)
-        return fx.GraphModule(tracer.root, graph, type(model).__name__)
-    except Exception as exc:  # fx raises TraceError, TypeError, NotImplementedError, ... from user code
-        raise UnsupportedModelError(
-            f"cannot trace {type(model).__qualname__} with torch.fx ({type(exc).__name__}: {_first_line(exc)}); "
-            f"{needed_for} needs a forward() without data-dependent Python control flow"
-        ) from exc
-
-
-def _concrete_args(model: nn.Module) -> dict[str, Any] | None:
-    try:
-        signature = inspect.signature(model.forward)
-    except (TypeError, ValueError):
-        return None
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-             inspect.Parameter.KEYWORD_ONLY)
-    params = [p for p in signature.parameters.values() if p.kind in kinds]
-    concrete = {}
-    for param in params[1:]:
-        if param.default is inspect.Parameter.empty:
-            raise UnsupportedModelError(
-                f"{type(model).__qualname__}.forward needs more than one input ({param.name!r}); slimkit supports "
-                "models with one tensor input"
-            )
-        if param.default is None or isinstance(param.default, (bool, int, float, str)):
-            concrete[param.name] = param.default
-    return concrete or None
-
-
-def as_tensor(x: Any, device: torch.device | None = None) -> torch.Tensor:
-    """A numpy batch as a tensor: integer arrays (token ids) as int64, everything else float32."""
-    if isinstance(x, torch.Tensor):
-        return x.to(device) if device is not None else x
-    arr = np.asarray(x)
-    dtype = torch.long if np.issubdtype(arr.dtype, np.integer) else torch.float32
-    return torch.as_tensor(arr if dtype == torch.long else arr.astype(np.float32, copy=False), dtype=dtype,
-                           device=device)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
-def propagate_shapes(model: nn.Module, gm: fx.GraphModule, sample: Any) -> None:
-    """Runs ``ShapeProp`` on up to two samples in eval mode without gradients; the model is unchanged."""
-    if sample is None:
-        raise DataError("graph: PyTorch needs a sample input batch to infer shapes")
-    if not isinstance(sample, torch.Tensor):
-        sample = np.asarray(sample)
-    if sample.ndim == 0 or len(sample) == 0:
-        raise DataError(f"graph: the sample batch is empty (shape {tuple(sample.shape)})")
-    x = as_tensor(sample[:2], model_device(model))
-    was_training = model.training
-    model.eval()
-    gm.eval()
-    try:
-        with torch.no_grad():
-            try:
-                model(x)
-            except Exception as exc:
-                raise DataError(
-                    f"graph: sample of shape {tuple(x.shape)} does not fit {type(model).__qualname__} "
-                    f"({_first_line(exc)})"
-                ) from exc
-            try:
-                with contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints tracebacks itself
-                    ShapeProp(gm).propagate(x)
-            except Exception as exc:
-                cause = exc.__cause__ or exc
-                raise UnsupportedModelError(
-                    f"the torch.fx trace of {type(model).__qualname__} fails on the sample although the model "
-                    f"runs ({type(cause).__name__}: {_first_line(cause)})"
-                ) from exc
-    finally:
-        model.train(was_training)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
 def build_graph(model: nn.Module, sample: Any) -> LayerGraph:
     """The neutral graph of ``model`` with shapes from ``sample``. See the module docstring."""
     if sample is None:
@@ -236,7 +126,7 @@ def unshaped_node_names(model: nn.Module, gm: fx.GraphModule) -> dict[str, fx.No
     would take a module path as name or a module is called for non-tensor results as well, neither of
     which a model with one tensor per module call does.
     """
-    names = _neutral_names(dict(model.named_modules()), gm, lambda node: node.op != "output")
+    names = neutral_names(dict(model.named_modules()), gm, lambda node: node.op != "output")
     return {name: node for node, name in names.items()}
 
 
@@ -273,34 +163,6 @@ def _arg(node: fx.Node, index: int, key: str, default: Any = None) -> Any:
     return node.kwargs.get(key, default)
 
 
-def _neutral_names(modules: dict[str, nn.Module], gm: fx.GraphModule,
-                   named: Callable[[fx.Node], bool]) -> dict[fx.Node, str]:
-    """Neutral names of the fx nodes for which ``named`` is true.
-
-    Module path for a module's first call, ``path#k`` for its k-th; fx names otherwise, never equal
-    to a module path.
-    """
-    reserved = set(modules) | {OUTPUT}
-    used: set[str] = set()
-    seen: dict[str, int] = {}
-    names: dict[fx.Node, str] = {}
-    for node in gm.graph.nodes:
-        if node.op == "output" or not named(node):
-            continue
-        if node.op == "call_module":
-            seen[node.target] = seen.get(node.target, 0) + 1
-            base = node.target if seen[node.target] == 1 else f"{node.target}#{seen[node.target]}"
-        else:
-            base = node.name
-        name, k = base, 1
-        while name in used or (node.op != "call_module" and name in reserved):
-            k += 1
-            name = f"{base}#{k}"
-        used.add(name)
-        names[node] = name
-    return names
-
-
 class _Builder:
     """Maps one shape-propagated fx graph to neutral nodes."""
 
@@ -313,7 +175,7 @@ class _Builder:
                 calls[node.target] = calls.get(node.target, 0) + 1
         self.calls = calls
         self.tied = self._tied_modules()
-        self.names = _neutral_names(self.modules, gm, _yields_tensors)
+        self.names = neutral_names(self.modules, gm, _yields_tensors)
 
     def _tied_modules(self) -> set[str]:
         """Called modules whose parameters some other module or a direct attribute read also uses."""

@@ -17,7 +17,8 @@ from slimkit.data import as_arrays, is_array_pair
 from slimkit.errors import DataError, UnsupportedModelError
 from slimkit.recipe import FineTune
 
-from slimkit.adapters.torch.graph import as_tensor, model_device, node_names, propagate_shapes, trace
+from slimkit.adapters.torch.graph import node_names
+from slimkit.adapters.torch.tracing import as_tensor, model_device, propagate_shapes, trace
 from slimkit.adapters.torch.training import make_loss
 from slimkit.labels import prepare_labels
 

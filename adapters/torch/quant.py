@@ -39,7 +39,8 @@ from slimkit.quant import fake_quant
 from slimkit.quant.plan import MODES, ActSite, FakeQuantSpec, LayerSite, QuantPlan, SiteParams
 from slimkit.quant.specs import bias_spec
 
-from slimkit.adapters.torch.graph import trace, unshaped_node_names
+from slimkit.adapters.torch.graph import unshaped_node_names
+from slimkit.adapters.torch.tracing import trace
 from slimkit.adapters.torch.ops import TORCH_OPS
 from slimkit.adapters.torch.rebuild import independent_copy
 
