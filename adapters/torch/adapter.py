@@ -148,7 +148,8 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
     def set_weights(self, name: str, weights: dict[str, np.ndarray]) -> None:
         module = self._module(name)
         own = self._own_weights(module)
-        for key, value in weights.items():
+        targets = {}
+        for key, value in weights.items():  # every weight is checked before any is written
             if key not in own:
                 raise KeyError(f"layer {name!r} has no weight {key!r}; it has {sorted(own)}")
             target = own[key]
@@ -157,8 +158,10 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
                 target = module.parametrizations[attr].original
             if tuple(target.shape) != tuple(np.shape(value)):
                 raise DataError(f"layer {name!r} weight {key!r}: shape {np.shape(value)} != {tuple(target.shape)}")
-            with torch.no_grad():
-                target.copy_(torch.as_tensor(np.asarray(value), dtype=target.dtype))
+            targets[key] = target
+        with torch.no_grad():
+            for key, target in targets.items():
+                target.copy_(torch.as_tensor(np.asarray(weights[key]), dtype=target.dtype))
 
     def set_mask(self, name: str, mask: np.ndarray) -> None:
         module = self._module(name)
