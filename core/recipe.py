@@ -177,15 +177,20 @@ class OnnxExport:
     """ONNX export settings.
 
     ``tolerance`` bounds max|onnx - framework| relative to max(1, max|framework|) for float models.
-    A quantized model must match its simulation within one step of the output's scale, or within
-    ``quant_tolerance`` of the output's range: in deep networks a rounding tie that the frameworks'
-    float sums break differently in one layer moves later layers by a step or two.
+    A quantized model passes when onnxruntime's output matches its simulation within one step of
+    the output's scale or ``quant_tolerance`` of the output's range, or else when onnxruntime's
+    int8 output is as faithful to the float model as the simulation is: its error against the float
+    model (RMS and max) at most ``quant_error_ratio`` times the simulation's. In deep networks a
+    rounding tie that the frameworks' float sums break differently moves later layers by a few
+    steps without making the model any worse; a wrong scale, saturation or a mis-mapped tensor
+    makes it much worse.
     """
 
     opset: int = 17
     verify: bool = True
     tolerance: float = 1e-4
     quant_tolerance: float = 0.02
+    quant_error_ratio: float = 1.5
 
 
 @dataclass(frozen=True)

@@ -315,6 +315,7 @@ def _export(raw: Any, path: str) -> OnnxExport:
         "verify": _bool,
         "tolerance": lambda v, p: _float(v, p, 0.0, 1.0, lo_open=True),
         "quant_tolerance": lambda v, p: _float(v, p, 0.0, 1.0, lo_open=True),
+        "quant_error_ratio": lambda v, p: _float(v, p, 1.0, 100.0),
     })
 
 

@@ -93,6 +93,8 @@ class QuantExportRow:
     max_abs_diff: float
     output_step: float | None  # the scale of the output tensor, if it is quantized
     tolerance: float  # the bound verification held it to: one output step, or the float tolerance
+    int8_error: float | None = None  # RMS of onnxruntime's int8 output against the float model
+    simulated_error: float | None = None  # RMS of the simulated (fake-quant) output against the float model
 
     @property
     def size_ratio(self) -> float:

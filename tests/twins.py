@@ -1,4 +1,5 @@
-"""Twin models: the same architecture in Keras and PyTorch, and copying weights between them.
+"""Twin models: the same architecture in every framework of the ``twins`` family
+(``tests/frameworks.py``), and copying weights between them.
 
 Weights travel through slimkit's own adapters in canonical (out, in, *spatial) order, so a twin pair
 that computes the same function also checks each adapter's ``kernel_perm``.
@@ -12,6 +13,8 @@ import numpy as np
 
 from slimkit.pruning.masks import from_canonical, to_canonical
 from slimkit.registry import adapter_for
+
+from frameworks import BY_NAME
 
 
 def keras_cnn() -> Any:
@@ -164,7 +167,7 @@ def sample_input(arch: str, framework: str, n: int = 32, seed: int = 0) -> np.nd
     if arch == "mlp":
         return rng.random((n, 64), dtype=np.float32)
     x = rng.random((n, 8, 8, 1), dtype=np.float32)
-    return x if framework == "keras" else x.transpose(0, 3, 1, 2).copy()
+    return x if BY_NAME[framework].channels_last else x.transpose(0, 3, 1, 2).copy()
 
 
 def random_canonical_weights(model: Any, seed: int = 0, he: bool = False) -> dict[str, dict[str, np.ndarray]]:
@@ -212,11 +215,11 @@ def canonical_kernels(model: Any) -> dict[str, np.ndarray]:
     }
 
 
-def twin_pair(arch: str, seed: int = 0, he: bool = False) -> dict[str, Any]:
+def twin_pair(arch: str, seed: int = 0, he: bool = False, frameworks: tuple[str, ...] | None = None) -> dict[str, Any]:
     """framework -> model of ``arch``, all holding the same random weights (see
-    :func:`random_canonical_weights` for ``he``)."""
-    models = {fw: build() for fw, build in BUILDERS[arch].items()}
-    weights = random_canonical_weights(models["keras"], seed, he)
+    :func:`random_canonical_weights` for ``he``); every framework that builds it, or ``frameworks``."""
+    models = {fw: build() for fw, build in BUILDERS[arch].items() if frameworks is None or fw in frameworks}
+    weights = random_canonical_weights(next(iter(models.values())), seed, he)
     for model in models.values():
         load_canonical(model, weights)
     return models

@@ -1,4 +1,5 @@
-"""Small architectures in both frameworks with equal layer names, for structured-pruning tests.
+"""Small architectures in every framework of the ``zoo`` family (``tests/frameworks.py``) with equal
+layer names, for structured-pruning and quantization tests.
 
 plain (conv-bn-relu x2, max-pool, flatten, dense), residual (identity and projection shortcuts),
 inverted (MobileNetV2-style expand / depthwise / project with a residual add), concat (two branches
@@ -12,6 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from frameworks import BY_NAME
 from twins import load_canonical, random_canonical_weights
 
 ARCHS = ("plain", "residual", "inverted", "concat", "mlp")
@@ -164,19 +166,23 @@ BUILD: dict[str, Callable[[str], Any]] = {"keras": _keras, "torch": _torch}
 def sample(arch: str, framework: str, n: int = 16, seed: int = 0) -> np.ndarray:
     """Inputs of ``arch`` in ``framework``'s layout; equal values across frameworks."""
     x = np.random.default_rng(seed).normal(size=(n,) + INPUT[arch]).astype(np.float32)
-    return x.transpose(0, 3, 1, 2).copy() if framework == "torch" and x.ndim == 4 else x
+    return x.transpose(0, 3, 1, 2).copy() if not BY_NAME[framework].channels_last and x.ndim == 4 else x
 
 
-def twins(arch: str, seed: int = 0) -> dict[str, Any]:
-    """framework -> ``arch`` with identical weights (flatten feature order converted for ``fc1``)."""
-    models = {fw: build(arch) for fw, build in BUILD.items()}
-    weights = random_canonical_weights(models["keras"], seed)
-    load_canonical(models["keras"], weights)
+def twins(arch: str, seed: int = 0, frameworks: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """framework -> ``arch`` with identical weights (flatten feature order converted for ``fc1``), for
+    every framework with a builder or those named in ``frameworks``."""
+    models = {fw: build(arch) for fw, build in BUILD.items() if frameworks is None or fw in frameworks}
+    weights = random_canonical_weights(next(iter(models.values())), seed)  # every framework: the same draw
     if arch == "plain":
-        # Keras flattens (h, w, c), PyTorch (c, h, w): reorder fc1's input features to match.
-        kernel = weights["fc1"]["kernel"]  # canonical (out, in) with in = h * w * c (Keras order)
+        # Channels-last frameworks flatten (h, w, c), channels-first ones (c, h, w): fc1's input
+        # features (canonical (out, in)) are drawn in (h, w, c) order and reordered for the others.
+        kernel = weights["fc1"]["kernel"]
         c, hw = 16, 16
-        weights = dict(weights, fc1=dict(weights["fc1"], kernel=kernel.reshape(-1, hw, c).transpose(0, 2, 1)
-                                          .reshape(kernel.shape[0], -1)))
-    load_canonical(models["torch"], weights)
+        chw = kernel.reshape(-1, hw, c).transpose(0, 2, 1).reshape(kernel.shape[0], -1)
+    for fw, model in models.items():
+        if arch == "plain" and not BY_NAME[fw].channels_last:
+            load_canonical(model, dict(weights, fc1=dict(weights["fc1"], kernel=chw)))
+        else:
+            load_canonical(model, weights)
     return models

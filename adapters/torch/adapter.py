@@ -165,6 +165,8 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
 
     def set_mask(self, name: str, mask: np.ndarray) -> None:
         module = self._module(name)
+        if "kernel" not in self._own_weights(module):
+            raise DataError(f"layer {name!r} ({type(module).__name__}) has no kernel to mask")
         parametrized = parametrize.is_parametrized(module, "weight")
         weight = module.parametrizations.weight.original if parametrized else module.weight
         if tuple(mask.shape) != tuple(weight.shape):

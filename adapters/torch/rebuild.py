@@ -65,7 +65,7 @@ def shrink_model(model: nn.Module, weights: dict[str, dict[str, np.ndarray]],
     Raises:
         KeyError: a named layer does not exist.
         DataError: weights that do not fit, or a layer both given weights and dropped.
-        UnsupportedModelError: a dropped layer is not a batch norm.
+        ValueError: a dropped layer is not a batch norm.
     """
     both = sorted(set(weights) & set(drop))
     if both:
@@ -81,7 +81,7 @@ def shrink_model(model: nn.Module, weights: dict[str, dict[str, np.ndarray]],
         except AttributeError:
             raise KeyError(f"no layer named {name!r}") from None
         if not isinstance(old, nn.modules.batchnorm._BatchNorm):
-            raise UnsupportedModelError(
+            raise ValueError(
                 f"layer {name!r} ({type(old).__name__}) cannot be dropped; only batch norms folded into the "
                 "layer before them can"
             )

@@ -38,6 +38,10 @@ class StructureAdapter(abc.ABC):
         A ``bias`` given for a layer that has none rebuilds it with one. Layers named in ``drop``
         (batch norms folded into the preceding convolution) become identities. This model is not
         modified.
+
+        Raises:
+            KeyError: a name is no layer of the model.
+            ValueError: ``drop`` names a layer that is not a batch norm, or weights do not fit.
         """
 
     @abc.abstractmethod

@@ -82,14 +82,33 @@ def output_step(adapter: ModelAdapter, plan: QuantPlan, params: dict[str, SitePa
     return scale, scale * (p.qmax - p.qmin)
 
 
+class _Fidelity:
+    """How far onnxruntime's int8 output and the simulated output each are from the float model."""
+
+    def __init__(self, fp32: np.ndarray, simulated: np.ndarray, ort: np.ndarray) -> None:
+        def rms(a: np.ndarray) -> float:
+            return float(np.sqrt(np.mean(np.square(a, dtype=np.float64)))) if a.size else 0.0
+
+        self.sim_rms, self.ort_rms = rms(simulated - fp32), rms(ort - fp32)
+        self.sim_max = float(np.max(np.abs(simulated - fp32))) if fp32.size else 0.0
+        self.ort_max = float(np.max(np.abs(ort - fp32))) if fp32.size else 0.0
+        # float noise where quantization changed nothing at all (a model of exactly representable values)
+        self._floor = 1e-6 * max(1.0, float(np.max(np.abs(fp32))) if fp32.size else 1.0)
+
+    def ort_as_good(self, ratio: float) -> bool:
+        """onnxruntime's error at most ``ratio`` times the simulation's, in RMS and at the worst element."""
+        return self.ort_rms <= ratio * self.sim_rms + self._floor and self.ort_max <= ratio * self.sim_max + self._floor
+
+
 def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.ndarray,
                      settings: OnnxExport, dest: Path, measure: bool = True) -> tuple[float, QuantExportRow]:
     """Writes the QDQ model for ``adapter``'s fake-quant model to ``tmp`` and verifies it.
 
-    The check: onnxruntime's output equals the framework's simulated output within one step of the
-    output's quantization scale on every element (rounding ties may differ by one step); a larger
-    difference means the deployed integer kernels do not compute what was simulated (u8s8 saturation
-    on CPUs without VNNI is the known cause), and nothing is written.
+    The check (see :class:`slimkit.recipe.OnnxExport`): onnxruntime's output equals the simulated
+    output within one step of the output's scale (or ``quant_tolerance`` of its range), or else is
+    as faithful to the float model as the simulation (``quant_error_ratio``). Otherwise the deployed
+    integer kernels do not compute what was simulated (a wrong scale, u8s8 saturation on CPUs without
+    VNNI, a mis-mapped tensor), and nothing is written.
 
     Returns:
         The max abs difference found and the report row (sizes, latency, fused integer ops).
@@ -114,13 +133,19 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
             span = float(np.max(reference) - np.min(reference)) if reference.size else 0.0
         bound = max(settings.tolerance * max(1.0, float(np.max(np.abs(reference)))),
                     settings.quant_tolerance * span, 1.001 * (step or 0.0))
-        if settings.verify and not diff <= bound:
+        fp32 = float_adapter.predict(probe)
+        fidelity = _Fidelity(fp32, reference, got)
+        if settings.verify and not diff <= bound and not fidelity.ort_as_good(settings.quant_error_ratio):
             reduced = all(s.kernel.qmax < 127 for s in plan.layers)
             hint = ("" if reduced else " Weights use the full int8 range: onnxruntime's u8s8 kernels on CPUs "
                     "without VNNI saturate with it; quantize with weights.reduce_range: true.")
-            raise ExportError(f"{dest}: onnxruntime's int8 output differs from the simulated model by {diff:.4g} "
-                              f"(max abs), above the bound {bound:.4g} (one output step, or quant_tolerance of the "
-                              f"output's range); the file was not written.{hint}")
+            raise ExportError(
+                f"{dest}: onnxruntime's int8 output differs from the simulated model by {diff:.4g} (max abs), "
+                f"above the bound {bound:.4g} (one output step, or export.onnx.quant_tolerance of the output's "
+                f"range), and is further from the float model than the simulation is (RMS {fidelity.ort_rms:.4g} "
+                f"vs {fidelity.sim_rms:.4g}, max {fidelity.ort_max:.4g} vs {fidelity.sim_max:.4g}; "
+                f"export.onnx.quant_error_ratio allows {settings.quant_error_ratio:g}x); the file was not "
+                f"written.{hint}")
         ops = deploy.load_inspect().fused_ops(str(tmp))
         integer_ops = {k: int(v) for k, v in ops.items() if k in INTEGER_OPS}
         lat_f = lat_q = None
@@ -129,7 +154,7 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
             lat_f = deploy.load_bench().latency_ms(str(float_path), one, repeats=20, warmup=3)
             lat_q = deploy.load_bench().latency_ms(str(tmp), one, repeats=20, warmup=3)
         row = QuantExportRow(str(dest), os.path.getsize(float_path), os.path.getsize(tmp), lat_f, lat_q,
-                             integer_ops, diff, step, bound)
+                             integer_ops, diff, step, bound, fidelity.ort_rms, fidelity.sim_rms)
         return diff, row
     finally:
         float_path.unlink(missing_ok=True)

@@ -7,9 +7,10 @@ import pytest
 
 import slimkit
 from slimkit.deploy import runtime
+from frameworks import building
 from twins import BUILDERS, sample_input
 
-FRAMEWORKS = ["keras", "torch"]
+FRAMEWORKS = building("twins")
 ONE_SHOT = {"fine_tune": None, "stages": [{"prune": {"sparsity": 0.5}}]}
 
 

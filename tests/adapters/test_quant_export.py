@@ -16,6 +16,7 @@ from slimkit.deploy.runtime import run
 from slimkit.quant.plan import FakeQuantSpec, plan_sites
 from slimkit.registry import adapter_for, adapter_for_copy
 import zoo
+from frameworks import building
 
 STATIC = {"seed": 0, "stages": [{"quantize": {"method": "static", "activations": {"samples": 64}}}]}
 
@@ -29,7 +30,7 @@ def exported(framework, arch, tmp_path, recipe=STATIC):
     return result, path, row
 
 
-@pytest.mark.parametrize("framework", ["keras", "torch"])
+@pytest.mark.parametrize("framework", building("zoo"))
 @pytest.mark.parametrize("arch", ["plain", "residual", "inverted", "concat", "mlp"])
 def test_onnxruntime_int8_equals_the_simulation_within_one_step(framework, arch, tmp_path):
     result, path, row = exported(framework, arch, tmp_path)
@@ -47,7 +48,7 @@ def test_onnxruntime_int8_equals_the_simulation_within_one_step(framework, arch,
     assert integer == len(result.report.quantized), q.integer_ops
 
 
-@pytest.mark.parametrize("framework", ["keras", "torch"])
+@pytest.mark.parametrize("framework", building("zoo"))
 def test_dynamic_quantization_exports_runtime_quantized_matmuls(framework, tmp_path):
     recipe = {"seed": 0, "stages": [{"quantize": {"method": "dynamic"}}]}
     result, path, row = exported(framework, "mlp", tmp_path, recipe)
@@ -59,7 +60,7 @@ def test_dynamic_quantization_exports_runtime_quantized_matmuls(framework, tmp_p
     assert sum(ops.values()) >= len(result.report.quantized), ops
 
 
-@pytest.mark.parametrize("framework", ["keras", "torch"])
+@pytest.mark.parametrize("framework", building("zoo"))
 def test_uncalibrated_model_is_not_exported(framework, tmp_path):
     model = zoo.twins("plain", seed=4)[framework]
     x = zoo.sample("plain", framework, n=8)
@@ -74,7 +75,7 @@ def test_uncalibrated_model_is_not_exported(framework, tmp_path):
     assert not path.exists() and list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("framework", ["keras", "torch"])
+@pytest.mark.parametrize("framework", building("zoo"))
 def test_low_bit_qat_simulation_is_refused_at_export(framework, tmp_path):
     model = zoo.twins("mlp", seed=4)[framework]
     x = zoo.sample("mlp", framework, n=64, seed=3)
@@ -87,7 +88,7 @@ def test_low_bit_qat_simulation_is_refused_at_export(framework, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("framework", ["keras", "torch"])
+@pytest.mark.parametrize("framework", building("zoo"))
 def test_bad_calibration_data_is_named(framework):
     model = zoo.twins("plain", seed=4)[framework]
     x = zoo.sample("plain", framework, n=8)
@@ -97,7 +98,7 @@ def test_bad_calibration_data_is_named(framework):
         slimkit.compress(model, STATIC, calib_data=x[:0], verbose=False)
 
 
-@pytest.mark.parametrize("framework", ["keras", "torch"])
+@pytest.mark.parametrize("framework", building("zoo"))
 def test_prune_then_qat_keeps_the_zeros_through_training_and_export(framework, tmp_path):
     model = zoo.twins("plain", seed=4)[framework]
     x = zoo.sample("plain", framework, n=64, seed=3)

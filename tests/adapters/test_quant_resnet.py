@@ -12,12 +12,13 @@ import pytest
 import slimkit
 from slimkit.deploy.runtime import run
 from slimkit.registry import adapter_for
+from frameworks import building
 from structured import build  # benchmarks/structured.py: Keras application / torch definition
 
 RECIPE = {"seed": 0, "stages": [{"quantize": {"method": "static", "activations": {"samples": 4}}}]}
 
 
-@pytest.mark.parametrize("framework", ["keras", "torch"])
+@pytest.mark.parametrize("framework", building("applications"))
 def test_resnet50_int8_file_is_at_most_0_3x_and_runs_integer_kernels(framework, tmp_path):
     model, x = build(framework, "resnet50", 64)
     result = slimkit.compress(model, RECIPE, calib_data=x, verbose=False)

@@ -11,6 +11,8 @@ import pytest
 import slimkit
 from slimkit.registry import adapter_for
 
+from frameworks import building
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 SIZE = 32
 
@@ -31,7 +33,7 @@ def _build(framework: str, name: str):
     return model.eval(), x.transpose(0, 3, 1, 2).copy()
 
 
-@pytest.mark.parametrize("framework", ["keras", "torch"])
+@pytest.mark.parametrize("framework", building("applications"))
 @pytest.mark.parametrize("name", ["resnet50", "mobilenet_v2"])
 def test_prunes_half_the_channels_runs_and_exports(framework, name, tmp_path):
     model, x = _build(framework, name)

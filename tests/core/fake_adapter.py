@@ -361,16 +361,19 @@ class FakeAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
 
     def set_weights(self, name: str, weights: dict[str, np.ndarray]) -> None:
         layer = self.model.layer(name)
-        for key, value in weights.items():
+        for key, value in weights.items():  # every weight is checked before any is written
             if key not in layer.weights:
                 raise KeyError(f"layer {name!r} has no weight {key!r}; it has {sorted(layer.weights)}")
             if np.shape(value) != layer.weights[key].shape:
                 raise DataError(f"layer {name!r} weight {key!r}: shape {np.shape(value)} != "
                                 f"{layer.weights[key].shape}")
+        for key, value in weights.items():
             layer.weights[key] = np.array(value, dtype=np.float32)
 
     def set_mask(self, name: str, mask: np.ndarray) -> None:
         layer = self.model.layer(name)
+        if "kernel" not in layer.weights:
+            raise DataError(f"layer {name!r} ({type(layer).__name__}) has no kernel to mask")
         kernel = layer.weights["kernel"]
         if mask.shape != kernel.shape:
             raise DataError(f"layer {name!r}: mask shape {mask.shape} != kernel shape {kernel.shape}")
@@ -391,6 +394,8 @@ class FakeAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
     def check_input(self, x: np.ndarray, what: str) -> None:
         x = np.asarray(x)
         expected = (self.model.in_features,)
+        if x.ndim == 0 or x.shape[0] == 0:
+            raise DataError(f"{what}: no samples (shape {x.shape})")
         if x.ndim != 2 or x.shape[1:] != expected:
             raise DataError(
                 f"{what}: expected input of shape (batch, {expected[0]}), got shape {x.shape}"
@@ -461,6 +466,12 @@ class FakeAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
         return LayerGraph(nodes)
 
     def shrink(self, weights: dict[str, dict[str, np.ndarray]], drop: tuple[str, ...] = ()) -> "FakeAdapter":
+        for name in [*weights, *drop]:
+            self.model.layer(name)  # KeyError for a name that is no layer
+        for name in drop:
+            if not isinstance(self.model.layer(name), FakeBatchNorm):
+                raise ValueError(f"shrink: cannot drop layer {name!r}: only batch norms (folded into the layer "
+                                 "before them) can be dropped")
         clone = copy.deepcopy(self.model)
         for i, layer in enumerate(clone.layers):
             layer.mask = None
@@ -491,6 +502,10 @@ class FakeAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
         clone = copy.deepcopy(self.model)
         layers: list[Any] = []
         after = {a.node: a for a in plan.acts}
+        nodes = {node.name for node in self.graph().nodes}
+        for node in [*after, *(s.node for s in plan.layers)]:
+            if node not in nodes:
+                raise UnsupportedModelError(f"no node {node!r} in the fake model to quantize; nodes: {sorted(nodes)}")
         if "input" in after:
             layers.append(FakeQuant("fq:input", "input", after["input"].spec))
         sites = {s.layer: s for s in plan.layers}
@@ -499,9 +514,8 @@ class FakeAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
             if layer.name in sites:
                 site = sites[layer.name]
                 out = layer.weights["kernel"].shape[1]
-                layer.quant = {"kernel": FakeQuant("", f"{layer.name}/kernel", site.kernel, out, "kernel")}
-                if site.input is not None:
-                    layer.quant["bias"] = FakeQuant("", f"{layer.name}/bias", bias_spec(site.kernel), out, "bias")
+                layer.quant = {"kernel": FakeQuant("", f"{layer.name}/kernel", site.kernel, out, "kernel"),
+                               "bias": FakeQuant("", f"{layer.name}/bias", bias_spec(site.kernel), out, "bias")}
             node = f"{layer.name}/relu" if getattr(layer, "relu", False) else layer.name
             if node in after:
                 layers.append(FakeQuant(f"fq:{node}", node, after[node].spec))
@@ -522,9 +536,12 @@ class FakeAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
 
     def set_quant_params(self, params: dict[str, SiteParams]) -> None:
         sites = self._sites()
-        for key, p in params.items():
+        for key in params:  # every key and every parameter is checked before any is set
             if key not in sites:
                 raise KeyError(f"no quantization site {key!r}; sites: {sorted(sites)}")
+        for key, p in params.items():
+            fake_quant.check_params(sites[key], sites[key].channels, p)
+        for key, p in params.items():
             sites[key].set(p)
 
     def quant_state(self) -> dict[str, dict[str, np.ndarray]]:

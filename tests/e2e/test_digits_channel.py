@@ -10,11 +10,12 @@ import pytest
 import digits
 import slimkit
 from slimkit.registry import adapter_for
+from frameworks import building
 
 RECIPE = Path(digits.__file__).resolve().parent / "recipes" / "channel_50.yaml"
 
 
-@pytest.fixture(scope="module", params=["keras", "torch"])
+@pytest.fixture(scope="module", params=building("examples"))
 def pruned(request, tmp_path_factory):
     framework = request.param
     train_data, test_data = digits.load(framework)

@@ -12,6 +12,7 @@ import prune_digits
 import slimkit
 from slimkit.deploy.runtime import initializer_zeros, run as run_onnx
 from slimkit.registry import adapter_for
+from frameworks import building
 
 RECIPE_TEXT = prune_digits.RECIPE.read_text()
 
@@ -22,7 +23,7 @@ def test_recipe_file_names_no_framework():
         assert word not in lowered
 
 
-@pytest.fixture(scope="module", params=["keras", "torch"])
+@pytest.fixture(scope="module", params=building("examples"))
 def pruned(request, tmp_path_factory):
     framework = request.param
     train_data, test_data = digits.load(framework)

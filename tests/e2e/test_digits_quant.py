@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 import quantize_digits
+from frameworks import building
 
 
-@pytest.fixture(scope="module", params=["keras", "torch"])
+@pytest.fixture(scope="module", params=building("examples"))
 def numbers(request, tmp_path_factory):
     return request.param, quantize_digits.run(request.param, tmp_path_factory.mktemp(request.param))
 

@@ -1,4 +1,5 @@
-"""Same recipe, same weights, two frameworks: identical masks and agreeing ONNX exports."""
+"""Same recipe, same weights, every pair of frameworks with twin builders: identical masks and agreeing
+ONNX exports."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import slimkit
 from slimkit.deploy.runtime import run as run_onnx
 from slimkit.registry import adapter_for
+from frameworks import pair_ids, pairs
 from twins import canonical_kernels, sample_input, twin_pair
 
 ONE_SHOT = {
@@ -22,37 +24,43 @@ def _recipe(scope: str) -> dict:
     return recipe
 
 
-@pytest.fixture(scope="module", params=["cnn", "seq"])
+PAIRS = pairs("twins")
+
+
+@pytest.fixture(scope="module", params=[(arch, pair) for arch in ("cnn", "seq") for pair in PAIRS],
+                ids=[f"{arch}-{pid}" for arch in ("cnn", "seq") for pid in pair_ids("twins")])
 def twins(request):
-    return request.param, twin_pair(request.param, seed=3)
+    """(arch, (a, b), framework -> twin model) for one pair of frameworks."""
+    arch, pair = request.param
+    return arch, pair, twin_pair(arch, seed=3, frameworks=pair)
 
 
 def test_twins_compute_the_same_function(twins):
-    arch, models = twins
+    arch, (a, b), models = twins
     out = {fw: adapter_for(m).predict(sample_input(arch, fw)) for fw, m in models.items()}
-    np.testing.assert_allclose(out["keras"], out["torch"], atol=1e-4)
+    np.testing.assert_allclose(out[a], out[b], atol=1e-4)
 
 
 @pytest.mark.parametrize("scope", ["layer", "global"])
 def test_same_recipe_gives_identical_masks(twins, scope):
-    arch, models = twins
+    arch, (a, b), models = twins
     results = {fw: slimkit.compress(m, _recipe(scope), verbose=False) for fw, m in models.items()}
     kernels = {fw: canonical_kernels(r.model) for fw, r in results.items()}
-    assert kernels["keras"].keys() == kernels["torch"].keys()
+    assert kernels[a].keys() == kernels[b].keys()
     pruned_total = 0
-    for name in kernels["keras"]:
-        keras_mask, torch_mask = kernels["keras"][name] != 0, kernels["torch"][name] != 0
-        np.testing.assert_array_equal(keras_mask, torch_mask, err_msg=f"layer {name}")
-        pruned_total += int((~keras_mask).sum())
-    total = sum(k.size for k in kernels["keras"].values())
-    assert pruned_total == pytest.approx(0.6 * total, abs=len(kernels["keras"]))
+    for name in kernels[a]:
+        mask_a, mask_b = kernels[a][name] != 0, kernels[b][name] != 0
+        np.testing.assert_array_equal(mask_a, mask_b, err_msg=f"layer {name}")
+        pruned_total += int((~mask_a).sum())
+    total = sum(k.size for k in kernels[a].values())
+    assert pruned_total == pytest.approx(0.6 * total, abs=len(kernels[a]))
     if scope == "layer":
-        for name, kernel in kernels["keras"].items():
+        for name, kernel in kernels[a].items():
             assert float(np.mean(kernel == 0)) == pytest.approx(0.6, abs=0.5 / kernel.size + 1e-9), name
 
 
 def test_pruned_onnx_exports_agree(twins, tmp_path):
-    arch, models = twins
+    arch, (a, b), models = twins
     outputs = {}
     for fw, model in models.items():
         result = slimkit.compress(model, _recipe("global"), verbose=False)
@@ -61,15 +69,17 @@ def test_pruned_onnx_exports_agree(twins, tmp_path):
         row = result.export_onnx(path, sample=x)
         assert row.max_abs_diff is not None and row.max_abs_diff < 1e-4
         outputs[fw] = run_onnx(str(path), x)
-    np.testing.assert_allclose(outputs["keras"], outputs["torch"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(outputs[a], outputs[b], atol=1e-4, rtol=0)
 
 
-def test_same_nm_recipe_gives_identical_masks():
-    models = twin_pair("cnn", seed=7)
+@pytest.mark.parametrize("pair", PAIRS, ids=pair_ids("twins"))
+def test_same_nm_recipe_gives_identical_masks(pair):
+    a, b = pair
+    models = twin_pair("cnn", seed=7, frameworks=pair)
     recipe = {"fine_tune": None, "layers": {"names": ["pw", "fc1", "logits"]},
               "stages": [{"prune": {"method": "n:m", "n": 2, "m": 4}}]}
     kernels = {fw: canonical_kernels(slimkit.compress(m, recipe, verbose=False).model) for fw, m in models.items()}
     for name in ("pw", "fc1", "logits"):
-        np.testing.assert_array_equal(kernels["keras"][name] != 0, kernels["torch"][name] != 0, err_msg=name)
-        assert float(np.mean(kernels["keras"][name] == 0)) == pytest.approx(0.5)
-    assert float(np.mean(kernels["keras"]["conv1"] == 0)) == 0.0  # not selected
+        np.testing.assert_array_equal(kernels[a][name] != 0, kernels[b][name] != 0, err_msg=name)
+        assert float(np.mean(kernels[a][name] == 0)) == pytest.approx(0.5)
+    assert float(np.mean(kernels[a]["conv1"] == 0)) == 0.0  # not selected

@@ -1,4 +1,5 @@
-"""Keras and PyTorch twins with identical weights and calibration data get the same quantization.
+"""Twins with identical weights and calibration data get the same quantization, for every pair of
+frameworks of the ``zoo`` family.
 
 Scales may differ by float rounding between the frameworks' kernels (1e-5 relative); zero points
 and the set of quantized tensors must be identical.
@@ -12,6 +13,9 @@ import pytest
 import slimkit
 from slimkit.registry import adapter_for
 import zoo
+from frameworks import pair_ids, pairs
+
+PAIRS, PAIR_IDS = pairs("zoo"), pair_ids("zoo")
 
 STATIC = {"seed": 0, "stages": [{"quantize": {"method": "static", "activations": {"samples": 64}}}]}
 
@@ -34,41 +38,45 @@ def per_layer(plan, state):
     return out
 
 
-def assert_same_per_layer(keras_layers, torch_layers, arch, rtol):
+def assert_same_per_layer(layers_a, layers_b, arch, rtol):
     """Same layers and roles; scales within ``rtol``, zero points equal."""
-    assert keras_layers.keys() == torch_layers.keys() and keras_layers
-    for layer, roles in keras_layers.items():
-        assert roles.keys() == torch_layers[layer].keys(), layer
+    assert layers_a.keys() == layers_b.keys() and layers_a
+    for layer, roles in layers_a.items():
+        assert roles.keys() == layers_b[layer].keys(), layer
         for role, (scale, zp) in roles.items():
-            t_scale, t_zp = torch_layers[layer][role]
-            np.testing.assert_allclose(scale, t_scale, rtol=rtol, err_msg=f"{arch} {layer} {role}")
-            np.testing.assert_array_equal(zp, t_zp, err_msg=f"{arch} {layer} {role}")
+            b_scale, b_zp = layers_b[layer][role]
+            np.testing.assert_allclose(scale, b_scale, rtol=rtol, err_msg=f"{arch} {layer} {role}")
+            np.testing.assert_array_equal(zp, b_zp, err_msg=f"{arch} {layer} {role}")
 
 
+@pytest.mark.parametrize("pair", PAIRS, ids=PAIR_IDS)
 @pytest.mark.parametrize("arch", list(zoo.ARCHS))
-def test_twins_get_the_same_scales_and_zero_points(arch):
-    models = zoo.twins(arch, seed=4)
-    k_plan, k_state, k_result = quantized(models["keras"], arch, "keras")
-    t_plan, t_state, t_result = quantized(models["torch"], arch, "torch")
-    assert len(k_plan.acts) == len(t_plan.acts)
-    assert_same_per_layer(per_layer(k_plan, k_state), per_layer(t_plan, t_state), arch, rtol=1e-5)
-    assert k_result.report.notes == t_result.report.notes  # the same batch norms were folded
+def test_twins_get_the_same_scales_and_zero_points(arch, pair):
+    a, b = pair
+    models = zoo.twins(arch, seed=4, frameworks=pair)
+    a_plan, a_state, a_result = quantized(models[a], arch, a)
+    b_plan, b_state, b_result = quantized(models[b], arch, b)
+    assert len(a_plan.acts) == len(b_plan.acts)
+    assert_same_per_layer(per_layer(a_plan, a_state), per_layer(b_plan, b_state), arch, rtol=1e-5)
+    assert a_result.report.notes == b_result.report.notes  # the same batch norms were folded
 
 
+@pytest.mark.parametrize("pair", PAIRS, ids=PAIR_IDS)
 @pytest.mark.parametrize("arch", ["plain", "mlp"])
-def test_twins_simulate_the_same_outputs(arch):
-    models = zoo.twins(arch, seed=4)
+def test_twins_simulate_the_same_outputs(arch, pair):
+    a, b = pair
+    models = zoo.twins(arch, seed=4, frameworks=pair)
     outs, steps = {}, {}
-    for fw in ("keras", "torch"):
+    for fw in pair:
         plan, state, result = quantized(models[fw], arch, fw)
         outs[fw] = adapter_for(result.model).predict(zoo.sample(arch, fw, n=16, seed=9))
         steps[fw] = float(state[plan.layers[-1].output]["scale"])
-    np.testing.assert_allclose(steps["keras"], steps["torch"], rtol=1e-5)
-    diff = np.abs(outs["keras"] - outs["torch"])
+    np.testing.assert_allclose(steps[a], steps[b], rtol=1e-5)
+    diff = np.abs(outs[a] - outs[b])
     # outputs are quantized: equal up to the scales' last bit, or one step apart where float
     # rounding tipped a tie
-    assert np.max(diff) <= steps["keras"] * 1.001
-    assert np.mean(diff > 0.5 * steps["keras"]) < 0.02
+    assert np.max(diff) <= steps[a] * 1.001
+    assert np.mean(diff > 0.5 * steps[a]) < 0.02
 
 
 DYNAMIC = {"seed": 0, "stages": [{"quantize": {"method": "dynamic"}}]}
@@ -87,10 +95,12 @@ def trained(model, arch, framework, recipe):
 
 
 # No QAT case for mlp: its dropout draws different random masks in each framework while training.
+@pytest.mark.parametrize("pair", PAIRS, ids=PAIR_IDS)
 @pytest.mark.parametrize("arch, recipe", [("plain", DYNAMIC), ("mlp", DYNAMIC), ("plain", QAT)],
                          ids=["plain-dynamic", "mlp-dynamic", "plain-qat"])
-def test_twins_agree_under_dynamic_and_qat(arch, recipe):
-    models = zoo.twins(arch, seed=4)
-    k_plan, k_state = trained(models["keras"], arch, "keras", recipe)
-    t_plan, t_state = trained(models["torch"], arch, "torch", recipe)
-    assert_same_per_layer(per_layer(k_plan, k_state), per_layer(t_plan, t_state), arch, rtol=1e-4)
+def test_twins_agree_under_dynamic_and_qat(arch, recipe, pair):
+    a, b = pair
+    models = zoo.twins(arch, seed=4, frameworks=pair)
+    a_plan, a_state = trained(models[a], arch, a, recipe)
+    b_plan, b_state = trained(models[b], arch, b, recipe)
+    assert_same_per_layer(per_layer(a_plan, a_state), per_layer(b_plan, b_state), arch, rtol=1e-4)
