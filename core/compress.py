@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from slimkit.adapter import FitFn, HookChain, ModelAdapter, TrainHooks
-from slimkit.data import as_arrays, first_inputs, is_array_pair
+from slimkit.data import as_arrays, first_inputs, head, is_array_pair
 from slimkit.errors import DataError, SlimkitWarning
 from slimkit.export import export_with_report
 from slimkit.metrics import evaluate
@@ -99,11 +99,11 @@ def compress(
     _check_train_data(original, recipe, train_data, fit_fn)
     metrics_before = evaluate(original, eval_data, eval_fn)
 
-    sample = first_inputs(calib_data, "calib_data", 1024)
+    sample = first_inputs(calib_data, "calib_data", 1024, labelled=False)
     if sample is None:
-        sample = first_inputs(train_data, "train_data", 1024)
+        sample = first_inputs(train_data, "train_data", 1024, labelled=True)
     if sample is None:
-        sample = first_inputs(eval_data, "eval_data", 1024)
+        sample = first_inputs(eval_data, "eval_data", 1024, labelled=True)
 
     work = cls.copy_of(model)
     work.seed(recipe.seed)
@@ -128,7 +128,7 @@ def compress(
         "zlib before": _weight_bytes(original, compress=True),
         "zlib after": _weight_bytes(compressed, compress=True),
     }
-    return CompressionResult(compressed.model, report, recipe, None if sample is None else sample[:16])
+    return CompressionResult(compressed.model, report, recipe, None if sample is None else head(sample, 16))
 
 
 def _check_train_data(adapter: ModelAdapter, recipe: Recipe, train_data: Any, fit_fn: FitFn | None) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from slimkit import deploy
-from slimkit.data import as_arrays
+from slimkit.data import as_arrays, at_least_two, head
 from slimkit.errors import ExportError
 from slimkit.quant.export import export_quantized
 from slimkit.recipe import OnnxExport
@@ -61,7 +61,6 @@ def export_with_report(
     settings = settings or OnnxExport()
     adapter = adapter_for(model)
     x, _ = as_arrays(sample, "sample", need_labels=False)
-    x = np.asarray(x, dtype=np.float32)
     adapter.check_input(x, "sample")
     path = Path(path)
     if not path.parent.is_dir():
@@ -76,10 +75,10 @@ def export_with_report(
             diff, quant_row = export_quantized(adapter, plan, tmp, x, settings, path)
             tolerance: float | None = quant_row.tolerance
         else:
-            adapter.export_onnx(str(tmp), x[:1], settings.opset)
+            adapter.export_onnx(str(tmp), head(x, 1), settings.opset)
             diff = None
             if settings.verify:
-                batch = x[:16] if len(x) > 1 else np.concatenate([x, x])  # >1 row checks the batch axis
+                batch = at_least_two(head(x, 16))  # more than one row checks the batch axis
                 diff = verify(adapter.predict(batch), deploy.load_runtime().run(str(tmp), batch), settings, path)
             tolerance = settings.tolerance if settings.verify else None
         os.replace(tmp, path)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, QuantAdapter, StructureAdapter, TrainHooks
+from slimkit.data import as_inputs, n_samples, take
 from slimkit.errors import DataError, ExportError, UnsupportedModelError
 from slimkit.graph import LayerGraph
 from slimkit.labels import prepare_labels
@@ -202,8 +203,9 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Inference-mode (``training=False``) outputs for ``x`` as float32."""
+        x = as_inputs(x, "inputs")
         self.check_input(x, "inputs")
-        out = self.model.predict(x, batch_size=int(batch_size), verbose=0)
+        out = self.model.predict(kdata.keras_inputs(x), batch_size=int(batch_size), verbose=0)
         kdata.single_output(self.model, out)
         return np.asarray(out, dtype=np.float32)
 
@@ -237,9 +239,9 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
             return
         kind, x, y = kdata.split_data(self._k, data)
         if kind == "arrays":
-            x, y = np.asarray(x), np.asarray(y)  # lists are array-likes too, as core's checks accept
+            x, y = as_inputs(x, "train_data"), np.asarray(y)
             self.check_input(x, "train_data")
-            y = prepare_labels(y, settings.loss, kdata.output_shape(self.model, x), len(x))
+            y = prepare_labels(y, settings.loss, kdata.output_shape(self.model, x), n_samples(x))
         elif kind == "dataset":
             kdata.check_dataset(self.model, data, self.check_input)
         self.num_batches(data, settings.batch_size)  # rejects empty or endless data up front
@@ -256,7 +258,7 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
         callback = self._training_callback(hooks)
         if kind == "arrays":
             # Batches in core's order (slimkit.batches), the same as every other adapter's.
-            order = self.batches(len(x), settings)
+            order = self.batches(n_samples(x), settings)
             self.model.fit(training.array_batches(x, y, order, settings.epochs), epochs=settings.epochs,
                            steps_per_epoch=len(order), shuffle=False, verbose=0, callbacks=[callback])
         else:
@@ -318,7 +320,7 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
         """
         self.check_input(x, "inputs")
         walker, _, trace, source = self._graph_parts()
-        _, dtype = kdata.input_spec(self.model)
+        _, dtype = kdata.input_spec(self.model, "reading layer outputs")
         return kgraph.collect_outputs(walker, trace, source, x, list(names), batch_size, dtype)
 
     def weight_gradients(self, data: Any, settings: FineTune, batches: int) -> dict[str, dict[str, np.ndarray]]:
@@ -339,11 +341,12 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
         kind, x, y = kdata.split_data(self._k, data)
         count = max(0, int(batches))
         if kind == "arrays":
-            x, y = np.asarray(x), np.asarray(y)
+            x, y = as_inputs(x, "train_data"), np.asarray(y)
             self.check_input(x, "train_data")
-            prepare_labels(y, settings.loss, kdata.output_shape(self.model, x), len(x))
+            prepare_labels(y, settings.loss, kdata.output_shape(self.model, x), n_samples(x))
             size = int(settings.batch_size)
-            stream: Any = ((x[i:i + size], y[i:i + size]) for i in range(0, min(len(x), count * size), size))
+            stream: Any = ((kdata.keras_inputs(take(x, slice(i, i + size))), y[i:i + size])
+                           for i in range(0, min(n_samples(x), count * size), size))
         elif kind == "dataset":
             kdata.check_dataset(self.model, data, self.check_input)
             stream = ((element[0], element[1]) for element in data.take(count))
@@ -430,10 +433,9 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
 
     # -- export ----------------------------------------------------------------------------
     def export_onnx(self, path: str, sample: np.ndarray, opset: int) -> None:
-        """Writes the model to ``path`` as ONNX (input ``input``, dynamic batch axis) via tf2onnx.
-
-        The ONNX input is always float32, as slimkit verifies exports with float32 samples; a model
-        declaring an integer input (token ids) gets a Cast to that type inside the graph.
+        """Writes the model to ``path`` as ONNX via tf2onnx: one graph input per model input (``input``
+        for a single one, else the model's input names) of the declared type and shape, batch axis
+        dynamic.
 
         Raises:
             DataError: ``sample`` does not fit the model.
@@ -446,10 +448,9 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
                 f"Keras model {describe(self.model)} has fake-quant layers; export its float copy "
                 "(without_fake_quant()) and quantize the ONNX model, as slimkit's quantized export does"
             )
+        sample = as_inputs(sample, "sample")
         self.check_input(sample, "sample")
-        _, dtype = kdata.input_spec(self.model)
-        cast_to = dtype if dtype is not None and np.dtype(dtype).kind in "iu" else None
-        export.export_onnx(self.model, path, sample, opset, cast_to)
+        export.export_onnx(self.model, path, sample, opset, kdata.declared_inputs(self.model))
 
     # -- internals -------------------------------------------------------------------------
     def _graph_parts(self) -> tuple[kgraph.Walker, LayerGraph, kgraph.Trace, dict[str, str]]:

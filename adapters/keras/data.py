@@ -5,42 +5,90 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable
 
 import numpy as np
 
+from slimkit.data import as_inputs, head, leaves
 from slimkit.errors import DataError, UnsupportedModelError
 
 from .models import describe, format_shape, one_line
 
 
-def input_spec(model: Any) -> tuple[tuple[int | None, ...] | None, str | None]:
-    """The declared input shape and dtype, or (None, None) for a model without declared inputs.
+@dataclass(frozen=True)
+class DeclaredInput:
+    """One input a Keras model declares: its name, shape (batch axis included) and dtype."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+
+
+def declared_inputs(model: Any) -> list[DeclaredInput] | None:
+    """The model's declared inputs in call order, or None for a model without (subclassed).
 
     Raises:
-        UnsupportedModelError: the model has several inputs or several outputs.
+        UnsupportedModelError: the model has several outputs.
     """
+    outputs = getattr(model, "outputs", None) or []
+    if len(outputs) > 1:
+        raise UnsupportedModelError(
+            f"Keras model {describe(model)} has {len(outputs)} outputs; slimkit supports models with one output"
+        )
     try:
         inputs = model.inputs
     except AttributeError:  # Keras 3 subclassed models have no ``inputs``
         inputs = None
     if not inputs:
+        return None
+    return [DeclaredInput(str(getattr(t, "name", f"input_{i}")).split(":")[0],
+                          tuple(None if d is None else int(d) for d in t.shape),
+                          str(getattr(t.dtype, "name", t.dtype))) for i, t in enumerate(inputs)]
+
+
+def input_spec(model: Any, feature: str = "this") -> tuple[tuple[int | None, ...] | None, str | None]:
+    """The declared shape and dtype of a single-input model, or (None, None) without declared inputs.
+
+    Raises:
+        UnsupportedModelError: the model has several inputs (``feature`` names what needs one) or
+            several outputs.
+    """
+    declared = declared_inputs(model)
+    if declared is None:
         return None, None
-    if len(inputs) != 1:
+    if len(declared) != 1:
         raise UnsupportedModelError(
-            f"Keras model {describe(model)} has {len(inputs)} inputs; slimkit supports "
-            "models with one input and one output"
+            f"Keras model {describe(model)} has {len(declared)} inputs; {feature} supports Keras models with one "
+            "input"
         )
-    outputs = getattr(model, "outputs", None) or []
-    if len(outputs) > 1:
-        raise UnsupportedModelError(
-            f"Keras model {describe(model)} has {len(outputs)} outputs; slimkit supports "
-            "models with one input and one output"
-        )
-    shape = tuple(None if d is None else int(d) for d in inputs[0].shape)
-    dtype = inputs[0].dtype
-    return shape, str(getattr(dtype, "name", dtype))
+    return declared[0].shape, declared[0].dtype
+
+
+def aligned(declared: list[DeclaredInput], x: Any, what: str) -> list[np.ndarray]:
+    """The arrays of model inputs ``x`` in the order of the declared inputs.
+
+    Raises:
+        DataError: ``x`` has another number of inputs, or names that are not the model's.
+    """
+    names = [d.name for d in declared]
+    if isinstance(x, dict):
+        if set(x) != set(names):
+            raise DataError(f"{what}: the model's inputs are named {names}, got {sorted(x)}")
+        return [x[n] for n in names]
+    arrays = list(x) if isinstance(x, (tuple, list)) else [x]
+    if len(arrays) != len(declared):
+        raise DataError(f"{what}: the model takes {len(declared)} input(s) {names}, got {len(arrays)}")
+    return arrays
+
+
+def keras_inputs(x: Any) -> Any:
+    """Model inputs in the form Keras calls take: one array, a list, or a dict."""
+    if isinstance(x, (tuple, list)):
+        return list(x) if len(x) != 1 else x[0]
+    return x
+
 
 def single_output(model: Any, out: Any) -> None:
     if isinstance(out, (list, tuple, dict)):
@@ -54,7 +102,7 @@ def output_shape(model: Any, x: np.ndarray) -> tuple[int | None, ...]:
     outputs = getattr(model, "outputs", None)
     if outputs:
         return tuple(None if d is None else int(d) for d in outputs[0].shape[1:])
-    out = model(x[:1], training=False)
+    out = model(keras_inputs(head(as_inputs(x, "inputs"), 1)), training=False)
     single_output(model, out)
     return tuple(int(d) for d in out.shape[1:])
 
@@ -81,7 +129,7 @@ def check_dataset(model: Any, data: Any, check_input: Callable[[np.ndarray, str]
     spec = data.element_spec
     if not isinstance(spec, tuple) or len(spec) < 2:
         raise DataError(f"train_data: the tf.data.Dataset must yield (x, y) pairs, it yields {spec}")
-    shape, _ = input_spec(model)
+    shape, _ = input_spec(model, "training on a tf.data.Dataset")
     x_shape = getattr(spec[0], "shape", None)
     if x_shape is None or x_shape.rank is None:
         return
@@ -140,7 +188,7 @@ def num_batches(k: ModuleType, data: Any, batch_size: int) -> int:
     return n
 
 
-def check_input(model: Any, x: np.ndarray, what: str, good: set[tuple[tuple[int, ...], str]]) -> None:
+def check_input(model: Any, x: Any, what: str, good: set[tuple[Any, ...]]) -> None:
     """Raises DataError naming ``what`` if ``x`` cannot be fed to ``model``.
 
     Checks against the declared input shape where the model has one (Sequential, Functional); a
@@ -150,23 +198,22 @@ def check_input(model: Any, x: np.ndarray, what: str, good: set[tuple[tuple[int,
         DataError: ``x`` is not a non-empty numeric numpy array of the model's input shape.
         UnsupportedModelError: the model has several inputs or outputs.
     """
-    if not isinstance(x, np.ndarray):
-        raise DataError(f"{what}: expected a numpy array, got {type(x).__module__}.{type(x).__qualname__}")
-    if x.dtype.kind not in "biuf":
-        raise DataError(f"{what}: expected numbers, got an array of dtype {x.dtype}")
-    if x.ndim == 0 or x.shape[0] == 0:
-        raise DataError(f"{what}: no samples (shape {tuple(x.shape)})")
-    shape, _ = input_spec(model)
-    if shape is not None:
-        if x.ndim != len(shape) or any(e is not None and e != a for e, a in zip(shape[1:], x.shape[1:])):
-            raise DataError(f"{what}: expected shape {format_shape(shape)}, got {tuple(x.shape)}")
+    x = as_inputs(x, what)
+    declared = declared_inputs(model)
+    if declared is not None:
+        for d, a in zip(declared, aligned(declared, x, what)):
+            if a.ndim != len(d.shape) or any(e is not None and e != g for e, g in zip(d.shape[1:], a.shape[1:])):
+                where = f"{what}" if len(declared) == 1 else f"{what} input {d.name!r}"
+                raise DataError(f"{where}: expected shape {format_shape(d.shape)}, got {tuple(a.shape)}")
         return
-    key = (tuple(x.shape[1:]), x.dtype.str)
+    key = tuple((tuple(a.shape[1:]), a.dtype.str) for a in leaves(x))
     if key in good:
         return
     try:
-        out = model(x[:1], training=False)
+        out = model(keras_inputs(head(x, 1)), training=False)
     except Exception as exc:  # any failure to run on this shape is the data's fault
-        raise DataError(f"{what}: the model cannot run on inputs of shape {tuple(x.shape)} ({one_line(exc)})") from exc
+        shapes = [tuple(a.shape) for a in leaves(x)]
+        raise DataError(f"{what}: the model cannot run on inputs of shape "
+                        f"{shapes[0] if len(shapes) == 1 else shapes} ({one_line(exc)})") from exc
     single_output(model, out)
     good.add(key)

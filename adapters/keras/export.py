@@ -8,21 +8,23 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
+from slimkit.data import leaves
 from slimkit.errors import ExportError
 
 
-def export_onnx(model: Any, path: str, sample: np.ndarray, opset: int, cast_to: str | None = None) -> None:
-    """Writes ``model`` in inference mode to ``path`` as ONNX, float32 input, batch axis dynamic.
+def export_onnx(model: Any, path: str, sample: Any, opset: int, declared: list[Any] | None = None) -> None:
+    """Writes ``model`` in inference mode to ``path`` as ONNX, batch axis dynamic.
+
+    One graph input per model input: ``input`` for a single one, else the model's input names; of
+    the declared dtype (token ids stay integers) and shape (axes declared None stay dynamic).
 
     Args:
-        model: a built single-input, single-output Keras model (TensorFlow backend).
+        model: a built single-output Keras model (TensorFlow backend).
         path: the file to write.
-        sample: an input batch; only its shape past the batch axis is used.
+        sample: model inputs (any form of :mod:`slimkit.data`); their shapes and dtypes serve a
+            model without declared inputs.
         opset: the ONNX opset.
-        cast_to: dtype the model's input must have (``int32`` for token ids), cast from float32 in
-            the graph; None to feed the float32 input as is.
+        declared: the model's declared inputs (``data.DeclaredInput``), None for a subclassed model.
 
     Raises:
         ExportError: tf2onnx is missing or cannot convert the model.
@@ -37,17 +39,27 @@ def export_onnx(model: Any, path: str, sample: np.ndarray, opset: int, cast_to: 
             "install them with: pip install tf2onnx"
         ) from exc
 
-    spec = tf.TensorSpec((None, *sample.shape[1:]), tf.float32, name="input")
+    arrays = leaves(sample)
+    if declared is None:
+        shapes = [(None, *a.shape[1:]) for a in arrays]
+        dtypes = ["float32" if a.dtype.kind == "f" else str(a.dtype) for a in arrays]
+    else:
+        shapes = [(None, *d.shape[1:]) for d in declared]
+        dtypes = [d.dtype for d in declared]
+    names = ["input"] if len(shapes) == 1 else (
+        [d.name for d in declared] if declared is not None else
+        (list(sample) if isinstance(sample, dict) else [f"input_{i}" for i in range(len(shapes))]))
+    specs = [tf.TensorSpec(shape, dtype, name=name) for shape, dtype, name in zip(shapes, dtypes, names)]
 
-    def forward(x: Any) -> Any:
-        if cast_to is not None:
-            x = tf.cast(x, cast_to)
+    def forward(*xs: Any) -> Any:
+        x = xs[0] if len(xs) == 1 else (dict(zip(names, xs)) if isinstance(sample, dict) and declared is None
+                                       else list(xs))
         return model(x, training=False)  # inference mode: BatchNorm statistics, no dropout
 
     name = getattr(model, "name", type(model).__name__)
     try:
         proto, _ = tf2onnx.convert.from_function(
-            tf.function(forward), input_signature=[spec], opset=opset
+            tf.function(forward, input_signature=specs), input_signature=specs, opset=opset
         )
         data = proto.SerializeToString()  # fails past protobuf's 2 GiB limit
         # tf2onnx logs some conversion failures and carries on; the checker catches the broken graph.

@@ -14,8 +14,11 @@ import numpy as np
 
 from slimkit.adapter import TrainHooks
 from slimkit.batches import ArrayBatches
+from slimkit.data import take
 from slimkit.errors import DataError
 from slimkit.recipe import FineTune
+
+from .data import keras_inputs
 
 _CALLBACK_CLASSES: dict[str, type] = {}
 
@@ -40,7 +43,8 @@ def array_batches(x: np.ndarray, y: np.ndarray, order: ArrayBatches, epochs: int
     def batches() -> Any:
         for epoch in plan:
             for idx in epoch:
-                yield x[idx], y[idx]
+                xb = take(x, idx)  # positional inputs as a tuple: tf.data cannot carry lists
+                yield (xb if isinstance(xb, tuple) and len(xb) > 1 else keras_inputs(xb)), y[idx]
 
     return batches()
 

@@ -21,13 +21,16 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, QuantAdapter, StructureAdapter, StepCallback, TrainHooks
-from slimkit.data import as_arrays, is_array_pair
+from slimkit.data import as_arrays, as_inputs, head, is_array_pair, leaves, n_samples, take
 from slimkit.errors import DataError, ExportError, UnsupportedModelError
 from slimkit.labels import prepare_labels
 from slimkit.recipe import FineTune
 
 from slimkit.adapters.torch import probes, quant
 from slimkit.adapters.torch.graph import build_graph
+from slimkit.adapters.torch.inputs import (
+    arguments, call, dynamic_axes, first_tensor, input_names, model_device, to_tensors,
+)
 from slimkit.adapters.torch.rebuild import independent_copy, shrink_model
 from slimkit.adapters.torch.training import BiasedBatchNormStatistics, make_loss, make_optimizer
 
@@ -66,9 +69,9 @@ def _describe(module: nn.Module) -> tuple[str, int, tuple[int, ...]]:
 
 
 class _Epoch:
-    """One epoch of (x, y) tensor batches, gathered lazily from index batches."""
+    """One epoch of (x, y) tensor batches, gathered lazily from index batches (x in any input form)."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batches: list[np.ndarray]) -> None:
+    def __init__(self, x: Any, y: torch.Tensor, batches: list[np.ndarray]) -> None:
         self._x, self._y, self._batches = x, y, batches
 
     def __len__(self) -> int:
@@ -76,8 +79,20 @@ class _Epoch:
 
     def __iter__(self) -> Any:
         for idx in self._batches:
-            index = torch.from_numpy(idx)
-            yield self._x[index], self._y[index]
+            index = torch.from_numpy(idx).to(self._y.device)
+            yield take(self._x, index), self._y[index]
+
+
+class _FirstTensor(nn.Module):
+    """The model with the output slimkit reads (for the exporter), taking named inputs positionally."""
+
+    def __init__(self, model: nn.Module, names: list[str] | None) -> None:
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, *args: Any) -> torch.Tensor:
+        out = self.model(**dict(zip(self.names, args))) if self.names is not None else self.model(*args)
+        return first_tensor(out, type(self.model).__name__)
 
 
 class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
@@ -197,39 +212,39 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
     def seed_framework(self, seed: int) -> None:
         torch.manual_seed(seed)
 
-    def _run(self, x: np.ndarray) -> torch.Tensor:
+    def _run(self, x: Any) -> torch.Tensor:
+        """The output slimkit reads (:func:`.inputs.first_tensor`) for numpy inputs, in eval mode."""
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.no_grad():
-                return self.model(torch.as_tensor(np.asarray(x, dtype=np.float32)))
+                return first_tensor(call(self.model, to_tensors(x, self.model)), type(self.model).__name__)
         finally:
             self.model.train(was_training)
 
-    def check_input(self, x: np.ndarray, what: str) -> None:
-        x = np.asarray(x)
-        if x.ndim == 0 or len(x) == 0:
-            raise DataError(f"{what}: no samples (shape {x.shape})")
+    def check_input(self, x: Any, what: str) -> None:
+        """Raises DataError naming ``what`` if the inputs cannot be fed to the model (a failed run on
+        two samples, with the framework's first line of the error)."""
+        x = as_inputs(x, what)
         try:
-            out = self._run(x[:2])
+            self._run(head(x, 2))
         except (RuntimeError, ValueError, IndexError, TypeError) as exc:
-            first = str(exc).splitlines()[0]
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            shapes = [tuple(np.shape(a)) for a in leaves(x)]
             raise DataError(
-                f"{what}: input of shape {x.shape} does not fit {type(self.model).__name__} ({first})"
+                f"{what}: input of shape {shapes[0] if len(shapes) == 1 else shapes} does not fit "
+                f"{type(self.model).__name__} ({first})"
             ) from exc
-        if not isinstance(out, torch.Tensor):
-            raise UnsupportedModelError(
-                f"{type(self.model).__name__} returns {type(out).__name__}; slimkit supports models "
-                "with one tensor input and one tensor output"
-            )
 
-    def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        outs = [self._run(x[i:i + batch_size]).cpu().numpy() for i in range(0, len(x), batch_size)]
+    def predict(self, x: Any, batch_size: int = 256) -> np.ndarray:
+        x = as_inputs(x, "inputs")
+        n = n_samples(x)
+        outs = [self._run(take(x, slice(i, i + batch_size))).float().cpu().numpy() for i in range(0, n, batch_size)]
         return np.concatenate(outs).astype(np.float32, copy=False)
 
     def num_batches(self, data: Any, batch_size: int) -> int:
         if is_array_pair(data):
-            return math.ceil(len(data[0]) / batch_size)
+            return math.ceil(n_samples(as_inputs(data[0], "train_data")) / batch_size)
         if isinstance(data, torch.utils.data.DataLoader):
             return len(data)
         raise DataError(
@@ -243,9 +258,10 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
             return [data] * settings.epochs
         x, y = as_arrays(data, "train_data", need_labels=True)
         self.check_input(x, "train_data")
-        y = prepare_labels(np.asarray(y), settings.loss, tuple(self._run(x[:2]).shape[1:]), len(x))
-        x_t, y_t = torch.as_tensor(np.asarray(x, dtype=np.float32)), torch.from_numpy(y)
-        return [_Epoch(x_t, y_t, epoch) for epoch in self.batches(len(x), settings).epochs(settings.epochs)]
+        n = n_samples(x)
+        y = prepare_labels(np.asarray(y), settings.loss, tuple(self._run(head(x, 2)).shape[1:]), n)
+        x_t, y_t = to_tensors(x, self.model), torch.from_numpy(y).to(model_device(self.model))
+        return [_Epoch(x_t, y_t, epoch) for epoch in self.batches(n, settings).epochs(settings.epochs)]
 
     def fit(self, data: Any, settings: FineTune, hooks: TrainHooks, fit_fn: FitFn | None = None) -> None:
         callback = self._training_callback(hooks)
@@ -268,14 +284,14 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
             total, correct, seen = 0.0, 0, 0
             for xb, yb in batches:
                 optimizer.zero_grad()
-                out = self.model(xb)
+                out = first_tensor(call(self.model, xb), type(self.model).__name__)
                 loss = loss_fn(out, yb)
                 loss.backward()
                 statistics.apply()
                 optimizer.step()
                 callback.step()
-                total += float(loss.detach()) * len(xb)
-                seen += len(xb)
+                total += float(loss.detach()) * len(yb)
+                seen += len(yb)
                 if is_classification and yb.dim() == 1:
                     correct += int((out.detach().argmax(-1) == yb).sum())
             logs = {"loss": total / max(1, seen)}
@@ -340,7 +356,10 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
         return self._like(quant.float_model(self.model))
 
     # -- export ----------------------------------------------------------------------------
-    def export_onnx(self, path: str, sample: np.ndarray, opset: int) -> None:
+    def export_onnx(self, path: str, sample: Any, opset: int) -> None:
+        """Writes the float model as ONNX: one graph input per model input, named after it (dict keys,
+        ``forward`` parameters, or ``input``), a dynamic batch axis on each and a dynamic sequence axis
+        on integer inputs; the output (``output``) is the one slimkit reads."""
         if quant.has_fake_quant(self.model):
             raise ExportError(
                 f"{type(self.model).__name__} holds fake-quant sites; export the float model from "
@@ -353,10 +372,14 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
                 # The TorchScript exporter is deprecated in favour of torch.export; it is kept because
                 # it needs no onnxscript and handles every module the adapter supports.
                 warnings.simplefilter("ignore")
+                x = as_inputs(sample, "sample")
+                names = input_names(self.model, x)
+                args, kwargs = arguments(to_tensors(x, self.model))
                 torch.onnx.export(
-                    self.model, (torch.as_tensor(np.asarray(sample, dtype=np.float32)),), path,
-                    dynamo=False, input_names=["input"], output_names=["output"],
-                    dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, opset_version=opset,
+                    _FirstTensor(self.model, names if kwargs else None), args if not kwargs else
+                    tuple(kwargs[n] for n in names), path, dynamo=False, input_names=names,
+                    output_names=["output"], dynamic_axes={**dynamic_axes(names, x), "output": {0: "batch"}},
+                    opset_version=opset,
                 )
         except Exception as exc:
             raise ExportError(f"torch.onnx.export failed for {type(self.model).__name__}: {exc}") from exc

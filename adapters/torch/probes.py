@@ -13,12 +13,13 @@ import torch
 from torch import fx, nn
 from torch.nn.utils import parametrize
 
-from slimkit.data import as_arrays, is_array_pair
+from slimkit.data import as_arrays, as_inputs, is_array_pair, leaves, n_samples, take
 from slimkit.errors import DataError, UnsupportedModelError
 from slimkit.recipe import FineTune
 
 from slimkit.adapters.torch.graph import node_names
-from slimkit.adapters.torch.tracing import as_tensor, model_device, propagate_shapes, trace
+from slimkit.adapters.torch.inputs import call, first_tensor, model_device, to_tensors
+from slimkit.adapters.torch.tracing import placeholder_args, propagate_shapes, trace
 from slimkit.adapters.torch.training import make_loss
 from slimkit.labels import prepare_labels
 
@@ -39,7 +40,7 @@ class _EvalMode:
         self.model.train(self.was_training)
 
 
-def layer_outputs(model: nn.Module, x: np.ndarray, names: list[str], batch_size: int = 256) -> dict[str, np.ndarray]:
+def layer_outputs(model: nn.Module, x: Any, names: list[str], batch_size: int = 256) -> dict[str, np.ndarray]:
     """Eval-mode outputs of the named layers, float32 numpy, batch-concatenated; channels on axis 1.
 
     Module paths are read with forward hooks (a module called several times gives its first call, as
@@ -59,20 +60,18 @@ def layer_outputs(model: nn.Module, x: np.ndarray, names: list[str], batch_size:
     return _batched(x, batch_size, names, lambda xb: _interpreted(model, gm, xb, wanted))
 
 
-def _batched(x: np.ndarray, batch_size: int, names: list[str],
-             run: Callable[[np.ndarray], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    x = np.asarray(x)
-    if x.ndim == 0 or len(x) == 0:
-        raise DataError(f"layer_outputs: no samples (shape {x.shape})")
+def _batched(x: Any, batch_size: int, names: list[str],
+             run: Callable[[Any], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    x = as_inputs(x, "layer_outputs")
     parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for start in range(0, len(x), batch_size):
-        found = run(x[start:start + batch_size])
+    for start in range(0, n_samples(x), batch_size):
+        found = run(take(x, slice(start, start + batch_size)))
         for n in names:
             parts[n].append(found[n])
     return {n: np.concatenate(p).astype(np.float32, copy=False) for n, p in parts.items()}
 
 
-def _hooked(model: nn.Module, xb: np.ndarray, names: list[str],
+def _hooked(model: nn.Module, xb: Any, names: list[str],
             modules: dict[str, nn.Module]) -> dict[str, np.ndarray]:
     found: dict[str, np.ndarray] = {}
 
@@ -88,7 +87,7 @@ def _hooked(model: nn.Module, xb: np.ndarray, names: list[str],
     handles = [modules[n].register_forward_hook(hook_for(n)) for n in dict.fromkeys(names)]
     try:
         with _EvalMode(model), torch.no_grad():
-            model(as_tensor(xb, model_device(model)))
+            call(model, to_tensors(xb, model))
     finally:
         for handle in handles:
             handle.remove()
@@ -98,7 +97,7 @@ def _hooked(model: nn.Module, xb: np.ndarray, names: list[str],
     return found
 
 
-def _interpreted(model: nn.Module, gm: fx.GraphModule, xb: np.ndarray,
+def _interpreted(model: nn.Module, gm: fx.GraphModule, xb: Any,
                  wanted: dict[fx.Node, str]) -> dict[str, np.ndarray]:
     found: dict[str, np.ndarray] = {}
 
@@ -112,7 +111,7 @@ def _interpreted(model: nn.Module, gm: fx.GraphModule, xb: np.ndarray,
             return value
 
     with _EvalMode(model), torch.no_grad():
-        Recorder(gm).run(as_tensor(xb, model_device(model)))
+        Recorder(gm).run(*placeholder_args(gm, to_tensors(xb, model)))
     return found
 
 
@@ -182,10 +181,8 @@ def _accumulate(model: nn.Module, data: Any, settings: FineTune, batches: int, l
     used = 0
     with _EvalMode(model), torch.enable_grad():
         for xb, yb in _batches(data, settings, batches):
-            out = model(as_tensor(xb, device))
-            if not isinstance(out, torch.Tensor):
-                raise UnsupportedModelError(
-                    f"{type(model).__name__} returns {type(out).__name__}; slimkit needs one tensor output")
+            xb = xb if _is_tensors(xb) else to_tensors(xb, model)
+            out = first_tensor(call(model, xb), type(model).__name__)
             loss = loss_fn(out, _labels(yb, device, settings, tuple(out.shape[1:])))
             grads = torch.autograd.grad(loss, leaves, allow_unused=True)
             for acc, g in zip(total, grads):
@@ -209,8 +206,12 @@ def _batches(data: Any, settings: FineTune, batches: int) -> Iterable[tuple[Any,
             f"train_data: expected an (x, y) tuple of arrays or a torch DataLoader, got {type(data).__name__}")
     x, y = as_arrays(data, "train_data", need_labels=True)
     size = settings.batch_size
-    for b in range(min(batches, -(-len(x) // size))):
-        yield x[b * size:(b + 1) * size], y[b * size:(b + 1) * size]
+    for b in range(min(batches, -(-n_samples(x) // size))):
+        yield take(x, slice(b * size, (b + 1) * size)), y[b * size:(b + 1) * size]
+
+
+def _is_tensors(x: Any) -> bool:
+    return all(isinstance(t, torch.Tensor) for t in leaves(x))
 
 
 def _labels(y: Any, device: torch.device, settings: FineTune, out_shape: tuple[int, ...]) -> torch.Tensor:

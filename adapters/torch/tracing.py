@@ -8,12 +8,14 @@ import inspect
 import io
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from slimkit.data import as_inputs, head, leaves
 from slimkit.errors import DataError, UnsupportedModelError
+
+from slimkit.adapters.torch.inputs import call, to_tensors
 
 #: Name of the neutral graph's output node (never a module path or fx name).
 OUTPUT = "__output__"
@@ -70,48 +72,38 @@ def _concrete_args(model: nn.Module) -> dict[str, Any] | None:
     return concrete or None
 
 
-def as_tensor(x: Any, device: torch.device | None = None) -> torch.Tensor:
-    """A numpy batch as a tensor: integer arrays (token ids) as int64, everything else float32."""
-    if isinstance(x, torch.Tensor):
-        return x.to(device) if device is not None else x
-    arr = np.asarray(x)
-    dtype = torch.long if np.issubdtype(arr.dtype, np.integer) else torch.float32
-    return torch.as_tensor(arr if dtype == torch.long else arr.astype(np.float32, copy=False), dtype=dtype,
-                           device=device)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
+def placeholder_args(gm: fx.GraphModule, inputs: Any) -> list[Any]:
+    """Tensor inputs in the order of the traced graph's placeholders (keyword inputs by name)."""
+    if not isinstance(inputs, dict):
+        return list(inputs) if isinstance(inputs, (tuple, list)) else [inputs]
+    names = [n.target for n in gm.graph.nodes if n.op == "placeholder"]
+    missing = [n for n in inputs if n not in names]
+    if missing:
+        raise DataError(f"graph: the model's forward takes no argument named {missing[0]!r} (it takes {names})")
+    return [inputs.get(n) for n in names]
 
 
 def propagate_shapes(model: nn.Module, gm: fx.GraphModule, sample: Any) -> None:
     """Runs ``ShapeProp`` on up to two samples in eval mode without gradients; the model is unchanged."""
     if sample is None:
         raise DataError("graph: PyTorch needs a sample input batch to infer shapes")
-    if not isinstance(sample, torch.Tensor):
-        sample = np.asarray(sample)
-    if sample.ndim == 0 or len(sample) == 0:
-        raise DataError(f"graph: the sample batch is empty (shape {tuple(sample.shape)})")
-    x = as_tensor(sample[:2], model_device(model))
+    x = to_tensors(head(as_inputs(sample, "graph: sample"), 2), model)
     was_training = model.training
     model.eval()
     gm.eval()
     try:
         with torch.no_grad():
             try:
-                model(x)
+                call(model, x)
             except Exception as exc:
+                shapes = [tuple(t.shape) for t in leaves(x)]
                 raise DataError(
-                    f"graph: sample of shape {tuple(x.shape)} does not fit {type(model).__qualname__} "
-                    f"({_first_line(exc)})"
+                    f"graph: sample of shape {shapes[0] if len(shapes) == 1 else shapes} does not fit "
+                    f"{type(model).__qualname__} ({_first_line(exc)})"
                 ) from exc
             try:
                 with contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints tracebacks itself
-                    ShapeProp(gm).propagate(x)
+                    ShapeProp(gm).propagate(*placeholder_args(gm, x))
             except Exception as exc:
                 cause = exc.__cause__ or exc
                 raise UnsupportedModelError(

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import time
 
+from typing import Any
+
 import numpy as np
 
+from slimkit.deploy.runtime import feed as runtime_feed
 
 
-def latency_ms(path: str, x: np.ndarray, repeats: int = 30, warmup: int = 5, threads: int = 0) -> float:
+
+def latency_ms(path: str, x: Any, repeats: int = 30, warmup: int = 5, threads: int = 0) -> float:
     """Median wall time of one onnxruntime run on ``x``, in milliseconds."""
     import onnxruntime as ort
 
@@ -20,7 +24,7 @@ def latency_ms(path: str, x: np.ndarray, repeats: int = 30, warmup: int = 5, thr
     if threads:
         options.intra_op_num_threads = threads
     sess = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    feed = {sess.get_inputs()[0].name: x.astype(np.float32)}
+    feed = runtime_feed(sess.get_inputs(), x, path)
     for _ in range(warmup):
         sess.run(None, feed)
     times = []

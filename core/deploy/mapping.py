@@ -15,10 +15,11 @@ value, not by name:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from slimkit.deploy.runtime import feed
 from slimkit.errors import ExportError
 
 if TYPE_CHECKING:  # onnx is imported lazily: it is an optional extra
@@ -138,7 +139,7 @@ def float_tensors(model: "onnx.ModelProto") -> list[str]:
     return [n for n in names if types.get(n) == onnx.TensorProto.FLOAT]
 
 
-def probe_values(model: "onnx.ModelProto", probe: np.ndarray) -> tuple[list[str], dict[str, np.ndarray]]:
+def probe_values(model: "onnx.ModelProto", probe: Any) -> tuple[list[str], dict[str, np.ndarray]]:
     """The values of every float tensor on ``probe``, run in onnxruntime with optimizations off.
 
     Returns:
@@ -160,17 +161,15 @@ def probe_values(model: "onnx.ModelProto", probe: np.ndarray) -> tuple[list[str]
     options.log_severity_level = 3
     try:
         sess = ort.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        feeds = [i.name for i in sess.get_inputs()]
-        if len(feeds) != 1:
-            raise ExportError(f"expected one graph input, found {feeds}")
+        feeds = feed(sess.get_inputs(), probe, "the float model")
         fetch = [o.name for o in sess.get_outputs()]
-        results = sess.run(fetch, {feeds[0]: np.asarray(probe, dtype=np.float32)})
+        results = sess.run(fetch, feeds)
     except ExportError:
         raise
     except Exception as exc:
         raise ExportError(f"onnxruntime cannot run the float model on the probe: {exc}") from exc
     values = dict(zip(fetch, (np.asarray(r) for r in results)))
-    values[feeds[0]] = np.asarray(probe, dtype=np.float32)
+    values.update({name: array for name, array in feeds.items() if array.dtype.kind == "f"})
     return [n for n in names if n in values], values
 
 

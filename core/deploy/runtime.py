@@ -19,16 +19,41 @@ def session(path: str):  # -> onnxruntime.InferenceSession
         raise ExportError(f"{path}: onnxruntime cannot load the exported model: {exc}") from exc
 
 
-def run(path: str, x: np.ndarray) -> np.ndarray:
-    """The first output of the single-input model at ``path`` for input ``x``."""
+#: ONNX tensor types of graph inputs -> the numpy type a feed is cast to.
+_FEED_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+               "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_,
+               "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
+
+
+def feed(graph_inputs: list[Any], x: Any, where: str = "model") -> dict[str, np.ndarray]:
+    """onnxruntime's feed dict for model inputs ``x`` (one array, positional arrays, or named ones),
+    each cast to its graph input's type.
+
+    Raises:
+        ExportError: the inputs do not match the graph's (number or names).
+    """
+    names = [i.name for i in graph_inputs]
+    if isinstance(x, dict):
+        if set(x) != set(names):
+            raise ExportError(f"{where}: graph inputs {names} do not match the input names {sorted(x)}")
+        arrays = [x[n] for n in names]
+    else:
+        arrays = list(x) if isinstance(x, (tuple, list)) else [x]
+        if len(arrays) != len(names):
+            raise ExportError(f"{where}: expected {len(arrays)} graph input(s), found {names}")
+    return {i.name: np.asarray(a).astype(_FEED_TYPES.get(i.type, np.float32), copy=False)
+            for i, a in zip(graph_inputs, arrays)}
+
+
+def run(path: str, x: Any) -> np.ndarray:
+    """The first output of the model at ``path`` for inputs ``x`` (one array, positional, or named)."""
     sess = session(path)
-    inputs = sess.get_inputs()
-    if len(inputs) != 1:
-        raise ExportError(f"{path}: expected one graph input, found {[i.name for i in inputs]}")
+    inputs = feed(sess.get_inputs(), x, path)
     try:
-        return np.asarray(sess.run(None, {inputs[0].name: x.astype(np.float32)})[0])
+        return np.asarray(sess.run(None, inputs)[0])
     except Exception as exc:
-        raise ExportError(f"{path}: onnxruntime failed on input of shape {x.shape}: {exc}") from exc
+        shapes = {k: v.shape for k, v in inputs.items()}
+        raise ExportError(f"{path}: onnxruntime failed on inputs of shapes {shapes}: {exc}") from exc
 
 
 def initializer_zeros(path: str) -> dict[str, tuple[int, int]]:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from slimkit.adapter import LayerInfo, ModelAdapter, StructureAdapter, require
-from slimkit.data import is_array_pair
+from slimkit.data import as_arrays, head, is_array_pair, n_samples, take
 from slimkit.errors import DataError, RecipeError, SlimkitWarning
 from slimkit.graph import analyse
 from slimkit.pruning.channel import (
@@ -59,7 +59,7 @@ class ChannelPruner(ScheduledPruner):
         self.adapter, self.stage, self.field = adapter, stage, field
         self.options = stage.options
         self.criterion = criterion_of(self.options.criterion)
-        self.sample = sample[: self.options.samples]
+        self.sample = head(sample, self.options.samples)
         self.train_data = train_data
         self.rng = np.random.default_rng(seed)
         self.graph = adapter.graph(self.sample)
@@ -101,7 +101,8 @@ class ChannelPruner(ScheduledPruner):
         settings = self.stage.fine_tune or FineTune()
         data = self.train_data
         if is_array_pair(data):
-            data = (np.asarray(data[0])[: self.options.samples], np.asarray(data[1])[: self.options.samples])
+            x, y = as_arrays(data, "train_data", need_labels=True)
+            data = (head(x, self.options.samples), y[: self.options.samples])
         batches = max(1, math.ceil(self.options.samples / settings.batch_size))
         grads = self.adapter.weight_gradients(data, settings, batches)
         for name, g in grads.items():
@@ -114,8 +115,9 @@ class ChannelPruner(ScheduledPruner):
         # not fit; their per-channel sums do.
         probes = {p: self._activation_probe(p) for g in self.groups for p in g.producers}
         total: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
-        for start in range(0, len(self.sample), _CHUNK):
-            outputs = self.adapter.layer_outputs(self.sample[start:start + _CHUNK], sorted(set(probes.values())))
+        for start in range(0, n_samples(self.sample), _CHUNK):
+            outputs = self.adapter.layer_outputs(take(self.sample, slice(start, start + _CHUNK)),
+                                                 sorted(set(probes.values())))
             chunk = activation_stats({p: outputs[probe] for p, probe in probes.items()})
             for name, (s, z, n) in chunk.items():
                 if name in total:

@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from slimkit.adapter import ModelAdapter
+from slimkit.data import all_finite, as_inputs, head, n_samples, take
 from slimkit.errors import DataError
 from slimkit.quant.observers import build_observer
 from slimkit.recipe import ActivationQuant
@@ -41,23 +42,25 @@ def calibrate(
     Raises:
         DataError: ``x`` is empty, of the wrong shape, or contains non-finite values.
     """
-    x = np.asarray(x)
-    if x.ndim == 0 or len(x) == 0:
-        raise DataError(f"calib_data: no calibration samples; {field} needs inputs to calibrate "
-                        "activation ranges (pass calib_data= or train_data=)")
-    adapter.check_input(x[:1], "calib_data")
-    x = x[: settings.samples]
-    if not np.all(np.isfinite(x)):
+    try:
+        x = as_inputs(x, "calib_data")
+    except DataError as exc:
+        raise DataError(f"{exc}; {field} needs inputs to calibrate activation ranges (pass calib_data= or "
+                        "train_data=)") from exc
+    adapter.check_input(head(x, 1), "calib_data")
+    x = head(x, settings.samples)
+    if not all_finite(x):
         raise DataError("calib_data: contains NaN or infinite values")
+    n = n_samples(x)
     observers = {n: build_observer(settings.calibration, settings.calibration_options, settings) for n in nodes}
     start = time.perf_counter()
-    batches = range(0, len(x), batch_size)
+    batches = range(0, n, batch_size)
     for i, lo in enumerate(batches):
-        outputs = adapter.layer_outputs(x[lo: lo + batch_size], list(nodes), batch_size)
+        outputs = adapter.layer_outputs(take(x, slice(lo, lo + batch_size)), list(nodes), batch_size)
         for name in nodes:
             observers[name].update(outputs[name])
         if verbose and (i + 1 == len(batches) or (i + 1) % max(1, len(batches) // 4) == 0):
-            print(f"[slimkit] calibration ({settings.calibration}): {min(lo + batch_size, len(x))}/{len(x)} "
+            print(f"[slimkit] calibration ({settings.calibration}): {min(lo + batch_size, n)}/{n} "
                   f"samples, {len(nodes)} tensors ({time.perf_counter() - start:.1f}s)",
                   file=sys.stderr, flush=True)
     ranges = {}

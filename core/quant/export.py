@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from slimkit import deploy
+from slimkit.data import at_least_two, head
 from slimkit.deploy.ops import INTEGER_OPS
 from slimkit.quant.fake_quant import mode_of
 from slimkit.adapter import ModelAdapter
@@ -71,7 +72,7 @@ def output_step(adapter: ModelAdapter, plan: QuantPlan, params: dict[str, SitePa
                 x: np.ndarray) -> tuple[float | None, float | None]:
     """The scale and the float range ``(qmax - qmin) * scale`` of the model's output when a site
     quantizes it, else ``(None, None)``."""
-    graph = adapter.graph(x[:1])
+    graph = adapter.graph(head(x, 1))
     outputs = [n for n in graph.nodes if n.op == "output"]
     if len(outputs) != 1:
         return None, None
@@ -117,8 +118,8 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
     float_adapter = adapter.without_fake_quant()
     float_path = tmp.with_name(tmp.name + ".float.onnx")
     try:
-        float_adapter.export_onnx(str(float_path), x[:1], settings.opset)
-        probe = x[:16] if len(x) > 1 else np.concatenate([x, x])
+        float_adapter.export_onnx(str(float_path), head(x, 1), settings.opset)
+        probe = at_least_two(head(x, 16))
         kernels = {s.layer: float_adapter.get_weights(s.layer)["kernel"] for s in plan.layers}
         acts = float_adapter.layer_outputs(probe, [a.node for a in plan.acts])
         runtime = deploy.load_runtime()
@@ -150,7 +151,7 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
         integer_ops = {k: int(v) for k, v in ops.items() if k in INTEGER_OPS}
         lat_f = lat_q = None
         if measure:
-            one = x[:1].astype(np.float32)
+            one = head(x, 1)
             lat_f = deploy.load_bench().latency_ms(str(float_path), one, repeats=20, warmup=3)
             lat_q = deploy.load_bench().latency_ms(str(tmp), one, repeats=20, warmup=3)
         row = QuantExportRow(str(dest), os.path.getsize(float_path), os.path.getsize(tmp), lat_f, lat_q,

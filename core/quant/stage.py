@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from slimkit.adapter import LayerInfo, ModelAdapter, QuantAdapter, StructureAdapter, require
+from slimkit.data import head
 from slimkit.errors import DataError
 from slimkit.graph import LayerGraph
 from slimkit.quant.bn_fold import fold_batchnorm
@@ -54,7 +55,7 @@ def prepare(work: ModelAdapter, stage: QuantizeStage, field: str, sample: np.nda
     require(work, StructureAdapter, f"{field}: quantization (planning sites on the model's graph)")
     if sample is None:
         raise DataError(f"calib_data: {field} needs input samples (pass calib_data= or train_data=)")
-    work.check_input(np.asarray(sample)[:1], "calib_data")
+    work.check_input(head(sample, 1), "calib_data")
     folded: list[tuple[str, str]] = []
     if stage.fold_batchnorm:
         work, folded = fold_batchnorm(work, sample)
