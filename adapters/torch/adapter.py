@@ -284,7 +284,7 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
             total, correct, seen = 0.0, 0, 0
             for xb, yb in batches:
                 optimizer.zero_grad()
-                out = first_tensor(call(self.model, xb), type(self.model).__name__)
+                out = first_tensor(call(self.model, to_tensors(xb, self.model)), type(self.model).__name__)
                 loss = loss_fn(out, yb)
                 loss.backward()
                 statistics.apply()
@@ -303,9 +303,13 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
         return StepCallback(hooks)
 
     # -- structure (structured pruning) ----------------------------------------------------
-    def graph(self, sample: np.ndarray | None = None) -> "LayerGraph":
-        """The model traced with ``torch.fx`` and shaped on ``sample`` (required); see ``graph.py``."""
-        return build_graph(self.model, sample)
+    def graph(self, sample: Any = None) -> "LayerGraph":
+        """The model captured (``torch.fx``, else ``torch.export`` on the sample) and shaped on ``sample``
+        (required); see ``graph.py`` and ``capture.py``. The sample is kept for :meth:`with_fake_quant`,
+        which must capture the same graph."""
+        graph = build_graph(self.model, sample)
+        self._sample = head(as_inputs(sample, "sample"), 2)
+        return graph
 
     def shrink(self, weights: dict[str, dict[str, np.ndarray]], drop: tuple[str, ...] = ()) -> "TorchAdapter":
         """An adapter over a mask-free copy of the model with the named layers rebuilt and the batch norms
@@ -321,6 +325,7 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
         """An adapter over ``model`` that continues this one's batch order."""
         other = type(self)(model)
         self.derived(other)
+        other._sample = getattr(self, "_sample", None)
         return other
 
     def layer_outputs(self, x: np.ndarray, names: list[str], batch_size: int = 256) -> dict[str, np.ndarray]:
@@ -337,7 +342,7 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
     def with_fake_quant(self, plan: "QuantPlan") -> "TorchAdapter":
         """An adapter over a ``torch.fx`` trace of a copy of the model with fake-quant at every site of
         ``plan``; see ``quant.py``. The model here is unchanged."""
-        return self._like(quant.fake_quant_model(self.model, plan))
+        return self._like(quant.fake_quant_model(self.model, plan, getattr(self, "_sample", None)))
 
     def set_quant_params(self, params: dict[str, "SiteParams"]) -> None:
         """Sets the named sites' scales and zero points; ``lsq`` sites keep learning from them, every other

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
+from slimkit.data import as_inputs, head
 from slimkit.errors import DataError, UnsupportedModelError
 from slimkit.graph import LayerGraph, Node
 
@@ -108,7 +109,8 @@ def build_graph(model: nn.Module, sample: Any) -> LayerGraph:
     """The neutral graph of ``model`` with shapes from ``sample``. See the module docstring."""
     if sample is None:
         raise DataError("graph: PyTorch needs a sample input batch to infer shapes")
-    gm = trace(model)
+    sample = head(as_inputs(sample, "graph: sample"), 2)
+    gm = trace(model, "channel pruning and quantization planning", sample)
     propagate_shapes(model, gm, sample)
     return _Builder(model, gm).graph()
 
@@ -230,7 +232,11 @@ class _Builder:
         if node.op == "placeholder":
             return Node(name, "input", (), _channels(meta))
         module = self.modules.get(node.target) if node.op == "call_module" else None
-        opaque = Node(name, "opaque", in_names, _channels(meta) if meta else None,
+        # A Linear on (N, T, C) tokens, say, is opaque to channel analysis (channels are dim 1 here),
+        # but it is still its layer's node: quantization plans its sites there.
+        layer_of_opaque = node.target if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) and \
+            self.calls.get(node.target, 0) == 1 and node.target not in self.tied else None
+        opaque = Node(name, "opaque", in_names, _channels(meta) if meta else None, layer_of_opaque,
                       attrs={"type_name": _type_name(node, module)})
         if meta is None or len(meta.shape) < 2:
             return opaque  # a tuple of tensors, or no channel axis

@@ -39,8 +39,8 @@ def float_dtype(model: nn.Module) -> torch.dtype:
 
 def to_tensor(a: Any, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """One array as a tensor: integers as int64, booleans as bool, anything else as ``dtype``."""
-    if isinstance(a, torch.Tensor):
-        return a.to(device) if device is not None else a
+    if isinstance(a, torch.Tensor):  # a DataLoader's batch: floats to the model's type, on its device
+        return a.to(device=device, dtype=dtype) if a.is_floating_point() else a.to(device)
     arr = np.asarray(a)
     if arr.dtype.kind == "b":
         return torch.as_tensor(arr, dtype=torch.bool, device=device)

@@ -13,7 +13,7 @@ import torch
 from torch import fx, nn
 from torch.nn.utils import parametrize
 
-from slimkit.data import as_arrays, as_inputs, is_array_pair, leaves, n_samples, take
+from slimkit.data import as_arrays, as_inputs, head, is_array_pair, leaves, n_samples, take
 from slimkit.errors import DataError, UnsupportedModelError
 from slimkit.recipe import FineTune
 
@@ -50,7 +50,7 @@ def layer_outputs(model: nn.Module, x: Any, names: list[str], batch_size: int = 
     modules = dict(model.named_modules())
     if all(name in modules for name in names):
         return _batched(x, batch_size, names, lambda xb: _hooked(model, xb, names, modules))
-    gm = trace(model)
+    gm = trace(model, "reading graph node outputs", head(as_inputs(x, "inputs"), 2))
     propagate_shapes(model, gm, x)  # the same names as build_graph: only tensor-yielding nodes count
     by_name = {v: k for k, v in node_names(model, gm).items()}
     missing = [n for n in names if n not in by_name]

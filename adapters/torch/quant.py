@@ -39,6 +39,7 @@ from slimkit.quant import fake_quant
 from slimkit.quant.plan import MODES, ActSite, FakeQuantSpec, LayerSite, QuantPlan, SiteParams
 from slimkit.quant.specs import bias_spec
 
+from slimkit.adapters.torch.capture import captured_from
 from slimkit.adapters.torch.graph import unshaped_node_names
 from slimkit.adapters.torch.tracing import trace
 from slimkit.adapters.torch.ops import TORCH_OPS
@@ -180,7 +181,7 @@ def has_fake_quant(model: nn.Module) -> bool:
     return any(isinstance(m, FakeQuant) for m in model.modules())
 
 
-def fake_quant_model(model: nn.Module, plan: QuantPlan) -> fx.GraphModule:
+def fake_quant_model(model: nn.Module, plan: QuantPlan, sample: Any = None) -> fx.GraphModule:
     """A traced copy of ``model`` with a fake-quant module at every site of ``plan``; ``model`` is unchanged.
 
     Fake-quant sites ``model`` already has are removed first (its masks are kept).
@@ -192,7 +193,7 @@ def fake_quant_model(model: nn.Module, plan: QuantPlan) -> fx.GraphModule:
     """
     base = _copy_without_quant(model, keep_masks=True)
     name = type(model).__qualname__
-    gm = trace(base, needed_for="fake quantization")
+    gm = trace(base, "fake quantization", sample)
     gm.train(base.training)
     _keep_unused_modules(gm, base)
     if plan.acts:
@@ -321,8 +322,14 @@ def plan_of(model: nn.Module) -> QuantPlan | None:
 
 
 def float_model(model: nn.Module) -> nn.Module:
-    """A float copy of ``model``: fake-quant modules and parametrizations gone, masks baked into weights."""
-    return _copy_without_quant(model, keep_masks=False)
+    """A float copy of ``model``: fake-quant modules and parametrizations gone, masks baked into weights.
+
+    A model captured with ``torch.export`` comes back as the eager model it was captured from (the
+    same modules, so the same weights), which the exporters take and which captures to the same
+    graph node names.
+    """
+    eager = captured_from(model)
+    return _copy_without_quant(eager if eager is not None else model, keep_masks=False)
 
 
 def bake_masks(model: nn.Module) -> None:

@@ -33,26 +33,42 @@ def is_fake_quant(module: Any) -> bool:
     return bool(getattr(type(module), "slimkit_fake_quant", False))
 
 
-def trace(model: nn.Module, needed_for: str = "channel pruning") -> fx.GraphModule:
-    """``torch.fx.symbolic_trace`` of ``model``, or UnsupportedModelError naming the model and the cause.
+def trace(model: nn.Module, needed_for: str = "channel pruning", sample: Any = None) -> fx.GraphModule:
+    """A module-level fx graph of ``model``: ``torch.fx.symbolic_trace``, or where fx cannot trace the
+    model and ``sample`` is given, ``torch.export`` rebuilt to the same form (:mod:`.capture`).
 
-    Arguments of ``forward`` after the input are fixed at their defaults (``mask=None``, ``flag=True``)
-    so that Python branches on them trace the path a one-input call takes. slimkit's fake-quant
-    modules stay one ``call_module`` node each. ``needed_for`` names the feature in the error message.
+    ``forward`` arguments the sample does not provide (all but the first without a sample) are fixed
+    at their defaults (``mask=None``, ``flag=True``), so Python branches on them trace the path such
+    a call takes. slimkit's fake-quant modules stay one ``call_module`` node each. ``needed_for``
+    names the feature in error messages.
+
+    Raises:
+        UnsupportedModelError: neither fx nor torch.export can capture the model; the message names
+            the model and the cause.
     """
-    concrete = _concrete_args(model)
+    if isinstance(model, fx.GraphModule):
+        # Already a graph (a captured or fake-quantized model): tracing it again would rename its
+        # nodes, which quantization plans refer to.
+        return model
     try:
+        concrete = _concrete_args(model, sample)
         tracer = _Tracer()
         graph = tracer.trace(model, concrete_args=concrete)
         return fx.GraphModule(tracer.root, graph, type(model).__name__)
     except Exception as exc:  # fx raises TraceError, TypeError, NotImplementedError, ... from user code
-        raise UnsupportedModelError(
-            f"cannot trace {type(model).__qualname__} with torch.fx ({type(exc).__name__}: {_first_line(exc)}); "
-            f"{needed_for} needs a forward() without data-dependent Python control flow"
-        ) from exc
+        if sample is None:
+            raise UnsupportedModelError(
+                f"cannot trace {type(model).__qualname__} with torch.fx ({type(exc).__name__}: {_first_line(exc)}); "
+                f"{needed_for} needs a forward() without data-dependent Python control flow, or a sample input "
+                "to capture it with torch.export"
+            ) from exc
+    from slimkit.adapters.torch.capture import export_graph_module
+
+    return export_graph_module(model, sample, needed_for)
 
 
-def _concrete_args(model: nn.Module) -> dict[str, Any] | None:
+def _concrete_args(model: nn.Module, sample: Any) -> dict[str, Any] | None:
+    """Defaults for the ``forward`` arguments the sample does not provide (see :func:`trace`)."""
     try:
         signature = inspect.signature(model.forward)
     except (TypeError, ValueError):
@@ -60,12 +76,18 @@ def _concrete_args(model: nn.Module) -> dict[str, Any] | None:
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
              inspect.Parameter.KEYWORD_ONLY)
     params = [p for p in signature.parameters.values() if p.kind in kinds]
+    if isinstance(sample, dict):
+        provided = set(sample)
+    else:
+        count = len(sample) if isinstance(sample, (tuple, list)) else 1
+        provided = {p.name for p in params[:count]}
     concrete = {}
-    for param in params[1:]:
+    for param in params:
+        if param.name in provided:
+            continue
         if param.default is inspect.Parameter.empty:
             raise UnsupportedModelError(
-                f"{type(model).__qualname__}.forward needs more than one input ({param.name!r}); slimkit supports "
-                "models with one tensor input"
+                f"{type(model).__qualname__}.forward takes {param.name!r}, which the inputs do not provide"
             )
         if param.default is None or isinstance(param.default, (bool, int, float, str)):
             concrete[param.name] = param.default
