@@ -204,6 +204,11 @@ def _run_quant_stage(
                "output will differ from the simulation; exclude their neighbours too, or quantize them")
         report.notes.append(msg)
         warnings.warn(msg, SlimkitWarning, stacklevel=3)
+    if prepared.skipped:
+        msg = (f"{field}: layers left float, having no node of their own in the model's graph (weights tied to "
+               f"another layer, or called more than once): {', '.join(prepared.skipped)}")
+        report.notes.append(msg)
+        warnings.warn(msg, SlimkitWarning, stacklevel=3)
     if prepared.folded:
         report.notes.append("batch norms folded: " + ", ".join(f"{bn} into {layer}" for layer, bn in prepared.folded))
     bits = sorted({s.kernel.bits for s in prepared.plan.layers})

@@ -61,11 +61,20 @@ def _describe(module: nn.Module) -> tuple[str, int, tuple[int, ...]]:
         perm = tuple(range(rank + 2))  # PyTorch's (out, in/groups, *spatial) is canonical already
         depthwise = module.groups > 1 and module.groups == module.in_channels
         return ("depthwise_conv" if depthwise else "conv"), rank, perm
+    if is_transposed_linear(module):  # transformers' Conv1D (GPT-2): a Linear whose weight is (in, out)
+        return "dense", 0, (1, 0)
     if isinstance(module, nn.Embedding):
         return "embedding", 0, (0, 1)
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         return "batchnorm", 0, ()
     return "other", 0, ()
+
+
+def is_transposed_linear(module: nn.Module) -> bool:
+    """transformers' ``pytorch_utils.Conv1D``, as GPT-2 uses it: ``x @ weight + bias``, weight (in, out)."""
+    cls = type(module)
+    return cls.__name__ == "Conv1D" and cls.__module__.startswith("transformers") and \
+        getattr(module, "weight", None) is not None and getattr(module.weight, "dim", lambda: 0)() == 2
 
 
 class _Epoch:

@@ -177,27 +177,32 @@ class _Rebuild:
         return (base if count == 0 else f"{base}_{count}").replace(".", "_")
 
     def _groups(self, nodes: list[fx.Node]) -> list[tuple[str, list[fx.Node], fx.Node, fx.Node]]:
-        """Runs of nodes of one collapsible module call: (path, nodes, the outside tensor read, result)."""
-        runs: list[tuple[str, str, list[fx.Node]]] = []
+        """Module calls to collapse: (path, their nodes, the one outside tensor they read, the result).
+
+        A call's nodes need not be contiguous (export hoists and shares size computations); sizes read
+        from outside do not count, since the module computes its own when called."""
+        calls: dict[str, tuple[str, list[fx.Node]]] = {}
         for node in nodes:
             key, path = self._owner(node)
-            if path is None:
-                continue
-            if runs and runs[-1][0] == key and runs[-1][2][-1].next is node:
-                runs[-1][2].append(node)
-            else:
-                runs.append((key, path, [node]))
+            if path is not None:
+                calls.setdefault(key, (path, []))[1].append(node)
         groups = []
-        own_params = {}
-        for key, path, members in runs:
+        own_params: dict[str, set[str]] = {}
+        for path, members in calls.values():
             inside = set(members)
             params = own_params.setdefault(path, {name for name, fqn in self.fqn.items()
                                                   if fqn.startswith(path + ".")})
-            reads = {a for m in members for a in m.all_input_nodes if a not in inside and a.name not in params}
+            reads = {a for m in members for a in m.all_input_nodes
+                     if a not in inside and a.name not in params and _is_tensor(a)}
             used_outside = [m for m in members if any(u not in inside for u in m.users)]
-            if len(reads) == 1 and len(used_outside) == 1:
+            if len(reads) == 1 and len(used_outside) == 1 and _is_tensor(used_outside[0]):
                 groups.append((path, members, next(iter(reads)), used_outside[0]))
         return groups
+
+
+def _is_tensor(node: fx.Node) -> bool:
+    """The node's value (recorded by export) is one tensor, not a size or a tuple."""
+    return isinstance(node.meta.get("val"), torch.Tensor)
 
 
 def _stack(node: fx.Node) -> list[tuple[str, str]]:

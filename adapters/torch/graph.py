@@ -57,6 +57,20 @@ _ELEMENTWISE_MODULES = (
 )
 
 
+_ATEN = torch.ops.aten
+
+
+def _aten(*names: str) -> set[Any]:
+    """aten overloads (``add.Tensor``) as the nodes of a torch.export capture (``capture.py``) name them."""
+    found = set()
+    for name in names:
+        packet, _, overload = name.partition(".")
+        op = getattr(_ATEN, packet, None)
+        if op is not None and hasattr(op, overload or "default"):
+            found.add(getattr(op, overload or "default"))
+    return found
+
+
 def _functions(*names: str, module: Any = F) -> set[Callable[..., Any]]:
     return {getattr(module, n) for n in names if hasattr(module, n)}
 
@@ -70,26 +84,38 @@ _ELEMENTWISE_FUNCTIONS = (
     | _functions("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "clamp", "clamp_", "clip", "clip_",
                  "dropout", "neg", "abs", "square", module=torch)
     | {operator.neg, operator.pos}
+    | _aten("relu", "relu_", "hardtanh", "hardtanh_", "gelu", "silu", "silu_", "sigmoid", "tanh", "hardswish",
+            "hardsigmoid", "leaky_relu", "elu", "mish", "softplus", "dropout", "clone", "clamp", "clamp_min",
+            "neg", "abs", "pad", "constant_pad_nd", "alias", "detach", "contiguous", "upsample_nearest2d.vec",
+            "upsample_bilinear2d.vec")
 )
 _POOL_FUNCTIONS = {getattr(F, f"{kind}{r}d"): r for r in (1, 2, 3)
                    for kind in ("max_pool", "avg_pool", "adaptive_avg_pool", "adaptive_max_pool")
                    if hasattr(F, f"{kind}{r}d")}
+_POOL_FUNCTIONS.update({op: r for r in (1, 2, 3)
+                        for op in _aten(f"max_pool{r}d", f"avg_pool{r}d", f"adaptive_avg_pool{r}d")})
 _ELEMENTWISE_METHODS = {
     "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "clamp", "clamp_", "clip", "clip_", "neg", "abs",
     "square", "contiguous", "clone", "detach", "float", "to",
 }
-_ADD = {operator.add, operator.sub, torch.add, torch.sub, "add", "add_", "sub", "sub_", "__add__", "__sub__"}
-_MUL = {operator.mul, torch.mul, "mul", "mul_", "__mul__"}
-_DIV = {operator.truediv, torch.div, torch.true_divide, "div", "div_", "__truediv__", "true_divide"}
-_CAT = _functions("cat", "concat", "concatenate", module=torch)
-_RESHAPE = {torch.flatten, torch.reshape, "flatten", "view", "reshape"}
-_REDUCE = {torch.mean, torch.sum, torch.amax, torch.amin, "mean", "sum", "amax", "amin"}
-_PERMUTE = {torch.permute, torch.transpose, "permute", "transpose"}
+_ADD = {operator.add, operator.sub, torch.add, torch.sub, "add", "add_", "sub", "sub_", "__add__", "__sub__"} \
+    | _aten("add.Tensor", "add_.Tensor", "sub.Tensor", "sub_.Tensor")
+_MUL = {operator.mul, torch.mul, "mul", "mul_", "__mul__"} | _aten("mul.Tensor", "mul_.Tensor")
+_DIV = {operator.truediv, torch.div, torch.true_divide, "div", "div_", "__truediv__", "true_divide"} \
+    | _aten("div.Tensor")
+_CAT = _functions("cat", "concat", "concatenate", module=torch) | _aten("cat")
+_RESHAPE = {torch.flatten, torch.reshape, "flatten", "view", "reshape"} \
+    | _aten("view", "reshape", "flatten.using_ints", "_unsafe_view")
+_REDUCE = {torch.mean, torch.sum, torch.amax, torch.amin, "mean", "sum", "amax", "amin"} \
+    | _aten("mean.dim", "sum.dim_IntList", "amax", "amin")
+_PERMUTE = {torch.permute, torch.transpose, "permute", "transpose"} | _aten("permute", "transpose.int")
 
 # -- what an elementwise op does to quantized values (``attrs["quant"]``, see slimkit.quant.plan) --------
 #: ReLU and ReLU6: quantizing ``[0, max]`` clamps as they do (modules: nn.ReLU and Hardtanh(0, 6)).
-_RELU_FUNCTIONS = _functions("relu", "relu_", "relu6") | _functions("relu", "relu_", module=torch)
-_HARDTANH_FUNCTIONS = _functions("hardtanh", "hardtanh_")
+_RELU_FUNCTIONS = _functions("relu", "relu_", "relu6") | _functions("relu", "relu_", module=torch) \
+    | _aten("relu", "relu_")
+_HARDTANH_FUNCTIONS = _functions("hardtanh", "hardtanh_") | _aten("hardtanh", "hardtanh_")
+_PAD_FUNCTIONS = {F.pad} | _aten("pad", "constant_pad_nd")
 #: Ops whose output values are input values (selected, rearranged) or zeros, so they stay on the grid.
 _SAME_MODULES = (
     nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
@@ -101,6 +127,8 @@ _SAME_FUNCTIONS = (
      if hasattr(F, f"{kind}{r}d")}
     | _functions("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout")
     | _functions("dropout", "flatten", "reshape", "permute", "transpose", "amax", module=torch)
+    | _aten("max_pool1d", "max_pool2d", "max_pool3d", "dropout", "view", "reshape", "flatten.using_ints",
+            "_unsafe_view", "permute", "transpose.int", "clone", "alias", "detach", "contiguous", "amax")
 )
 _SAME_METHODS = {"view", "reshape", "flatten", "permute", "transpose", "contiguous", "clone", "detach", "amax"}
 
@@ -234,8 +262,10 @@ class _Builder:
         module = self.modules.get(node.target) if node.op == "call_module" else None
         # A Linear on (N, T, C) tokens, say, is opaque to channel analysis (channels are dim 1 here),
         # but it is still its layer's node: quantization plans its sites there.
-        layer_of_opaque = node.target if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) and \
-            self.calls.get(node.target, 0) == 1 and node.target not in self.tied else None
+        weighted = isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) or (
+            module is not None and type(module).__name__ == "Conv1D" and hasattr(module, "nf"))
+        layer_of_opaque = node.target if weighted and self.calls.get(node.target, 0) == 1 and \
+            node.target not in self.tied else None
         opaque = Node(name, "opaque", in_names, _channels(meta) if meta else None, layer_of_opaque,
                       attrs={"type_name": _type_name(node, module)})
         if meta is None or len(meta.shape) < 2:
@@ -410,7 +440,7 @@ def _channels(meta: TensorMetadata | None) -> int | None:
 
 def _keeps_batch_and_channels(node: fx.Node, rank: int) -> bool:
     """True for a permute / transpose of a rank-``rank`` tensor that leaves dims 0 and 1 where they are."""
-    if node.target in (torch.permute, "permute"):
+    if node.target in (torch.permute, "permute", _ATEN.permute.default):
         rest = list(node.args[1:])
         dims = rest[0] if len(rest) == 1 and isinstance(rest[0], (list, tuple)) else rest
         dims = list(dims or node.kwargs.get("dims", ()))
@@ -441,7 +471,9 @@ def _quant_kind(node: fx.Node, module: nn.Module | None) -> str | None:
         if target in _HARDTANH_FUNCTIONS:
             bounds = (_arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0))
             return "relu" if bounds == (0.0, 6.0) else None
-        if target is F.pad:
+        if target in _PAD_FUNCTIONS:
+            if target is _ATEN.constant_pad_nd.default:
+                return "same" if _arg(node, 2, "value", 0) in (None, 0) else None
             mode, value = _arg(node, 2, "mode", "constant"), _arg(node, 3, "value", None)
             return "same" if mode == "constant" and value in (None, 0) else None
         if target in _SAME_FUNCTIONS:

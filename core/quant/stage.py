@@ -13,7 +13,7 @@ import numpy as np
 
 from slimkit.adapter import LayerInfo, ModelAdapter, QuantAdapter, StructureAdapter, require
 from slimkit.data import head
-from slimkit.errors import DataError
+from slimkit.errors import DataError, RecipeError
 from slimkit.graph import LayerGraph
 from slimkit.quant.bn_fold import fold_batchnorm
 from slimkit.quant.fake_quant import frozen_mode, mode_of
@@ -33,6 +33,7 @@ class Prepared:
     layers: tuple[LayerInfo, ...]
     folded: tuple[tuple[str, str], ...]
     graph: LayerGraph
+    skipped: tuple[str, ...] = ()  # selected layers left float: no node of their own in the graph
 
 
 def prepare(work: ModelAdapter, stage: QuantizeStage, field: str, sample: np.ndarray | None,
@@ -70,9 +71,19 @@ def prepare(work: ModelAdapter, stage: QuantizeStage, field: str, sample: np.nda
         w = weight_settings(stage, info)
         specs[info.name] = kernel_spec(w, info, method.kernel_mode(w))
     graph = work.graph(sample)
+    # A layer with no node of its own (weights tied to another layer, or called more than once)
+    # cannot get sites: it stays float, and the report says so.
+    own = {n.layer for n in graph.nodes if n.layer is not None}
+    skipped = tuple(info.name for info in layers if info.name not in own)
+    if skipped and len(skipped) == len(layers):
+        raise RecipeError(f"{field}.layers: none of the selected layers ({', '.join(skipped[:5])}) has a node of its "
+                          "own in the model's graph (weights tied to another layer, or called more than once); "
+                          "quantization needs one")
+    specs = {name: spec for name, spec in specs.items() if name not in skipped}
     plan = plan_sites(graph, specs, method.activation_spec(stage.activations), stage.method,
                       method.quantizes_outputs)
-    return Prepared(work, plan, tuple(layers), tuple(sorted(folded)), graph)
+    return Prepared(work, plan, tuple(i for i in layers if i.name not in skipped), tuple(sorted(folded)), graph,
+                    skipped)
 
 
 def fixed_plan(plan: QuantPlan) -> QuantPlan:
