@@ -162,6 +162,7 @@ def _run_prune_stage(
     field = f"stages[{ctx.index}].prune.layers"
     method = prune_method(stage)
     layers = select_layers(work.layers(), stage.layers, method.kinds, field)
+    before = _matrix_counts(work)
     pruner = method.pruner(work, layers, stage, PruneContext(field, ctx.sample, ctx.train_data, ctx.seed))
     settings = stage.fine_tune
     trains = settings is not None and settings.epochs > 0
@@ -175,9 +176,69 @@ def _run_prune_stage(
         work.fit(ctx.train_data, settings, HookChain(*hooks), ctx.fit_fn)
         result = pruner.finish()
     pruner.add_to_report(report)
+    achieved, removed = _shortfall(result, stage, method, layers, before, report, field)
     row = StageRow(stage.name, tuple(layer.name for layer in layers), stage.sparsity, stage.scope,
-                   trains, pruner.total_steps, time.perf_counter() - start)
+                   trains, pruner.total_steps, time.perf_counter() - start, achieved, removed)
     return result, row
+
+
+#: Shortfall (in points of the requested share) past which compress warns.
+SHORTFALL = 0.05
+
+
+def _matrix_counts(adapter: ModelAdapter) -> dict[str, tuple[int, int]]:
+    """layer -> (weights in its matrices (weights of 2 or more dims), zeros among them)."""
+    counts = {}
+    for info in adapter.layers():
+        sizes = [(int(np.prod(shape)), key) for key, shape in info.shapes.items() if len(shape) >= 2]
+        if sizes:
+            weights = adapter.get_weights(info.name)
+            counts[info.name] = (sum(n for n, _ in sizes), sum(int(np.sum(weights[k] == 0)) for _, k in sizes))
+    return counts
+
+
+def _shortfall(result: ModelAdapter, stage: PruneStage, method: Any, layers: list[Any],
+               before: dict[str, tuple[int, int]], report: Report, field: str) -> tuple[float | None, float | None]:
+    """What the stage achieved and the share of the model's weight matrices it removed or zeroed; warns
+    (SlimkitWarning, and a report note) when that falls short of the request by more than
+    :data:`SHORTFALL`, naming what held it back.
+
+    Magnitude-like methods reach their sparsity on the selected kernels exactly; asked for the whole
+    model (the default selector), they fall short when weight matrices of kinds they do not prune
+    (attention, recurrent, ...) hold much of it. Channel pruning falls short when groups are left
+    whole; it must remove at least half the requested share of the model's parameters.
+    """
+    after = _matrix_counts(result)
+    total_before = sum(n for n, _ in before.values()) or 1
+    if method.sets_kernel_sparsity:
+        zeros_after = sum(z for _, z in after.values())
+        share = zeros_after / max(1, sum(n for n, _ in after.values()))
+        selected = {layer.name for layer in layers}
+        kernels = [(after[n][0], after[n][1]) for n in selected if n in after]
+        achieved = sum(z for _, z in kernels) / max(1, sum(n for n, _ in kernels))
+        whole_model = stage.layers.names == ("*",) and not stage.layers.exclude and stage.layers.kinds is None
+        if whole_model and share < stage.sparsity - SHORTFALL:
+            left = sorted(((n, name) for name, (n, _) in after.items() if name not in selected), reverse=True)
+            names = ", ".join(f"{name} ({n} weights)" for n, name in left[:5])
+            _warn(report, f"{field}: {share:.1%} of the model's weight matrices are zero, short of the requested "
+                          f"{stage.sparsity:.1%}: {stage.method} pruning does not reach {names}"
+                          f"{', ...' if len(left) > 5 else ''}; select them by name or kind, if slimkit knows the kind")
+        return achieved, share
+    removed = 1.0 - sum(n for n, _ in after.values()) / total_before
+    groups = [g for g in report.groups if g.producers and set(g.producers) & {layer.name for layer in layers}]
+    channels = sum(g.channels for g in groups)
+    achieved = (1.0 - sum(g.kept for g in groups) / channels) if channels else 0.0
+    if removed < stage.sparsity / 2:
+        blocked = [note for note in report.notes if note.startswith("channels left whole")]
+        why = "; ".join(blocked[:3]) or "the selected layers' groups are small"
+        _warn(report, f"{field}: channel pruning removed {removed:.1%} of the model's weights, less than half the "
+                      f"requested {stage.sparsity:.1%} ({why})")
+    return achieved, removed
+
+
+def _warn(report: Report, message: str) -> None:
+    report.notes.append(message)
+    warnings.warn(message, SlimkitWarning, stacklevel=4)
 
 
 def _run_quant_stage(

@@ -38,6 +38,8 @@ class StageRow:
     fine_tuned: bool
     steps: int
     seconds: float
+    achieved: float | None = None  # what the stage reached, in the target's terms (see compress)
+    params_removed: float | None = None  # share of the model's parameters the stage removed or zeroed
 
 
 @dataclass(frozen=True)
@@ -189,12 +191,13 @@ class Report:
             out += ["", "| weights | bytes |", "|---|---:|"]
             out += [f"| {k} | {v} |" for k, v in self.weight_bytes.items()]
         if self.stages:
-            out += ["", "| stage | layers | target | scope | fine-tuned steps | seconds |",
-                    "|---|---:|---:|---|---:|---:|"]
+            out += ["", "| stage | layers | target | achieved | params removed | scope | fine-tuned steps | seconds |",
+                    "|---|---:|---:|---:|---:|---|---:|---:|"]
             for s in self.stages:
                 steps = s.steps if s.fine_tuned else "one-shot"
                 target = "-" if s.target is None else f"{s.target:.1%}"
-                out.append(f"| {s.name} | {len(s.layers)} | {target} | {s.scope} | {steps} | {s.seconds:.1f} |")
+                out.append(f"| {s.name} | {len(s.layers)} | {target} | {_pct(s.achieved)} | {_pct(s.params_removed)} "
+                           f"| {s.scope} | {steps} | {s.seconds:.1f} |")
         if self.groups:
             out += ["", "| channel group (producers) | channels | kept |", "|---|---:|---:|"]
             out += [f"| {', '.join(g.producers)} | {g.channels} | {g.kept} |" for g in self.groups]
@@ -231,3 +234,7 @@ class Report:
 
 def _num(value: float | None, fmt: str = ".4f") -> str:
     return "-" if value is None else format(value, fmt)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"

@@ -1,12 +1,19 @@
 """ONNX export of a Keras model through tf2onnx.
 
 ``tf2onnx.convert.from_keras`` does not understand Keras 3 models, so the model's inference call is
-wrapped in a ``tf.function`` and converted with ``from_function``; that path serves tf_keras too.
+wrapped in a ``tf.function``, frozen (variables *and* captured constants, such as a Normalization
+layer's mean, become graph constants; ``from_function`` would leave the latter as extra graph inputs)
+and converted with ``from_graph_def``; that path serves tf_keras too. While tracing, two Keras ops
+take an exportable form of the same math: grouped convolutions a plain Conv2D with groups (Keras
+compiles them with XLA on CPU, which tf2onnx cannot read) and exact GELU ``erf`` instead of ``erfc``
+(which ONNX lacks).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import io
+from typing import Any, Iterator
 
 from slimkit.data import leaves
 from slimkit.errors import ExportError
@@ -58,9 +65,7 @@ def export_onnx(model: Any, path: str, sample: Any, opset: int, declared: list[A
 
     name = getattr(model, "name", type(model).__name__)
     try:
-        proto, _ = tf2onnx.convert.from_function(
-            tf.function(forward, input_signature=specs), input_signature=specs, opset=opset
-        )
+        proto = _convert(tf, tf2onnx, forward, specs, names, opset)
         data = proto.SerializeToString()  # fails past protobuf's 2 GiB limit
         # tf2onnx logs some conversion failures and carries on; the checker catches the broken graph.
         onnx.checker.check_model(proto)
@@ -76,3 +81,66 @@ def export_onnx(model: Any, path: str, sample: Any, opset: int, declared: list[A
         )
     with open(path, "wb") as f:
         f.write(data)
+
+
+def _convert(tf: Any, tf2onnx: Any, forward: Any, specs: list[Any], names: list[str], opset: int) -> Any:
+    """The ONNX proto of ``forward``, inputs named ``names`` and the output ``output``."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    with _exportable_ops(tf):
+        concrete = tf.function(forward, input_signature=specs).get_concrete_function()
+    frozen = convert_variables_to_constants_v2(concrete, aggressive_inlining=True)
+    inputs = [t.name for t in frozen.inputs if t.dtype != tf.resource]
+    outputs = [t.name for t in frozen.outputs]
+    with contextlib.redirect_stdout(io.StringIO()):
+        proto, _ = tf2onnx.convert.from_graph_def(frozen.graph.as_graph_def(), input_names=inputs,
+                                                  output_names=outputs, opset=opset)
+    for old, new in zip(inputs, names):
+        _rename(proto.graph, old, new)
+    if len(outputs) == 1:
+        _rename(proto.graph, outputs[0], "output")
+    return proto
+
+
+def _rename(graph: Any, old: str, new: str) -> None:
+    """Renames tensor ``old`` (a graph input or output) everywhere in ``graph``."""
+    for value in list(graph.input) + list(graph.output):
+        if value.name == old:
+            value.name = new
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name == old:
+                node.input[i] = new
+        for i, name in enumerate(node.output):
+            if name == old:
+                node.output[i] = new
+
+
+@contextlib.contextmanager
+def _exportable_ops(tf: Any) -> Iterator[None]:
+    """Keras' TensorFlow convolution and GELU, traced in forms tf2onnx converts (see the module doc)."""
+    try:
+        from keras.src.backend.tensorflow import nn as knn
+    except ImportError:  # tf_keras alone: its ops need no help
+        yield
+        return
+    conv, gelu = knn.conv, knn.gelu
+
+    def plain_conv(inputs: Any, kernel: Any, strides: Any = 1, padding: str = "valid", data_format: Any = None,
+                   dilation_rate: Any = 1) -> Any:
+        from keras.src import backend
+
+        fmt = knn._convert_data_format(backend.standardize_data_format(data_format), len(inputs.shape))
+        return tf.nn.convolution(inputs, kernel, strides, padding.upper(), data_format=fmt, dilations=dilation_rate)
+
+    def erf_gelu(x: Any, approximate: bool = True) -> Any:
+        if approximate:
+            return gelu(x, approximate)
+        x = tf.convert_to_tensor(x)
+        return 0.5 * x * (1.0 + tf.math.erf(x * tf.cast(0.7071067811865476, x.dtype)))
+
+    knn.conv, knn.gelu = plain_conv, erf_gelu
+    try:
+        yield
+    finally:
+        knn.conv, knn.gelu = conv, gelu
