@@ -187,10 +187,15 @@ SHORTFALL = 0.05
 
 
 def _matrix_counts(adapter: ModelAdapter) -> dict[str, tuple[int, int]]:
-    """layer -> (weights in its matrices (weights of 2 or more dims), zeros among them)."""
+    """layer -> (weights in its matrices, zeros among them).
+
+    A layer of a known kind counts the matrices magnitude pruning masks (a Keras GRU's 2-d bias is
+    not one); a layer of kind ``other`` counts every weight of 2 or more dims.
+    """
     counts = {}
     for info in adapter.layers():
-        sizes = [(int(np.prod(shape)), key) for key, shape in info.shapes.items() if len(shape) >= 2]
+        keys = info.maskable if info.kind != "other" else [k for k, shape in info.shapes.items() if len(shape) >= 2]
+        sizes = [(int(np.prod(info.shapes[key])), key) for key in keys]
         if sizes:
             weights = adapter.get_weights(info.name)
             counts[info.name] = (sum(n for n, _ in sizes), sum(int(np.sum(weights[k] == 0)) for _, k in sizes))
@@ -285,9 +290,9 @@ def _layer_rows(adapter: ModelAdapter, targets: dict[str, float]) -> list[LayerR
         weights = adapter.get_weights(layer.name)
         params = sum(int(w.size) for w in weights.values())
         nonzeros = sum(int(np.count_nonzero(w)) for w in weights.values())
-        kernel = weights.get("kernel", np.zeros(0))
-        rows.append(LayerRow(layer.name, layer.kind, params, nonzeros, int(kernel.size),
-                             int(np.count_nonzero(kernel)), targets.get(layer.name)))
+        matrices = [weights[key] for key in layer.maskable]  # the kernel, or all of an LSTM's matrices
+        rows.append(LayerRow(layer.name, layer.kind, params, nonzeros, sum(int(m.size) for m in matrices),
+                             sum(int(np.count_nonzero(m)) for m in matrices), targets.get(layer.name)))
     return rows
 
 

@@ -20,7 +20,7 @@ from slimkit.optim import UpdateRule, make_rule
 LAYER_KINDS = (
     "dense", "conv", "conv1d", "conv2d", "conv3d",
     "depthwise_conv", "depthwise_conv1d", "depthwise_conv2d",
-    "embedding", "batchnorm",
+    "embedding", "batchnorm", "layernorm", "recurrent", "attention",
 )
 LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy", "mse")
 SCOPES = ("global", "layer")

@@ -15,7 +15,7 @@ class LayerRow:
     kind: str
     params: int  # every weight of the layer, bias and normalisation statistics included
     nonzeros: int
-    kernel_params: int  # the main weight, which pruning targets (0 for layers without one)
+    kernel_params: int  # the matrices pruning targets: the kernel, every matrix of a recurrent or attention layer
     kernel_nonzeros: int
     target: float | None  # the kernel sparsity a stage aimed at, None if no stage touched the layer
 

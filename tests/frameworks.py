@@ -164,7 +164,8 @@ class Framework:
             this framework, driving slimkit's callback as the README tells users to.
         channels_last: image inputs are NHWC (else NCHW).
         families: the other model builders the tests and examples have for this framework:
-            ``twins`` (tests/twins.py), ``zoo`` (tests/zoo.py and the other hand-written CNNs of the
+            ``twins`` (tests/twins.py), ``sequence`` (LSTM, GRU and attention twins,
+            tests/sequence_twins.py), ``zoo`` (tests/zoo.py and the other hand-written CNNs of the
             adapter tests), ``examples`` (examples/digits.py, examples/custom_criterion.py),
             ``applications`` (ResNet50 and MobileNetV2, benchmarks/structured.py).
         exports_onnx: ``export_onnx`` writes a file (else it raises ExportError).
@@ -190,7 +191,7 @@ class Framework:
         return self.name
 
 
-_ALL_FAMILIES = frozenset({"twins", "zoo", "examples", "applications"})
+_ALL_FAMILIES = frozenset({"twins", "sequence", "zoo", "examples", "applications"})
 
 FRAMEWORKS: tuple[Framework, ...] = (
     Framework("fake", fake_mlp, _fake_plain, _fake_user_fit, exports_onnx=False, learns_lsq=False,

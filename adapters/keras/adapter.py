@@ -58,7 +58,7 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
             )
         self._k: ModuleType = k
         self._entries: dict[str, LayerEntry] | None = None
-        self._masks: dict[str, Mask] = {}
+        self._masks: dict[tuple[str, str], Mask] = {}  # (layer, neutral weight name) -> its mask
         # (shape past the batch axis, dtype) of inputs a subclassed model already ran on
         self._good_inputs: set[tuple[tuple[int, ...], str]] = set()
         # (walker, graph, trace, node -> call) of the model's call graph; structure never changes
@@ -126,49 +126,55 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
             arrays[key] = arr
         for key, arr in arrays.items():
             var = entry.variables[key]
-            mask = self._masks.get(name)
-            if key == "kernel" and mask is not None:
+            mask = self._masks.get((name, key))
+            if mask is not None:
                 arr = np.where(mask.variable.numpy() != 0, arr, 0)
             var.assign(arr.astype(np_dtype(var)))
 
-    def set_mask(self, name: str, mask: np.ndarray) -> None:
-        """Zeros the layer's kernel where ``mask`` is 0 and keeps it zero through later training.
+    def set_mask(self, name: str, mask: np.ndarray, weight: str = "kernel") -> None:
+        """Zeros one weight matrix of the layer where ``mask`` is 0 and keeps it zero through later
+        training.
 
-        The first call for a layer attaches a mask variable and a kernel constraint (and, if the
-        model already has a compiled train step, rebuilds it so the constraint is traced in); later
-        calls only assign the mask variable, which a running ``fit`` sees at its next step.
+        The first call for a matrix attaches a mask variable and a constraint (and, if the model
+        already has a compiled train step, rebuilds it so the constraint is traced in); later calls
+        only assign the mask variable, which a running ``fit`` sees at its next step.
 
         Args:
             name: the layer.
-            mask: 0/1 array in the kernel's native shape.
+            mask: 0/1 array in the matrix's native shape.
+            weight: the neutral weight name (``kernel``, or another of ``LayerInfo.maskable``).
 
         Raises:
             KeyError: no layer has that name.
-            DataError: the layer has no kernel, or the mask's shape or values are wrong.
+            DataError: the layer has no such weight, or the mask's shape or values are wrong.
         """
         entry = self._entry(name)
-        kernel = entry.variables.get("kernel")
-        if kernel is None:
-            raise DataError(f"layer {name!r} ({entry.info.type_name}) has no kernel to mask")
+        target = entry.variables.get(weight)
+        if target is None or weight not in entry.info.maskable:
+            raise DataError(
+                f"layer {name!r} ({entry.info.type_name}) has no {weight} to mask; "
+                f"its maskable weights: {', '.join(entry.info.maskable) or 'none'}"
+            )
         mask = np.asarray(mask)
-        expected = tuple(int(d) for d in kernel.shape)
+        expected = tuple(int(d) for d in target.shape)
         if mask.shape != expected:
-            raise DataError(f"mask for layer {name!r}: expected the kernel's shape {expected}, got {mask.shape}")
+            raise DataError(f"mask for layer {name!r} {weight}: expected its shape {expected}, got {mask.shape}")
         if not np.isin(mask, (0, 1)).all():
             raise DataError(f"mask for layer {name!r} must hold only 0 and 1")
-        dtype = np_dtype(kernel)
+        dtype = np_dtype(target)
         values = (mask != 0).astype(dtype)
-        record = self._masks.get(name)
+        record = self._masks.get((name, weight))
         if record is None:
-            variable = new_mask_variable(self._k, values, name)
-            original = kernel.constraint
+            label = name if weight == "kernel" else f"{name}/{weight}"
+            variable = new_mask_variable(self._k, values, label)
+            original = target.constraint
             ops = sys.modules["tensorflow"] if self._k.__name__ == "tf_keras" else self._k.ops
-            set_constraint(kernel, MaskConstraint(variable, original, ops))
-            self._masks[name] = Mask(variable, kernel, original)
+            set_constraint(target, MaskConstraint(variable, original, ops))
+            self._masks[(name, weight)] = Mask(variable, target, original)
             retrace_train_step(self.model)
         else:
             record.variable.assign(values)
-        kernel.assign(np.where(values != 0, kernel.numpy(), 0).astype(dtype))
+        target.assign(np.where(values != 0, target.numpy(), 0).astype(dtype))
 
     def strip(self) -> Any:
         """A plain model with the pruned zeros in its weights and no slimkit constraint.
@@ -380,8 +386,8 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
         _, _, trace, source = self._graph_parts()
         model = quant.fake_quant_model(self.model, k, trace, source, self._walk(), plan)
         adapter = self.derived(KerasAdapter(model))
-        for name, record in self._masks.items():
-            adapter.set_mask(name, record.variable.numpy())
+        for (name, weight), record in self._masks.items():
+            adapter.set_mask(name, record.variable.numpy(), weight)
         return adapter
 
     def set_quant_params(self, params: dict[str, "SiteParams"]) -> None:

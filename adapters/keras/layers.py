@@ -23,6 +23,7 @@ _NEUTRAL_NAMES: dict[str, dict[str, str]] = {
     "depthwise_conv": {"kernel": "kernel", "depthwise_kernel": "kernel", "bias": "bias"},
     "embedding": {"embeddings": "kernel"},
     "batchnorm": {"gamma": "gamma", "beta": "beta", "moving_mean": "mean", "moving_variance": "var"},
+    "layernorm": {"gamma": "gamma", "beta": "beta"},
 }
 
 
@@ -98,6 +99,14 @@ def _visit(layer: Any, path: str, k: ModuleType, out: list[LayerEntry], seen: se
     if id(layer) in seen:  # a layer shared by several parents is listed once, at its first path
         return
     seen.add(id(layer))
+    # Recurrent layers and multi-head attention hold their weights in sublayers (the cell, the
+    # projections) that mean little on their own; they are described as the block users know.
+    block = _recurrent(layer, path, k) or _attention(layer, path, k)
+    if block:
+        for entry in block:
+            seen.update(id(sub) for sub in _children(entry.layer, k))
+            out.append(entry)
+        return
     children = _children(layer, k)
     if children:
         inner = {id(v) for child in children for v in child.weights}
@@ -110,6 +119,73 @@ def _visit(layer: Any, path: str, k: ModuleType, out: list[LayerEntry], seen: se
     variables = list(layer.weights)
     if variables:
         out.append(_describe(layer, path, variables, k))
+
+
+_RECURRENT_CELLS = ("LSTMCell", "GRUCell", "SimpleRNNCell")
+
+
+def _recurrent(layer: Any, path: str, k: ModuleType) -> list[LayerEntry]:
+    """An LSTM, GRU or SimpleRNN layer as one ``recurrent`` entry; [] for anything else.
+
+    Keras keeps both matrices as (in, gates * units); their canonical (out, in) order is PyTorch's
+    ``weight_ih``/``weight_hh``. LSTM gates are i, f, c, o in both frameworks; GRU gates are z, r, h
+    in Keras and r, z, n in PyTorch.
+    """
+    cell = getattr(layer, "cell", None)
+    if not isinstance(layer, k.layers.RNN) or type(cell).__name__ not in _RECURRENT_CELLS:
+        return []
+    if not isinstance(cell, tuple(getattr(k.layers, n) for n in _RECURRENT_CELLS if hasattr(k.layers, n))):
+        return []
+    mapped = {short_name(v): v for v in layer.weights}
+    if set(mapped) - {"kernel", "recurrent_kernel", "bias"} or len(mapped) != len(layer.weights):
+        return []
+    if any(len(mapped[n].shape) != 2 for n in ("kernel", "recurrent_kernel") if n in mapped) or "kernel" not in mapped:
+        return []
+    info = LayerInfo(
+        name=path, kind="recurrent", type_name=type(layer).__name__,
+        shapes={n: tuple(int(d) for d in v.shape) for n, v in mapped.items()},
+        kernel_perm=(1, 0),
+        matrices={"recurrent_kernel": (1, 0)} if "recurrent_kernel" in mapped else {},
+    )
+    return [LayerEntry(info=info, layer=layer, variables=mapped)]
+
+
+def _attention(layer: Any, path: str, k: ModuleType) -> list[LayerEntry]:
+    """A MultiHeadAttention layer as two ``attention`` entries; [] for anything else.
+
+    The block itself holds the query, key and value projections (kernels (embed, heads, head_dim),
+    canonical (heads, head_dim, embed): flattened, the rows of PyTorch's ``in_proj_weight``); the
+    output projection is its own entry ``<block>/<output layer>`` (kernel (heads, head_dim, embed),
+    canonical (embed, heads, head_dim): flattened, PyTorch's ``out_proj.weight``).
+    """
+    mha = getattr(k.layers, "MultiHeadAttention", None)
+    if mha is None or not isinstance(layer, mha):
+        return []
+    parts = {role: getattr(layer, f"_{role}_dense", None) for role in ("query", "key", "value", "output")}
+    variables: dict[str, Any] = {}
+    for role in ("query", "key", "value"):
+        for v in getattr(parts[role], "weights", None) or []:
+            variables[f"{role}_{short_name(v)}"] = v
+    output = parts["output"]
+    out_vars = {short_name(v): v for v in getattr(output, "weights", None) or []}
+    expected = {f"{r}_{w}" for r in ("query", "key", "value") for w in ("kernel", "bias")}
+    if (not set(variables) <= expected or not all(f"{r}_kernel" in variables for r in ("query", "key", "value"))
+            or any(len(variables[f"{r}_kernel"].shape) != 3 for r in ("query", "key", "value"))
+            or "kernel" not in out_vars or set(out_vars) - {"kernel", "bias"} or len(out_vars["kernel"].shape) != 3
+            or len(list(layer.weights)) != len(variables) + len(out_vars)):
+        return []
+    qkv = LayerInfo(
+        name=path, kind="attention", type_name=type(layer).__name__,
+        shapes={n: tuple(int(d) for d in v.shape) for n, v in variables.items()},
+        matrices={f"{r}_kernel": (1, 2, 0) for r in ("query", "key", "value")},
+    )
+    out = LayerInfo(
+        name=f"{path}/{output.name}", kind="attention", type_name=f"{type(layer).__name__} output",
+        shapes={n: tuple(int(d) for d in v.shape) for n, v in out_vars.items()},
+        kernel_perm=(2, 0, 1),
+    )
+    return [LayerEntry(info=qkv, layer=layer, variables=variables),
+            LayerEntry(info=out, layer=output, variables=out_vars)]
 
 
 def _classify(layer: Any, k: ModuleType) -> tuple[str, int]:
@@ -134,6 +210,8 @@ def _classify(layer: Any, k: ModuleType) -> tuple[str, int]:
         return "embedding", 0
     if isinstance(layer, lay.BatchNormalization):
         return "batchnorm", 0
+    if isinstance(layer, lay.LayerNormalization):
+        return "layernorm", 0
     return "other", 0
 
 
@@ -163,7 +241,7 @@ def _describe(layer: Any, path: str, variables: list[Any], k: ModuleType) -> Lay
             return _describe_other(layer, path, variables)
         mapped[neutral] = v
     perm: tuple[int, ...] = ()
-    if kind != "batchnorm":
+    if kind not in ("batchnorm", "layernorm"):
         if "kernel" not in mapped:
             return _describe_other(layer, path, variables)
         found = _kernel_perm(kind, rank, len(mapped["kernel"].shape))

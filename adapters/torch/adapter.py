@@ -26,7 +26,7 @@ from slimkit.errors import DataError, ExportError, UnsupportedModelError
 from slimkit.labels import prepare_labels
 from slimkit.recipe import FineTune
 
-from slimkit.adapters.torch import probes, quant
+from slimkit.adapters.torch import naming, probes, quant
 from slimkit.adapters.torch.graph import build_graph
 from slimkit.adapters.torch.inputs import (
     arguments, call, dynamic_axes, first_tensor, input_names, model_device, to_tensors,
@@ -50,31 +50,6 @@ class _Mask(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return weight * self.mask
-
-
-def _describe(module: nn.Module) -> tuple[str, int, tuple[int, ...]]:
-    """Neutral kind, spatial rank and canonical kernel permutation of a module."""
-    if isinstance(module, nn.Linear):
-        return "dense", 0, (0, 1)
-    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-        rank = module.weight.dim() - 2
-        perm = tuple(range(rank + 2))  # PyTorch's (out, in/groups, *spatial) is canonical already
-        depthwise = module.groups > 1 and module.groups == module.in_channels
-        return ("depthwise_conv" if depthwise else "conv"), rank, perm
-    if is_transposed_linear(module):  # transformers' Conv1D (GPT-2): a Linear whose weight is (in, out)
-        return "dense", 0, (1, 0)
-    if isinstance(module, nn.Embedding):
-        return "embedding", 0, (0, 1)
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        return "batchnorm", 0, ()
-    return "other", 0, ()
-
-
-def is_transposed_linear(module: nn.Module) -> bool:
-    """transformers' ``pytorch_utils.Conv1D``, as GPT-2 uses it: ``x @ weight + bias``, weight (in, out)."""
-    cls = type(module)
-    return cls.__name__ == "Conv1D" and cls.__module__.startswith("transformers") and \
-        getattr(module, "weight", None) is not None and getattr(module.weight, "dim", lambda: 0)() == 2
 
 
 class _Epoch:
@@ -140,12 +115,13 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
             own = self._own_weights(module)
             if not own:
                 continue
-            kind, rank, perm = _describe(module)
+            kind, rank, perm = naming.describe(module)
             shapes = {key: tuple(t.shape) for key, t in own.items()}
             # a batch norm's eps lets core fold it; PyTorch layers never fuse an activation ("linear")
             eps = float(module.eps) if kind == "batchnorm" else None
             infos.append(LayerInfo(name or type(module).__name__, kind, type(module).__name__, rank,
-                                   shapes, perm if "kernel" in shapes else (), eps=eps))
+                                   shapes, perm if "kernel" in shapes else (), eps=eps,
+                                   matrices=naming.matrices(module, kind)))
         return infos
 
     @staticmethod
@@ -157,10 +133,10 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
             return {k: t for k, t in pairs.items() if isinstance(t, torch.Tensor)}
         out = {}
         for pname, param in module.named_parameters(recurse=False):
-            out["kernel" if pname == "weight" else pname] = param
+            out[naming.neutral(module, pname)] = param
         if parametrize.is_parametrized(module):
             for pname in module.parametrizations.keys():
-                out["kernel" if pname == "weight" else pname] = quant.float_value(module, pname)
+                out[naming.neutral(module, pname)] = quant.float_value(module, pname)
         return out
 
     # -- weights and masks ----------------------------------------------------------------
@@ -177,7 +153,7 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
             if key not in own:
                 raise KeyError(f"layer {name!r} has no weight {key!r}; it has {sorted(own)}")
             target = own[key]
-            attr = "weight" if key == "kernel" else key
+            attr = naming.native(module, key)
             if parametrize.is_parametrized(module, attr):
                 target = module.parametrizations[attr].original
             if tuple(target.shape) != tuple(np.shape(value)):
@@ -187,25 +163,30 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
             for key, target in targets.items():
                 target.copy_(torch.as_tensor(np.asarray(weights[key]), dtype=target.dtype))
 
-    def set_mask(self, name: str, mask: np.ndarray) -> None:
+    def set_mask(self, name: str, mask: np.ndarray, weight: str = "kernel") -> None:
         module = self._module(name)
-        if "kernel" not in self._own_weights(module):
-            raise DataError(f"layer {name!r} ({type(module).__name__}) has no kernel to mask")
-        parametrized = parametrize.is_parametrized(module, "weight")
-        weight = module.parametrizations.weight.original if parametrized else module.weight
-        if tuple(mask.shape) != tuple(weight.shape):
-            raise DataError(f"layer {name!r}: mask shape {mask.shape} != kernel shape {tuple(weight.shape)}")
-        mask_t = torch.as_tensor(mask, dtype=weight.dtype, device=weight.device)
+        kind, _, _ = naming.describe(module)
+        own = self._own_weights(module)
+        maskable = (["kernel"] if "kernel" in own else []) + list(naming.matrices(module, kind))
+        if weight not in maskable:
+            raise DataError(f"layer {name!r} ({type(module).__name__}) has no {weight} to mask; "
+                            f"its maskable weights: {', '.join(maskable) or 'none'}")
+        attr = naming.native(module, weight)
+        parametrized = parametrize.is_parametrized(module, attr)
+        tensor = module.parametrizations[attr].original if parametrized else getattr(module, attr)
+        if tuple(mask.shape) != tuple(tensor.shape):
+            raise DataError(f"layer {name!r}: mask shape {mask.shape} != {weight} shape {tuple(tensor.shape)}")
+        mask_t = torch.as_tensor(mask, dtype=tensor.dtype, device=tensor.device)
         with torch.no_grad():
-            weight.mul_(mask_t)
-        existing = [p for p in module.parametrizations.weight if isinstance(p, _Mask)] if parametrized else []
+            tensor.mul_(mask_t)
+        existing = [p for p in module.parametrizations[attr] if isinstance(p, _Mask)] if parametrized else []
         if existing:
             existing[0].mask.copy_(mask_t)
         elif parametrized:
             # a fake-quantized kernel: the mask goes first, so that what is quantized is the masked kernel
-            module.parametrizations.weight.insert(0, _Mask(mask_t.clone()))
+            module.parametrizations[attr].insert(0, _Mask(mask_t.clone()))
         else:
-            parametrize.register_parametrization(module, "weight", _Mask(mask_t.clone()))
+            parametrize.register_parametrization(module, attr, _Mask(mask_t.clone()))
 
     def strip(self) -> Any:
         """The model with masks baked into the weights; a fake-quant model keeps its fake-quant sites."""
@@ -213,8 +194,9 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
             quant.bake_masks(self.model)
             return self.model
         for _, module in list(self.model.named_modules()):
-            if parametrize.is_parametrized(module, "weight"):
-                parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+            if parametrize.is_parametrized(module):
+                for attr in list(module.parametrizations.keys()):
+                    parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
         return self.model
 
     # -- running ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from slimkit.errors import DataError, UnsupportedModelError
 from slimkit.recipe import FineTune
 
 from slimkit.adapters.torch.graph import node_names
+from slimkit.adapters.torch.naming import neutral
 from slimkit.adapters.torch.inputs import call, first_tensor, model_device, to_tensors
 from slimkit.adapters.torch.tracing import placeholder_args, propagate_shapes, trace
 from slimkit.adapters.torch.training import make_loss
@@ -133,9 +134,10 @@ def learned_weights(model: nn.Module, layer_names: Iterable[str]) -> dict[tuple[
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             pairs = {k: getattr(module, v) for k, v in _BN_TRAINABLE.items()}
         else:
-            pairs = {("kernel" if p == "weight" else p): t for p, t in module.named_parameters(recurse=False)}
-            if parametrize.is_parametrized(module, "weight"):
-                pairs["kernel"] = module.parametrizations.weight.original
+            pairs = {neutral(module, p): t for p, t in module.named_parameters(recurse=False)}
+            if parametrize.is_parametrized(module):
+                for p in module.parametrizations.keys():
+                    pairs[neutral(module, p)] = module.parametrizations[p].original
         for key, tensor in pairs.items():
             if isinstance(tensor, nn.Parameter):
                 out[(name, key)] = tensor

@@ -41,6 +41,7 @@ from slimkit.quant.specs import bias_spec
 
 from slimkit.adapters.torch.capture import captured_from
 from slimkit.adapters.torch.graph import unshaped_node_names
+from slimkit.adapters.torch.naming import is_transposed_linear
 from slimkit.adapters.torch.tracing import trace
 from slimkit.adapters.torch.ops import TORCH_OPS
 from slimkit.adapters.torch.rebuild import independent_copy
@@ -248,7 +249,7 @@ def _quantize_layer(gm: fx.GraphModule, site: LayerSite, method: str, order: int
         module = gm.get_submodule(site.layer)
     except AttributeError:
         raise UnsupportedModelError(f"{model_name} has no layer {site.layer!r} to quantize") from None
-    if not (isinstance(module, _QUANTIZABLE) or _is_transposed_linear(module)):
+    if not (isinstance(module, _QUANTIZABLE) or is_transposed_linear(module)):
         raise UnsupportedModelError(
             f"layer {site.layer!r} ({type(module).__name__}) cannot be quantized; slimkit quantizes Conv1d/2d/3d, "
             "Linear and transformers' Conv1D layers"
@@ -264,12 +265,6 @@ def _quantize_layer(gm: fx.GraphModule, site: LayerSite, method: str, order: int
                          None if axis is None else int(module.bias.shape[0]),
                          method=method, order=order, rank=1)
         parametrize.register_parametrization(module, "bias", bias, unsafe=True)
-
-
-def _is_transposed_linear(module: nn.Module) -> bool:
-    from slimkit.adapters.torch.adapter import is_transposed_linear  # the adapter imports this module
-
-    return is_transposed_linear(module)
 
 
 def _free_key(node: str, container: nn.ModuleDict) -> str:

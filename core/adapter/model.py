@@ -24,7 +24,8 @@ class LayerInfo:
 
     Attributes:
         name: the framework's own unique name (Keras layer path, PyTorch module path).
-        kind: neutral kind: dense, conv, depthwise_conv, embedding, batchnorm, or other.
+        kind: neutral kind: dense, conv, depthwise_conv, embedding, batchnorm, layernorm,
+            recurrent (LSTM, GRU, simple RNN), attention (multi-head attention projections), or other.
         type_name: the framework class name, for messages (``Conv2D``, ``Conv2d``).
         rank: spatial rank for convolutions (1, 2, 3); 0 otherwise.
         shapes: neutral weight name (kernel, bias, gamma, beta, mean, var) -> native shape.
@@ -33,6 +34,9 @@ class LayerInfo:
             frameworks whose native layouts differ (Keras HWIO, PyTorch OIHW).
         eps: a batch norm's epsilon (None for other kinds); batch-norm folding needs it.
         activation: the activation fused into the layer (Keras ``activation=``), ``linear`` if none.
+        matrices: extra weight matrices magnitude pruning masks besides ``kernel`` (a recurrent
+            layer's ``recurrent_kernel``, an attention block's projections), each with the
+            permutation to its canonical (out, in, ...) order.
     """
 
     name: str
@@ -43,11 +47,18 @@ class LayerInfo:
     kernel_perm: tuple[int, ...] = ()
     eps: float | None = None
     activation: str = "linear"
+    matrices: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def params(self) -> int:
         """Number of scalars in all weights of the layer."""
         return int(sum(int(np.prod(s)) for s in self.shapes.values()))
+
+    @property
+    def maskable(self) -> dict[str, tuple[int, ...]]:
+        """Weight name -> canonical permutation of every matrix magnitude pruning masks."""
+        own = {"kernel": self.kernel_perm} if "kernel" in self.shapes else {}
+        return {**own, **self.matrices}
 
     @property
     def out_axis(self) -> int:
@@ -120,12 +131,14 @@ class ModelAdapter(abc.ABC):
         """
 
     @abc.abstractmethod
-    def set_mask(self, name: str, mask: np.ndarray) -> None:
-        """Zeros the kernel where ``mask`` is 0 and keeps it zero through any later training.
+    def set_mask(self, name: str, mask: np.ndarray, weight: str = "kernel") -> None:
+        """Zeros a weight matrix (the kernel, or another of :attr:`LayerInfo.maskable`) where ``mask``
+        is 0 and keeps it zero through any later training.
 
         Raises:
             KeyError: no layer has that name.
-            DataError: the mask does not have the kernel's shape (message names the layer).
+            DataError: the layer has no such weight, or the mask does not have its shape (the
+                message names the layer).
         """
 
     @abc.abstractmethod

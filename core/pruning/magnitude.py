@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from slimkit.adapter import LayerInfo, ModelAdapter
 from slimkit.plugins import NoOptions
@@ -21,11 +21,11 @@ from slimkit.pruning.scheduled import ScheduledPruner
 if TYPE_CHECKING:
     from slimkit.recipe import PruneStage
 
-#: Layer kinds whose kernel magnitude pruning can mask.
-SUPPORTED_KINDS = ("dense", "conv", "depthwise_conv", "embedding")
+#: Layer kinds whose weight matrices magnitude pruning can mask (every matrix of LayerInfo.maskable).
+SUPPORTED_KINDS = ("dense", "conv", "depthwise_conv", "embedding", "recurrent", "attention")
 
 
-def magnitude_masks(kernels: dict[str, np.ndarray], sparsity: float, scope: str) -> dict[str, np.ndarray]:
+def magnitude_masks(kernels: dict[Any, np.ndarray], sparsity: float, scope: str) -> dict[Any, np.ndarray]:
     """Masks that zero the smallest-magnitude fraction ``sparsity`` of the given kernels.
 
     Args:
@@ -60,14 +60,27 @@ class MagnitudePruner(ScheduledPruner):
         self.total_steps = 0  # as the training loop announced it in begin()
 
     def apply(self, target: float) -> None:
-        """Computes masks for sparsity ``target`` from the current weights and installs them."""
-        kernels = {
-            layer.name: to_canonical(self.adapter.get_weights(layer.name)["kernel"], layer.kernel_perm)
-            for layer in self.layers
-        }
-        masks = magnitude_masks(kernels, target, self.stage.scope)
+        """Computes masks for sparsity ``target`` from the current weights and installs them.
+
+        A layer's matrices (a recurrent layer's input and recurrent kernels, an attention block's
+        query, key and value projections) are ranked together: per layer (layer scope) or with every
+        other selected matrix (global). Ranking a layer's matrices jointly keeps frameworks that
+        store them as one tensor (PyTorch ``in_proj_weight``) and as several (Keras query, key,
+        value) in agreement.
+        """
+        masks: dict[tuple[str, str], np.ndarray] = {}
+        kernels: dict[tuple[str, str], np.ndarray] = {}
         for layer in self.layers:
-            self.adapter.set_mask(layer.name, from_canonical(masks[layer.name], layer.kernel_perm))
+            weights = self.adapter.get_weights(layer.name)
+            own = {(layer.name, key): to_canonical(weights[key], perm) for key, perm in layer.maskable.items()}
+            if self.stage.scope == "layer":
+                masks.update(magnitude_masks(own, target, "global"))
+            kernels.update(own)
+        if self.stage.scope != "layer":
+            masks = magnitude_masks(kernels, target, self.stage.scope)
+        for layer in self.layers:
+            for key, perm in layer.maskable.items():
+                self.adapter.set_mask(layer.name, from_canonical(masks[(layer.name, key)], perm), key)
         self.current = target
 
     def finish(self) -> ModelAdapter:

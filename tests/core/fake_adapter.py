@@ -370,10 +370,10 @@ class FakeAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
         for key, value in weights.items():
             layer.weights[key] = np.array(value, dtype=np.float32)
 
-    def set_mask(self, name: str, mask: np.ndarray) -> None:
+    def set_mask(self, name: str, mask: np.ndarray, weight: str = "kernel") -> None:
         layer = self.model.layer(name)
-        if "kernel" not in layer.weights:
-            raise DataError(f"layer {name!r} ({type(layer).__name__}) has no kernel to mask")
+        if "kernel" not in layer.weights or weight != "kernel":  # the fake's layers have one matrix each
+            raise DataError(f"layer {name!r} ({type(layer).__name__}) has no {weight} to mask")
         kernel = layer.weights["kernel"]
         if mask.shape != kernel.shape:
             raise DataError(f"layer {name!r}: mask shape {mask.shape} != kernel shape {kernel.shape}")

@@ -16,7 +16,8 @@ def sample_report():
             LayerRow("bn1", "batchnorm", params=64, nonzeros=60, kernel_params=0, kernel_nonzeros=0, target=None),
             LayerRow("fc", "dense", params=330, nonzeros=330, kernel_params=320, kernel_nonzeros=320, target=None),
         ],
-        stages=[StageRow("prune:magnitude", ("conv1",), 0.8, "global", True, 120, 1.5),
+        stages=[StageRow("prune:magnitude", ("conv1",), 0.8, "global", True, 120, 1.5, achieved=0.81,
+                         params_removed=0.12),
                 StageRow("prune:magnitude", ("fc",), 0.5, "layer", False, 0, 0.01)],
         metrics_before={"accuracy": 0.9},
         metrics_after={"accuracy": 0.875, "eval_fn": 3.0},
@@ -55,7 +56,8 @@ def test_to_dict_round_trips_through_json():
                     "kernel_nonzeros": 164, "target": 0.8, "sparsity": pytest.approx(1 - 164 / 864)}
     assert data["layers"][1]["target"] is None
     assert data["stages"][0] == {"name": "prune:magnitude", "layers": ["conv1"], "target": 0.8,
-                                 "scope": "global", "fine_tuned": True, "steps": 120, "seconds": 1.5}
+                                 "scope": "global", "fine_tuned": True, "steps": 120, "seconds": 1.5,
+                                 "achieved": 0.81, "params_removed": 0.12}
     assert data["metrics_after"] == {"accuracy": 0.875, "eval_fn": 3.0}
     assert data["weight_bytes"]["zlib after"] == 1900
     assert data["files"] == [{"path": "out/model.onnx", "format": "onnx", "bytes": 6000, "gzip_bytes": 2500,
@@ -82,8 +84,8 @@ def test_markdown_tables():
     assert "| accuracy | 0.9000 | 0.8750 | -0.0250 |" in lines
     assert "| eval_fn | - | 3.0000 |  |" in lines
     assert "| zlib after | 1900 |" in lines
-    assert "| prune:magnitude | 1 | 80.0% | global | 120 | 1.5 |" in lines
-    assert "| prune:magnitude | 1 | 50.0% | layer | one-shot | 0.0 |" in lines
+    assert "| prune:magnitude | 1 | 80.0% | 81.0% | 12.0% | global | 120 | 1.5 |" in lines
+    assert "| prune:magnitude | 1 | 50.0% | - | - | layer | one-shot | 0.0 |" in lines
     assert "| out/model.onnx | onnx | 6000 | 2500 | 1.50e-06 |" in lines
     assert str(r) == md
 
