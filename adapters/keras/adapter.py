@@ -31,6 +31,7 @@ from . import graph as kgraph
 from .layers import LayerEntry, walk
 from .node_kinds import fake_quant_role
 from .masks import Mask, MaskConstraint, new_mask_variable, np_dtype, retrace_train_step, set_constraint
+from .quiet import quiet
 from .models import (
     clone_structure, describe, independent_copy, is_graph_model, keras_of,
 )
@@ -211,7 +212,8 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
         """Inference-mode (``training=False``) outputs for ``x`` as float32."""
         x = as_inputs(x, "inputs")
         self.check_input(x, "inputs")
-        out = self.model.predict(kdata.keras_inputs(x), batch_size=int(batch_size), verbose=0)
+        with quiet():  # retracing notices: slimkit predicts with many models in turn
+            out = self.model.predict(kdata.keras_inputs(x), batch_size=int(batch_size), verbose=0)
         kdata.single_output(self.model, out)
         return np.asarray(out, dtype=np.float32)
 
@@ -456,7 +458,8 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
             )
         sample = as_inputs(sample, "sample")
         self.check_input(sample, "sample")
-        export.export_onnx(self.model, path, sample, opset, kdata.declared_inputs(self.model))
+        with quiet():
+            export.export_onnx(self.model, path, sample, opset, kdata.declared_inputs(self.model))
 
     # -- internals -------------------------------------------------------------------------
     def _graph_parts(self) -> tuple[kgraph.Walker, LayerGraph, kgraph.Trace, dict[str, str]]:

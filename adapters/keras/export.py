@@ -89,7 +89,8 @@ def _convert(tf: Any, tf2onnx: Any, forward: Any, specs: list[Any], names: list[
 
     with _exportable_ops(tf):
         concrete = tf.function(forward, input_signature=specs).get_concrete_function()
-    frozen = convert_variables_to_constants_v2(concrete, aggressive_inlining=True)
+    # Control flow stays While/If (what tf2onnx turns into Loop/If and its RNN rewriters recognise).
+    frozen = convert_variables_to_constants_v2(concrete, lower_control_flow=False, aggressive_inlining=True)
     inputs = [t.name for t in frozen.inputs if t.dtype != tf.resource]
     outputs = [t.name for t in frozen.outputs]
     with contextlib.redirect_stdout(io.StringIO()):

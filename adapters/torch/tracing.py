@@ -22,10 +22,16 @@ OUTPUT = "__output__"
 
 
 class _Tracer(fx.Tracer):
-    """fx's tracer, keeping slimkit's fake-quant modules as single calls (their ``forward`` branches on state)."""
+    """fx's tracer, keeping slimkit's fake-quant modules as single calls (their ``forward`` branches on
+    state). fx keeps every ``torch.nn`` module whole, ``nn.TransformerEncoder`` included; only those
+    without submodules are kept whole here, so that the Linear layers inside torch's own blocks get
+    nodes of their own (quantization plans per layer node)."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return is_fake_quant(m) or super().is_leaf_module(m, module_qualified_name)
+        if is_fake_quant(m):
+            return True
+        nested = any(name != "parametrizations" for name, _ in m.named_children())
+        return super().is_leaf_module(m, module_qualified_name) and not nested
 
 
 def is_fake_quant(module: Any) -> bool:

@@ -14,6 +14,7 @@ value, not by name:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +82,46 @@ def _initializers(model: "onnx.ModelProto") -> dict[str, np.ndarray]:
     return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
 
 
+def own_weights(model: "onnx.ModelProto") -> None:
+    """Gives every Conv/Gemm/MatMul whose weight reaches it through Identity nodes or a Constant node
+    a plain initializer of its own, in place.
+
+    torch.onnx deduplicates equal initializers (copies of one block, as ``nn.TransformerEncoder``
+    makes) and feeds the duplicates through Identity nodes; quantizing a layer replaces its weight, so
+    each layer needs its own. A weight two nodes read from one initializer (tied weights) is left shared.
+    """
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+
+    def source(name: str) -> Any:
+        seen = 0
+        while name not in inits and name in producer and seen < 16:
+            node = producer[name]
+            if node.op_type == "Constant":
+                value = next((a for a in node.attribute if a.name == "value"), None)
+                return numpy_helper.to_array(value.t) if value is not None else None
+            if node.op_type != "Identity":
+                return None
+            name, seen = node.input[0], seen + 1
+        return numpy_helper.to_array(inits[name]) if name in inits else None
+
+    for node in model.graph.node:
+        if node.op_type not in WEIGHTED_OPS or len(node.input) < 2 or node.input[1] in inits:
+            continue
+        value = source(node.input[1])
+        if value is None or value.dtype.kind != "f":
+            continue
+        name = f"{node.name or node.output[0]}/weight"
+        while name in inits:
+            name += "_"
+        init = numpy_helper.from_array(value, name)
+        model.graph.initializer.append(init)
+        inits[name] = init
+        node.input[1] = name
+
+
 def map_layers(model: "onnx.ModelProto", plan: "QuantPlan", kernels: dict[str, np.ndarray]) -> dict[str, str]:
     """Each planned layer -> the name of the ONNX node whose weight has the kernel's values.
 
@@ -106,10 +147,16 @@ def map_layers(model: "onnx.ModelProto", plan: "QuantPlan", kernels: dict[str, n
                 f"({kernel.size} values) as weight; was the layer folded or changed by the exporter?"
             )
         if len(hits) > 1:
-            raise ExportError(
-                f"layer {site.layer!r}: its kernel matches several ONNX nodes "
-                f"({', '.join(n.name for n in hits)}); shared or identical kernels cannot be told apart"
-            )
+            # Identical kernels (copies of one block, zero kernels of folded zero-gamma batch norms):
+            # the exporters name nodes after module paths and layer names, which tells them apart.
+            named = [n for n in hits if names_layer(n.name, site.layer)]
+            if len(named) != 1:
+                raise ExportError(
+                    f"layer {site.layer!r}: its kernel matches several ONNX nodes "
+                    f"({', '.join(n.name for n in hits)}) and {'none' if not named else 'several'} of their "
+                    "names point to the layer; shared or identical kernels cannot be told apart"
+                )
+            hits = named
         node = hits[0]
         if node.name in taken:
             raise ExportError(
@@ -118,6 +165,24 @@ def map_layers(model: "onnx.ModelProto", plan: "QuantPlan", kernels: dict[str, n
         taken[node.name] = site.layer
         out[site.layer] = node.name
     return out
+
+
+def names_layer(node_name: str, layer: str) -> bool:
+    """True if an ONNX node name contains the layer's path: its ``.``/``/``-separated parts in a row,
+    each part equal to a part of the node name or to it less a ``_<n>`` suffix (tf2onnx's scopes).
+
+    torch.onnx names ``enc.layers.0.linear1``'s node ``/model/enc/layers.0/linear1/MatMul``; tf2onnx
+    names Keras layer ``dense``'s ``model_1/dense_1/MatMul``.
+    """
+    want = [p for p in re.split(r"[./]", layer) if p]
+    have = [p for p in re.split(r"[./]", node_name) if p]
+    if not want:
+        return False
+
+    def same(part: str, wanted: str) -> bool:
+        return part == wanted or re.fullmatch(re.escape(wanted) + r"_\d+", part) is not None
+
+    return any(all(same(have[i + j], w) for j, w in enumerate(want)) for i in range(len(have) - len(want) + 1))
 
 
 def float_tensors(model: "onnx.ModelProto") -> list[str]:
@@ -290,6 +355,11 @@ def map_model(
     probe: np.ndarray,
 ) -> QdqMapping:
     """The mapping of ``plan`` onto the float ``model`` (no ``weights``: nothing is quantized yet)."""
+    import onnx
+
+    model, original = onnx.ModelProto(), model
+    model.CopyFrom(original)
+    own_weights(model)
     layers = map_layers(model, plan, kernels)
     order, values = probe_values(model, probe)
     sites = map_sites(model, plan, act_values, order, values, layers)

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from slimkit.deploy.mapping import QdqMapping, map_layers, map_sites, probe_values
+from slimkit.deploy.mapping import QdqMapping, map_layers, map_sites, own_weights, probe_values
 from slimkit.deploy.qdq_dynamic import quantize_dynamic_graph
 from slimkit.deploy.qdq_edit import Editor
 from slimkit.deploy.qdq_static import quantize_static_graph
@@ -94,6 +94,7 @@ def insert_qdq(
         raise ExportError(f"QDQ export needs opset 13 or later (per-channel DequantizeLinear), the model has {opset}")
     model = onnx.ModelProto()
     model.CopyFrom(float_model)
+    own_weights(model)
     layers = map_layers(model, plan, kernels)
     order, values = probe_values(model, probe)
     sites = map_sites(model, plan, act_values, order, values, layers)
