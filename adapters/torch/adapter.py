@@ -101,10 +101,7 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
 
     # -- discovery -------------------------------------------------------------------------
     def _module(self, name: str) -> nn.Module:
-        try:
-            return self.model.get_submodule(name)
-        except AttributeError:
-            raise KeyError(f"no layer named {name!r}") from None
+        return naming.submodule(self.model, name)
 
     def layers(self) -> list[LayerInfo]:
         infos = []
@@ -119,7 +116,7 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
             shapes = {key: tuple(t.shape) for key, t in own.items()}
             # a batch norm's eps lets core fold it; PyTorch layers never fuse an activation ("linear")
             eps = float(module.eps) if kind == "batchnorm" else None
-            infos.append(LayerInfo(name or type(module).__name__, kind, type(module).__name__, rank,
+            infos.append(LayerInfo(naming.layer_name(self.model, name), kind, type(module).__name__, rank,
                                    shapes, perm if "kernel" in shapes else (), eps=eps,
                                    matrices=naming.matrices(module, kind)))
         return infos

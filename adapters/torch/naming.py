@@ -23,6 +23,26 @@ _ATTENTION_NAMES = {"in_proj_weight": "in_proj_kernel", "q_proj_weight": "query_
 _NORMS = (nn.LayerNorm,)
 
 
+def layer_name(model: nn.Module, path: str) -> str:
+    """The neutral layer name of the module at ``path``: the path, or the model's class name for the root
+    module (parameters directly on the model, as ViT's ``cls_token``)."""
+    return path or type(model).__name__
+
+
+def submodule(model: nn.Module, name: str) -> nn.Module:
+    """The module a neutral layer name stands for (:func:`layer_name`'s inverse).
+
+    Raises:
+        KeyError: no module has that name.
+    """
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        if name == type(model).__name__:
+            return model
+        raise KeyError(f"no layer named {name!r}") from None
+
+
 def is_transposed_linear(module: nn.Module) -> bool:
     """transformers' ``pytorch_utils.Conv1D``, as GPT-2 uses it: ``x @ weight + bias``, weight (in, out)."""
     cls = type(module)

@@ -18,7 +18,7 @@ from slimkit.errors import DataError, UnsupportedModelError
 from slimkit.recipe import FineTune
 
 from slimkit.adapters.torch.graph import node_names
-from slimkit.adapters.torch.naming import neutral
+from slimkit.adapters.torch.naming import neutral, submodule
 from slimkit.adapters.torch.inputs import call, first_tensor, model_device, to_tensors
 from slimkit.adapters.torch.tracing import placeholder_args, propagate_shapes, trace
 from slimkit.adapters.torch.training import make_loss
@@ -130,7 +130,7 @@ def learned_weights(model: nn.Module, layer_names: Iterable[str]) -> dict[tuple[
     """
     out: dict[tuple[str, str], torch.Tensor] = {}
     for name in layer_names:
-        module = model.get_submodule(name)
+        module = submodule(model, name)
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             pairs = {k: getattr(module, v) for k, v in _BN_TRAINABLE.items()}
         else:

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from slimkit.errors import DataError, UnsupportedModelError
+from slimkit.adapters.torch.naming import submodule
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 #: neutral name -> attribute, per module family (``kernel`` is ``weight`` for conv and linear)
@@ -76,10 +77,7 @@ def shrink_model(model: nn.Module, weights: dict[str, dict[str, np.ndarray]],
         raise UnsupportedModelError(f"cannot copy {type(model).__qualname__} with copy.deepcopy ({exc})") from exc
     unparametrize(clone)
     for name in drop:
-        try:
-            old = clone.get_submodule(name)
-        except AttributeError:
-            raise KeyError(f"no layer named {name!r}") from None
+        old = submodule(clone, name)
         if not isinstance(old, nn.modules.batchnorm._BatchNorm):
             raise ValueError(
                 f"layer {name!r} ({type(old).__name__}) cannot be dropped; only batch norms folded into the "
@@ -87,10 +85,7 @@ def shrink_model(model: nn.Module, weights: dict[str, dict[str, np.ndarray]],
             )
         _replace(clone, name, nn.Identity())
     for name, new_weights in weights.items():
-        try:
-            old = clone.get_submodule(name)
-        except AttributeError:
-            raise KeyError(f"no layer named {name!r}") from None
+        old = submodule(clone, name)
         new = rebuilt_module(name, old, new_weights)
         if new is not old:
             _replace(clone, name, new)

@@ -1,0 +1,58 @@
+"""A fast slice of the coverage sweep (benchmarks/zoo.py): a few cheap cases that take different paths
+through slimkit, run by the sweep's own case runner and classified by its criteria.
+
+Keras LSTM: magnitude pruning of recurrent kernels, dynamic int8, and channel pruning refused (the
+only channel group is the model output). PyTorch nn.TransformerEncoder classifier: static and dynamic
+int8 through torch.export capture. Hugging Face DistilBERT from a tiny config: float export of a
+tokenizer dict. The full sweep and its table: ``python benchmarks/zoo.py`` (benchmarks/results/zoo.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+# tests/zoo.py (the test zoo) shadows the module name ``zoo`` on the test path: load the sweep by file.
+_SWEEP = Path(__file__).resolve().parents[2] / "benchmarks" / "zoo.py"
+_spec = importlib.util.spec_from_file_location("zoo_sweep", _SWEEP)
+sweep = importlib.util.module_from_spec(_spec)
+sys.modules["zoo_sweep"] = sweep  # dataclasses look their module up while the file executes
+_spec.loader.exec_module(sweep)
+
+OK = "ok"
+#: (model, operation, expected): "ok", or ("refused", SlimkitError class, text the message must name).
+CASES = [
+    ("keras-lstm", "magnitude", OK),
+    ("keras-lstm", "dynamic", OK),
+    ("keras-lstm", "channel", ("refused", "RecipeError", "logits")),
+    ("torch-transformer", "static", OK),
+    ("torch-transformer", "dynamic", OK),
+    ("hf-DistilBERT", "export", OK),
+]
+
+
+def _id(case) -> str:
+    values = case.values if hasattr(case, "values") else case
+    return f"{values[0]}-{values[1]}"
+
+
+@pytest.fixture(scope="module")
+def specs() -> dict:
+    return {spec.name: spec for spec in sweep.model_specs()}
+
+
+@pytest.mark.parametrize("model, op, expected", CASES, ids=[_id(c) for c in CASES])
+def test_zoo_case(specs, tmp_path, model, op, expected):
+    spec = specs[model]
+    outcome = sweep.run_case(spec, op, tmp_path)
+    context = f"{outcome.line()}\n{outcome.output[-2000:]}"
+    if expected == OK:
+        assert outcome.status == "ok", context
+        return
+    status, error_class, named = expected
+    assert outcome.status == status, context
+    assert outcome.reason.startswith(f"{error_class}: "), context
+    assert named in outcome.reason, context
