@@ -33,6 +33,7 @@ from slimkit.quant.methods import QUANT_METHODS, QuantContext, QuantMethod, Quan
 from slimkit.quant.observers import OBSERVERS
 from slimkit.recipe import OnnxExport, QuantizeStage, Recipe
 from slimkit.report import FileRow, LayerRow, QuantExportRow, QuantRow, Report, StageRow
+from slimkit.saving import load, save
 
 __version__ = "0.3.0"
 
@@ -92,7 +93,7 @@ def register_optimizer(name: str, options: type = NoOptions) -> Any:
 __all__ = [
     "CompressionResult", "DataError", "ExportError", "FileRow", "LayerInfo", "LayerRow", "ModelAdapter", "StepCallback",
     "NotSupportedYetError", "QuantExportRow", "QuantRow", "QuantizeStage", "RecipeError", "Recipe", "Report", "SlimkitError", "SlimkitWarning", "StageRow", "TrainHooks",
-    "UnsupportedModelError", "compress", "export_onnx",
+    "UnsupportedModelError", "compress", "export_onnx", "load", "save",
     "CRITERIA", "Criterion", "CriterionData", "NoOptions", "OBSERVERS", "OPTIMIZERS", "PRUNING_METHODS", "PruneContext",
     "Pruner", "PruningMethod", "QUANT_METHODS", "QuantContext", "QuantMethod", "QuantOutcome", "UpdateRule", "bounded",
     "member_slices", "register_criterion", "register_observer", "register_optimizer", "register_pruning_method",

@@ -7,6 +7,7 @@ import time
 import warnings
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -44,6 +45,13 @@ class CompressionResult:
     report: Report
     recipe: Recipe
     sample: np.ndarray | None
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Saves the compressed model into the folder ``path``, loadable with :func:`slimkit.load`
+        (safely: safetensors for PyTorch, Keras safe mode); see :mod:`slimkit.saving`."""
+        from slimkit.saving import save
+
+        return save(self.model, path)
 
     def export_onnx(self, path: str | os.PathLike[str], sample: Any = None) -> FileRow:
         """Exports the compressed model with the recipe's export settings, verified in onnxruntime.

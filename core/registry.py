@@ -56,6 +56,21 @@ def adapter_class(model: Any) -> type[ModelAdapter]:
     )
 
 
+def adapter_named(framework: str) -> type[ModelAdapter] | None:
+    """The adapter class whose ``framework`` is ``framework`` (importing that framework), or None."""
+    for cls in _REGISTERED:
+        if getattr(cls, "framework", None) == framework:
+            return cls
+    for _, module_name, class_name in _ADAPTERS:
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except ImportError:
+            continue
+        if getattr(cls, "framework", None) == framework:
+            return cls
+    return None
+
+
 def adapter_for(model: Any) -> ModelAdapter:
     """An adapter over ``model`` itself (for read-only work such as export)."""
     return adapter_class(model)(model)

@@ -13,11 +13,14 @@ after every update inside the compiled train step, so pruned weights stay exactl
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from slimkit.adapter.saving import SavingAdapter
+from slimkit.attention import AttentionBlock
 from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, QuantAdapter, StructureAdapter, TrainHooks
 from slimkit.data import as_inputs, n_samples, take
 from slimkit.errors import DataError, ExportError, UnsupportedModelError
@@ -26,9 +29,9 @@ from slimkit.labels import prepare_labels
 from slimkit.recipe import FineTune
 
 from . import data as kdata
-from . import export, rebuild, training
+from . import export, rebuild, saving, training
 from . import graph as kgraph
-from .layers import LayerEntry, walk
+from .layers import LayerEntry, attention_blocks, walk
 from .node_kinds import fake_quant_role
 from .masks import Mask, MaskConstraint, new_mask_variable, np_dtype, retrace_train_step, set_constraint
 from .quiet import quiet
@@ -39,7 +42,7 @@ from .models import (
 if TYPE_CHECKING:
     from slimkit.quant.plan import QuantPlan, SiteParams
 
-class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
+class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
     """slimkit's adapter for ``keras.Model`` (Keras 3) and ``tf_keras.Model`` objects.
 
     Supports Sequential, Functional and subclassed models with one input and one output. Training
@@ -291,6 +294,19 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
             UnsupportedModelError: a subclassed or tf_keras model, or several inputs or outputs.
         """
         return self._graph_parts()[1]
+
+    def save_files(self, folder: Path) -> dict[str, Any]:
+        """One ``.keras`` file; see ``saving.py``."""
+        return saving.save_files(self.model, self._k, folder)
+
+    @classmethod
+    def load_files(cls, folder: Path, entry: dict[str, Any], model: Any = None) -> Any:
+        """The ``.keras`` file read in safe mode (``model`` is not needed)."""
+        return saving.load_files(folder, entry)
+
+    def attention_blocks(self) -> list[AttentionBlock]:
+        """MultiHeadAttention layers (heads of the query/key/value kernels and the output projection)."""
+        return attention_blocks(list(self._walk().values()))
 
     def shrink(self, weights: dict[str, dict[str, np.ndarray]], drop: tuple[str, ...] = ()) -> "KerasAdapter":
         """An adapter over a rebuilt copy of the model in which the named layers hold ``weights``.

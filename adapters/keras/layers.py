@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Any
 
 from slimkit.adapter import LayerInfo
+from slimkit.attention import AttentionBlock, HeadWeights
 from slimkit.errors import UnsupportedModelError
 
 # Native variable name -> neutral name, per neutral kind. A recognised layer whose variables do not
@@ -186,6 +187,30 @@ def _attention(layer: Any, path: str, k: ModuleType) -> list[LayerEntry]:
     )
     return [LayerEntry(info=qkv, layer=layer, variables=variables),
             LayerEntry(info=out, layer=output, variables=out_vars)]
+
+
+def attention_blocks(entries: list[LayerEntry]) -> list[AttentionBlock]:
+    """The MultiHeadAttention layers among ``entries`` (from :func:`walk`) as neutral attention blocks."""
+    by_name = {e.info.name: e for e in entries}
+    blocks = []
+    for entry in entries:
+        info = entry.info
+        if info.kind != "attention" or "query_kernel" not in info.shapes:
+            continue
+        output = next((name for name in by_name if name.startswith(f"{info.name}/")
+                       and by_name[name].info.kind == "attention"), None)
+        if output is None:
+            continue
+        _, heads, key_dim = info.shapes["query_kernel"]
+
+        def proj(role: str) -> HeadWeights:
+            bias = f"{role}_bias" if f"{role}_bias" in info.shapes else None
+            return HeadWeights(info.name, f"{role}_kernel", bias, (1, 2, 0), head_axes=2)
+
+        blocks.append(AttentionBlock(info.name, int(heads), int(key_dim), int(info.shapes["value_kernel"][2]),
+                                     proj("query"), proj("key"), proj("value"),
+                                     HeadWeights(output, "kernel", None, (2, 0, 1), head_axes=2)))
+    return blocks
 
 
 def _classify(layer: Any, k: ModuleType) -> tuple[str, int]:

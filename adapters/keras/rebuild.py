@@ -147,6 +147,8 @@ class _Cloner:
                 config["filters"] = size
             elif entry.info.kind == "dense" and "units" in config:
                 config["units"] = size
+        if given is not None and "query_kernel" in given and "num_heads" in config:
+            config["num_heads"] = int(np.shape(given["query_kernel"])[1])  # MultiHeadAttention lost heads
         if type(layer) is self.k.layers.Reshape and path in self.graph.by_name:
             node = self.graph.by_name[path]
             new = self.channels.get(path)
@@ -214,6 +216,12 @@ def shrink_model(model: Any, k: ModuleType, graph: LayerGraph, trace: Trace, ent
             done.add(path)
         else:
             _copy_all(path, old, new)
+    for path in sorted(set(weights) - done):
+        # a sub-layer of a rebuilt layer (MultiHeadAttention's output projection): filled in its new parent
+        parent = path.rsplit("/", 1)[0]
+        if "/" in path and parent in done and path in new_entries and path in entries:
+            _assign_named(path, entries[path], new_entries[path], weights[path])
+            done.add(path)
     missing = set(weights) - done
     missing |= {name for name in drop if not any(p == name for p, _, _ in cloner.pairs)}
     if missing:

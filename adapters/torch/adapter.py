@@ -11,6 +11,7 @@ activation fake-quant modules; weights read and written here are the float ones,
 from __future__ import annotations
 
 import math
+from pathlib import Path
 import sys
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -21,12 +22,14 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, QuantAdapter, StructureAdapter, StepCallback, TrainHooks
+from slimkit.adapter.saving import SavingAdapter
+from slimkit.attention import AttentionBlock
 from slimkit.data import as_arrays, as_inputs, head, is_array_pair, leaves, n_samples, take
 from slimkit.errors import DataError, ExportError, UnsupportedModelError
 from slimkit.labels import prepare_labels
 from slimkit.recipe import FineTune
 
-from slimkit.adapters.torch import naming, probes, quant
+from slimkit.adapters.torch import attention, naming, probes, quant, saving
 from slimkit.adapters.torch.graph import build_graph
 from slimkit.adapters.torch.inputs import (
     arguments, call, dynamic_axes, first_tensor, input_names, model_device, to_tensors,
@@ -79,7 +82,7 @@ class _FirstTensor(nn.Module):
         return first_tensor(out, type(self.model).__name__)
 
 
-class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
+class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
     """Adapter for ``torch.nn.Module``; data is numpy in PyTorch's layout (NCHW for images)."""
 
     framework = "torch"
@@ -298,6 +301,21 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
         graph = build_graph(self.model, sample)
         self._sample = head(as_inputs(sample, "sample"), 2)
         return graph
+
+    # -- saving ----------------------------------------------------------------------------
+    def save_files(self, folder: Path) -> dict[str, Any]:
+        """safetensors weights plus every layer's shapes; see ``saving.py``."""
+        return saving.save_files(self.model, {i.name: dict(i.shapes) for i in self.layers()}, folder)
+
+    @classmethod
+    def load_files(cls, folder: Path, entry: dict[str, Any], model: Any = None) -> nn.Module:
+        """The saved weights and layer shapes applied to a copy of the architecture ``model``."""
+        layers = {i.name: dict(i.shapes) for i in cls(model).layers()} if model is not None else {}
+        return saving.load_files(folder, entry, model, layers)
+
+    def attention_blocks(self) -> list[AttentionBlock]:
+        """nn.MultiheadAttention layers and transformers-style attention modules; see ``attention.py``."""
+        return attention.attention_blocks(self.model)
 
     def shrink(self, weights: dict[str, dict[str, np.ndarray]], drop: tuple[str, ...] = ()) -> "TorchAdapter":
         """An adapter over a mask-free copy of the model with the named layers rebuilt and the batch norms

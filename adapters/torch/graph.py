@@ -22,11 +22,9 @@ slimkit's own fake-quant modules are traced as single elementwise calls.
 from __future__ import annotations
 
 import math
-import operator
-from typing import Any, Callable
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
@@ -34,103 +32,29 @@ from slimkit.data import as_inputs, head
 from slimkit.errors import DataError, UnsupportedModelError
 from slimkit.graph import LayerGraph, Node
 
+from slimkit.adapters.torch.graph_ops import (
+    _ADD,
+    _ATEN,
+    _CAT,
+    _CONV,
+    _DIV,
+    _ELEMENTWISE_FUNCTIONS,
+    _ELEMENTWISE_METHODS,
+    _ELEMENTWISE_MODULES,
+    _HARDTANH_FUNCTIONS,
+    _MUL,
+    _PAD_FUNCTIONS,
+    _PERMUTE,
+    _POOL_FUNCTIONS,
+    _POOL_MODULES,
+    _REDUCE,
+    _RELU_FUNCTIONS,
+    _RESHAPE,
+    _SAME_FUNCTIONS,
+    _SAME_METHODS,
+    _SAME_MODULES,
+)
 from slimkit.adapters.torch.tracing import OUTPUT, is_fake_quant, neutral_names, propagate_shapes, trace
-
-
-_CONV = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
-_POOL_MODULES = {
-    nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3,
-    nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3,
-    nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3,
-    nn.AdaptiveMaxPool1d: 1, nn.AdaptiveMaxPool2d: 2, nn.AdaptiveMaxPool3d: 3,
-    nn.LPPool1d: 1, nn.LPPool2d: 2,
-}
-#: Parameter-free modules that act on each channel separately (shape is checked too).
-_ELEMENTWISE_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.GELU, nn.LeakyReLU,
-    nn.ELU, nn.CELU, nn.SELU, nn.Hardtanh, nn.Mish, nn.Softplus, nn.Softsign, nn.Tanhshrink,
-    nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
-    nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d,
-    nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d,
-    nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d,
-    nn.ReplicationPad1d, nn.ReplicationPad2d, nn.ReplicationPad3d,
-)
-
-
-_ATEN = torch.ops.aten
-
-
-def _aten(*names: str) -> set[Any]:
-    """aten overloads (``add.Tensor``) as the nodes of a torch.export capture (``capture.py``) name them."""
-    found = set()
-    for name in names:
-        packet, _, overload = name.partition(".")
-        op = getattr(_ATEN, packet, None)
-        if op is not None and hasattr(op, overload or "default"):
-            found.add(getattr(op, overload or "default"))
-    return found
-
-
-def _functions(*names: str, module: Any = F) -> set[Callable[..., Any]]:
-    return {getattr(module, n) for n in names if hasattr(module, n)}
-
-
-#: call_function targets that act on each channel separately (one tensor in, same dims 0 and 1 out).
-_ELEMENTWISE_FUNCTIONS = (
-    _functions("relu", "relu_", "relu6", "silu", "hardswish", "hardsigmoid", "sigmoid", "tanh", "gelu",
-               "leaky_relu", "leaky_relu_", "elu", "elu_", "celu", "selu", "hardtanh", "hardtanh_", "mish",
-               "softplus", "softsign", "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout",
-               "feature_alpha_dropout", "interpolate", "upsample", "pad")
-    | _functions("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "clamp", "clamp_", "clip", "clip_",
-                 "dropout", "neg", "abs", "square", module=torch)
-    | {operator.neg, operator.pos}
-    | _aten("relu", "relu_", "hardtanh", "hardtanh_", "gelu", "silu", "silu_", "sigmoid", "tanh", "hardswish",
-            "hardsigmoid", "leaky_relu", "elu", "mish", "softplus", "dropout", "clone", "clamp", "clamp_min",
-            "neg", "abs", "pad", "constant_pad_nd", "alias", "detach", "contiguous", "upsample_nearest2d.vec",
-            "upsample_bilinear2d.vec")
-)
-_POOL_FUNCTIONS = {getattr(F, f"{kind}{r}d"): r for r in (1, 2, 3)
-                   for kind in ("max_pool", "avg_pool", "adaptive_avg_pool", "adaptive_max_pool")
-                   if hasattr(F, f"{kind}{r}d")}
-_POOL_FUNCTIONS.update({op: r for r in (1, 2, 3)
-                        for op in _aten(f"max_pool{r}d", f"avg_pool{r}d", f"adaptive_avg_pool{r}d")})
-_ELEMENTWISE_METHODS = {
-    "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "clamp", "clamp_", "clip", "clip_", "neg", "abs",
-    "square", "contiguous", "clone", "detach", "float", "to",
-}
-_ADD = {operator.add, operator.sub, torch.add, torch.sub, "add", "add_", "sub", "sub_", "__add__", "__sub__"} \
-    | _aten("add.Tensor", "add_.Tensor", "sub.Tensor", "sub_.Tensor")
-_MUL = {operator.mul, torch.mul, "mul", "mul_", "__mul__"} | _aten("mul.Tensor", "mul_.Tensor")
-_DIV = {operator.truediv, torch.div, torch.true_divide, "div", "div_", "__truediv__", "true_divide"} \
-    | _aten("div.Tensor")
-_CAT = _functions("cat", "concat", "concatenate", module=torch) | _aten("cat")
-_RESHAPE = {torch.flatten, torch.reshape, "flatten", "view", "reshape"} \
-    | _aten("view", "reshape", "flatten.using_ints", "_unsafe_view")
-_REDUCE = {torch.mean, torch.sum, torch.amax, torch.amin, "mean", "sum", "amax", "amin"} \
-    | _aten("mean.dim", "sum.dim_IntList", "amax", "amin")
-_PERMUTE = {torch.permute, torch.transpose, "permute", "transpose"} | _aten("permute", "transpose.int")
-
-# -- what an elementwise op does to quantized values (``attrs["quant"]``, see slimkit.quant.plan) --------
-#: ReLU and ReLU6: quantizing ``[0, max]`` clamps as they do (modules: nn.ReLU and Hardtanh(0, 6)).
-_RELU_FUNCTIONS = _functions("relu", "relu_", "relu6") | _functions("relu", "relu_", module=torch) \
-    | _aten("relu", "relu_")
-_HARDTANH_FUNCTIONS = _functions("hardtanh", "hardtanh_") | _aten("hardtanh", "hardtanh_")
-_PAD_FUNCTIONS = {F.pad} | _aten("pad", "constant_pad_nd")
-#: Ops whose output values are input values (selected, rearranged) or zeros, so they stay on the grid.
-_SAME_MODULES = (
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
-    nn.Identity, nn.Flatten, nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d,
-)
-_SAME_FUNCTIONS = (
-    {getattr(F, f"{kind}{r}d") for r in (1, 2, 3) for kind in ("max_pool", "adaptive_max_pool")
-     if hasattr(F, f"{kind}{r}d")}
-    | _functions("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout")
-    | _functions("dropout", "flatten", "reshape", "permute", "transpose", "amax", module=torch)
-    | _aten("max_pool1d", "max_pool2d", "max_pool3d", "dropout", "view", "reshape", "flatten.using_ints",
-            "_unsafe_view", "permute", "transpose.int", "clone", "alias", "detach", "contiguous", "amax")
-)
-_SAME_METHODS = {"view", "reshape", "flatten", "permute", "transpose", "contiguous", "clone", "detach", "amax"}
 
 
 def build_graph(model: nn.Module, sample: Any) -> LayerGraph:
@@ -206,6 +130,10 @@ class _Builder:
         self.calls = calls
         self.tied = self._tied_modules()
         self.names = neutral_names(self.modules, gm, _yields_tensors)
+        # The channel axis of each tensor: 1 for NC... layouts; the last one for token tensors (N, T, C),
+        # which Linear layers on rank-3 inputs produce (transformer feed-forward units).
+        self.axis: dict[fx.Node, int] = {}
+        self.mapped: set[fx.Node] = set()  # nodes given a neutral op other than opaque
 
     def _tied_modules(self) -> set[str]:
         """Called modules whose parameters some other module or a direct attribute read also uses."""
@@ -244,7 +172,7 @@ class _Builder:
                 f"{type(self.model).__qualname__} returns {what}; channel pruning supports models with one "
                 "tensor output"
             )
-        return Node(OUTPUT, "output", (self.names[result],), _channels(_meta(result)))
+        return Node(OUTPUT, "output", (self.names[result],), _channels(_meta(result), self.axis.get(result, 1)))
 
     def _inputs(self, node: fx.Node) -> list[fx.Node]:
         """fx nodes yielding tensors among the node's arguments, in argument order (lists flattened)."""
@@ -258,6 +186,7 @@ class _Builder:
         ins = self._inputs(node)
         in_names = tuple(self.names[i] for i in ins)
         if node.op == "placeholder":
+            self.axis[node] = 1
             return Node(name, "input", (), _channels(meta))
         module = self.modules.get(node.target) if node.op == "call_module" else None
         # A Linear on (N, T, C) tokens, say, is opaque to channel analysis (channels are dim 1 here),
@@ -266,21 +195,27 @@ class _Builder:
             module is not None and type(module).__name__ == "Conv1D" and hasattr(module, "nf"))
         layer_of_opaque = node.target if weighted and self.calls.get(node.target, 0) == 1 and \
             node.target not in self.tied else None
-        opaque = Node(name, "opaque", in_names, _channels(meta) if meta else None, layer_of_opaque,
-                      attrs={"type_name": _type_name(node, module)})
+        # an opaque op's rank-3 output is taken as tokens (N, T, C): its space is blocked either way, and
+        # the Linear layers it feeds are then dense layers whose output units can be pruned
+        self.axis[node] = 2 if meta is not None and len(meta.shape) == 3 else 1
+        opaque = Node(name, "opaque", in_names, _channels(meta, self.axis[node]) if meta else None,
+                      layer_of_opaque, attrs={"type_name": _type_name(node, module)})
         if meta is None or len(meta.shape) < 2:
             return opaque  # a tuple of tensors, or no channel axis
         mapped = self._map(node, module, ins, meta) if node.op != "get_attr" else None
         if mapped is None:
             return opaque
         op, inputs, attrs = mapped
+        self.mapped.add(node)
+        self.axis[node] = attrs.pop("axis", None) if "axis" in attrs else (
+            self.axis[inputs[0]] if op in ("elementwise", "add", "multiply", "concat") else 1)
         layer = node.target if op in ("conv", "dense", "depthwise_conv", "batchnorm") else None
         attrs = dict(attrs, type_name=_type_name(node, module))
         if op in ("elementwise", "flatten"):
             quant = _quant_kind(node, module)
             if quant is not None:
                 attrs["quant"] = quant
-        return Node(name, op, tuple(self.names[i] for i in inputs), _channels(meta), layer, attrs)
+        return Node(name, op, tuple(self.names[i] for i in inputs), _channels(meta, self.axis[node]), layer, attrs)
 
     # -- op recognition: (op, tensor inputs, attrs) or None for opaque ---------------------------------
     def _map(self, node: fx.Node, module: nn.Module | None, ins: list[fx.Node],
@@ -303,12 +238,11 @@ class _Builder:
         if target in _RESHAPE:
             return self._map_reshape(ins, meta)
         if target in _PERMUTE:
-            keeps = len(ins) == 1 and _keeps_batch_and_channels(node, len(_meta(ins[0]).shape))
-            return self._channelwise(ins, meta) if keeps else None
+            return self._map_permute(node, ins, meta)
         if target in _REDUCE:
             return self._map_reduce(node, ins, meta)
         if target in _POOL_FUNCTIONS:
-            if len(ins) == 1 and len(_meta(ins[0]).shape) == _POOL_FUNCTIONS[target] + 2:
+            if len(ins) == 1 and len(_meta(ins[0]).shape) == _POOL_FUNCTIONS[target] + 2 and self.axis[ins[0]] == 1:
                 return self._channelwise(ins, meta)
             return None
         if (node.op == "call_function" and target in _ELEMENTWISE_FUNCTIONS) or \
@@ -322,6 +256,9 @@ class _Builder:
             return None
         in_meta = _meta(ins[0])
         rank = len(in_meta.shape)
+        if self.axis[ins[0]] != 1 and not isinstance(module, nn.Linear) and \
+                not isinstance(module, _ELEMENTWISE_MODULES) and not is_fake_quant(module):
+            return None  # convolutions, norms and pools read the channels on dim 1
         weighted = any(True for _ in module.parameters()) or any(True for _ in module.buffers())
         if weighted and (self.calls[node.target] > 1 or node.target in self.tied):
             return None  # shared weights: pruning one use would change the other
@@ -336,7 +273,14 @@ class _Builder:
                     return "depthwise_conv", ins, {}
                 return None
         if isinstance(module, nn.Linear) and (kind is nn.Linear or _parametrized(kind, nn.Linear)):
-            return ("dense", ins, {}) if rank == 2 else None
+            if rank == 2:
+                return "dense", ins, {}
+            # on tokens (N, ..., features) a Linear maps the last axis; its input must carry the features
+            # there (or be a blocked space: a model input or an op slimkit does not describe)
+            source = self._source_op(ins[0])
+            if self.axis[ins[0]] == rank - 1 or source in ("placeholder", "opaque"):
+                return "dense", ins, {"axis": rank - 1}
+            return None
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and kind.__module__.startswith("torch.nn"):
             has_state = module.affine or module.track_running_stats
             return ("batchnorm" if has_state else "elementwise"), ins, {}
@@ -351,29 +295,44 @@ class _Builder:
             return self._channelwise(ins, meta)
         return None
 
-    @staticmethod
-    def _channelwise(ins: list[fx.Node], meta: TensorMetadata) -> tuple[str, list[fx.Node], dict[str, Any]] | None:
+    def _source_op(self, node: fx.Node) -> str:
+        """``placeholder``, ``opaque`` (the node has no recognised mapping) or ``mapped``."""
+        if node.op == "placeholder":
+            return "placeholder"
+        return "mapped" if node in self.mapped else "opaque"
+
+    def _channelwise(self, ins: list[fx.Node], meta: TensorMetadata) -> tuple[str, list[fx.Node], dict[str, Any]] | None:
         """Elementwise if one tensor goes in and batch and channel dims come out unchanged at rank >= 2."""
         if len(ins) != 1:
             return None
-        src = _meta(ins[0])
-        if src is None or len(src.shape) != len(meta.shape) or tuple(src.shape[:2]) != tuple(meta.shape[:2]):
+        src, axis = _meta(ins[0]), self.axis[ins[0]]
+        if src is None or len(src.shape) != len(meta.shape) or src.shape[0] != meta.shape[0] or \
+                src.shape[axis] != meta.shape[axis]:
             return None
         return "elementwise", ins, {}
 
-    @staticmethod
-    def _map_binary(op: str, ins: list[fx.Node], meta: TensorMetadata):
+    def _map_binary(self, op: str, ins: list[fx.Node], meta: TensorMetadata):
         tensors = [i for i in ins if len(_meta(i).shape) > 0]  # 0-d tensors act as scalars
         if len(tensors) == 1:
-            return _Builder._channelwise(tensors, meta)
-        if not tensors or any(len(_meta(i).shape) != len(meta.shape) for i in tensors):
+            return self._channelwise(tensors, meta)
+        axis = self.axis[tensors[0]]
+        if not tensors or any(len(_meta(i).shape) != len(meta.shape) or self.axis[i] != axis for i in tensors):
             return None  # broadcasting that moves the channel axis: cannot tell which axis ties
-        if any(_meta(i).shape[1] not in (1, meta.shape[1]) for i in tensors):
+        if any(_meta(i).shape[axis] not in (1, meta.shape[axis]) for i in tensors):
             return None
         return op, tensors, {}
 
-    @staticmethod
-    def _map_cat(node: fx.Node, ins: list[fx.Node], meta: TensorMetadata):
+    def _map_permute(self, node: fx.Node, ins: list[fx.Node], meta: TensorMetadata):
+        """A permute / transpose that keeps the batch dim first; the channel axis moves with it."""
+        if len(ins) != 1:
+            return None
+        rank, axis = len(_meta(ins[0]).shape), self.axis[ins[0]]
+        order = _permutation(node, rank)
+        if order is None or order[0] != 0:
+            return None
+        return "elementwise", ins, {"axis": order.index(axis)}
+
+    def _map_cat(self, node: fx.Node, ins: list[fx.Node], meta: TensorMetadata):
         seq = _arg(node, 0, "tensors")
         dim = _arg(node, 1, "dim", 0)
         if not isinstance(seq, (list, tuple)) or not isinstance(dim, int):
@@ -382,12 +341,12 @@ class _Builder:
         if not all(isinstance(p, fx.Node) and _meta(p) is not None for p in parts):
             return None
         rank = len(meta.shape)
-        if dim % rank != 1 or any(len(_meta(p).shape) != rank for p in parts):
+        if any(len(_meta(p).shape) != rank or self.axis[p] != self.axis[parts[0]] for p in parts) or \
+                dim % rank != self.axis[parts[0]]:
             return None
         return "concat", parts, {}
 
-    @staticmethod
-    def _map_reshape(ins: list[fx.Node], meta: TensorMetadata):
+    def _map_reshape(self, ins: list[fx.Node], meta: TensorMetadata):
         """(N, C, *S) -> (N, C*prod(S)) is a channels-first flatten; (N, C, ...) -> (N, C, ...) keeps channels."""
         if len(ins) != 1:
             return None
@@ -395,6 +354,8 @@ class _Builder:
         out = tuple(meta.shape)
         if len(src) < 2:
             return None
+        if self.axis[ins[0]] != 1:
+            return ("elementwise", ins, {}) if out == src else None  # tokens: only a no-op reshape is known
         if len(src) > 2 and out == (src[0], math.prod(src[1:])) and math.prod(src[2:]) > 1:
             return "flatten", ins, {"spatial": math.prod(src[2:]), "order": "channels_first"}
         if len(out) >= 2 and out[:2] == src[:2]:
@@ -402,22 +363,22 @@ class _Builder:
             return "elementwise", ins, {}  # spatial dims merged or split; channel c stays channel c
         return None
 
-    @staticmethod
-    def _map_reduce(node: fx.Node, ins: list[fx.Node], meta: TensorMetadata):
+    def _map_reduce(self, node: fx.Node, ins: list[fx.Node], meta: TensorMetadata):
         """Mean / sum / max over dims that exclude batch and channel keep channels (any keepdim)."""
         if len(ins) != 1:
             return None
-        src = tuple(_meta(ins[0]).shape)
+        src, axis = tuple(_meta(ins[0]).shape), self.axis[ins[0]]
         dims = _arg(node, 1, "dim")
         if dims is None:
             return None
         dims = (dims,) if isinstance(dims, int) else tuple(dims)
-        if not dims or not all(isinstance(d, int) for d in dims) or any(d % len(src) in (0, 1) for d in dims):
+        if not dims or not all(isinstance(d, int) for d in dims) or any(d % len(src) in (0, axis) for d in dims):
             return None
         out = tuple(meta.shape)
-        if len(out) < 2 or out[:2] != src[:2]:
+        new_axis = axis if len(out) == len(src) else axis - sum(d % len(src) < axis for d in dims)
+        if len(out) < 2 or out[0] != src[0] or out[new_axis] != src[axis]:
             return None
-        return "elementwise", ins, {}
+        return "elementwise", ins, {"axis": new_axis}
 
 
 def _parametrized(kind: type, base: type) -> bool:
@@ -432,22 +393,28 @@ def _resolve(model: nn.Module, target: str) -> Any:
     return value
 
 
-def _channels(meta: TensorMetadata | None) -> int | None:
+def _channels(meta: TensorMetadata | None, axis: int = 1) -> int | None:
     if meta is None or len(meta.shape) < 2:
         return None
-    return int(meta.shape[1])
+    return int(meta.shape[axis])
 
 
-def _keeps_batch_and_channels(node: fx.Node, rank: int) -> bool:
-    """True for a permute / transpose of a rank-``rank`` tensor that leaves dims 0 and 1 where they are."""
+def _permutation(node: fx.Node, rank: int) -> list[int] | None:
+    """Output dim i = input dim order[i] for a permute / transpose of a rank-``rank`` tensor, else None."""
     if node.target in (torch.permute, "permute", _ATEN.permute.default):
         rest = list(node.args[1:])
         dims = rest[0] if len(rest) == 1 and isinstance(rest[0], (list, tuple)) else rest
         dims = list(dims or node.kwargs.get("dims", ()))
-        return len(dims) == rank and all(isinstance(d, int) for d in dims) and \
-            [d % rank for d in dims[:2]] == [0, 1]
+        if len(dims) != rank or not all(isinstance(d, int) for d in dims):
+            return None
+        return [d % rank for d in dims]
     moved = (_arg(node, 1, "dim0"), _arg(node, 2, "dim1"))
-    return all(isinstance(d, int) for d in moved) and all(d % rank >= 2 for d in moved)
+    if not all(isinstance(d, int) for d in moved):
+        return None
+    order = list(range(rank))
+    a, b = (d % rank for d in moved)
+    order[a], order[b] = order[b], order[a]
+    return order
 
 
 def _quant_kind(node: fx.Node, module: nn.Module | None) -> str | None:

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from slimkit.errors import DataError, UnsupportedModelError
+from slimkit.adapters.torch.attention import rebuilt_attention, update_head_counts
 from slimkit.adapters.torch.naming import submodule
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -89,6 +90,7 @@ def shrink_model(model: nn.Module, weights: dict[str, dict[str, np.ndarray]],
         new = rebuilt_module(name, old, new_weights)
         if new is not old:
             _replace(clone, name, new)
+    update_head_counts(clone)  # attention modules that lost heads say how many they have
     return clone
 
 
@@ -96,7 +98,9 @@ def rebuilt_module(name: str, old: nn.Module, weights: dict[str, np.ndarray]) ->
     """A module like ``old`` sized by ``weights`` and holding them (``old`` itself if no size changes)."""
     if type(old) in _CONV:
         new, attrs = _conv(name, old, weights), _KERNEL_ATTRS
-    elif type(old) is nn.Linear:
+    elif isinstance(old, nn.MultiheadAttention) and any(key.startswith("in_proj") for key in weights):
+        return rebuilt_attention(name, old, weights)
+    elif isinstance(old, nn.Linear) and type(old).__module__.startswith("torch.nn.modules"):
         kernel = _given(name, weights, "kernel", old.weight)
         new = nn.Linear(kernel[1], kernel[0], bias=old.bias is not None or "bias" in weights,
                         device=old.weight.device, dtype=old.weight.dtype)

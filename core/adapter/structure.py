@@ -11,6 +11,7 @@ import numpy as np
 from slimkit.recipe import FineTune
 
 if TYPE_CHECKING:
+    from slimkit.attention import AttentionBlock
     from slimkit.graph import LayerGraph
 
 
@@ -27,6 +28,11 @@ class StructureAdapter(abc.ABC):
         Raises:
             UnsupportedModelError: the model cannot be traced at all; the message names the op/layer.
         """
+
+    def attention_blocks(self) -> list["AttentionBlock"]:
+        """The model's multi-head attention blocks whose heads can be removed (and the model rebuilt by
+        :meth:`shrink` from head-sliced weights); none by default."""
+        return []
 
     @abc.abstractmethod
     def shrink(self, weights: dict[str, dict[str, np.ndarray]], drop: tuple[str, ...] = ()) -> Any:

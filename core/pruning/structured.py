@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from slimkit.adapter import LayerInfo, ModelAdapter, StructureAdapter, require
+from slimkit.attention import AttentionBlock, head_masks, head_scores, slice_heads
 from slimkit.data import as_arrays, head, is_array_pair, n_samples, take
 from slimkit.errors import DataError, RecipeError, SlimkitWarning
 from slimkit.graph import analyse
@@ -36,8 +37,8 @@ from slimkit.recipe import FineTune, PruneStage
 
 _CHUNK = 32  # calibration samples per forward pass when collecting activation statistics
 
-#: Layer kinds whose output channels define a prunable group.
-SUPPORTED_KINDS = ("dense", "conv")
+#: Layer kinds whose output channels define a prunable group (attention: whole heads).
+SUPPORTED_KINDS = ("dense", "conv", "attention")
 
 
 class ChannelPruner(ScheduledPruner):
@@ -66,13 +67,19 @@ class ChannelPruner(ScheduledPruner):
         analysis = analyse(self.graph)
         names = {layer.name for layer in selected}
         self.groups = [g for g in analysis.groups if all(p in names for p in g.producers)]
-        self.blocked = analysis.blocked
-        for node_names, why in analysis.blocked:
+        # Attention blocks lose whole heads: their projections' own channel spaces are blocked (heads
+        # are split off by reshapes), so they are pruned by block, not by group.
+        self.blocks: list[AttentionBlock] = [b for b in adapter.attention_blocks()
+                                             if all(layer in names for layer in b.layers) and b.heads > 1]
+        in_blocks = {layer for b in self.blocks for layer in b.layers}
+        self.blocked = [(n, why) for n, why in analysis.blocked if not set(n) & in_blocks]
+        for node_names, why in self.blocked:
             chosen = [n for n in node_names if n in names]
             if chosen and "model output" not in why:  # the output layer is never pruned: no news
                 warnings.warn(f"{field}: channels of {', '.join(chosen)} are left whole: {why}",
                               SlimkitWarning, stacklevel=5)
-        if not self.groups:
+        self.head_keeps: list[np.ndarray] = []
+        if not self.groups and not self.blocks:
             reasons = "; ".join(f"{', '.join(n[:3])}: {why}" for n, why in analysis.blocked[:5]) or "none"
             raise RecipeError(
                 f"{field}: no prunable channel group has all its producing layers selected "
@@ -143,6 +150,8 @@ class ChannelPruner(ScheduledPruner):
 
     def choose(self, ratio: float) -> list[ChannelChoice]:
         """Channels each group keeps at ``ratio``; channels removed earlier stay removed."""
+        if not self.groups:
+            return []
         weights = self._weights()
         grads = self._gradients() if self.criterion.needs_gradients else None
         stats = self._activation_stats() if self.criterion.needs_activations else None
@@ -157,12 +166,35 @@ class ChannelPruner(ScheduledPruner):
                      for g, s in zip(self.groups, scores)]
         return [ChannelChoice(g, k) for g, k in zip(self.groups, keeps)]
 
+    def choose_heads(self, ratio: float) -> list[np.ndarray]:
+        """Heads each attention block keeps at ``ratio`` (per block, at least one), ranked by the l1 or l2
+        norm of their weights (``l1`` if the criterion is l1, else l2: data-driven criteria score
+        channels, not heads); heads removed earlier stay removed."""
+        if not self.blocks:
+            return []
+        raw = {name: self.adapter.get_weights(name) for name in {n for b in self.blocks for n in b.layers}}
+        norm = "l1" if self.options.criterion == "l1" else "l2"
+        keeps = []
+        for i, block in enumerate(self.blocks):
+            scores = head_scores(block, raw, norm)
+            if i < len(self.head_keeps):
+                scores[np.setdiff1d(np.arange(block.heads), self.head_keeps[i])] = -np.inf
+            keeps.append(choose_per_group(scores, rounded_keep_count(block.heads, ratio, 1)))
+        return keeps
+
     # -- acting --------------------------------------------------------------------------------
-    def _mask(self, choices: list[ChannelChoice]) -> None:
+    def _mask(self, choices: list[ChannelChoice], heads: list[np.ndarray]) -> None:
+        masks: dict[tuple[str, str], np.ndarray] = {}
         for name, plan in layer_plans(choices, self.infos).items():
             if "kernel" in self.infos[name].shapes:
-                self.adapter.set_mask(name, kernel_mask(self.infos[name], plan))
-        self.choices = choices
+                masks[(name, "kernel")] = kernel_mask(self.infos[name], plan)
+        for block, keep in zip(self.blocks, heads):
+            shapes = {(n, key): shape for n in block.layers for key, shape in self.infos[n].shapes.items()}
+            for key, mask in head_masks(block, keep, shapes).items():
+                masks[key] = masks[key] * mask if key in masks else mask
+        for (name, weight), mask in masks.items():
+            self.adapter.set_mask(name, mask, weight=weight)
+        self.choices, self.head_keeps = choices, heads
 
     def finish(self) -> ModelAdapter:
         """The adapter to continue with after training: the rebuilt smaller model."""
@@ -173,26 +205,34 @@ class ChannelPruner(ScheduledPruner):
         weights = {}
         for name, plan in layer_plans(self.choices, self.infos).items():
             weights[name] = apply_plan(self.infos[name], self.adapter.get_weights(name), plan, mask=False)
+        for block, keep in zip(self.blocks, self.head_keeps):
+            raw = {name: self.adapter.get_weights(name) for name in block.layers}
+            for name, sliced in slice_heads(block, keep, raw).items():
+                weights.setdefault(name, {}).update(sliced)
         return self.adapter.shrink(weights)
 
     def one_shot(self) -> ModelAdapter:
         self.choices = self.choose(self.stage.sparsity)
+        self.head_keeps = self.choose_heads(self.stage.sparsity)
         self.current = self.stage.sparsity
         return self.finish()
 
     # TrainHooks: gradual masking along the schedule.
     def update(self, sparsity: float) -> None:
-        self._mask(self.choose(sparsity))
+        self._mask(self.choose(sparsity), self.choose_heads(sparsity))
         self.current = sparsity
 
     def end(self) -> None:
-        if self.current != self.stage.sparsity or not self.choices:
-            self._mask(self.choose(self.stage.sparsity))
+        if self.current != self.stage.sparsity or not (self.choices or self.head_keeps):
+            self._mask(self.choose(self.stage.sparsity), self.choose_heads(self.stage.sparsity))
             self.current = self.stage.sparsity
 
     def group_rows(self) -> list[tuple[tuple[str, ...], int, int]]:
-        """(producers, channels, kept) per pruned group."""
-        return [(tuple(c.group.producers), c.group.channels, len(c.keep)) for c in self.choices]
+        """(producers, channels, kept) per pruned group; an attention block's row counts heads."""
+        rows = [(tuple(c.group.producers), c.group.channels, len(c.keep)) for c in self.choices]
+        rows += [(tuple(dict.fromkeys(w.layer for w, _ in b.projections)), b.heads, len(keep))
+                 for b, keep in zip(self.blocks, self.head_keeps)]
+        return rows
 
     def add_to_report(self, report: Any) -> None:
         """Each pruned group's channels, and the groups left whole with the reason."""
