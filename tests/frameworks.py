@@ -169,6 +169,8 @@ class Framework:
             adapter tests), ``examples`` (examples/digits.py, examples/custom_criterion.py),
             ``applications`` (ResNet50 and MobileNetV2, benchmarks/structured.py).
         exports_onnx: ``export_onnx`` writes a file (else it raises ExportError).
+        saves: the adapter has the saving capability (``result.save`` / ``slimkit.load``; else save raises
+            UnsupportedModelError naming it).
         learns_lsq: training updates lsq scales (else an lsq site keeps its scale).
         freeze: makes a layer non-trainable, where the framework can.
         registered: context in which ``slimkit.registry.adapter_for`` knows the adapter.
@@ -182,6 +184,7 @@ class Framework:
     channels_last: bool = False
     families: frozenset[str] = frozenset()
     exports_onnx: bool = True
+    saves: bool = True
     learns_lsq: bool = True
     freeze: Callable[[Any, str], None] | None = None
     registered: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
@@ -194,7 +197,7 @@ class Framework:
 _ALL_FAMILIES = frozenset({"twins", "sequence", "zoo", "examples", "applications"})
 
 FRAMEWORKS: tuple[Framework, ...] = (
-    Framework("fake", fake_mlp, _fake_plain, _fake_user_fit, exports_onnx=False, learns_lsq=False,
+    Framework("fake", fake_mlp, _fake_plain, _fake_user_fit, exports_onnx=False, saves=False, learns_lsq=False,
               registered=_fake_registered),
     Framework("keras", keras_mlp, _keras_plain, _keras_user_fit, channels_last=True, families=_ALL_FAMILIES,
               freeze=_keras_freeze),

@@ -350,3 +350,22 @@ def test_shrink_adds_bias_and_drops_folded_batch_norm():
     node = small_adapter.graph(x).by_name["bn"]
     assert node.op == "elementwise" and node.attrs["quant"] == "same"
     assert isinstance(model.bn, nn.BatchNorm2d) and model.conv.bias is None  # source untouched
+
+
+def test_pytorch_model_folder_needs_the_architecture_and_refuses_fake_quant(tmp_path):
+    import slimkit
+    from frameworks import mlp_data, torch_mlp
+
+    x, _ = mlp_data(16)
+    pruned = slimkit.compress(torch_mlp(), {"fine_tune": None, "stages": [{"prune": {"sparsity": 0.5}}]},
+                              verbose=False)
+    folder = pruned.save(tmp_path / "model")
+    with pytest.raises(slimkit.DataError, match=r"pass an instance of it .*model=MyModel\(\)"):
+        slimkit.load(folder)
+    with pytest.raises(slimkit.DataError, match="has layer 'bn', which Sequential lacks; pass the architecture"):
+        slimkit.load(folder, model=torch.nn.Sequential(torch.nn.Linear(2, 2)))
+    quantized = slimkit.compress(torch_mlp(), {"stages": [{"quantize": {"method": "static"}}]}, calib_data=x,
+                                 verbose=False)
+    with pytest.raises(slimkit.ExportError, match="fake-quantized layers, which have no safe PyTorch file"):
+        quantized.save(tmp_path / "quantized")
+    assert not (tmp_path / "quantized").exists()

@@ -64,3 +64,32 @@ def test_vit_static_int8_through_torch_export(tmp_path):
                               calib_data=x, verbose=False)
     row = result.export_onnx(tmp_path / "vit.onnx")
     assert row.format == "onnx-qdq" and sum(result.report.quant_exports[-1].integer_ops.values()) >= 7
+
+
+def test_bert_loses_whole_heads_and_feed_forward_units_and_reloads(tmp_path):
+    from slimkit.pruning.structured import ChannelPruner
+    from slimkit.recipe import Recipe
+    from slimkit.registry import adapter_for_copy
+
+    recipe = {"fine_tune": None, "stages": [{"prune": {"method": "channel", "sparsity": 0.5, "criterion": "l1"}}]}
+    model, x = _bert(), _text()
+    x["attention_mask"][::2, -3:] = 0  # padded samples: the mask must still reach every head
+    work = adapter_for_copy(model)
+    layers = [layer for layer in work.layers() if layer.kind == "dense" and layer.name != "classifier"]
+    pruner = ChannelPruner(work, layers, Recipe.load(recipe).stages[0], "stages[0].prune.layers", x, None, seed=0)
+    pruner._mask(pruner.choose(0.5), pruner.choose_heads(0.5))
+    masked = work.predict(x)
+    rebuilt = pruner.shrunk()
+    np.testing.assert_allclose(rebuilt.predict(x), masked, atol=1e-4)
+    attention = rebuilt.model.bert.encoder.layer[0].attention
+    assert attention.self.query.out_features == 16 and attention.self.num_attention_heads == 2
+    assert attention.output.dense.in_features == 16
+    assert rebuilt.model.bert.encoder.layer[1].intermediate.dense.out_features == 32
+    assert [b.heads for b in rebuilt.attention_blocks()] == [2, 2]
+
+    result = slimkit.compress(model, dict(recipe, layers={"exclude": ["classifier"]}), calib_data=x, verbose=False)
+    np.testing.assert_allclose(adapter_for(result.model).predict(x), rebuilt.predict(x), atol=1e-5)
+    assert result.report.stages[0].params_removed > 0.2  # embeddings, norms and pooler stay whole
+    assert result.export_onnx(tmp_path / "bert.onnx").max_abs_diff <= 1e-4
+    loaded = slimkit.load(result.save(tmp_path / "saved"), model=_bert())
+    np.testing.assert_allclose(adapter_for(loaded).predict(x), rebuilt.predict(x), atol=1e-6)
