@@ -44,7 +44,7 @@ def export_onnx(
     sample: Any,
     opset: int = 17,
     verify: bool = True,
-    tolerance: float = 1e-4,
+    tolerance: float = 1e-3,
 ) -> FileRow:
     """Exports any supported model to ONNX, verified against the framework in onnxruntime.
 

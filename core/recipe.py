@@ -177,6 +177,9 @@ class OnnxExport:
     """ONNX export settings.
 
     ``tolerance`` bounds max|onnx - framework| relative to max(1, max|framework|) for float models.
+    Its default, 1e-3, is float32's own reach in deep networks: keras.applications InceptionV3
+    (random weights, logits up to 3.6) computed by TensorFlow in float32 is 8.6e-4 from the same
+    network in float64, and onnxruntime's float32 is 6.0e-4 from it.
     A quantized model passes when onnxruntime's output matches its simulation within one step of
     the output's scale or ``quant_tolerance`` of the output's range, or else when onnxruntime's
     int8 output is as faithful to the float model as the simulation is: its error against the float
@@ -188,7 +191,7 @@ class OnnxExport:
 
     opset: int = 17
     verify: bool = True
-    tolerance: float = 1e-4
+    tolerance: float = 1e-3
     quant_tolerance: float = 0.02
     quant_error_ratio: float = 1.5
 
