@@ -84,9 +84,15 @@ def clone_graph(model: Any, k: ModuleType) -> Any:
             "(are variables shared between layers?)"
         )
     clone.set_weights(weights)
-    if [e.info.name for e in walk(model, k)] != [e.info.name for e in walk(clone, k)]:
+    if list(dict.fromkeys(_unsplit(e.info.name) for e in walk(model, k))) != \
+            list(dict.fromkeys(_unsplit(e.info.name) for e in walk(clone, k))):
         raise UnsupportedModelError(f"cannot copy Keras model {describe(model)}: its clone renamed layers")
     return clone
+
+
+def _unsplit(name: str) -> str:
+    """A layer name with a split separable convolution's ``/depthwise``/``/pointwise`` suffix removed."""
+    return name.rsplit("/", 1)[0] if name.endswith(("/depthwise", "/pointwise")) else name
 
 
 def clone_structure(model: Any, k: ModuleType) -> Any:
@@ -95,12 +101,44 @@ def clone_structure(model: Any, k: ModuleType) -> Any:
     Left to itself, Keras 3's ``clone_model`` names a Functional clone's input layers after the
     input *tensors* (``keras_tensor_12``); graph nodes are named after layers, so keep the originals.
     """
-    if k.__name__ != "keras" or type(model) is k.Sequential:
+    if k.__name__ != "keras":
         return k.models.clone_model(model)
+    split = _separable_splitter(k)
+    if type(model) is k.Sequential:
+        return k.models.clone_model(model, clone_function=split)
     inputs = k.tree.map_structure(
         lambda t: k.Input(batch_shape=t.shape, dtype=t.dtype, name=t._keras_history.operation.name), model.input
     )
-    return k.models.clone_model(model, input_tensors=inputs)
+    return k.models.clone_model(model, input_tensors=inputs, clone_function=split)
+
+
+def _separable_splitter(k: ModuleType) -> Any:
+    """A ``clone_function`` that copies layers from their configs, except that a SeparableConv1D/2D
+    becomes a Sequential of the DepthwiseConv and the 1x1 Conv it computes (named ``<name>/depthwise``
+    and ``<name>/pointwise``): the same function and the same weights in the same order, in layers
+    that channel pruning, magnitude pruning and int8 know. Regularizers and constraints go along."""
+    separable = {getattr(k.layers, n): r for n, r in (("SeparableConv1D", 1), ("SeparableConv2D", 2))
+                 if hasattr(k.layers, n)}
+
+    def clone(layer: Any) -> Any:
+        rank = next((r for cls, r in separable.items() if type(layer) is cls), None)
+        if rank is None:
+            return layer.__class__.from_config(layer.get_config())
+        c = layer.get_config()
+        depthwise = getattr(k.layers, f"DepthwiseConv{rank}D")(
+            kernel_size=c["kernel_size"], strides=c["strides"], padding=c["padding"], data_format=c["data_format"],
+            dilation_rate=c["dilation_rate"], depth_multiplier=c["depth_multiplier"], use_bias=False,
+            depthwise_initializer=c["depthwise_initializer"], depthwise_regularizer=c["depthwise_regularizer"],
+            depthwise_constraint=c["depthwise_constraint"], name="depthwise")
+        pointwise = getattr(k.layers, f"Conv{rank}D")(
+            c["filters"], 1, data_format=c["data_format"], activation=c["activation"], use_bias=c["use_bias"],
+            kernel_initializer=c["pointwise_initializer"], bias_initializer=c["bias_initializer"],
+            kernel_regularizer=c["pointwise_regularizer"], bias_regularizer=c["bias_regularizer"],
+            activity_regularizer=c.get("activity_regularizer"), kernel_constraint=c["pointwise_constraint"],
+            bias_constraint=c["bias_constraint"], name="pointwise")
+        return k.Sequential([depthwise, pointwise], name=layer.name)
+
+    return clone
 
 
 def deep_copy(model: Any, k: ModuleType) -> Any:

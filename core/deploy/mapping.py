@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # onnx is imported lazily: it is an optional extra
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 
 #: Relative tolerance of activation matching (framework vs onnxruntime float round-off).
-MATCH_TOLERANCE = 1e-4
+MATCH_TOLERANCE = 1e-3  # float32 round-off of deep networks reaches a few 1e-4 (see OnnxExport.tolerance)
 
 
 @dataclass(frozen=True)

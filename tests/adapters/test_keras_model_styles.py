@@ -64,3 +64,30 @@ def test_magnitude_pruning_trains_strips_and_exports(build, tmp_path):
         np.testing.assert_array_equal(value, before[key])  # the user's model is untouched
     row = result.export_onnx(tmp_path / "m.onnx")
     assert row.max_abs_diff < 1e-4
+
+
+def test_separable_convolutions_are_split_into_layers_slimkit_prunes_and_quantizes(tmp_path):
+    import keras
+
+    import slimkit
+    from slimkit.deploy.runtime import run
+    from slimkit.registry import adapter_for, adapter_for_copy
+
+    inp = keras.Input((12, 12, 3))
+    h = keras.layers.Conv2D(8, 3, name="stem")(inp)
+    h = keras.layers.SeparableConv2D(16, 3, padding="same", activation="relu", name="sep")(h)
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    h = keras.layers.SeparableConv2D(16, 3, name="sep2")(h)
+    model = keras.Model(inp, keras.layers.Dense(4, name="logits")(keras.layers.GlobalAveragePooling2D()(h)))
+    x = np.random.default_rng(0).normal(size=(16, 12, 12, 3)).astype("float32")
+    copy = adapter_for_copy(model)
+    assert [(layer.name, layer.kind) for layer in copy.layers()][1:3] == [("sep/depthwise", "depthwise_conv"),
+                                                                         ("sep/pointwise", "conv")]
+    np.testing.assert_array_equal(copy.predict(x), adapter_for(model).predict(x))  # the same function
+    pruned = slimkit.compress(model, {"fine_tune": None, "stages": [{"prune": {"sparsity": 0.5}}]}, verbose=False)
+    assert pruned.report.stages[0].params_removed == pytest.approx(0.5, abs=0.01)
+    quantized = slimkit.compress(model, {"stages": [{"quantize": {"method": "static"}}]}, calib_data=x,
+                                 verbose=False)
+    assert {"sep/depthwise", "sep/pointwise", "sep2/depthwise", "sep2/pointwise"} <= set(quantized.report.quantized)
+    quantized.export_onnx(tmp_path / "separable.onnx")
+    assert np.corrcoef(run(str(tmp_path / "separable.onnx"), x).ravel(), copy.predict(x).ravel())[0, 1] > 0.99
