@@ -23,6 +23,7 @@ from slimkit.pruning.methods import method_of as prune_method
 from slimkit.quant.methods import QuantContext
 from slimkit.quant.methods import method_of as quant_method
 from slimkit.quant.plan import float_between_sites
+from slimkit.quant.weight_only import snap_weight_only
 from slimkit.quant.stage import prepare, quant_rows
 from slimkit.recipe import PruneStage, QuantizeStage, Recipe
 from slimkit.registry import adapter_class
@@ -270,6 +271,17 @@ def _run_quant_stage(
     report.quant = quant_rows(prepared.plan, outcome.params, prepared.adapter, outcome.ranges)
     report.quantized = [s.layer for s in prepared.plan.layers]
     chosen = set(report.quantized)
+    report.weight_only = list(prepared.weight_only)
+    if method.trains and report.weight_only:  # training moved them off their grid: snap again
+        present = {i.name: i for i in outcome.model.layers()}
+        again = [present[n] for n in report.weight_only if n in present]
+        snap_weight_only(outcome.model, again)
+        lost = [n for n in report.weight_only if n not in present]
+        if lost:
+            report.notes.append(f"{field}: trained layers stored in float (not found again after training to snap "
+                                f"them to int8): {', '.join(lost)}")
+            report.weight_only = [n for n in report.weight_only if n in present]
+    chosen |= set(report.weight_only)
     report.float_layers = [i.name for i in prepared.adapter.layers() if i.name not in chosen]
     sandwiched = float_between_sites(prepared.graph, prepared.plan)
     if sandwiched:
@@ -279,8 +291,9 @@ def _run_quant_stage(
         report.notes.append(msg)
         warnings.warn(msg, SlimkitWarning, stacklevel=3)
     if prepared.skipped:
-        msg = (f"{field}: layers left float, having no node of their own in the model's graph (weights tied to "
-               f"another layer, or called more than once): {', '.join(prepared.skipped)}")
+        msg = (f"{field}: layers left without integer kernels (weight-only int8, run in float), having no node of "
+               f"their own in the model's graph (weights tied to another layer, or called more than once): "
+               f"{', '.join(prepared.skipped)}")
         report.notes.append(msg)
         warnings.warn(msg, SlimkitWarning, stacklevel=3)
     if prepared.folded:

@@ -118,7 +118,9 @@ class Report:
         groups: channel groups that structured pruning shrank.
         notes: what was left alone and why (channel groups that cannot be pruned safely, say).
         quant: per-tensor quantization parameters (empty without a quantize stage).
-        quantized: layers that were quantized; ``float_layers`` the weighted ones kept float.
+        quantized: layers that run integer kernels; ``weight_only`` those whose matrices are stored int8
+            but run in float (recurrent, attention projections without their own op, embeddings, tied
+            weights); ``float_layers`` the weighted ones kept float.
         quant_exports: quantized ONNX files with their float twins' size and latency.
     """
 
@@ -133,6 +135,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     quant: list[QuantRow] = field(default_factory=list)
     quantized: list[str] = field(default_factory=list)
+    weight_only: list[str] = field(default_factory=list)
     float_layers: list[str] = field(default_factory=list)
     quant_exports: list[QuantExportRow] = field(default_factory=list)
 
@@ -167,6 +170,7 @@ class Report:
             "notes": list(self.notes),
             "quant": [dataclasses.asdict(q) for q in self.quant],
             "quantized": list(self.quantized),
+            "weight_only": list(self.weight_only),
             "float_layers": list(self.float_layers),
             "quant_exports": [dict(dataclasses.asdict(q), size_ratio=q.size_ratio) for q in self.quant_exports],
         }
@@ -204,7 +208,8 @@ class Report:
         if self.notes:
             out += [""] + [f"- {note}" for note in self.notes]
         if self.quant:
-            out += ["", f"Quantized layers: {', '.join(self.quantized) or '-'}; kept float: "
+            out += ["", f"Quantized layers (integer kernels): {', '.join(self.quantized) or '-'}; weight-only int8 "
+                    f"(run in float): {', '.join(self.weight_only) or '-'}; kept float: "
                     f"{', '.join(self.float_layers) or '-'}", "",
                     "| tensor | kind | bits | channels | scale | zero point | range |",
                     "|---|---|---:|---:|---|---|---|"]

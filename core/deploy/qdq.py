@@ -50,6 +50,7 @@ from slimkit.deploy.mapping import QdqMapping, map_layers, map_sites, own_weight
 from slimkit.deploy.qdq_dynamic import quantize_dynamic_graph
 from slimkit.deploy.qdq_edit import Editor
 from slimkit.deploy.qdq_static import quantize_static_graph
+from slimkit.deploy.qdq_weight_only import store_weight_only
 from slimkit.errors import ExportError
 
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ def insert_qdq(
     else:
         weights, nodes = quantize_static_graph(ed, plan, params, kernels, layers, sites, values, act_values)
     ed.finish()
+    store_weight_only(model)  # matrices slimkit snapped to int8 for layers that run in float
     try:
         onnx.checker.check_model(model)
     except Exception as exc:

@@ -163,8 +163,17 @@ class Editor:
                     node.input[i] = new
 
     def finish(self) -> None:
-        """Writes nodes back in topological order and drops initializers nothing reads."""
-        used = {name for n in self.nodes for name in n.input} | self.outputs
+        """Writes nodes back in topological order and drops nodes and initializers nothing reads
+        (names read inside control-flow bodies count as read)."""
+        while True:  # nodes left without readers (an Identity that fed a weight now copied) go too
+            read = {name for n in self.nodes for name in n.input} | self.outputs | \
+                {name for n in self.nodes for name in _body_inputs(n)}
+            alive = [n for n in self.nodes if any(o in read for o in n.output)]
+            if len(alive) == len(self.nodes):
+                break
+            self.nodes = alive
+        used = {name for n in self.nodes for name in n.input} | self.outputs | \
+            {name for n in self.nodes for name in _body_inputs(n)}
         produced = {i.name for i in self.graph.input} | set(self.inits)
         ordered, pending = [], list(self.nodes)
         while pending:
@@ -189,6 +198,17 @@ class Editor:
         # Shapes recorded by the exporter may no longer hold (activations moved before reshapes);
         # value_info is optional and onnxruntime infers it again.
         del self.graph.value_info[:]
+
+
+def _body_inputs(node: "onnx.NodeProto") -> set[str]:
+    """Every name read inside the node's control-flow bodies (Loop, Scan, If), nested ones included."""
+    names: set[str] = set()
+    for a in node.attribute:
+        for graph in [a.g] + list(a.graphs):
+            for inner in graph.node:
+                names.update(inner.input)
+                names |= _body_inputs(inner)
+    return names
 
 
 def attr(node: "onnx.NodeProto", name: str, default: Any) -> Any:

@@ -22,6 +22,7 @@ from slimkit.quant.plan import FakeQuantSpec, QuantPlan, SiteParams, plan_sites
 from slimkit.quant.specs import activation_params, bias_params, kernel_params, kernel_spec, weight_settings
 from slimkit.recipe import QuantizeStage
 from slimkit.report import QuantRow
+from slimkit.quant.weight_only import snap_weight_only, weight_only_layers
 from slimkit.selection import select_layers
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Prepared:
     folded: tuple[tuple[str, str], ...]
     graph: LayerGraph
     skipped: tuple[str, ...] = ()  # selected layers left float: no node of their own in the graph
+    weight_only: tuple[str, ...] = ()  # layers whose matrices were snapped to int8 (run in float)
 
 
 def prepare(work: ModelAdapter, stage: QuantizeStage, field: str, sample: np.ndarray | None,
@@ -82,8 +84,10 @@ def prepare(work: ModelAdapter, stage: QuantizeStage, field: str, sample: np.nda
     specs = {name: spec for name, spec in specs.items() if name not in skipped}
     plan = plan_sites(graph, specs, method.activation_spec(stage.activations), stage.method,
                       method.quantizes_outputs)
+    integer = {s.layer for s in plan.layers}
+    weight_only = snap_weight_only(work, weight_only_layers(work.layers(), stage.layers, integer, skipped))
     return Prepared(work, plan, tuple(i for i in layers if i.name not in skipped), tuple(sorted(folded)), graph,
-                    skipped)
+                    skipped, tuple(weight_only))
 
 
 def fixed_plan(plan: QuantPlan) -> QuantPlan:

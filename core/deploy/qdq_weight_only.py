@@ -1,0 +1,93 @@
+"""Weight-only int8 in the ONNX file: float weights that sit on a symmetric int8 grid become int8
+initializers with a DequantizeLinear (per tensor), in the main graph and in control-flow bodies.
+
+slimkit snaps the matrices of layers that onnxruntime runs in float (recurrent, attention projections
+without an op of their own, embeddings; :mod:`slimkit.quant.weight_only`) onto such a grid in the
+framework model. Found here by their values, whatever layout the exporter gave them (transposed, gate
+blocks reordered, split), they come back bit for bit: ``q * scale`` in float32. A tensor is on a
+grid when every value is an integer multiple (at most 127) of ``max|w| / 127`` or of its smallest
+non-zero magnitude; float weights nobody snapped are not, and stay as they are.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import onnx
+
+MIN_SIZE = 16  # smaller tensors (scalars, shapes, norms of a few channels) are not worth a node
+_ON_GRID = 1e-3  # max distance of w / scale from an integer
+
+
+def grid_scale(w: np.ndarray) -> float | None:
+    """The int8 step ``w`` sits on, or None."""
+    mags = np.abs(w.astype(np.float64)).ravel()
+    peak = float(mags.max()) if mags.size else 0.0
+    if peak == 0.0 or not np.all(np.isfinite(mags)):
+        return None
+    nonzero = mags[mags > 0]
+    for scale in (np.float32(peak / 127.0), np.float32(nonzero.min())):
+        r = w.astype(np.float64) / float(scale)
+        if np.max(np.abs(r)) <= 127.5 and np.max(np.abs(r - np.round(r))) <= _ON_GRID:
+            return float(scale)
+    return None
+
+
+def store_weight_only(model: "onnx.ModelProto") -> list[str]:
+    """Rewrites on-grid float32 initializers of ``model`` (in place) as int8 + DequantizeLinear.
+
+    Returns:
+        The names of the rewritten initializers.
+    """
+    return _graph(model.graph)
+
+
+def _graph(graph: "onnx.GraphProto") -> list[str]:
+    from onnx import TensorProto, helper, numpy_helper
+
+    done: list[str] = []
+    for node in graph.node:  # control-flow bodies (Loop, Scan, If) first
+        for attr in node.attribute:
+            if attr.type == onnx_graph_type():
+                done += _graph(attr.g)
+            for sub in attr.graphs:
+                done += _graph(sub)
+    readers: dict[str, set[str]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, set()).add(node.op_type)
+    keep, new_nodes = [], []
+    for init in graph.initializer:
+        if init.data_type != TensorProto.FLOAT or np.prod(init.dims, dtype=np.int64) < MIN_SIZE or \
+                readers.get(init.name, set()) & {"QuantizeLinear", "DequantizeLinear"}:
+            keep.append(init)
+            continue
+        w = numpy_helper.to_array(init)
+        scale = grid_scale(w)
+        if scale is None:
+            keep.append(init)
+            continue
+        q = np.clip(np.round(w.astype(np.float64) / scale), -127, 127).astype(np.int8)
+        keep += [numpy_helper.from_array(q, f"{init.name}_int8"),
+                 numpy_helper.from_array(np.array(scale, np.float32), f"{init.name}_wscale"),
+                 numpy_helper.from_array(np.array(0, np.int8), f"{init.name}_wzero")]
+        new_nodes.append(helper.make_node("DequantizeLinear", [f"{init.name}_int8", f"{init.name}_wscale",
+                                                               f"{init.name}_wzero"], [init.name],
+                                          name=f"{init.name}_weight_only"))
+        done.append(init.name)
+    if new_nodes:
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+        nodes = list(graph.node)
+        del graph.node[:]
+        graph.node.extend(new_nodes + nodes)  # DequantizeLinear reads initializers only: first is in order
+    return done
+
+
+def onnx_graph_type() -> int:
+    from onnx import AttributeProto
+
+    return AttributeProto.GRAPH
