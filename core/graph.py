@@ -239,6 +239,14 @@ def _groups(graph: LayerGraph, spaces: _Spaces, blocked_nodes: dict[str, str]) -
     reasons: dict[str, str] = dict(res.mixed)
     for name, reason in blocked_nodes.items():
         reasons.setdefault(spaces.find(name), reason)
+    # A space that mixes a concat/flatten output with other channels is left whole: so are the spaces
+    # feeding that concat/flatten (pruning them would change its width on one side of the mix only).
+    for root, reason in res.mixed.items():
+        for node in res.members[root]:
+            if node.op in ("concat", "flatten"):
+                for inp in node.inputs:
+                    reasons.setdefault(spaces.find(inp), f"its channels reach {node.op} {node.name!r}, which is "
+                                                         f"left whole ({reason})")
     # A space whose channels reach a blocked derived space (a concat feeding the model output, say)
     # cannot shrink without breaking it: block it too, until nothing changes.
     changed = True

@@ -165,14 +165,29 @@ class _Builder:
         return LayerGraph(nodes)
 
     def _output(self, node: fx.Node) -> Node:
+        """The output node: the tensor slimkit reads (as ``inputs.first_tensor``: the tensor, a
+        ``logits`` entry, or the first tensor of a tuple/list/dict) first, then every other tensor
+        output, so that pruning leaves all of them whole."""
         result = node.args[0]
-        if _meta(result) is None:
-            what = "a value that is not one tensor" if isinstance(result, fx.Node) else type(result).__name__
+        if isinstance(result, dict) or hasattr(result, "keys"):
+            values = [result["logits"]] if "logits" in result else []
+            values += list(result.values())
+        elif isinstance(result, (tuple, list)):
+            values = list(result)
+        else:
+            values = [result]
+        tensors = list(dict.fromkeys(v for v in values if isinstance(v, fx.Node) and _meta(v) is not None
+                                     and v in self.names))
+        if not tensors:
+            what = "a value that is not a tensor" if isinstance(result, fx.Node) else type(result).__name__
             raise UnsupportedModelError(
-                f"{type(self.model).__qualname__} returns {what}; channel pruning supports models with one "
-                "tensor output"
+                f"{type(self.model).__qualname__} returns {what} with no tensor in it; channel pruning and "
+                "quantization read a tensor output, the logits of a transformers output, or the first tensor of "
+                "a tuple, list or dict"
             )
-        return Node(OUTPUT, "output", (self.names[result],), _channels(_meta(result), self.axis.get(result, 1)))
+        first = tensors[0]
+        return Node(OUTPUT, "output", tuple(self.names[t] for t in tensors),
+                    _channels(_meta(first), self.axis.get(first, 1)))
 
     def _inputs(self, node: fx.Node) -> list[fx.Node]:
         """fx nodes yielding tensors among the node's arguments, in argument order (lists flattened)."""

@@ -25,9 +25,11 @@ def foldable_pairs(graph: LayerGraph, layers: dict[str, LayerInfo]) -> list[tupl
         if node.op != "batchnorm" or len(node.inputs) != 1 or node.layer is None:
             continue
         prev = graph.by_name[node.inputs[0]]
-        if prev.op not in _FOLDABLE or prev.layer is None or len(readers[prev.name]) != 1:
+        info = layers.get(prev.layer or "")
+        # a grouped convolution is opaque to channel analysis but still its layer's only node
+        linear = prev.op in _FOLDABLE or (prev.op == "opaque" and info is not None and info.kind in _FOLDABLE)
+        if not linear or prev.layer is None or len(readers[prev.name]) != 1:
             continue
-        info = layers.get(prev.layer)
         if info is None or info.activation != "linear" or layers[node.layer].eps is None:
             continue  # an activation between the two (Keras' fused activation) blocks folding
         pairs.append((prev.layer, node.layer))

@@ -369,3 +369,32 @@ def test_pytorch_model_folder_needs_the_architecture_and_refuses_fake_quant(tmp_
     with pytest.raises(slimkit.ExportError, match="fake-quantized layers, which have no safe PyTorch file"):
         quantized.save(tmp_path / "quantized")
     assert not (tmp_path / "quantized").exists()
+
+
+def test_batch_norm_after_a_grouped_convolution_is_folded_before_static_int8(tmp_path):
+    import slimkit
+    from slimkit.deploy.runtime import run
+
+    class Grouped(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.bn0 = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)
+            self.grouped, self.bn = nn.Conv2d(16, 16, 3, padding=1, groups=4, bias=False), nn.BatchNorm2d(16)
+            self.fc = nn.Linear(16, 4)
+
+        def forward(self, x):
+            h = torch.relu(self.bn0(self.stem(x)))
+            return self.fc(torch.relu(self.bn(self.grouped(h))).mean((2, 3)))
+
+    model = Grouped().eval()
+    with torch.no_grad():
+        model.bn.weight.uniform_(0.5, 1.5)
+        model.bn.running_var.uniform_(0.5, 2.0)
+    x = np.random.default_rng(0).normal(size=(16, 3, 10, 10)).astype(np.float32)
+    result = slimkit.compress(model, {"stages": [{"quantize": {"method": "static"}}]}, calib_data=x, verbose=False)
+    assert "grouped" in result.report.quantized
+    assert "batch norms folded: grouped: bn" not in result.report.notes  # the note names pairs as 'bn into layer'
+    assert any("bn into grouped" in note for note in result.report.notes)
+    result.export_onnx(tmp_path / "grouped.onnx")
+    reference = slimkit.registry.adapter_for(model).predict(x)
+    assert np.corrcoef(run(str(tmp_path / "grouped.onnx"), x).ravel(), reference.ravel())[0, 1] > 0.99

@@ -260,3 +260,17 @@ def test_a_misbehaving_registered_criterion_is_a_plugin_error_naming_it(scores, 
         assert message in str(info.value)
     finally:
         slimkit.CRITERIA.unregister("broken_for_test")
+
+
+def test_a_concat_added_to_other_channels_blocks_the_spaces_it_concatenates():
+    # NASNet's adjust block: two half-width convs concatenated, then added to a full-width conv's output
+    groups, blocked = groups_by_producer([
+        N("x", "input", (), 3), N("a", "conv", ["x"], 8), N("b", "conv", ["a"], 4), N("c", "conv", ["a"], 4),
+        N("cat", "concat", ["b", "c"], 8), N("d", "conv", ["a"], 8), N("add", "add", ["cat", "d"], 8),
+        N("e", "conv", ["add"], 6), N("__output__", "output", ["e"], 6),
+    ])
+    assert set(groups) == {("a",)}
+    reasons = {name: why for names, why in blocked for name in names}
+    assert "its channels reach concat 'cat', which is left whole" in reasons["b"]
+    assert "its channels reach concat 'cat'" in reasons["c"]
+    assert "joins channels of different origin" in reasons["d"]

@@ -31,6 +31,7 @@ CASES = [
     ("torch-transformer", "static", OK),
     ("torch-transformer", "dynamic", OK),
     ("hf-DistilBERT", "export", OK),
+    ("hf-EfficientNet", "static", OK),  # a transformers output dict: the logits are read, the rest left whole
 ]
 
 
