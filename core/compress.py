@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from slimkit.adapter import FitFn, HookChain, ModelAdapter, TrainHooks
-from slimkit.data import as_arrays, first_inputs, head, is_array_pair
+from slimkit.data import as_arrays, first_inputs, head, is_array_pair, n_samples
 from slimkit.errors import DataError, SlimkitWarning
 from slimkit.export import export_with_report
 from slimkit.metrics import evaluate
@@ -250,6 +250,36 @@ def _shortfall(result: ModelAdapter, stage: PruneStage, method: Any, layers: lis
     return achieved, removed
 
 
+#: A quantized model whose outputs correlate less than this with the float model's is reported and warned
+#: about: int8 then changes what the model computes, not just its precision.
+MIN_QUANT_CORRELATION = 0.95
+_FIDELITY_SAMPLES = 64
+
+
+def _fidelity(float_model: ModelAdapter, quantized: ModelAdapter, sample: Any, report: Report, field: str) -> None:
+    """Compares the simulated quantized model with the float one on calibration inputs (Pearson r and
+    RMS error of the outputs); a note always, a SlimkitWarning below :data:`MIN_QUANT_CORRELATION`."""
+    if sample is None:
+        return
+    x = head(sample, _FIDELITY_SAMPLES)
+    ref, got = float_model.predict(x).astype(np.float64), quantized.predict(x).astype(np.float64)
+    if ref.shape != got.shape or ref.size < 2 or np.std(ref) == 0 or np.std(got) == 0:
+        return
+    r = float(np.corrcoef(ref.ravel(), got.ravel())[0, 1])
+    rms = float(np.sqrt(np.mean((got - ref) ** 2)) / max(np.sqrt(np.mean(ref ** 2)), 1e-12))
+    text = (f"{field}: the quantized model's outputs correlate {r:.3f} with the float model's on "
+            f"{n_samples(x)} calibration inputs (RMS error "
+            f"{rms:.1%} of the outputs' RMS)")
+    if r >= MIN_QUANT_CORRELATION:
+        report.notes.append(text)
+        return
+    _warn(report, f"{text}, below {MIN_QUANT_CORRELATION}: int8 changes what this model computes. Error that "
+                  "grows through many layers (deep networks that amplify small changes) needs fewer quantized "
+                  "layers (layers.exclude), quantization-aware training (method: qat), a finer calibration "
+                  "(activations.calibration: mse or percentile) or, on CPUs with VNNI/AMX, full-range weights "
+                  "(weights.reduce_range: false)")
+
+
 def _warn(report: Report, message: str) -> None:
     report.notes.append(message)
     warnings.warn(message, SlimkitWarning, stacklevel=4)
@@ -296,6 +326,7 @@ def _run_quant_stage(
                f"{', '.join(prepared.skipped)}")
         report.notes.append(msg)
         warnings.warn(msg, SlimkitWarning, stacklevel=3)
+    _fidelity(prepared.adapter, outcome.model, ctx.sample, report, field)
     if prepared.folded:
         report.notes.append("batch norms folded: " + ", ".join(f"{bn} into {layer}" for layer, bn in prepared.folded))
     bits = sorted({s.kernel.bits for s in prepared.plan.layers})
