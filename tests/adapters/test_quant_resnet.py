@@ -42,3 +42,20 @@ def test_resnet50_int8_file_is_at_most_0_3x_and_runs_integer_kernels(framework, 
     if q.output_step is not None:  # torch: logits are quantized; Keras ends in a float softmax
         assert np.mean(diff <= q.output_step * 1.001) > 0.9
         assert np.max(diff) <= 0.02 * 255 * q.output_step
+
+
+def test_keras_densenet121_static_int8_passes_verification(tmp_path):
+    """keras.applications DenseNet121 (random weights, logits out, 32x32): its concatenations and
+    batch norms before convolutions quantize, and verification accepts the file it writes."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.DenseNet121(weights=None, input_shape=(32, 32, 3), classes=10,
+                                           classifier_activation=None)
+    x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
+    result = slimkit.compress(model, RECIPE, calib_data=x, verbose=False)
+    assert len(result.report.quantized) == 121  # 120 convolutions and the classifier
+    row = result.export_onnx(tmp_path / "densenet121_int8.onnx", sample=x[:4])
+    q = result.report.quant_exports[-1]
+    assert row.format == "onnx-qdq" and q.size_ratio <= 0.35
+    assert q.int8_error <= 1.5 * q.simulated_error + 1e-6 or row.max_abs_diff <= q.tolerance
