@@ -17,6 +17,8 @@ and the export row's own figure); magnitude: achieved sparsity of the selected m
 points of 50%; channel: achieved within 5 points of 30% and at least 15% of the parameters removed;
 int8: int8 file < 0.45x the float file (float files over 1 MB) and onnxruntime's int8 logits
 correlating > 0.95 (Pearson) with the fp32 model's. Every case runs on a fresh build of its model.
+Static cases also run onnxruntime's own quantizer on the same float export (the ``ORT r`` column, a
+comparison only; its time is in the case's seconds).
 
 Run:  python benchmarks/zoo.py [--only NAME ...] [--ops export,static] [--out PATH]
 A full run writes benchmarks/results/zoo.md; a partial run (--only/--ops) prints its table and writes
@@ -190,6 +192,35 @@ def _check_int8(result: Any, ref: np.ndarray, int8: np.ndarray, numbers: dict[st
                         f"simulated {_fmt(q.simulated_error, '.3g')}; max |fp32 logit| {np.max(np.abs(ref)):.3g})")
 
 
+def ort_reference_corr(model: Any, x: Any, path: Path) -> float | None:
+    """Pearson r of onnxruntime's own static int8 (``quant_pre_process`` + ``quantize_static``: QDQ,
+    per-channel int8 weights, uint8 activations, MinMax, the sweep's inputs as calibration data) of the
+    same float export with the framework's logits: what int8 can do on this model, for comparison."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    float_path, pre, out = (path.with_name(path.stem + s) for s in ("_ref.onnx", "_ref_pre.onnx", "_ref_q.onnx"))
+    slimkit.export_onnx(model, float_path, sample=x)
+    quant_pre_process(str(float_path), str(pre))
+    names = [i.name for i in ort.InferenceSession(str(pre), providers=["CPUExecutionProvider"]).get_inputs()]
+    arrays = [np.asarray(x[n]) for n in names] if isinstance(x, dict) else [np.asarray(x)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.rows = iter(range(len(arrays[0])))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            i = next(self.rows, None)
+            return None if i is None else {n: a[i:i + 1] for n, a in zip(names, arrays)}
+
+    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+    got = ort_logits(out, x)
+    ref = framework_logits(model, x)
+    return float(np.corrcoef(got.ravel(), ref.ravel())[0, 1]) if got.shape == ref.shape else None
+
+
 def apply_op(op: str, model: Any, x: Any, path: Path) -> tuple[dict[str, Any], list[str]]:
     """Runs one operation on ``model`` and checks it; returns measurements and unmet criteria.
 
@@ -218,6 +249,11 @@ def apply_op(op: str, model: Any, x: Any, path: Path) -> tuple[dict[str, Any], l
         except Exception as exc:
             numbers["sim_error"] = one_line(f"result.model cannot be called: {type(exc).__name__}: {exc}", 300)
         _check_int8(result, ref, ort_logits(path, x), numbers, problems)
+        if op == "static":
+            try:  # diagnostic only: onnxruntime's own quantizer on the same model
+                numbers["ort_corr"] = ort_reference_corr(model, x, path)
+            except Exception as exc:
+                numbers["ort_error"] = one_line(f"onnxruntime's quantizer failed: {type(exc).__name__}: {exc}", 200)
     return numbers, problems
 
 
@@ -397,20 +433,22 @@ def markdown(outcomes: list[Outcome], specs: list[ModelSpec], ops: tuple[str, ..
               "diff: max abs difference onnxruntime vs framework logits (the float or pruned file), tol its bound; "
               "achieved / removed: the prune stage's report; int8: file size ratio, float file MB, layers "
               "quantized, integer ops onnxruntime ran, Pearson r of onnxruntime's int8 logits vs the fp32 model's, "
-              "and of the simulated (fake-quant) result.model's; warnings: other python warnings recorded.", "",
+              "and of the simulated (fake-quant) result.model's; ORT r: onnxruntime's own static int8 (quant_pre_process + "
+              "quantize_static, MinMax, per-channel) of the same float export, for comparison; warnings: other python "
+              "warnings recorded.", "",
               "| model | op | outcome | s | build s | diff | tol | achieved | removed | int8/fp32 | float MB "
-              "| quantized | int ops | r | simulated r | warnings | notes |",
-              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+              "| quantized | int ops | r | simulated r | ORT r | warnings | notes |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for o in counted:
         n = o.numbers
-        extra = [n["sim_error"]] if "sim_error" in n else []
+        extra = [n[k] for k in ("sim_error", "ort_error") if k in n]
         notes = one_line(" | ".join(o.notes + extra), 200).replace("|", "\\|")
         lines.append(f"| {o.model} | {o.op} | {o.status} | {o.seconds:.1f} | {o.build_seconds:.1f} | "
                      f"{_fmt(n.get('diff'), '.2g')} | {_fmt(n.get('tol'), '.2g')} | {_fmt(n.get('achieved'), '.1%')} | "
                      f"{_fmt(n.get('removed'), '.1%')} | {_fmt(n.get('ratio'), '.2f')} | "
                      f"{_fmt(n.get('float_mb'), '.2f')} | {_fmt(n.get('quantized'), 'd')} | "
                      f"{_fmt(n.get('int_ops'), 'd')} | {_fmt(n.get('corr'), '.4f')} | "
-                     f"{_fmt(n.get('sim_corr'), '.4f')} | "
+                     f"{_fmt(n.get('sim_corr'), '.4f')} | {_fmt(n.get('ort_corr'), '.4f')} | "
                      f"{len(o.other_warnings)} | "
                      f"{notes} |")
     return "\n".join(lines) + "\n"

@@ -32,6 +32,8 @@ from torch import nn
 from slimkit.attention import AttentionBlock, HeadWeights
 from slimkit.errors import DataError, UnsupportedModelError
 
+from slimkit.adapters.torch.naming import is_transposed_linear
+
 _PROJECTIONS = (("query", "key", "value"), ("q_proj", "k_proj", "v_proj"), ("q_lin", "k_lin", "v_lin"))
 _OUTPUTS = ("out_proj", "o_proj", "out_lin")
 _HEAD_COUNTS = ("num_attention_heads", "num_heads", "n_heads")
@@ -72,6 +74,16 @@ def _hf_parts(path: str, module: nn.Module, modules: dict[str, nn.Module]) -> tu
     return [f"{prefix}{c}" for c in names], output, heads, size
 
 
+def _fused_conv1d(module: nn.Module) -> bool:
+    """GPT-2's self-attention: one transformers Conv1D ``c_attn`` (embed -> 3 * embed: queries, keys,
+    values) and ``c_proj``, heads of ``head_dim`` split off by ``view(..., -1, head_dim)``."""
+    attn, proj = getattr(module, "c_attn", None), getattr(module, "c_proj", None)
+    heads, dim, split = (getattr(module, a, None) for a in ("num_heads", "head_dim", "split_size"))
+    return (is_transposed_linear(attn) and is_transposed_linear(proj) and not getattr(module, "is_cross_attention", False)
+            and all(isinstance(v, int) and v > 0 for v in (heads, dim, split)) and split == heads * dim
+            and attn.weight.shape[1] == 3 * split and proj.weight.shape[0] == split)
+
+
 def attention_blocks(model: nn.Module, tied: set[str] = frozenset()) -> list[AttentionBlock]:
     """The attention blocks of ``model`` whose heads can be removed; layers in ``tied`` (weights shared
     with another layer) exclude their block."""
@@ -85,6 +97,11 @@ def attention_blocks(model: nn.Module, tied: set[str] = frozenset()) -> list[Att
             parts = [HeadWeights(path, "in_proj_kernel", "in_proj_bias" if module.in_proj_bias is not None else None,
                                  offset=i * heads * dim) for i in range(3)]
             block = AttentionBlock(path, heads, dim, dim, *parts, HeadWeights(out, "kernel"))
+        elif _fused_conv1d(module):
+            prefix = f"{path}." if path else ""
+            heads, dim = module.num_heads, module.head_dim
+            parts = [HeadWeights(f"{prefix}c_attn", "kernel", "bias", (1, 0), offset=i * heads * dim) for i in range(3)]
+            block = AttentionBlock(path, heads, dim, dim, *parts, HeadWeights(f"{prefix}c_proj", "kernel", None, (1, 0)))
         else:
             found = _hf_parts(path, module, modules)
             if found is None:
@@ -101,6 +118,11 @@ def update_head_counts(model: nn.Module) -> None:
     """After a rebuild, sets each transformers-style block's head-count attributes (and
     ``all_head_size``) from its now smaller query projection."""
     for module in model.modules():
+        if is_transposed_linear(getattr(module, "c_attn", None)) and isinstance(getattr(module, "split_size", None), int) \
+                and isinstance(getattr(module, "head_dim", None), int):
+            module.split_size = module.c_attn.weight.shape[1] // 3
+            module.num_heads = module.split_size // module.head_dim
+            continue
         names = next((n for n in _PROJECTIONS if all(_linear(getattr(module, c, None)) for c in n)), None)
         size = next((getattr(module, a) for a in _HEAD_SIZES if isinstance(getattr(module, a, None), int)), None)
         if names is None or not size:

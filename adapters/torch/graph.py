@@ -54,6 +54,7 @@ from slimkit.adapters.torch.graph_ops import (
     _SAME_METHODS,
     _SAME_MODULES,
 )
+from slimkit.adapters.torch.naming import is_transposed_linear
 from slimkit.adapters.torch.tracing import OUTPUT, is_fake_quant, neutral_names, propagate_shapes, trace
 
 
@@ -271,7 +272,7 @@ class _Builder:
             return None
         in_meta = _meta(ins[0])
         rank = len(in_meta.shape)
-        if self.axis[ins[0]] != 1 and not isinstance(module, nn.Linear) and \
+        if self.axis[ins[0]] != 1 and not isinstance(module, nn.Linear) and not is_transposed_linear(module) and \
                 not isinstance(module, _ELEMENTWISE_MODULES) and not is_fake_quant(module):
             return None  # convolutions, norms and pools read the channels on dim 1
         weighted = any(True for _ in module.parameters()) or any(True for _ in module.buffers())
@@ -287,6 +288,10 @@ class _Builder:
                 if module.groups == module.in_channels == module.out_channels:
                     return "depthwise_conv", ins, {}
                 return None
+        if is_transposed_linear(module):  # transformers' Conv1D: x @ W + b on the last axis
+            if self.axis[ins[0]] == rank - 1 or self._source_op(ins[0]) in ("placeholder", "opaque"):
+                return "dense", ins, ({"axis": rank - 1} if rank > 2 else {})
+            return None
         if isinstance(module, nn.Linear) and (kind is nn.Linear or _parametrized(kind, nn.Linear)):
             if rank == 2:
                 return "dense", ins, {}

@@ -56,11 +56,11 @@ _ELEMENTWISE_FUNCTIONS = (
                "softplus", "softsign", "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout",
                "feature_alpha_dropout", "interpolate", "upsample", "pad")
     | _functions("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "clamp", "clamp_", "clip", "clip_",
-                 "dropout", "neg", "abs", "square", module=torch)
+                 "dropout", "neg", "abs", "square", "pow", module=torch)
     | {operator.neg, operator.pos}
     | _aten("relu", "relu_", "hardtanh", "hardtanh_", "gelu", "silu", "silu_", "sigmoid", "tanh", "hardswish",
             "hardsigmoid", "leaky_relu", "elu", "mish", "softplus", "dropout", "clone", "clamp", "clamp_min",
-            "neg", "abs", "pad", "constant_pad_nd", "alias", "detach", "contiguous", "upsample_nearest2d.vec",
+            "neg", "abs", "pow.Tensor_Scalar", "pad", "constant_pad_nd", "alias", "detach", "contiguous", "upsample_nearest2d.vec",
             "upsample_bilinear2d.vec")
 )
 _POOL_FUNCTIONS = {getattr(F, f"{kind}{r}d"): r for r in (1, 2, 3)
@@ -70,7 +70,7 @@ _POOL_FUNCTIONS.update({op: r for r in (1, 2, 3)
                         for op in _aten(f"max_pool{r}d", f"avg_pool{r}d", f"adaptive_avg_pool{r}d")})
 _ELEMENTWISE_METHODS = {
     "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "clamp", "clamp_", "clip", "clip_", "neg", "abs",
-    "square", "contiguous", "clone", "detach", "float", "to",
+    "square", "pow", "contiguous", "clone", "detach", "float", "to",
 }
 _ADD = {operator.add, operator.sub, torch.add, torch.sub, "add", "add_", "sub", "sub_", "__add__", "__sub__"} \
     | _aten("add.Tensor", "add_.Tensor", "sub.Tensor", "sub_.Tensor")

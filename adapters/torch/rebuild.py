@@ -20,7 +20,7 @@ from torch.nn.utils import parametrize
 
 from slimkit.errors import DataError, UnsupportedModelError
 from slimkit.adapters.torch.attention import rebuilt_attention, update_head_counts
-from slimkit.adapters.torch.naming import submodule
+from slimkit.adapters.torch.naming import is_transposed_linear, submodule
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 #: neutral name -> attribute, per module family (``kernel`` is ``weight`` for conv and linear)
@@ -98,6 +98,11 @@ def rebuilt_module(name: str, old: nn.Module, weights: dict[str, np.ndarray]) ->
     """A module like ``old`` sized by ``weights`` and holding them (``old`` itself if no size changes)."""
     if type(old) in _CONV:
         new, attrs = _conv(name, old, weights), _KERNEL_ATTRS
+    elif is_transposed_linear(old):  # transformers' Conv1D(nf=out, nx=in), weight (in, out)
+        kernel = _given(name, weights, "kernel", old.weight)
+        new = type(old)(kernel[1], kernel[0])
+        new.to(device=old.weight.device, dtype=old.weight.dtype)
+        attrs = _KERNEL_ATTRS
     elif isinstance(old, nn.MultiheadAttention) and any(key.startswith("in_proj") for key in weights):
         return rebuilt_attention(name, old, weights)
     elif isinstance(old, nn.Linear) and type(old).__module__.startswith("torch.nn.modules"):

@@ -93,3 +93,23 @@ def test_bert_loses_whole_heads_and_feed_forward_units_and_reloads(tmp_path):
     assert result.export_onnx(tmp_path / "bert.onnx").max_abs_diff <= 1e-4
     loaded = slimkit.load(result.save(tmp_path / "saved"), model=_bert())
     np.testing.assert_allclose(adapter_for(loaded).predict(x), rebuilt.predict(x), atol=1e-6)
+
+
+def test_gpt2_fused_attention_loses_whole_heads_and_mlp_units():
+    from slimkit.pruning.structured import ChannelPruner
+    from slimkit.recipe import Recipe
+    from slimkit.registry import adapter_for_copy
+
+    config = transformers.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=1, n_head=4, use_cache=False)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    x = {"input_ids": np.random.default_rng(0).integers(0, VOCAB, (8, SEQ))}
+    recipe = {"fine_tune": None, "stages": [{"prune": {"method": "channel", "sparsity": 0.5}}]}
+    work = adapter_for_copy(model)
+    pruner = ChannelPruner(work, work.layers(), Recipe.load(recipe).stages[0], "stages[0].prune.layers", x, None, 0)
+    pruner._mask(pruner.choose(0.5), pruner.choose_heads(0.5))
+    masked = work.predict(x)
+    rebuilt = pruner.shrunk()
+    np.testing.assert_allclose(rebuilt.predict(x), masked, atol=1e-4)
+    block = rebuilt.model.transformer.h[0]
+    assert block.attn.num_heads == 2 and block.attn.split_size == 16 and block.attn.c_attn.weight.shape == (32, 48)
+    assert block.mlp.c_fc.weight.shape == (32, 64) and block.mlp.c_proj.weight.shape == (64, 32)
