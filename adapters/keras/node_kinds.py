@@ -197,6 +197,9 @@ def describe(call: "Call", in_specs: list[Any], out_spec: Any, entries: dict[str
         return ("conv", attrs, _activation_extra(op, k)) if kind == "conv" else opaque
     if cls is lay.Dense:
         return ("dense", attrs, _activation_extra(op, k)) if kind == "dense" else opaque
+    if kind == "recurrent":  # units are channels: consumed features in, hidden units out
+        flags = [f for f in ("return_state", "go_backwards", "stateful") if getattr(op, f, False)]
+        return why(", ".join(flags)) if flags else ("dense", attrs, None)
     if cls in tuple(getattr(lay, n) for n in ("DepthwiseConv1D", "DepthwiseConv2D") if hasattr(lay, n)):
         if getattr(op, "depth_multiplier", 1) != 1:
             return why(f"depth_multiplier={op.depth_multiplier}")

@@ -34,8 +34,12 @@ def new_channels(graph: LayerGraph, weights: dict[str, dict[str, np.ndarray]]) -
         ins = [out[i] for i in node.inputs]
         old_ins = [graph.by_name[i].channels for i in node.inputs]
         if node.op in ("conv", "dense"):
-            kernel = weights.get(node.layer or "", {}).get("kernel")
-            out[node.name] = int(kernel.shape[-1]) if kernel is not None else node.channels
+            given = weights.get(node.layer or "", {})
+            kernel, recurrent = given.get("kernel"), given.get("recurrent_kernel")
+            if recurrent is not None:  # LSTM/GRU: (units, gates * units)
+                out[node.name] = int(recurrent.shape[0])
+            else:
+                out[node.name] = int(kernel.shape[-1]) if kernel is not None else node.channels
         elif node.op in ("depthwise_conv", "batchnorm", "elementwise", "output"):
             out[node.name] = ins[0]
         elif node.op in ("add", "multiply"):
@@ -147,6 +151,8 @@ class _Cloner:
                 config["filters"] = size
             elif entry.info.kind == "dense" and "units" in config:
                 config["units"] = size
+            elif entry.info.kind == "recurrent" and "units" in config and "recurrent_kernel" in given:
+                config["units"] = int(np.shape(given["recurrent_kernel"])[0])
         if given is not None and "query_kernel" in given and "num_heads" in config:
             config["num_heads"] = int(np.shape(given["query_kernel"])[1])  # MultiHeadAttention lost heads
         if type(layer) is self.k.layers.Reshape and path in self.graph.by_name:

@@ -22,6 +22,7 @@ slimkit's own fake-quant modules are traced as single elementwise calls.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 import torch
@@ -53,6 +54,8 @@ from slimkit.adapters.torch.graph_ops import (
     _SAME_FUNCTIONS,
     _SAME_METHODS,
     _SAME_MODULES,
+    _SELECT,
+    _SLICE,
 )
 from slimkit.adapters.torch.naming import is_transposed_linear
 from slimkit.adapters.torch.tracing import OUTPUT, is_fake_quant, neutral_names, propagate_shapes, trace
@@ -135,6 +138,7 @@ class _Builder:
         # which Linear layers on rank-3 inputs produce (transformer feed-forward units).
         self.axis: dict[fx.Node, int] = {}
         self.mapped: set[fx.Node] = set()  # nodes given a neutral op other than opaque
+        self.rnn_calls: set[fx.Node] = set()  # recurrent layers mapped as dense nodes
 
     def _tied_modules(self) -> set[str]:
         """Called modules whose parameters some other module or a direct attribute read also uses."""
@@ -161,9 +165,14 @@ class _Builder:
         for node in self.gm.graph.nodes:
             if node.op == "output":
                 nodes.append(self._output(node))
-            elif node in self.names:
+            elif node in self.names and not self._unused_state(node):
                 nodes.append(self._node(node))
         return LayerGraph(nodes)
+
+    def _unused_state(self, node: fx.Node) -> bool:
+        """The final states of a recurrent layer (``out, _ = self.rnn(x)``) that nothing reads."""
+        return node.op == "call_function" and node.target is operator.getitem and not node.users and \
+            node.args[0] in self.rnn_calls and node.args[1] != 0
 
     def _output(self, node: fx.Node) -> Node:
         """The output node: the tensor slimkit reads (as ``inputs.first_tensor``: the tensor, a
@@ -216,6 +225,13 @@ class _Builder:
         self.axis[node] = 2 if meta is not None and len(meta.shape) == 3 else 1
         opaque = Node(name, "opaque", in_names, _channels(meta, self.axis[node]) if meta else None,
                       layer_of_opaque, attrs={"type_name": _type_name(node, module)})
+        recurrent = self._map_recurrent(node, module, ins)
+        if recurrent is not None:
+            op, channels, axis = recurrent
+            self.axis[node] = axis
+            self.mapped.add(node)
+            layer = node.target if op == "dense" else None
+            return Node(name, op, in_names, channels, layer, {"type_name": _type_name(node, module)})
         if meta is None or len(meta.shape) < 2:
             return opaque  # a tuple of tensors, or no channel axis
         mapped = self._map(node, module, ins, meta) if node.op != "get_attr" else None
@@ -232,6 +248,23 @@ class _Builder:
             if quant is not None:
                 attrs["quant"] = quant
         return Node(name, op, tuple(self.names[i] for i in inputs), _channels(meta, self.axis[node]), layer, attrs)
+
+    def _map_recurrent(self, node: fx.Node, module: nn.Module | None,
+                       ins: list[fx.Node]) -> tuple[str, int, int] | None:
+        """(op, channels, axis) for a one-layer unidirectional LSTM/GRU/RNN (``dense``: it consumes the
+        input's last axis and produces ``hidden_size`` units) and for its output sequence (``output[0]``,
+        ``elementwise``); None otherwise (its final states, ``output[1]``, stay opaque)."""
+        if module is not None and _plain_rnn(module):
+            src = _meta(ins[0]) if len(ins) == 1 else None
+            if src is None or len(src.shape) != 3 or self.calls[node.target] > 1 or node.target in self.tied or \
+                    not (self.axis[ins[0]] == 2 or self._source_op(ins[0]) in ("placeholder", "opaque")):
+                return None
+            self.rnn_calls.add(node)
+            return "dense", int(module.hidden_size), 2
+        if node.op == "call_function" and node.target is operator.getitem and node.args[0] in self.rnn_calls \
+                and node.args[1] == 0:
+            return "elementwise", int(self.modules[node.args[0].target].hidden_size), 2
+        return None
 
     # -- op recognition: (op, tensor inputs, attrs) or None for opaque ---------------------------------
     def _map(self, node: fx.Node, module: nn.Module | None, ins: list[fx.Node],
@@ -255,6 +288,8 @@ class _Builder:
             return self._map_reshape(ins, meta)
         if target in _PERMUTE:
             return self._map_permute(node, ins, meta)
+        if target is operator.getitem or target in _SELECT or target in _SLICE:
+            return self._map_index(node, ins, meta)
         if target in _REDUCE:
             return self._map_reduce(node, ins, meta)
         if target in _POOL_FUNCTIONS:
@@ -352,6 +387,30 @@ class _Builder:
             return None
         return "elementwise", ins, {"axis": order.index(axis)}
 
+    def _map_index(self, node: fx.Node, ins: list[fx.Node], meta: TensorMetadata):
+        """Indexing that keeps the batch and channel axes whole (``x[:, -1]`` of a sequence, a time slice):
+        elementwise, the channel axis shifted left by the dims an integer index removed."""
+        if len(ins) != 1 or node.args[0] is not ins[0]:
+            return None
+        rank, axis = len(_meta(ins[0]).shape), self.axis[ins[0]]
+        if node.target in _SELECT or node.target in _SLICE:
+            dim = _arg(node, 1, "dim", 0)
+            if not isinstance(dim, int) or dim % rank in (0, axis):
+                return None
+            removed = [dim % rank] if node.target in _SELECT else []
+        else:
+            index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+            if len(index) > rank or not index or index[0] != slice(None) or \
+                    any(not isinstance(i, (int, slice)) for i in index):
+                return None
+            if axis < len(index) and index[axis] != slice(None):
+                return None
+            removed = [d for d, i in enumerate(index) if isinstance(i, int)]
+        new_axis = axis - sum(d < axis for d in removed)
+        if len(meta.shape) != rank - len(removed) or meta.shape[new_axis] != _meta(ins[0]).shape[axis]:
+            return None
+        return "elementwise", ins, {"axis": new_axis}
+
     def _map_cat(self, node: fx.Node, ins: list[fx.Node], meta: TensorMetadata):
         seq = _arg(node, 0, "tensors")
         dim = _arg(node, 1, "dim", 0)
@@ -399,6 +458,13 @@ class _Builder:
         if len(out) < 2 or out[0] != src[0] or out[new_axis] != src[axis]:
             return None
         return "elementwise", ins, {"axis": new_axis}
+
+
+def _plain_rnn(module: nn.Module) -> bool:
+    """A one-layer, one-direction nn.LSTM / nn.GRU / nn.RNN (no projection): its units can be removed."""
+    return isinstance(module, nn.RNNBase) and type(module).__module__.startswith("torch.nn") and \
+        module.mode in ("LSTM", "GRU", "RNN_TANH", "RNN_RELU") and module.num_layers == 1 and \
+        not module.bidirectional and not getattr(module, "proj_size", 0)
 
 
 def _parametrized(kind: type, base: type) -> bool:

@@ -105,3 +105,5 @@ _SAME_FUNCTIONS = (
             "_unsafe_view", "permute", "transpose.int", "clone", "alias", "detach", "contiguous", "amax")
 )
 _SAME_METHODS = {"view", "reshape", "flatten", "permute", "transpose", "contiguous", "clone", "detach", "amax"}
+_SELECT = _aten("select.int")
+_SLICE = _aten("slice.Tensor")

@@ -26,6 +26,8 @@ _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 #: neutral name -> attribute, per module family (``kernel`` is ``weight`` for conv and linear)
 _BN_ATTRS = {"gamma": "weight", "beta": "bias", "mean": "running_mean", "var": "running_var"}
 _KERNEL_ATTRS = {"kernel": "weight", "bias": "bias"}
+_RNN_ATTRS = {"kernel": "weight_ih_l0", "recurrent_kernel": "weight_hh_l0", "bias": "bias_ih_l0",
+              "recurrent_bias": "bias_hh_l0"}
 
 
 def independent_copy(model: nn.Module) -> nn.Module:
@@ -98,6 +100,15 @@ def rebuilt_module(name: str, old: nn.Module, weights: dict[str, np.ndarray]) ->
     """A module like ``old`` sized by ``weights`` and holding them (``old`` itself if no size changes)."""
     if type(old) in _CONV:
         new, attrs = _conv(name, old, weights), _KERNEL_ATTRS
+    elif isinstance(old, nn.RNNBase) and old.num_layers == 1 and not old.bidirectional and \
+            type(old).__module__.startswith("torch.nn") and not getattr(old, "proj_size", 0):
+        kernel = _given(name, weights, "kernel", old.weight_ih_l0)  # (gates * units, in)
+        units = _given(name, weights, "recurrent_kernel", old.weight_hh_l0)[1]
+        kwargs = dict(num_layers=1, bias=old.bias, batch_first=old.batch_first, bidirectional=False,
+                      device=old.weight_ih_l0.device, dtype=old.weight_ih_l0.dtype)
+        if old.mode in ("RNN_TANH", "RNN_RELU"):
+            kwargs["nonlinearity"] = old.nonlinearity
+        new, attrs = type(old)(kernel[1], units, **kwargs), _RNN_ATTRS
     elif is_transposed_linear(old):  # transformers' Conv1D(nf=out, nx=in), weight (in, out)
         kernel = _given(name, weights, "kernel", old.weight)
         new = type(old)(kernel[1], kernel[0])

@@ -121,6 +121,8 @@ def apply_plan(info: LayerInfo, weights: dict[str, np.ndarray], plan: LayerPlan,
     Zeroing covers every contribution: kernel rows and columns, bias, batch-norm scale and shift.
     Batch-norm statistics are sliced but never zeroed (a zero variance is not a neutral value).
     """
+    if info.kind == "recurrent":
+        return _apply_recurrent(info, weights, plan, mask)
     out = {}
     for key, value in weights.items():
         if key == "kernel":
@@ -133,6 +135,30 @@ def apply_plan(info: LayerInfo, weights: dict[str, np.ndarray], plan: LayerPlan,
             out[key] = _take(value, 0, plan.out_keep, False) if not mask else value
         else:  # bias, gamma, beta: one value per output channel
             out[key] = _take(value, 0, plan.out_keep, mask)
+    return out
+
+
+def _apply_recurrent(info: LayerInfo, weights: dict[str, np.ndarray], plan: LayerPlan,
+                     mask: bool) -> dict[str, np.ndarray]:
+    """An LSTM/GRU/RNN layer without some units: row j of every gate block of both matrices and the
+    biases, and column j of the recurrent kernel (what unit j feeds back); input columns as planned."""
+    rec_perm = info.matrices.get("recurrent_kernel", (1, 0))
+    native = info.shapes["recurrent_kernel"]
+    rec_shape = tuple(native[i] for i in rec_perm) if rec_perm else tuple(native)
+    n_units, gates = rec_shape[1], rec_shape[0] // rec_shape[1]
+    rows = None
+    if plan.out_keep is not None:
+        rows = np.concatenate([g * n_units + plan.out_keep for g in range(gates)])
+    out = {}
+    for key, value in weights.items():
+        if key == "kernel":
+            canon = _take(_take(to_canonical(value, info.kernel_perm), 0, rows, mask), 1, plan.in_keep, mask)
+            out[key] = from_canonical(canon, info.kernel_perm)
+        elif key == "recurrent_kernel":
+            canon = _take(_take(to_canonical(value, rec_perm), 0, rows, mask), 1, plan.out_keep, mask)
+            out[key] = from_canonical(canon, rec_perm)
+        else:  # biases: gate blocks on the last axis ((gates * units,) or Keras GRU's (2, gates * units))
+            out[key] = _take(value, value.ndim - 1, rows, mask)
     return out
 
 

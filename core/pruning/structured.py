@@ -37,8 +37,8 @@ from slimkit.recipe import FineTune, PruneStage
 
 _CHUNK = 32  # calibration samples per forward pass when collecting activation statistics
 
-#: Layer kinds whose output channels define a prunable group (attention: whole heads).
-SUPPORTED_KINDS = ("dense", "conv", "attention")
+#: Layer kinds whose output channels define a prunable group (attention: whole heads; recurrent: units).
+SUPPORTED_KINDS = ("dense", "conv", "attention", "recurrent")
 
 
 class ChannelPruner(ScheduledPruner):
@@ -101,6 +101,9 @@ class ChannelPruner(ScheduledPruner):
             w = self.adapter.get_weights(name)
             if "kernel" in w:
                 w["kernel"] = to_canonical(w["kernel"], info.kernel_perm)
+            for key, perm in info.matrices.items():  # a recurrent layer's recurrent kernel, say
+                if key in w and key != "kernel":
+                    w[key] = to_canonical(w[key], perm)
             out[name] = w
         return out
 
@@ -186,8 +189,13 @@ class ChannelPruner(ScheduledPruner):
     def _mask(self, choices: list[ChannelChoice], heads: list[np.ndarray]) -> None:
         masks: dict[tuple[str, str], np.ndarray] = {}
         for name, plan in layer_plans(choices, self.infos).items():
-            if "kernel" in self.infos[name].shapes:
-                masks[(name, "kernel")] = kernel_mask(self.infos[name], plan)
+            info = self.infos[name]
+            if "kernel" in info.shapes:
+                masks[(name, "kernel")] = kernel_mask(info, plan)
+            if info.kind == "recurrent" and "recurrent_kernel" in info.shapes:
+                ones = np.ones(info.shapes["recurrent_kernel"], np.float32)
+                masks[(name, "recurrent_kernel")] = apply_plan(info, {"recurrent_kernel": ones}, plan,
+                                                               mask=True)["recurrent_kernel"]
         for block, keep in zip(self.blocks, heads):
             shapes = {(n, key): shape for n in block.layers for key, shape in self.infos[n].shapes.items()}
             for key, mask in head_masks(block, keep, shapes).items():

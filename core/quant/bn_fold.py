@@ -27,7 +27,7 @@ def foldable_pairs(graph: LayerGraph, layers: dict[str, LayerInfo]) -> list[tupl
         prev = graph.by_name[node.inputs[0]]
         info = layers.get(prev.layer or "")
         # a grouped convolution is opaque to channel analysis but still its layer's only node
-        linear = prev.op in _FOLDABLE or (prev.op == "opaque" and info is not None and info.kind in _FOLDABLE)
+        linear = info is not None and info.kind in _FOLDABLE and prev.op in (*_FOLDABLE, "opaque")
         if not linear or prev.layer is None or len(readers[prev.name]) != 1:
             continue
         if info is None or info.activation != "linear" or layers[node.layer].eps is None:

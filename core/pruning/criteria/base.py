@@ -63,6 +63,12 @@ def member_slices(member: Member, weights: dict[str, np.ndarray]) -> np.ndarray:
     """(channels, values) matrix of what one member holds for each group channel."""
     if member.role == "out":
         kernel = weights["kernel"]
+        if "recurrent_kernel" in weights:  # a recurrent layer: unit j is row j of every gate block, in both
+            rec = weights["recurrent_kernel"]  # matrices (canonical (gates * units, ...)), and recurrent column j
+            units = rec.shape[1]
+            gates = rec.shape[0] // units
+            parts = [m.reshape(gates, units, -1).transpose(1, 0, 2).reshape(units, -1) for m in (kernel, rec)]
+            return np.concatenate(parts + [rec.T.reshape(units, -1)], axis=1)
         return kernel.reshape(kernel.shape[0], -1)
     if member.role == "channel":
         if "kernel" in weights:  # depthwise: canonical (C, 1, *spatial)
