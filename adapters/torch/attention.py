@@ -6,7 +6,8 @@ Two shapes of block are recognised:
   embedding width, no ``bias_k``/``bias_v``, no ``add_zero_attn``): queries, keys and values are rows
   ``[0, E)``, ``[E, 2E)``, ``[2E, 3E)`` of the fused matrix; the output projection is ``out_proj``.
 - Modules written as Hugging Face transformers writes attention (BERT, RoBERTa, DistilBERT, ViT, and
-  the many models built the same way): three Linear children ``query``/``key``/``value``,
+  the many models built the same way, with no other weights or buffers, which could be per head): three
+  Linear children ``query``/``key``/``value``,
   ``q_proj``/``k_proj``/``v_proj`` or ``q_lin``/``k_lin``/``v_lin`` of equal width, a head count
   (``num_attention_heads``, ``num_heads`` or ``n_heads``) and head size (``attention_head_size`` or
   ``head_dim``) attribute, and an output Linear that is a child (``out_proj``, ``o_proj``,
@@ -70,6 +71,10 @@ def _hf_parts(path: str, module: nn.Module, modules: dict[str, nn.Module]) -> tu
                 and _linear(modules.get(candidate)):
             output = candidate
     if output is None or modules[output].in_features != heads * size:
+        return None
+    # anything else the module holds (Swin's per-head relative position bias table, say) might be per head
+    known = {id(t) for lin in linears + [modules[output]] for t in lin.parameters()}
+    if any(id(t) not in known for t in module.parameters()) or any(True for _ in module.buffers()):
         return None
     return [f"{prefix}{c}" for c in names], output, heads, size
 
