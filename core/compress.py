@@ -326,7 +326,9 @@ def _run_quant_stage(
                f"{', '.join(prepared.skipped)}")
         report.notes.append(msg)
         warnings.warn(msg, SlimkitWarning, stacklevel=3)
-    _fidelity(prepared.adapter, outcome.model, ctx.sample, report, field)
+    # after training, the float model to compare with is the trained one, not the one before training
+    reference = outcome.model.without_fake_quant() if method.trains else prepared.adapter
+    _fidelity(reference, outcome.model, ctx.sample, report, field)
     if prepared.folded:
         report.notes.append("batch norms folded: " + ", ".join(f"{bn} into {layer}" for layer, bn in prepared.folded))
     bits = sorted({s.kernel.bits for s in prepared.plan.layers})
