@@ -35,27 +35,24 @@ from slimkit.graph import LayerGraph, Node
 
 from slimkit.adapters.torch.graph_ops import (
     _ADD,
-    _ATEN,
     _CAT,
     _CONV,
     _DIV,
     _ELEMENTWISE_FUNCTIONS,
     _ELEMENTWISE_METHODS,
     _ELEMENTWISE_MODULES,
-    _HARDTANH_FUNCTIONS,
     _MUL,
-    _PAD_FUNCTIONS,
     _PERMUTE,
     _POOL_FUNCTIONS,
     _POOL_MODULES,
     _REDUCE,
-    _RELU_FUNCTIONS,
     _RESHAPE,
-    _SAME_FUNCTIONS,
-    _SAME_METHODS,
-    _SAME_MODULES,
     _SELECT,
     _SLICE,
+    _arg,
+    _permutation,
+    _plain_rnn,
+    _quant_kind,
 )
 from slimkit.adapters.torch.naming import is_transposed_linear
 from slimkit.adapters.torch.tracing import OUTPUT, is_fake_quant, neutral_names, propagate_shapes, trace
@@ -114,11 +111,6 @@ def _type_name(node: fx.Node, module: nn.Module | None) -> str:
     mod = getattr(target, "__module__", None) or ""
     return f"{mod.replace('torch.nn.functional', 'F')}.{name}" if mod else name
 
-
-def _arg(node: fx.Node, index: int, key: str, default: Any = None) -> Any:
-    if len(node.args) > index:
-        return node.args[index]
-    return node.kwargs.get(key, default)
 
 
 class _Builder:
@@ -460,13 +452,6 @@ class _Builder:
         return "elementwise", ins, {"axis": new_axis}
 
 
-def _plain_rnn(module: nn.Module) -> bool:
-    """A one-layer, one-direction nn.LSTM / nn.GRU / nn.RNN (no projection): its units can be removed."""
-    return isinstance(module, nn.RNNBase) and type(module).__module__.startswith("torch.nn") and \
-        module.mode in ("LSTM", "GRU", "RNN_TANH", "RNN_RELU") and module.num_layers == 1 and \
-        not module.bidirectional and not getattr(module, "proj_size", 0)
-
-
 def _parametrized(kind: type, base: type) -> bool:
     """True for the class ``torch.nn.utils.parametrize`` makes for a masked module of class ``base``."""
     return kind.__module__ == "torch.nn.utils.parametrize" and base in kind.__bases__
@@ -484,57 +469,3 @@ def _channels(meta: TensorMetadata | None, axis: int = 1) -> int | None:
         return None
     return int(meta.shape[axis])
 
-
-def _permutation(node: fx.Node, rank: int) -> list[int] | None:
-    """Output dim i = input dim order[i] for a permute / transpose of a rank-``rank`` tensor, else None."""
-    if node.target in (torch.permute, "permute", _ATEN.permute.default):
-        rest = list(node.args[1:])
-        dims = rest[0] if len(rest) == 1 and isinstance(rest[0], (list, tuple)) else rest
-        dims = list(dims or node.kwargs.get("dims", ()))
-        if len(dims) != rank or not all(isinstance(d, int) for d in dims):
-            return None
-        return [d % rank for d in dims]
-    moved = (_arg(node, 1, "dim0"), _arg(node, 2, "dim1"))
-    if not all(isinstance(d, int) for d in moved):
-        return None
-    order = list(range(rank))
-    a, b = (d % rank for d in moved)
-    order[a], order[b] = order[b], order[a]
-    return order
-
-
-def _quant_kind(node: fx.Node, module: nn.Module | None) -> str | None:
-    """``relu``, ``same`` or None: what an elementwise or flatten node does to quantized values."""
-    if module is not None:
-        if not type(module).__module__.startswith("torch.nn"):
-            return None
-        if isinstance(module, nn.Hardtanh):  # nn.ReLU6 is a Hardtanh(0, 6)
-            return "relu" if (module.min_val, module.max_val) == (0.0, 6.0) else None
-        if isinstance(module, nn.ReLU):
-            return "relu"
-        if isinstance(module, _SAME_MODULES):
-            return "same"
-        if isinstance(module, nn.modules.padding._ConstantPadNd):
-            return "same" if module.value == 0 else None
-        return None
-    target = node.target
-    if node.op == "call_function":
-        if target in _RELU_FUNCTIONS:
-            return "relu"
-        if target in _HARDTANH_FUNCTIONS:
-            bounds = (_arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0))
-            return "relu" if bounds == (0.0, 6.0) else None
-        if target in _PAD_FUNCTIONS:
-            if target is _ATEN.constant_pad_nd.default:
-                return "same" if _arg(node, 2, "value", 0) in (None, 0) else None
-            mode, value = _arg(node, 2, "mode", "constant"), _arg(node, 3, "value", None)
-            return "same" if mode == "constant" and value in (None, 0) else None
-        if target in _SAME_FUNCTIONS:
-            return "same"
-        return None
-    if node.op == "call_method":
-        if target in ("relu", "relu_"):
-            return "relu"
-        if target in _SAME_METHODS:
-            return "same"
-    return None

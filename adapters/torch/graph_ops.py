@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
 _CONV = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
 _POOL_MODULES = {
@@ -107,3 +107,69 @@ _SAME_FUNCTIONS = (
 _SAME_METHODS = {"view", "reshape", "flatten", "permute", "transpose", "contiguous", "clone", "detach", "amax"}
 _SELECT = _aten("select.int")
 _SLICE = _aten("slice.Tensor")
+
+def _permutation(node: fx.Node, rank: int) -> list[int] | None:
+    """Output dim i = input dim order[i] for a permute / transpose of a rank-``rank`` tensor, else None."""
+    if node.target in (torch.permute, "permute", _ATEN.permute.default):
+        rest = list(node.args[1:])
+        dims = rest[0] if len(rest) == 1 and isinstance(rest[0], (list, tuple)) else rest
+        dims = list(dims or node.kwargs.get("dims", ()))
+        if len(dims) != rank or not all(isinstance(d, int) for d in dims):
+            return None
+        return [d % rank for d in dims]
+    moved = (_arg(node, 1, "dim0"), _arg(node, 2, "dim1"))
+    if not all(isinstance(d, int) for d in moved):
+        return None
+    order = list(range(rank))
+    a, b = (d % rank for d in moved)
+    order[a], order[b] = order[b], order[a]
+    return order
+
+
+def _quant_kind(node: fx.Node, module: nn.Module | None) -> str | None:
+    """``relu``, ``same`` or None: what an elementwise or flatten node does to quantized values."""
+    if module is not None:
+        if not type(module).__module__.startswith("torch.nn"):
+            return None
+        if isinstance(module, nn.Hardtanh):  # nn.ReLU6 is a Hardtanh(0, 6)
+            return "relu" if (module.min_val, module.max_val) == (0.0, 6.0) else None
+        if isinstance(module, nn.ReLU):
+            return "relu"
+        if isinstance(module, _SAME_MODULES):
+            return "same"
+        if isinstance(module, nn.modules.padding._ConstantPadNd):
+            return "same" if module.value == 0 else None
+        return None
+    target = node.target
+    if node.op == "call_function":
+        if target in _RELU_FUNCTIONS:
+            return "relu"
+        if target in _HARDTANH_FUNCTIONS:
+            bounds = (_arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0))
+            return "relu" if bounds == (0.0, 6.0) else None
+        if target in _PAD_FUNCTIONS:
+            if target is _ATEN.constant_pad_nd.default:
+                return "same" if _arg(node, 2, "value", 0) in (None, 0) else None
+            mode, value = _arg(node, 2, "mode", "constant"), _arg(node, 3, "value", None)
+            return "same" if mode == "constant" and value in (None, 0) else None
+        if target in _SAME_FUNCTIONS:
+            return "same"
+        return None
+    if node.op == "call_method":
+        if target in ("relu", "relu_"):
+            return "relu"
+        if target in _SAME_METHODS:
+            return "same"
+    return None
+
+
+def _plain_rnn(module: nn.Module) -> bool:
+    """A one-layer, one-direction nn.LSTM / nn.GRU / nn.RNN (no projection): its units can be removed."""
+    return isinstance(module, nn.RNNBase) and type(module).__module__.startswith("torch.nn") and \
+        module.mode in ("LSTM", "GRU", "RNN_TANH", "RNN_RELU") and module.num_layers == 1 and \
+        not module.bidirectional and not getattr(module, "proj_size", 0)
+
+def _arg(node: fx.Node, index: int, key: str, default: Any = None) -> Any:
+    if len(node.args) > index:
+        return node.args[index]
+    return node.kwargs.get(key, default)
