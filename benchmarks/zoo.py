@@ -202,7 +202,8 @@ def ort_reference_corr(model: Any, x: Any, path: Path) -> float | None:
 
     float_path, pre, out = (path.with_name(path.stem + s) for s in ("_ref.onnx", "_ref_pre.onnx", "_ref_q.onnx"))
     slimkit.export_onnx(model, float_path, sample=x)
-    quant_pre_process(str(float_path), str(pre))
+    with contextlib.chdir(path.parent):  # its shape inference leaves temporary files in the working folder
+        quant_pre_process(str(float_path), str(pre))
     names = [i.name for i in ort.InferenceSession(str(pre), providers=["CPUExecutionProvider"]).get_inputs()]
     arrays = [np.asarray(x[n]) for n in names] if isinstance(x, dict) else [np.asarray(x)]
 
