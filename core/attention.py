@@ -100,24 +100,23 @@ def _as_columns(canon: np.ndarray, head_axes: int) -> np.ndarray:
     return canon.reshape(canon.shape[0], cols, -1)
 
 
-def head_scores(block: AttentionBlock, weights: dict[str, dict[str, np.ndarray]], norm: str = "l2") -> np.ndarray:
-    """Importance of each head: the ``l1`` or ``l2`` norm of every weight that belongs to it (its query,
-    key and value rows with their biases, and its output-projection columns)."""
-    power = 1 if norm == "l1" else 2
+def head_scores(block: AttentionBlock, weights: dict[str, dict[str, np.ndarray]], order: int = 2) -> np.ndarray:
+    """Importance of each head: the L-``order`` norm of every weight that belongs to it (its query, key
+    and value rows with their biases, and its output-projection columns)."""
     total = np.zeros(block.heads)
     for proj, dim in block.projections:
         layer = weights[proj.layer]
         rows = _as_rows(to_canonical(layer[proj.kernel], proj.perm), proj.head_axes)
-        part = np.abs(rows[proj.offset:proj.offset + block.heads * dim]) ** power
+        part = np.abs(rows[proj.offset:proj.offset + block.heads * dim]) ** order
         total += part.reshape(block.heads, -1).sum(axis=1)
         if proj.bias is not None and proj.bias in layer:
             bias = np.asarray(layer[proj.bias]).reshape(-1)[proj.offset:proj.offset + block.heads * dim]
-            total += (np.abs(bias) ** power).reshape(block.heads, dim).sum(axis=1)
+            total += (np.abs(bias) ** order).reshape(block.heads, dim).sum(axis=1)
     out = weights[block.output.layer]
     cols = _as_columns(to_canonical(out[block.output.kernel], block.output.perm), block.output.head_axes)
-    part = np.abs(cols[:, block.output.offset:block.output.offset + block.heads * block.value_dim]) ** power
+    part = np.abs(cols[:, block.output.offset:block.output.offset + block.heads * block.value_dim]) ** order
     total += part.reshape(cols.shape[0], block.heads, -1).sum(axis=(0, 2))
-    return total ** (1.0 / power)
+    return total ** (1.0 / order)
 
 
 def _removed(block: AttentionBlock, keep: np.ndarray) -> np.ndarray:

@@ -170,16 +170,15 @@ class ChannelPruner(ScheduledPruner):
         return [ChannelChoice(g, k) for g, k in zip(self.groups, keeps)]
 
     def choose_heads(self, ratio: float) -> list[np.ndarray]:
-        """Heads each attention block keeps at ``ratio`` (per block, at least one), ranked by the l1 or l2
-        norm of their weights (``l1`` if the criterion is l1, else l2: data-driven criteria score
+        """Heads each attention block keeps at ``ratio`` (per block, at least one), ranked by the norm of
+        their weights of the criterion's ``head_norm_order`` (1 for l1, else 2: data-driven criteria score
         channels, not heads); heads removed earlier stay removed."""
         if not self.blocks:
             return []
         raw = {name: self.adapter.get_weights(name) for name in {n for b in self.blocks for n in b.layers}}
-        norm = "l1" if self.options.criterion == "l1" else "l2"
         keeps = []
         for i, block in enumerate(self.blocks):
-            scores = head_scores(block, raw, norm)
+            scores = head_scores(block, raw, self.criterion.head_norm_order)
             if i < len(self.head_keeps):
                 scores[np.setdiff1d(np.arange(block.heads), self.head_keeps[i])] = -np.inf
             keeps.append(choose_per_group(scores, rounded_keep_count(block.heads, ratio, 1)))

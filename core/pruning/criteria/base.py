@@ -44,6 +44,8 @@ class Criterion:
 
     needs_gradients: ClassVar[bool] = False
     needs_activations: ClassVar[bool] = False
+    #: Norm order whole attention heads are ranked by (heads have no per-channel data to score).
+    head_norm_order: ClassVar[int] = 2
 
     def __init__(self, options: Any) -> None:
         self.options = options

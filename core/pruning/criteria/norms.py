@@ -11,6 +11,8 @@ from slimkit.pruning.criteria.base import CRITERIA, Criterion, CriterionData, no
 
 @CRITERIA.register("l1", NoOptions)
 class L1(Criterion):
+    head_norm_order = 1
+
     def scores(self, group: Group, data: CriterionData) -> np.ndarray:
         return norm_scores(group, data.weights, 1)
 
