@@ -52,11 +52,19 @@ def _fused_mha(module: nn.Module) -> bool:
             and _linear(module.out_proj))
 
 
+def _int_attr(module: nn.Module, names: tuple[str, ...]) -> int | None:
+    """The first of ``names`` that the module holds as an int."""
+    return next((getattr(module, a) for a in names if isinstance(getattr(module, a, None), int)), None)
+
+
+def _projections(module: nn.Module) -> tuple[str, str, str] | None:
+    """The names of a transformers-style module's query, key and value Linear children, else None."""
+    return next((n for n in _PROJECTIONS if all(_linear(getattr(module, c, None)) for c in n)), None)
+
+
 def _hf_parts(path: str, module: nn.Module, modules: dict[str, nn.Module]) -> tuple[list[str], str, int, int] | None:
     """(q/k/v paths, output path, heads, head size) of a transformers-style attention module, else None."""
-    names = next((n for n in _PROJECTIONS if all(_linear(getattr(module, c, None)) for c in n)), None)
-    heads = next((getattr(module, a) for a in _HEAD_COUNTS if isinstance(getattr(module, a, None), int)), None)
-    size = next((getattr(module, a) for a in _HEAD_SIZES if isinstance(getattr(module, a, None), int)), None)
+    names, heads, size = _projections(module), _int_attr(module, _HEAD_COUNTS), _int_attr(module, _HEAD_SIZES)
     if names is None or not heads or not size:
         return None
     prefix = f"{path}." if path else ""
@@ -128,8 +136,7 @@ def update_head_counts(model: nn.Module) -> None:
             module.split_size = module.c_attn.weight.shape[1] // 3
             module.num_heads = module.split_size // module.head_dim
             continue
-        names = next((n for n in _PROJECTIONS if all(_linear(getattr(module, c, None)) for c in n)), None)
-        size = next((getattr(module, a) for a in _HEAD_SIZES if isinstance(getattr(module, a, None), int)), None)
+        names, size = _projections(module), _int_attr(module, _HEAD_SIZES)
         if names is None or not size:
             continue
         heads = getattr(module, names[0]).out_features // size

@@ -249,7 +249,7 @@ class _Builder:
         if module is not None and _plain_rnn(module):
             src = _meta(ins[0]) if len(ins) == 1 else None
             if src is None or len(src.shape) != 3 or self.calls[node.target] > 1 or node.target in self.tied or \
-                    not (self.axis[ins[0]] == 2 or self._source_op(ins[0]) in ("placeholder", "opaque")):
+                    not self._features_last(ins[0]):
                 return None
             self.rnn_calls.add(node)
             return "dense", int(module.hidden_size), 2
@@ -315,19 +315,12 @@ class _Builder:
                 if module.groups == module.in_channels == module.out_channels:
                     return "depthwise_conv", ins, {}
                 return None
-        if is_transposed_linear(module):  # transformers' Conv1D: x @ W + b on the last axis
-            if self.axis[ins[0]] == rank - 1 or self._source_op(ins[0]) in ("placeholder", "opaque"):
-                return "dense", ins, ({"axis": rank - 1} if rank > 2 else {})
-            return None
-        if isinstance(module, nn.Linear) and (kind is nn.Linear or _parametrized(kind, nn.Linear)):
+        if is_transposed_linear(module) or \
+                (isinstance(module, nn.Linear) and (kind is nn.Linear or _parametrized(kind, nn.Linear))):
             if rank == 2:
                 return "dense", ins, {}
-            # on tokens (N, ..., features) a Linear maps the last axis; its input must carry the features
-            # there (or be a blocked space: a model input or an op slimkit does not describe)
-            source = self._source_op(ins[0])
-            if self.axis[ins[0]] == rank - 1 or source in ("placeholder", "opaque"):
-                return "dense", ins, {"axis": rank - 1}
-            return None
+            # on tokens (N, ..., features) a Linear (or transformers' Conv1D) maps the last axis
+            return ("dense", ins, {"axis": rank - 1}) if self._features_last(ins[0]) else None
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and kind.__module__.startswith("torch.nn"):
             has_state = module.affine or module.track_running_stats
             return ("batchnorm" if has_state else "elementwise"), ins, {}
@@ -347,6 +340,13 @@ class _Builder:
         if node.op == "placeholder":
             return "placeholder"
         return "mapped" if node in self.mapped else "opaque"
+
+    def _features_last(self, node: fx.Node) -> bool:
+        """True if ``node``'s channels are its last axis, or its space is blocked anyway (a model input or an
+        op slimkit does not describe), so that a layer mapping the last axis may read it."""
+        meta = _meta(node)
+        return (meta is not None and self.axis[node] == len(meta.shape) - 1) or \
+            self._source_op(node) in ("placeholder", "opaque")
 
     def _channelwise(self, ins: list[fx.Node], meta: TensorMetadata) -> tuple[str, list[fx.Node], dict[str, Any]] | None:
         """Elementwise if one tensor goes in and batch and channel dims come out unchanged at rank >= 2."""
