@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from slimkit.quant.weight_only import QMAX
+
 if TYPE_CHECKING:
     import onnx
 
@@ -29,9 +31,9 @@ def grid_scale(w: np.ndarray) -> float | None:
     if peak == 0.0 or not np.all(np.isfinite(mags)):
         return None
     nonzero = mags[mags > 0]
-    for scale in (np.float32(peak / 127.0), np.float32(nonzero.min())):
+    for scale in (np.float32(peak / QMAX), np.float32(nonzero.min())):
         r = w.astype(np.float64) / float(scale)
-        if np.max(np.abs(r)) <= 127.5 and np.max(np.abs(r - np.round(r))) <= _ON_GRID:
+        if np.max(np.abs(r)) <= QMAX + 0.5 and np.max(np.abs(r - np.round(r))) <= _ON_GRID:
             return float(scale)
     return None
 
@@ -49,11 +51,9 @@ def _graph(graph: "onnx.GraphProto") -> list[str]:
     from onnx import TensorProto, helper, numpy_helper
 
     done: list[str] = []
-    for node in graph.node:  # control-flow bodies (Loop, Scan, If) first
+    for node in graph.node:  # control-flow bodies (Loop, Scan, If) first; a non-graph attribute's g is empty
         for attr in node.attribute:
-            if attr.type == onnx_graph_type():
-                done += _graph(attr.g)
-            for sub in attr.graphs:
+            for sub in [attr.g, *attr.graphs]:
                 done += _graph(sub)
     readers: dict[str, set[str]] = {}
     for node in graph.node:
@@ -70,7 +70,7 @@ def _graph(graph: "onnx.GraphProto") -> list[str]:
         if scale is None:
             keep.append(init)
             continue
-        q = np.clip(np.round(w.astype(np.float64) / scale), -127, 127).astype(np.int8)
+        q = np.clip(np.round(w.astype(np.float64) / scale), -QMAX, QMAX).astype(np.int8)
         keep += [numpy_helper.from_array(q, f"{init.name}_int8"),
                  numpy_helper.from_array(np.array(scale, np.float32), f"{init.name}_wscale"),
                  numpy_helper.from_array(np.array(0, np.int8), f"{init.name}_wzero")]
@@ -86,8 +86,3 @@ def _graph(graph: "onnx.GraphProto") -> list[str]:
         graph.node.extend(new_nodes + nodes)  # DequantizeLinear reads initializers only: first is in order
     return done
 
-
-def onnx_graph_type() -> int:
-    from onnx import AttributeProto
-
-    return AttributeProto.GRAPH
