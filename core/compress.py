@@ -306,8 +306,8 @@ def _run_quant_stage(
         snap_weight_only(outcome.model, again)
         lost = [n for n in report.weight_only if n not in present]
         if lost:
-            report.notes.append(f"{field}: trained layers stored in float (not found again after training to snap "
-                                f"them to int8): {', '.join(lost)}")
+            _warn(report, f"{field}: trained layers stored in float, short of weight-only int8 (not found again "
+                          f"after training to snap them to int8): {', '.join(lost)}")
             report.weight_only = [n for n in report.weight_only if n in present]
     chosen |= set(report.weight_only)
     report.float_layers = [i.name for i in prepared.adapter.layers() if i.name not in chosen]
