@@ -400,7 +400,7 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def markdown(outcomes: list[Outcome], specs: list[ModelSpec], ops: tuple[str, ...], seconds: float,
-             argv: list[str]) -> str:
+             argv: list[str], loads: tuple[float, float] | None = None) -> str:
     """The results file: machine, coverage table, counts, full reasons and per-case numbers."""
     by_case = {(o.model, o.op): o for o in outcomes}
     bad = [o for o in outcomes if o.status in ("refused", "FAILED")]
@@ -412,6 +412,8 @@ def markdown(outcomes: list[Outcome], specs: list[ModelSpec], ops: tuple[str, ..
     lines = [f"# benchmarks/zoo.py, {datetime.date.today().isoformat()}, {cpu_name()} ({os.cpu_count()} cores), "
              f"python {platform.python_version()}",
              "", f"Versions: {versions()}", "",
+             (f"Load average (1 min) at start / end: {loads[0]:.2f} / {loads[1]:.2f}" if loads else
+              "Load average: not recorded"), "",
              f"Command: `{' '.join(['python', 'benchmarks/zoo.py', *argv])}`; wall time {seconds / 60:.1f} min. "
              "Random weights, batch-norm statistics re-estimated on the 16 sweep inputs; seconds = the operation "
              "(compress + export + checks), not the model build. "
@@ -482,14 +484,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--only {args.only} matches none of {[s.name for s in model_specs()]}")
     partial = bool(args.only) or ops != OPS
     out_path = args.out or (None if partial else DEFAULT_OUT)
-    start = time.perf_counter()
+    start, load_start = time.perf_counter(), os.getloadavg()[0]
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="slimkit_zoo_") as tmp:
         for spec, op in cases(specs, ops):
             outcome = run_case(spec, op, tmp)
             outcomes.append(outcome)
             print(outcome.line(), flush=True)
-    text = markdown(outcomes, specs, ops, time.perf_counter() - start, argv)
+    text = markdown(outcomes, specs, ops, time.perf_counter() - start, argv, (load_start, os.getloadavg()[0]))
     if out_path is None:
         print("\n" + text, flush=True)
         print("partial run: no results file written (pass --out to write one)", flush=True)
