@@ -206,10 +206,10 @@ class _Builder:
             self.axis[node] = 1
             return Node(name, "input", (), _channels(meta))
         module = self.modules.get(node.target) if node.op == "call_module" else None
-        # A Linear on (N, T, C) tokens, say, is opaque to channel analysis (channels are dim 1 here),
-        # but it is still its layer's node: quantization plans its sites there.
-        weighted = isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) or (
-            module is not None and type(module).__name__ == "Conv1D" and hasattr(module, "nf"))
+        # A weighted module slimkit cannot prune through (a grouped convolution, a Linear reading a tensor
+        # whose channels are not its last axis) is opaque, but still its layer's node: quantization plans
+        # its sites there and batch-norm folding folds into it.
+        weighted = isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) or is_transposed_linear(module)
         layer_of_opaque = node.target if weighted and self.calls.get(node.target, 0) == 1 and \
             node.target not in self.tied else None
         # an opaque op's rank-3 output is taken as tokens (N, T, C): its space is blocked either way, and
