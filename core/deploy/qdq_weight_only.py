@@ -5,8 +5,8 @@ slimkit snaps the matrices of layers that onnxruntime runs in float (recurrent, 
 without an op of their own, embeddings; :mod:`slimkit.quant.weight_only`) onto such a grid in the
 framework model. Found here by their values, whatever layout the exporter gave them (transposed, gate
 blocks reordered, split), they come back bit for bit: ``q * scale`` in float32. A tensor is on a
-grid when every value is an integer multiple (at most 127) of ``max|w| / 127`` or of its smallest
-non-zero magnitude; float weights nobody snapped are not, and stay as they are.
+grid when every value is an integer multiple of ``max|w| / k`` for an integer ``k <= 127``; float
+weights nobody snapped are not, and stay as they are.
 """
 
 from __future__ import annotations
@@ -25,16 +25,25 @@ _ON_GRID = 1e-3  # max distance of w / scale from an integer
 
 
 def grid_scale(w: np.ndarray) -> float | None:
-    """The int8 step ``w`` sits on, or None."""
-    mags = np.abs(w.astype(np.float64)).ravel()
-    peak = float(mags.max()) if mags.size else 0.0
-    if peak == 0.0 or not np.all(np.isfinite(mags)):
+    """The int8 step ``w`` sits on, or None.
+
+    A layer's matrices share one grid (:func:`slimkit.quant.weight_only.snap_weight_only`), and an exporter
+    may split them (gate blocks, query/key/value), so a tensor's own largest magnitude is ``k`` steps for
+    some integer ``k <= 127``: each ``max|w| / k`` is tried, on a few values first.
+    """
+    flat = w.astype(np.float64).ravel()
+    peak = float(np.max(np.abs(flat))) if flat.size else 0.0
+    if peak == 0.0 or not np.all(np.isfinite(flat)):
         return None
-    nonzero = mags[mags > 0]
-    for scale in (np.float32(peak / QMAX), np.float32(nonzero.min())):
-        r = w.astype(np.float64) / float(scale)
-        if np.max(np.abs(r)) <= QMAX + 0.5 and np.max(np.abs(r - np.round(r))) <= _ON_GRID:
-            return float(scale)
+    probe = flat[:256]
+    for k in range(QMAX, 0, -1):
+        scale = float(np.float32(peak / k))
+        for values in (probe, flat):
+            r = values / scale
+            if np.max(np.abs(r - np.round(r))) > _ON_GRID:
+                break
+        else:
+            return scale
     return None
 
 

@@ -2,9 +2,9 @@
 
 Recurrent layers (LSTM, GRU), attention projections without an op of their own (PyTorch's fused
 ``in_proj``, Keras' EinsumDense projections), embeddings and layers whose weights are tied to another
-layer keep running in float, but a float32 matrix costs four bytes a weight. Each matrix is snapped,
-in the framework model, to a symmetric per-tensor int8 grid (``scale = max|w| / 127``); the quantized
-ONNX export then finds those initializers on their grid and stores them as int8 with a
+layer keep running in float, but a float32 matrix costs four bytes a weight. A layer's matrices are
+snapped, in the framework model, to one symmetric int8 grid (``scale = max|w| / 127`` over the layer);
+the quantized ONNX export then finds those initializers on their grid and stores them as int8 with a
 DequantizeLinear (:mod:`slimkit.deploy.qdq_weight_only`), which gives back exactly the snapped values:
 the simulated model and onnxruntime compute the same thing, at a quarter of the bytes.
 """
@@ -23,10 +23,11 @@ WEIGHT_ONLY_KINDS = ("recurrent", "attention", "embedding")
 QMAX = 127
 
 
-def snap(array: np.ndarray) -> np.ndarray:
-    """``array`` on the symmetric per-tensor int8 grid: round(w / s) * s with s = max|w| / 127, float32."""
+def snap(array: np.ndarray, peak: float | None = None) -> np.ndarray:
+    """``array`` on a symmetric int8 grid: round(w / s) * s with s = peak / 127 (peak: max|w| unless given,
+    the largest magnitude of all the matrices that share the grid), float32."""
     w = np.asarray(array, dtype=np.float32)
-    peak = float(np.max(np.abs(w))) if w.size else 0.0
+    peak = (float(np.max(np.abs(w))) if w.size else 0.0) if peak is None else peak
     if peak == 0.0:
         return w.copy()
     scale = np.float32(peak / QMAX)
@@ -58,8 +59,18 @@ def _matrices(layer: LayerInfo) -> list[str]:
 
 
 def snap_weight_only(adapter: ModelAdapter, layers: list[LayerInfo]) -> list[str]:
-    """Snaps every matrix of ``layers`` to its int8 grid in the adapter's model; returns the layer names."""
+    """Snaps the matrices of each of ``layers`` to one int8 grid per layer in the adapter's model; returns
+    the layer names.
+
+    One grid per layer, not per matrix: frameworks split a layer's weights differently (Keras' separate
+    query/key/value kernels are PyTorch's one fused ``in_proj_weight``), and a shared grid gives twins the
+    same values whatever the split.
+    """
     for layer in layers:
         weights = adapter.get_weights(layer.name)
-        adapter.set_weights(layer.name, {name: snap(weights[name]) for name in _matrices(layer) if name in weights})
+        names = [name for name in _matrices(layer) if name in weights and weights[name].size]
+        if not names:
+            continue
+        peak = max(float(np.max(np.abs(weights[name]))) for name in names)
+        adapter.set_weights(layer.name, {name: snap(weights[name], peak) for name in names})
     return [layer.name for layer in layers]
