@@ -22,6 +22,7 @@ from slimkit.pruning.methods import PruneContext
 from slimkit.pruning.methods import method_of as prune_method
 from slimkit.quant.methods import QuantContext
 from slimkit.quant.methods import method_of as quant_method
+from slimkit.quant.fallback import MIN_QUANT_CORRELATION, output_correlation
 from slimkit.quant.plan import float_between_sites
 from slimkit.quant.weight_only import snap_weight_only
 from slimkit.quant.stage import prepare, quant_rows
@@ -248,9 +249,6 @@ def _shortfall(result: ModelAdapter, stage: PruneStage, method: Any, layers: lis
     return achieved, removed
 
 
-#: A quantized model whose outputs correlate less than this with the float model's is reported and warned
-#: about: int8 then changes what the model computes, not just its precision.
-MIN_QUANT_CORRELATION = 0.95
 _FIDELITY_SAMPLES = 64
 
 
@@ -261,9 +259,9 @@ def _fidelity(float_model: ModelAdapter, quantized: ModelAdapter, sample: Any, r
         return
     x = head(sample, _FIDELITY_SAMPLES)
     ref, got = float_model.predict(x).astype(np.float64), quantized.predict(x).astype(np.float64)
-    if ref.shape != got.shape or ref.size < 2 or np.std(ref) == 0 or np.std(got) == 0:
+    r = output_correlation(ref, got)
+    if r is None:
         return
-    r = float(np.corrcoef(ref.ravel(), got.ravel())[0, 1])
     rms = float(np.sqrt(np.mean((got - ref) ** 2)) / max(np.sqrt(np.mean(ref ** 2)), 1e-12))
     text = (f"{field}: the quantized model's outputs correlate {r:.3f} with the float model's on "
             f"{n_samples(x)} calibration inputs (RMS error "
@@ -273,9 +271,9 @@ def _fidelity(float_model: ModelAdapter, quantized: ModelAdapter, sample: Any, r
         return
     _warn(report, f"{text}, below {MIN_QUANT_CORRELATION}: int8 changes what this model computes. Error that "
                   "grows through many layers (deep networks that amplify small changes) needs fewer quantized "
-                  "layers (layers.exclude), quantization-aware training (method: qat), a finer calibration "
-                  "(activations.calibration: mse or percentile) or, on CPUs with VNNI/AMX, full-range weights "
-                  "(weights.reduce_range: false)")
+                  "layers (layers.exclude, or a larger max_float_share for static), quantization-aware training "
+                  "(method: qat), a finer calibration (activations.calibration: mse or percentile) or, on CPUs "
+                  "with VNNI/AMX, full-range weights (weights.reduce_range: false)")
 
 
 def _warn(report: Report, message: str) -> None:
@@ -296,8 +294,11 @@ def _run_quant_stage(
         progress = ProgressPrinter(f"stage {ctx.index + 1}/{ctx.count} {stage.name}", stage.fine_tune.epochs)
     outcome = method.run(prepared, stage, QuantContext(field, ctx.sample, ctx.train_data, ctx.fit_fn, progress,
                                                        ctx.verbose))
-    report.quant = quant_rows(prepared.plan, outcome.params, prepared.adapter, outcome.ranges)
-    report.quantized = [s.layer for s in prepared.plan.layers]
+    plan = outcome.plan or prepared.plan
+    report.quant = quant_rows(plan, outcome.params, prepared.adapter, outcome.ranges)
+    report.quantized = [s.layer for s in plan.layers]
+    for message in outcome.warnings:
+        _warn(report, f"{field}: {message}")
     chosen = set(report.quantized)
     report.weight_only = list(prepared.weight_only)
     if method.trains and report.weight_only:  # training moved them off their grid: snap again
@@ -311,7 +312,7 @@ def _run_quant_stage(
             report.weight_only = [n for n in report.weight_only if n in present]
     chosen |= set(report.weight_only)
     report.float_layers = [i.name for i in prepared.adapter.layers() if i.name not in chosen]
-    sandwiched = float_between_sites(prepared.graph, prepared.plan)
+    sandwiched = float_between_sites(prepared.graph, plan)
     if sandwiched:
         msg = (f"{field}: layers kept float between quantized tensors ({', '.join(sandwiched)}) are quantized "
                "anyway by onnxruntime's WeightBiasQuantization when the exported model runs, so onnxruntime's "
@@ -329,7 +330,7 @@ def _run_quant_stage(
     _fidelity(reference, outcome.model, ctx.sample, report, field)
     if prepared.folded:
         report.notes.append("batch norms folded: " + ", ".join(f"{bn} into {layer}" for layer, bn in prepared.folded))
-    bits = sorted({s.kernel.bits for s in prepared.plan.layers})
+    bits = sorted({s.kernel.bits for s in plan.layers})
     row = StageRow(stage.name, tuple(report.quantized), None,
                    f"w{'/'.join(map(str, bits))} a{stage.activations.bits}", method.trains, outcome.steps,
                    time.perf_counter() - start)

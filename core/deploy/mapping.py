@@ -238,13 +238,13 @@ def probe_values(model: "onnx.ModelProto", probe: Any) -> tuple[list[str], dict[
     return [n for n in names if n in values], values
 
 
-def same_values(target: np.ndarray, value: np.ndarray) -> bool:
-    """``value`` holds the multiset ``target`` (sorted, flattened) up to :data:`MATCH_TOLERANCE`."""
-    if value.size != target.size or value.dtype != np.float32:
+def same_values(target: np.ndarray, ordered: np.ndarray) -> bool:
+    """``ordered`` (sorted, flattened) equals the sorted ``target`` up to :data:`MATCH_TOLERANCE`."""
+    if ordered.size != target.size:
         return False
     bound = MATCH_TOLERANCE * max(1.0, float(np.max(np.abs(target))) if target.size else 1.0)
     # Sorting is 1-Lipschitz in the max norm: equal multisets up to round-off sort to close arrays.
-    return bool(np.max(np.abs(np.sort(value, axis=None) - target), initial=0.0) <= bound)
+    return bool(np.max(np.abs(ordered - target), initial=0.0) <= bound)
 
 
 #: Ops a layer's output passes through to its output site, or its input comes through from its input
@@ -321,26 +321,40 @@ def map_sites(
         if node.op_type in ("Relu", "Clip") and node.input and node.output:
             relu_of.setdefault(node.input[0], node.output[0])
     near = _anchored(model, plan, layers or {})
+    by_size: dict[int, list[str]] = {}
+    for name in order:
+        by_size.setdefault(values[name].size, []).append(name)
+    sorted_values: dict[str, np.ndarray] = {}  # each tensor sorted once, when a site of its size first asks
+
+    def holds(name: str, target: np.ndarray) -> bool:
+        value = values.get(name)
+        if value is None or value.size != target.size or value.dtype != np.float32:
+            return False
+        if name not in sorted_values:
+            sorted_values[name] = np.sort(value, axis=None)
+        return same_values(target, sorted_values[name])
+
     out: dict[str, str] = {}
     taken: set[str] = set()
     for site in plan.acts:
         if site.node not in act_values:
             raise ExportError(f"no framework values given for activation site {site.node!r}")
         target = np.sort(np.asarray(act_values[site.node], dtype=np.float32), axis=None)
-        hits = [name for name in order if same_values(target, values[name])]
-        if not hits:
-            raise ExportError(
-                f"activation site {site.node!r}: no tensor of the ONNX graph has its values on the probe "
-                f"({target.size} values); the exported graph computes something else"
-            )
-        # Two sites can hold equal values on the probe (a residual add whose branch outputs zeros,
-        # say): sites come in graph order, so a later one takes the first tensor not yet taken.
-        free = [h for h in hits if h not in taken]
-        hit_set = set(hits)
-        anchored = [t for t in near.get(site.node, ()) if t in hit_set]
-        chosen = (anchored or free or hits)[0]
-        hit_set = set(hits)
-        while chosen in relu_of and relu_of[chosen] in hit_set:
+        # The tensors next to the site's layer first: when one holds the values, no other needs checking.
+        anchored = [t for t in near.get(site.node, ()) if holds(t, target)]
+        if anchored:
+            chosen = anchored[0]
+        else:
+            hits = [name for name in by_size.get(target.size, ()) if holds(name, target)]
+            if not hits:
+                raise ExportError(
+                    f"activation site {site.node!r}: no tensor of the ONNX graph has its values on the probe "
+                    f"({target.size} values); the exported graph computes something else"
+                )
+            # Two sites can hold equal values on the probe (a residual add whose branch outputs zeros,
+            # say): sites come in graph order, so a later one takes the first tensor not yet taken.
+            chosen = ([h for h in hits if h not in taken] or hits)[0]
+        while chosen in relu_of and holds(relu_of[chosen], target):
             chosen = relu_of[chosen]
         out[site.node] = chosen
         taken.add(chosen)

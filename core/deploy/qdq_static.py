@@ -68,7 +68,7 @@ def _absorb_bias(ed: Editor, node: "onnx.NodeProto", values: dict[str, np.ndarra
         return node
     shape = [1] * y.ndim
     shape[1 if node.op_type == "Conv" else y.ndim - 1] = n
-    if not same_values(np.sort(z, axis=None), (y + const.reshape(shape)).astype(np.float32)):
+    if not same_values(np.sort(z, axis=None), np.sort((y + const.reshape(shape)).astype(np.float32), axis=None)):
         return node
     bias = ed.add_init(f"{others[0]}_bias", const.reshape(-1).astype(np.float32))
     if node.op_type == "MatMul":

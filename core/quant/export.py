@@ -27,6 +27,8 @@ from slimkit.quant.specs import INT32_RANGE
 from slimkit.recipe import OnnxExport
 from slimkit.report import QuantExportRow
 
+#: Inputs the ONNX tensors of activation sites are identified on.
+MAPPING_SAMPLES = 4
 
 
 def site_params(adapter: ModelAdapter, plan: QuantPlan) -> dict[str, SiteParams]:
@@ -120,10 +122,13 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
     try:
         float_adapter.export_onnx(str(float_path), head(x, 1), settings.opset)
         probe = at_least_two(head(x, 16))
+        # Tensors are found by their values on a few inputs (every tensor of the float graph is kept for
+        # them, so memory grows with this count); the file is then verified on the whole probe.
+        few = at_least_two(head(x, MAPPING_SAMPLES))
         kernels = {s.layer: float_adapter.get_weights(s.layer)["kernel"] for s in plan.layers}
-        acts = float_adapter.layer_outputs(probe, [a.node for a in plan.acts])
+        acts = float_adapter.layer_outputs(few, [a.node for a in plan.acts])
         runtime = deploy.load_runtime()
-        runtime.write_qdq(str(float_path), str(tmp), plan, params, kernels, acts, probe)
+        runtime.write_qdq(str(float_path), str(tmp), plan, params, kernels, acts, few)
         reference = adapter.predict(probe)
         got = runtime.run(str(tmp), probe)
         if reference.shape != got.shape:

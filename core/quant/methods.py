@@ -14,7 +14,7 @@ import numpy as np
 
 from slimkit.adapter import FitFn, ModelAdapter, TrainHooks
 from slimkit.plugins import Registry
-from slimkit.quant.plan import QUANTIZABLE_KINDS, FakeQuantSpec, SiteParams
+from slimkit.quant.plan import QUANTIZABLE_KINDS, FakeQuantSpec, QuantPlan, SiteParams
 
 if TYPE_CHECKING:
     from slimkit.quant.stage import Prepared
@@ -37,12 +37,20 @@ class QuantContext:
 @dataclass
 class QuantOutcome:
     """A method's result: the fixed fake-quant model, every site's parameters, the calibrated or
-    learned activation ranges (for the report) and the optimizer steps run."""
+    learned activation ranges (for the report) and the optimizer steps run.
+
+    A method that keeps some of the prepared plan's layers float returns the ``plan`` it used and the
+    ``floated`` layers; ``warnings`` are messages for the user (the stage runner prefixes the recipe path,
+    reports and warns).
+    """
 
     model: ModelAdapter
     params: dict[str, SiteParams]
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     steps: int = 0
+    plan: "QuantPlan | None" = None
+    floated: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 class QuantMethod:

@@ -1,15 +1,30 @@
-"""Post-training static quantization: calibrate activation ranges, then fix every site."""
+"""Post-training static quantization: calibrate activation ranges, fix every site, and keep the fewest
+layers float that the outputs' fidelity needs (:mod:`slimkit.quant.fallback`)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from slimkit.adapter import ModelAdapter
-from slimkit.plugins import NoOptions
+from slimkit.data import head
+from slimkit.plugins import bounded
 from slimkit.quant.calibrate import calibrate
-from slimkit.quant.methods import QUANT_METHODS, QuantContext, QuantMethod, QuantOutcome, check_post_training_bits
+from slimkit.quant.fallback import MIN_QUANT_CORRELATION, fall_back
+from slimkit.quant.methods import (
+    QUANT_METHODS, QuantContext, QuantMethod, QuantOutcome, check_post_training_bits,
+)
+from slimkit.quant.plan import QuantPlan, plan_sites
 from slimkit.quant.stage import Prepared, calibrated_acts, finish, weight_params
 from slimkit.recipe import QuantizeStage
+
+#: Inputs the fallback compares outputs on (the first ones of the calibration data).
+FALLBACK_SAMPLES = 64
+#: The fallback's default target: 0.01 above the correlation below which a quantized model is warned about,
+#: because it is reached on the simulated model and calibration inputs, and onnxruntime's integer kernels
+#: break rounding ties differently (random-weight ResNet50V2: simulated 0.9503, onnxruntime 0.9487).
+FALLBACK_TARGET = round(MIN_QUANT_CORRELATION + 0.01, 6)
 
 
 def quantize_static(prepared: Prepared, stage: QuantizeStage, x: np.ndarray, field: str,
@@ -27,13 +42,57 @@ def quantize_static(prepared: Prepared, stage: QuantizeStage, x: np.ndarray, fie
     return finish(prepared.adapter, prepared.plan, params), params, ranges
 
 
-@QUANT_METHODS.register("static", NoOptions)
+@dataclass(frozen=True)
+class StaticOptions:
+    """Options of ``method: static``.
+
+    Attributes:
+        min_correlation: when the int8 model's outputs correlate less than this with the float model's
+            on the calibration inputs, layers are kept float (earliest first) until they do.
+        max_float_share: at most this share of the selected layers is kept float; 0 turns the fallback off.
+    """
+
+    min_correlation: float = bounded(FALLBACK_TARGET, 0.0, 1.0)
+    max_float_share: float = bounded(0.5, 0.0, 1.0)
+
+
+@QUANT_METHODS.register("static", StaticOptions)
 class Static(QuantMethod):
-    """``method: static``: int8 kernels per channel, uint8 activations from calibration."""
+    """``method: static``: int8 kernels per channel, uint8 activations from calibration; sensitive
+    layers kept float when the outputs would stop following the float model's."""
 
     def check(self, stage: QuantizeStage, path: str) -> None:
         check_post_training_bits(stage, path, "static")
 
     def run(self, prepared: Prepared, stage: QuantizeStage, ctx: QuantContext) -> QuantOutcome:
         model, params, ranges = quantize_static(prepared, stage, ctx.sample, ctx.field, ctx.verbose)
-        return QuantOutcome(model, params, ranges)
+        options: StaticOptions = self.options
+        if options.max_float_share == 0 or len(prepared.plan.layers) < 2:
+            return QuantOutcome(model, params, ranges)
+        specs = {s.layer: s.kernel for s in prepared.plan.layers}
+        acts = self.activation_spec(stage.activations)
+
+        def replan(floated: set[str]) -> QuantPlan:
+            kept = {name: spec for name, spec in specs.items() if name not in floated}
+            return plan_sites(prepared.graph, kept, acts, stage.method, self.quantizes_outputs)
+
+        found = fall_back(prepared.adapter, prepared.graph, prepared.plan, params, model,
+                          lambda plan, p: finish(prepared.adapter, plan, p), replan,
+                          head(ctx.sample, FALLBACK_SAMPLES), options.min_correlation, options.max_float_share,
+                          ctx.verbose)
+        if not found.floated:
+            return QuantOutcome(model, params, ranges)
+        kept_ranges = {node: r for node, r in ranges.items() if node in found.params}
+        total = len(prepared.plan.layers)
+        missed = "" if found.reached(options.min_correlation) else \
+            f", short of min_correlation {options.min_correlation} (max_float_share {options.max_float_share})"
+        more = f" and {len(found.floated) - 8} more" if len(found.floated) > 8 else ""
+        message = (f"{len(found.floated)} of {total} selected layers kept float so that the outputs follow the "
+                   f"float model's (correlation {_fmt(found.before)} with every layer int8, {_fmt(found.after)} "
+                   f"now{missed}): {', '.join(found.floated[:8])}{more}")
+        return QuantOutcome(found.model, found.params, kept_ranges, plan=found.plan, floated=found.floated,
+                            warnings=(message,))
+
+
+def _fmt(r: float | None) -> str:
+    return "n/a" if r is None else f"{r:.4g}"

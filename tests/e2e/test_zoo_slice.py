@@ -32,8 +32,9 @@ CASES = [
     ("torch-transformer", "dynamic", OK),
     ("hf-DistilBERT", "export", OK),
     ("hf-EfficientNet", "static", OK),  # a transformers output dict: the logits are read, the rest left whole
-    # int8 of a random, tiny MobileNetV2 departs from the float model (onnxruntime's own int8 too): warned
-    ("hf-MobileNetV2", "static", ("refused", "SlimkitWarning", "with the float model's on 16 calibration inputs")),
+    # int8 of a random, tiny MobileNetV2 departs from the float model (onnxruntime's own int8 too, r 0.58): the
+    # earliest layers are kept float until r > 0.95, warned, and the file is then over 0.45x the float one
+    ("hf-MobileNetV2", "static", ("refused", "SlimkitWarning", "selected layers kept float so that the outputs")),
 ]
 
 
