@@ -113,7 +113,8 @@ class Report:
         stages: per-stage rows in recipe order.
         metrics_before: evaluation of the user's model (empty without eval data).
         metrics_after: evaluation of the compressed model.
-        weight_bytes: name -> bytes: fp32 weight bytes before/after and their zlib-compressed sizes (level 1).
+        weight_bytes: name -> bytes: fp32 weight bytes before/after and, when the recipe prunes, their
+            zlib-compressed sizes (level 1).
         files: exported files with their sizes and verification results.
         groups: channel groups that structured pruning shrank.
         notes: what was left alone and why (channel groups that cannot be pruned safely, say).

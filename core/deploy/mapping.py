@@ -3,8 +3,8 @@
 The exporters (torch.onnx, tf2onnx) rename tensors and transpose layouts, so sites are found by
 value, not by name:
 
-* a layer's kernel is the Conv / Gemm / MatMul weight initializer holding exactly the same multiset
-  of values (sorted, flattened: a transpose keeps the multiset);
+* a layer's kernel is the Conv / Gemm / MatMul weight initializer holding the same multiset of values
+  (a transpose keeps it), recognised by its size, extremes and sums; identical kernels by node names;
 * an activation site is the tensor whose values on a probe batch equal the framework's values at the
   site as a multiset, within float tolerance. Copies (Transpose, Reshape, Flatten, Identity) match
   too: the earliest in topological order is taken, except that a match feeding a Relu / Clip whose
@@ -132,15 +132,14 @@ def map_layers(model: "onnx.ModelProto", plan: "QuantPlan", kernels: dict[str, n
     inits = _initializers(model)
     candidates = [n for n in model.graph.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1
                   and n.input[1] in inits]
-    sorted_weights = {n.input[1]: np.sort(inits[n.input[1]].astype(np.float32), axis=None) for n in candidates}
+    signatures = {n.input[1]: _Signature.of(inits[n.input[1]]) for n in candidates}
     out: dict[str, str] = {}
     taken: dict[str, str] = {}
     for site in plan.layers:
         if site.layer not in kernels:
             raise ExportError(f"no kernel given for quantized layer {site.layer!r}")
-        kernel = np.sort(np.asarray(kernels[site.layer], dtype=np.float32), axis=None)
-        hits = [n for n in candidates if sorted_weights[n.input[1]].size == kernel.size
-                and np.array_equal(sorted_weights[n.input[1]], kernel)]
+        kernel = _Signature.of(kernels[site.layer])
+        hits = [n for n in candidates if signatures[n.input[1]].same(kernel)]
         if not hits:
             raise ExportError(
                 f"layer {site.layer!r}: no Conv/Gemm/MatMul node of the ONNX graph has its kernel "
@@ -165,6 +164,34 @@ def map_layers(model: "onnx.ModelProto", plan: "QuantPlan", kernels: dict[str, n
         taken[node.name] = site.layer
         out[site.layer] = node.name
     return out
+
+
+@dataclass(frozen=True)
+class _Signature:
+    """What identifies a kernel's multiset of values whatever the exporter's layout: its size, extremes,
+    and sums of values and squares (float64). Linear in the kernel's size, where comparing sorted copies
+    costs a sort per kernel and candidate; kernels with equal signatures are told apart by node names."""
+
+    size: int
+    low: float
+    high: float
+    total: float
+    squares: float
+    scale: float
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> "_Signature":
+        a = np.asarray(values, dtype=np.float32).astype(np.float64).ravel()
+        if not a.size:
+            return cls(0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        return cls(int(a.size), float(a.min()), float(a.max()), float(a.sum()), float(a @ a),
+                   float(np.abs(a).sum()))
+
+    def same(self, other: "_Signature") -> bool:
+        """Equal sizes and extremes; sums equal up to float64 summation order."""
+        return (self.size == other.size and self.low == other.low and self.high == other.high
+                and abs(self.total - other.total) <= 1e-9 * self.scale + 1e-30
+                and abs(self.squares - other.squares) <= 1e-9 * self.squares + 1e-30)
 
 
 def names_layer(node_name: str, layer: str) -> bool:
