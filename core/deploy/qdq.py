@@ -1,7 +1,7 @@
 """Quantize an exported float ONNX model with slimkit's own scales: QuantizeLinear / DequantizeLinear.
 
-The framework model is exported to float ONNX by the usual path; :func:`insert_qdq` then finds every
-site of the :class:`~slimkit.quant.plan.QuantPlan` in that graph (:mod:`.mapping`) and rewrites it:
+The framework model is exported to float ONNX by the usual path; zero Pads are folded into the
+convolutions that read them (:mod:`.cleanup`); :func:`insert_qdq` then finds every site of the :class:`~slimkit.quant.plan.QuantPlan` in that graph (:mod:`.mapping`) and rewrites it:
 
 Static plans (``static``, ``qat``):
 
@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from slimkit.deploy.cleanup import fold_zero_pads
 from slimkit.deploy.mapping import QdqMapping, map_layers, map_sites, own_weights, probe_values
 from slimkit.deploy.qdq_dynamic import quantize_dynamic_graph
 from slimkit.deploy.qdq_edit import Editor
@@ -96,6 +97,7 @@ def insert_qdq(
     model = onnx.ModelProto()
     model.CopyFrom(float_model)
     own_weights(model)
+    fold_zero_pads(model)  # before probing: the Pad's output tensor is gone
     layers = map_layers(model, plan, kernels)
     order, values = probe_values(model, probe)
     sites = map_sites(model, plan, act_values, order, values, layers)
