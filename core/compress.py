@@ -20,7 +20,7 @@ from slimkit.metrics import evaluate
 from slimkit.progress import ProgressPrinter
 from slimkit.pruning.methods import PruneContext
 from slimkit.pruning.methods import method_of as prune_method
-from slimkit.quant.methods import QuantContext
+from slimkit.quant.methods import FIDELITY_SAMPLES, QuantContext
 from slimkit.quant.methods import method_of as quant_method
 from slimkit.quant.fallback import MIN_QUANT_CORRELATION, output_correlation
 from slimkit.quant.plan import float_between_sites
@@ -252,16 +252,17 @@ def _shortfall(result: ModelAdapter, stage: PruneStage, method: Any, layers: lis
     return achieved, removed
 
 
-_FIDELITY_SAMPLES = 64
-
-
-def _fidelity(float_model: ModelAdapter, quantized: ModelAdapter, sample: Any, report: Report, field: str) -> None:
+def _fidelity(float_model: ModelAdapter, quantized: ModelAdapter, sample: Any, report: Report, field: str,
+              outputs: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     """Compares the simulated quantized model with the float one on calibration inputs (Pearson r and
-    RMS error of the outputs); a note always, a SlimkitWarning below :data:`MIN_QUANT_CORRELATION`."""
+    RMS error of the outputs; ``outputs`` when the method computed them already); a note always, a
+    SlimkitWarning below :data:`MIN_QUANT_CORRELATION`."""
     if sample is None:
         return
-    x = head(sample, _FIDELITY_SAMPLES)
-    ref, got = float_model.predict(x).astype(np.float64), quantized.predict(x).astype(np.float64)
+    x = head(sample, FIDELITY_SAMPLES)
+    if outputs is None:
+        outputs = float_model.predict(x), quantized.predict(x)
+    ref, got = (np.asarray(o, dtype=np.float64) for o in outputs)
     r = output_correlation(ref, got)
     if r is None:
         return
@@ -330,7 +331,7 @@ def _run_quant_stage(
         warnings.warn(msg, SlimkitWarning, stacklevel=3)
     # after training, the float model to compare with is the trained one, not the one before training
     reference = outcome.model.without_fake_quant() if method.trains else prepared.adapter
-    _fidelity(reference, outcome.model, ctx.sample, report, field)
+    _fidelity(reference, outcome.model, ctx.sample, report, field, outcome.outputs)
     if prepared.folded:
         report.notes.append("batch norms folded: " + ", ".join(f"{bn} into {layer}" for layer, bn in prepared.folded))
     bits = sorted({s.kernel.bits for s in plan.layers})

@@ -54,6 +54,7 @@ class Fallback:
         before: the full plan's correlation with the float model (None if undefined).
         after: the kept model's.
         trials: forward passes the search made (the full plan's included).
+        outputs: the float model's and the kept model's outputs on the compared inputs.
     """
 
     model: ModelAdapter
@@ -63,6 +64,7 @@ class Fallback:
     before: float | None
     after: float | None
     trials: int
+    outputs: tuple[np.ndarray, np.ndarray]
 
     def reached(self, target: float) -> bool:
         """The kept model's outputs correlate at least ``target`` with the float model's."""
@@ -104,7 +106,8 @@ def fall_back(
     """
     ref = float_model.predict(x)
     order = [s.layer for s in plan.layers]
-    cache: dict[int, tuple[float | None, QuantPlan, dict[str, SiteParams], ModelAdapter, tuple[str, ...]]] = {}
+    cache: dict[int, tuple[float | None, QuantPlan, dict[str, SiteParams], ModelAdapter, tuple[str, ...],
+                           np.ndarray]] = {}
 
     def trial(k: int) -> float:
         if k not in cache:
@@ -113,8 +116,9 @@ def fall_back(
             keys = set(sub.site_keys())
             sub_params = {key: p for key, p in params.items() if key in keys}
             model = build(sub, sub_params) if k else quantized
-            r = output_correlation(ref, model.predict(x))
-            cache[k] = (r, sub, sub_params, model, tuple(n for n in order if n in floated))
+            got = model.predict(x)
+            r = output_correlation(ref, got)
+            cache[k] = (r, sub, sub_params, model, tuple(n for n in order if n in floated), got)
             if verbose and k:
                 print(f"[slimkit] fallback: {len(cache[k][4])} of {len(order)} layers float, outputs correlate "
                       f"{_fmt(r)} with the float model's (target {target})", file=sys.stderr, flush=True)
@@ -133,8 +137,8 @@ def fall_back(
         best = hi
     else:
         best = max(cache, key=lambda k: (trial(k), -k))  # the full plan, unless a fallback came closer
-    r, sub, sub_params, model, floated = cache[best]
-    return Fallback(model, sub, sub_params, floated, cache[0][0], r, len(cache))
+    r, sub, sub_params, model, floated, got = cache[best]
+    return Fallback(model, sub, sub_params, floated, cache[0][0], r, len(cache), (ref, got))
 
 
 def _closed(graph: LayerGraph, floated: set[str], replan: Callable[[set[str]], QuantPlan]) -> set[str]:

@@ -41,7 +41,8 @@ class QuantOutcome:
 
     A method that keeps some of the prepared plan's layers float returns the ``plan`` it used and the
     ``floated`` layers; ``warnings`` are messages for the user (the stage runner prefixes the recipe path,
-    reports and warns).
+    reports and warns). ``outputs``: the float and the returned model's outputs on the first
+    ``FIDELITY_SAMPLES`` calibration inputs, when the method computed them (the fidelity check reuses them).
     """
 
     model: ModelAdapter
@@ -51,6 +52,7 @@ class QuantOutcome:
     plan: "QuantPlan | None" = None
     floated: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    outputs: tuple[np.ndarray, np.ndarray] | None = None
 
 
 class QuantMethod:
@@ -86,6 +88,9 @@ class QuantMethod:
         """Quantizes the prepared model; every site of the returned model holds fixed parameters."""
         raise NotImplementedError
 
+
+#: Calibration inputs (the first ones) on which a quantized model's outputs are compared with the float model's.
+FIDELITY_SAMPLES = 64
 
 #: name -> quantization method class; recipe validation (``quantize.method``) reads it.
 QUANT_METHODS: Registry[type[QuantMethod]] = Registry(

@@ -13,14 +13,12 @@ from slimkit.plugins import bounded
 from slimkit.quant.calibrate import calibrate
 from slimkit.quant.fallback import MIN_QUANT_CORRELATION, fall_back
 from slimkit.quant.methods import (
-    QUANT_METHODS, QuantContext, QuantMethod, QuantOutcome, check_post_training_bits,
+    FIDELITY_SAMPLES, QUANT_METHODS, QuantContext, QuantMethod, QuantOutcome, check_post_training_bits,
 )
 from slimkit.quant.plan import QuantPlan, plan_sites
 from slimkit.quant.stage import Prepared, calibrated_acts, finish, weight_params
 from slimkit.recipe import QuantizeStage
 
-#: Inputs the fallback compares outputs on (the first ones of the calibration data).
-FALLBACK_SAMPLES = 64
 #: The fallback's default target: 0.01 above the correlation below which a quantized model is warned about,
 #: because it is reached on the simulated model and calibration inputs, and onnxruntime's integer kernels
 #: break rounding ties differently (random-weight ResNet50V2: simulated 0.9503, onnxruntime 0.9487).
@@ -78,10 +76,10 @@ class Static(QuantMethod):
 
         found = fall_back(prepared.adapter, prepared.graph, prepared.plan, params, model,
                           lambda plan, p: finish(prepared.adapter, plan, p), replan,
-                          head(ctx.sample, FALLBACK_SAMPLES), options.min_correlation, options.max_float_share,
+                          head(ctx.sample, FIDELITY_SAMPLES), options.min_correlation, options.max_float_share,
                           ctx.verbose)
         if not found.floated:
-            return QuantOutcome(model, params, ranges)
+            return QuantOutcome(model, params, ranges, outputs=found.outputs)
         kept_ranges = {node: r for node, r in ranges.items() if node in found.params}
         total = len(prepared.plan.layers)
         missed = "" if found.reached(options.min_correlation) else \
@@ -91,7 +89,7 @@ class Static(QuantMethod):
                    f"float model's (correlation {_fmt(found.before)} with every layer int8, {_fmt(found.after)} "
                    f"now{missed}): {', '.join(found.floated[:8])}{more}")
         return QuantOutcome(found.model, found.params, kept_ranges, plan=found.plan, floated=found.floated,
-                            warnings=(message,))
+                            warnings=(message,), outputs=found.outputs)
 
 
 def _fmt(r: float | None) -> str:
