@@ -121,7 +121,8 @@ def fall_back(
             cache[k] = (r, sub, sub_params, model, tuple(n for n in order if n in floated), got)
             if verbose and k:
                 print(f"[slimkit] fallback: {len(cache[k][4])} of {len(order)} layers float, outputs correlate "
-                      f"{_fmt(r)} with the float model's (target {target})", file=sys.stderr, flush=True)
+                      f"{format_correlation(r)} with the float model's (target {target})",
+                      file=sys.stderr, flush=True)
         r = cache[k][0]
         return -1.0 if r is None else r
 
@@ -151,5 +152,6 @@ def _closed(graph: LayerGraph, floated: set[str], replan: Callable[[set[str]], Q
     return floated
 
 
-def _fmt(r: float | None) -> str:
-    return "n/a" if r is None else f"{r:.3f}"
+def format_correlation(r: float | None) -> str:
+    """``r`` to four significant digits, or ``n/a`` when undefined."""
+    return "n/a" if r is None else f"{r:.4g}"

@@ -11,7 +11,7 @@ from slimkit.adapter import ModelAdapter
 from slimkit.data import head
 from slimkit.plugins import bounded
 from slimkit.quant.calibrate import calibrate
-from slimkit.quant.fallback import MIN_QUANT_CORRELATION, fall_back
+from slimkit.quant.fallback import MIN_QUANT_CORRELATION, fall_back, format_correlation
 from slimkit.quant.methods import (
     FIDELITY_SAMPLES, QUANT_METHODS, QuantContext, QuantMethod, QuantOutcome, check_post_training_bits,
 )
@@ -86,11 +86,9 @@ class Static(QuantMethod):
             f", short of min_correlation {options.min_correlation} (max_float_share {options.max_float_share})"
         more = f" and {len(found.floated) - 8} more" if len(found.floated) > 8 else ""
         message = (f"{len(found.floated)} of {total} selected layers kept float so that the outputs follow the "
-                   f"float model's (correlation {_fmt(found.before)} with every layer int8, {_fmt(found.after)} "
+                   f"float model's (correlation {format_correlation(found.before)} with every layer int8, "
+                   f"{format_correlation(found.after)} "
                    f"now{missed}): {', '.join(found.floated[:8])}{more}")
         return QuantOutcome(found.model, found.params, kept_ranges, plan=found.plan, floated=found.floated,
                             warnings=(message,), outputs=found.outputs)
 
-
-def _fmt(r: float | None) -> str:
-    return "n/a" if r is None else f"{r:.4g}"
