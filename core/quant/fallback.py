@@ -17,6 +17,7 @@ keep them on the grid) is put back: onnxruntime would quantize its weights anywa
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -153,5 +154,10 @@ def _closed(graph: LayerGraph, floated: set[str], replan: Callable[[set[str]], Q
 
 
 def format_correlation(r: float | None) -> str:
-    """``r`` to four significant digits, or ``n/a`` when undefined."""
-    return "n/a" if r is None else f"{r:.4g}"
+    """``r`` with two significant digits of its distance from 1 (at least four decimals, at most eight),
+    so that a value short of a target such as 0.99999 never prints as ``1``; ``n/a`` when undefined."""
+    if r is None:
+        return "n/a"
+    deficit = 1.0 - r
+    decimals = 4 if deficit <= 0 else min(8, max(4, math.ceil(-math.log10(deficit)) + 1))
+    return f"{r:.{decimals}f}".rstrip("0").rstrip(".")
