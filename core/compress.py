@@ -6,7 +6,7 @@ import os
 import time
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +23,7 @@ from slimkit.pruning.methods import method_of as prune_method
 from slimkit.quant.methods import FIDELITY_SAMPLES, QuantContext
 from slimkit.quant.methods import method_of as quant_method
 from slimkit.quant.fallback import MIN_QUANT_CORRELATION, output_correlation
+from slimkit.quant.known_outputs import KnownOutputs
 from slimkit.quant.plan import float_between_sites
 from slimkit.quant.weight_only import snap_weight_only
 from slimkit.quant.stage import prepare, quant_rows
@@ -47,6 +48,8 @@ class CompressionResult:
     report: Report
     recipe: Recipe
     sample: np.ndarray | None
+    #: the quantize stage's float and simulated outputs on the first samples, which export reuses
+    known: KnownOutputs | None = field(default=None, repr=False, compare=False)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Saves the compressed model into the folder ``path``, loadable with :func:`slimkit.load`
@@ -65,7 +68,7 @@ class CompressionResult:
         sample = self.sample if sample is None else sample
         if sample is None:
             raise DataError("sample: no numpy data was given to compress(); pass sample= to export_onnx")
-        row, quant_row = export_with_report(self.model, path, sample, self.recipe.export)
+        row, quant_row = export_with_report(self.model, path, sample, self.recipe.export, self.known)
         self.report.files.append(row)
         if quant_row is not None:
             self.report.quant_exports.append(quant_row)
@@ -119,12 +122,14 @@ def compress(
     work.seed(recipe.seed)
     report = Report(framework=cls.framework, metrics_before=metrics_before)
     targets: dict[str, float] = {}
+    known: KnownOutputs | None = None
     for index, stage in enumerate(recipe.stages):
         context = _StageContext(index, len(recipe.stages), train_data, fit_fn, verbose, sample, recipe.seed)
         if isinstance(stage, QuantizeStage):
-            work, row = _run_quant_stage(work, stage, context, report, tuple(targets))
+            work, row, known = _run_quant_stage(work, stage, context, report, tuple(targets))
         else:
             work, row = _run_prune_stage(work, stage, context, report)
+            known = None  # the model changed after the outputs were computed
             if prune_method(stage).sets_kernel_sparsity:  # a channel ratio is not a kernel sparsity target
                 targets.update({name: stage.sparsity for name in row.layers})
         report.stages.append(row)
@@ -139,7 +144,7 @@ def compress(
     report.weight_bytes = {"fp32 before": before[0], "fp32 after": after[0]}
     if pruned:
         report.weight_bytes.update({"zlib before": before[1], "zlib after": after[1]})
-    return CompressionResult(compressed.model, report, recipe, None if sample is None else head(sample, 16))
+    return CompressionResult(compressed.model, report, recipe, None if sample is None else head(sample, 16), known)
 
 
 def _check_train_data(adapter: ModelAdapter, recipe: Recipe, train_data: Any, fit_fn: FitFn | None) -> None:
@@ -253,31 +258,33 @@ def _shortfall(result: ModelAdapter, stage: PruneStage, method: Any, layers: lis
 
 
 def _fidelity(float_model: ModelAdapter, quantized: ModelAdapter, sample: Any, report: Report, field: str,
-              outputs: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+              outputs: tuple[np.ndarray, np.ndarray] | None = None) -> KnownOutputs | None:
     """Compares the simulated quantized model with the float one on calibration inputs (Pearson r and
     RMS error of the outputs; ``outputs`` when the method computed them already); a note always, a
-    SlimkitWarning below :data:`MIN_QUANT_CORRELATION`."""
+    SlimkitWarning below :data:`MIN_QUANT_CORRELATION`. Returns the outputs compared, for export."""
     if sample is None:
-        return
+        return None
     x = head(sample, FIDELITY_SAMPLES)
     if outputs is None:
         outputs = float_model.predict(x), quantized.predict(x)
+    known = KnownOutputs(x, *outputs) if all(isinstance(o, np.ndarray) for o in outputs) else None
     ref, got = (np.asarray(o, dtype=np.float64) for o in outputs)
     r = output_correlation(ref, got)
     if r is None:
-        return
+        return known
     rms = float(np.sqrt(np.mean((got - ref) ** 2)) / max(np.sqrt(np.mean(ref ** 2)), 1e-12))
     text = (f"{field}: the quantized model's outputs correlate {r:.3f} with the float model's on "
             f"{n_samples(x)} calibration inputs (RMS error "
             f"{rms:.1%} of the outputs' RMS)")
     if r >= MIN_QUANT_CORRELATION:
         report.notes.append(text)
-        return
+        return known
     _warn(report, f"{text}, below {MIN_QUANT_CORRELATION}: int8 changes what this model computes. Error that "
                   "grows through many layers (deep networks that amplify small changes) needs fewer quantized "
                   "layers (layers.exclude, or a larger max_float_share for static), quantization-aware training "
                   "(method: qat), a finer calibration (activations.calibration: mse or percentile) or, on CPUs "
                   "with VNNI/AMX, full-range weights (weights.reduce_range: false)")
+    return known
 
 
 def _warn(report: Report, message: str) -> None:
@@ -287,7 +294,7 @@ def _warn(report: Report, message: str) -> None:
 
 def _run_quant_stage(
     work: ModelAdapter, stage: QuantizeStage, ctx: _StageContext, report: Report, masked: tuple[str, ...]
-) -> tuple[ModelAdapter, StageRow]:
+) -> tuple[ModelAdapter, StageRow, KnownOutputs | None]:
     """Runs the quantize stage: fold, plan, then the method (calibrate, fix kernels, or train)."""
     start = time.perf_counter()
     field = f"stages[{ctx.index}].quantize"
@@ -331,14 +338,14 @@ def _run_quant_stage(
         warnings.warn(msg, SlimkitWarning, stacklevel=3)
     # after training, the float model to compare with is the trained one, not the one before training
     reference = outcome.model.without_fake_quant() if method.trains else prepared.adapter
-    _fidelity(reference, outcome.model, ctx.sample, report, field, outcome.outputs)
+    known = _fidelity(reference, outcome.model, ctx.sample, report, field, outcome.outputs)
     if prepared.folded:
         report.notes.append("batch norms folded: " + ", ".join(f"{bn} into {layer}" for layer, bn in prepared.folded))
     bits = sorted({s.kernel.bits for s in plan.layers})
     row = StageRow(stage.name, tuple(report.quantized), None,
                    f"w{'/'.join(map(str, bits))} a{stage.activations.bits}", method.trains, outcome.steps,
                    time.perf_counter() - start)
-    return outcome.model, row
+    return outcome.model, row, known
 
 
 def _layer_rows(adapter: ModelAdapter, targets: dict[str, float]) -> list[LayerRow]:

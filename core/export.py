@@ -18,6 +18,7 @@ from slimkit import deploy
 from slimkit.data import as_arrays, at_least_two, head
 from slimkit.errors import ExportError
 from slimkit.quant.export import export_quantized
+from slimkit.quant.known_outputs import KnownOutputs
 from slimkit.recipe import OnnxExport
 from slimkit.registry import adapter_for
 from slimkit.report import FileRow, QuantExportRow
@@ -56,8 +57,12 @@ def export_with_report(
     path: str | os.PathLike[str],
     sample: Any,
     settings: OnnxExport | None = None,
+    known: KnownOutputs | None = None,
 ) -> tuple[FileRow, QuantExportRow | None]:
-    """:func:`export_onnx`, also returning the quantized export's row (None for a float model)."""
+    """:func:`export_onnx`, also returning the quantized export's row (None for a float model).
+
+    ``known``: outputs the quantize stage computed on the first samples, reused for verification while
+    they still describe the model (see :mod:`slimkit.quant.known_outputs`)."""
     settings = settings or OnnxExport()
     adapter = adapter_for(model)
     x, _ = as_arrays(sample, "sample", need_labels=False)
@@ -72,7 +77,7 @@ def export_with_report(
     quant_row = None
     try:
         if plan is not None:
-            diff, quant_row = export_quantized(adapter, plan, tmp, x, settings, path)
+            diff, quant_row = export_quantized(adapter, plan, tmp, x, settings, path, known=known)
             tolerance: float | None = quant_row.tolerance
         else:
             adapter.export_onnx(str(tmp), head(x, 1), settings.opset)

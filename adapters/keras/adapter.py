@@ -184,12 +184,15 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         """A plain model with the pruned zeros in its weights and no slimkit constraint.
 
         Sequential and Functional models: a fresh clone (the adapter's model stays masked); a
-        fake-quant model stays one (its sites and their state are kept). Subclassed models cannot
-        be cloned cheaply, so the adapter's own model is unmasked in place and returned; the adapter
-        forgets its masks.
+        fake-quant model stays one (its sites and their state are kept). A graph model with no masks
+        carries no constraint of slimkit's and is returned as it is (a clone of a ResNet50 costs
+        seconds). Subclassed models cannot be cloned cheaply, so the adapter's own model is unmasked
+        in place and returned; the adapter forgets its masks.
         """
         k = self._k
         if is_graph_model(self.model, k):
+            if not self._masks:
+                return self.model
             clone = clone_structure(self.model, k)
             clone.set_weights(self.model.get_weights())
             return clone
@@ -448,8 +451,8 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         """An adapter over a float copy: fake-quant layers removed, wrapped layers unwrapped with
         their float weights (masks baked in, no mask constraints), names as in the plan."""
         if not self._has_fake_quant():
-            if is_graph_model(self.model, self._k):
-                return self.derived(KerasAdapter(self.strip()))
+            if is_graph_model(self.model, self._k) and self._masks:
+                return self.derived(KerasAdapter(self.strip()))  # a clone with the masks baked in
             return self.derived(KerasAdapter.copy_of(self.model))
         from . import quant
 

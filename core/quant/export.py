@@ -20,6 +20,7 @@ from slimkit import deploy
 from slimkit.data import at_least_two, head
 from slimkit.deploy.ops import INTEGER_OPS
 from slimkit.quant.fake_quant import mode_of
+from slimkit.quant.known_outputs import KnownOutputs
 from slimkit.adapter import ModelAdapter
 from slimkit.errors import ExportError
 from slimkit.quant.plan import QuantPlan, SiteParams, grid_source
@@ -104,7 +105,8 @@ class _Fidelity:
 
 
 def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.ndarray,
-                     settings: OnnxExport, dest: Path, measure: bool = True) -> tuple[float, QuantExportRow]:
+                     settings: OnnxExport, dest: Path, measure: bool = True,
+                     known: KnownOutputs | None = None) -> tuple[float, QuantExportRow]:
     """Writes the QDQ model for ``adapter``'s fake-quant model to ``tmp`` and verifies it.
 
     The check (see :class:`slimkit.recipe.OnnxExport`): onnxruntime's output equals the simulated
@@ -112,6 +114,9 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
     as faithful to the float model as the simulation (``quant_error_ratio``). Otherwise the deployed
     integer kernels do not compute what was simulated (a wrong scale, u8s8 saturation on CPUs without
     VNNI, a mis-mapped tensor), and nothing is written.
+
+    ``known``: the float and simulated outputs the quantize stage computed; used instead of running both
+    models again when they cover the probe and the model still gives them.
 
     Returns:
         The max abs difference found and the report row (sizes, latency, fused integer ops).
@@ -129,7 +134,7 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
         acts = float_adapter.layer_outputs(few, [a.node for a in plan.acts])
         runtime = deploy.load_runtime()
         runtime.write_qdq(str(float_path), str(tmp), plan, params, kernels, acts, few)
-        reference = adapter.predict(probe)
+        fp32, reference = _outputs(adapter, float_adapter, probe, known)
         got = runtime.run(str(tmp), probe)
         if reference.shape != got.shape:
             raise ExportError(f"{dest}: quantized ONNX output shape {got.shape} != framework output {reference.shape}")
@@ -139,7 +144,6 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
             span = float(np.max(reference) - np.min(reference)) if reference.size else 0.0
         bound = max(settings.tolerance * max(1.0, float(np.max(np.abs(reference)))),
                     settings.quant_tolerance * span, 1.001 * (step or 0.0))
-        fp32 = float_adapter.predict(probe)
         fidelity = _Fidelity(fp32, reference, got)
         if settings.verify and not diff <= bound and not fidelity.ort_as_good(settings.quant_error_ratio):
             reduced = all(s.kernel.qmax < 127 for s in plan.layers)
@@ -164,3 +168,13 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
         return diff, row
     finally:
         float_path.unlink(missing_ok=True)
+
+
+def _outputs(adapter: ModelAdapter, float_adapter: ModelAdapter, probe: np.ndarray,
+             known: KnownOutputs | None) -> tuple[np.ndarray, np.ndarray]:
+    """The float and the simulated model's outputs on ``probe``: recorded ones when ``known`` covers the
+    probe and the model, run on its first input, still gives them; else both models run now."""
+    recorded = known.covering(probe) if known is not None else None
+    if recorded is not None and known.still_describes(adapter.predict(head(probe, 1))):
+        return recorded
+    return float_adapter.predict(probe), adapter.predict(probe)

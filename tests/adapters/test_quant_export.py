@@ -149,3 +149,33 @@ def test_sites_with_equal_values_map_to_their_own_tensors(tmp_path):
     q = result.report.quant_exports[-1]
     assert q.integer_ops.get("QLinearConv") == 3 and q.integer_ops.get("QLinearAdd") == 1, q.integer_ops
     assert q.max_abs_diff <= q.output_step * 1.001
+
+
+@pytest.mark.parametrize("framework", building("zoo"))
+def test_export_reuses_the_stage_outputs_unless_the_model_changed(framework, tmp_path, monkeypatch):
+    """The quantize stage ran the float and the simulated model on the calibration inputs: export checks
+    one input and reuses them; after a weight changes, it runs both models again, and still verifies."""
+    model = zoo.twins("plain", seed=4)[framework]
+    x = zoo.sample("plain", framework, n=64, seed=3)
+    result = slimkit.compress(model, STATIC, calib_data=x, verbose=False)
+    adapter = adapter_for(result.model)
+    sizes = []
+    original = type(adapter).predict
+
+    def counting(self, inputs, *args, **kwargs):
+        sizes.append(len(inputs))
+        return original(self, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(type(adapter), "predict", counting)
+    first = result.export_onnx(tmp_path / "a.onnx")
+    assert sizes == [1], sizes  # the confirming run only
+    layer = result.report.quantized[-1]
+    weights = adapter.get_weights(layer)
+    adapter.set_weights(layer, {**weights, "kernel": weights["kernel"] * 1.5})
+    sizes.clear()
+    second = result.export_onnx(tmp_path / "b.onnx")
+    assert sizes[0] == 1 and 16 in sizes[1:], sizes  # the record no longer fits: both models run again
+    sim = adapter.predict(zoo.sample("plain", framework, n=16, seed=3))
+    np.testing.assert_allclose(run(str(tmp_path / "b.onnx"), x[:16]), sim,
+                               atol=1.001 * result.report.quant_exports[-1].output_step)
+    assert first.max_abs_diff is not None and second.max_abs_diff is not None
