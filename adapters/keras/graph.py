@@ -307,6 +307,7 @@ def collect_outputs(walker: Walker, trace: Trace, source: dict[str, str], x: Any
                 parts[name].append(value)
     out = {}
     for name, chunks in parts.items():
-        value = np.concatenate(chunks, axis=0)
+        # One batch (the usual calibration probe) needs no concatenating copy.
+        value = chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=0)
         out[name] = np.moveaxis(value, -1, 1) if value.ndim >= 3 else value
     return out

@@ -69,7 +69,9 @@ def _batched(x: Any, batch_size: int, names: list[str],
         found = run(take(x, slice(start, start + batch_size)))
         for n in names:
             parts[n].append(found[n])
-    return {n: np.concatenate(p).astype(np.float32, copy=False) for n, p in parts.items()}
+    # One batch (the usual calibration probe) needs no concatenating copy.
+    return {n: (p[0] if len(p) == 1 else np.concatenate(p)).astype(np.float32, copy=False)
+            for n, p in parts.items()}
 
 
 def _hooked(model: nn.Module, xb: Any, names: list[str],

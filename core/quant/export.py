@@ -75,11 +75,14 @@ def output_step(adapter: ModelAdapter, plan: QuantPlan, params: dict[str, SitePa
                 x: np.ndarray) -> tuple[float | None, float | None]:
     """The scale and the float range ``(qmax - qmin) * scale`` of the model's output when a site
     quantizes it, else ``(None, None)``."""
-    graph = adapter.graph(head(x, 1))
-    outputs = [n for n in graph.nodes if n.op == "output"]
-    if len(outputs) != 1:
+    grid = plan.output_grid
+    if grid is None:  # a plan made elsewhere: read the graph (a capture and shape pass on PyTorch)
+        graph = adapter.graph(head(x, 1))
+        outputs = [n for n in graph.nodes if n.op == "output"]
+        grid = (grid_source(graph, outputs[0].inputs[0]),) if len(outputs) == 1 else ()
+    if len(grid) != 1:
         return None, None
-    p = params.get(grid_source(graph, outputs[0].inputs[0]))
+    p = params.get(grid[0])
     if p is None:
         return None, None
     scale = float(np.max(p.scale))

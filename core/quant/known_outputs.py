@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from slimkit.data import head, n_samples
+from slimkit.data import Inputs, head, leaves, n_samples
 
 #: Relative agreement (of the output's range) a fresh output must have with the recorded one.
 _AGREEMENT = 1e-4
@@ -32,17 +32,17 @@ class KnownOutputs:
         simulated: the fake-quant model's outputs.
     """
 
-    inputs: np.ndarray
+    inputs: Inputs
     reference: np.ndarray
     simulated: np.ndarray
 
-    def covering(self, probe: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """``(reference, simulated)`` for ``probe`` when it is the first rows of :attr:`inputs`, else None."""
+    def covering(self, probe: Inputs) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(reference, simulated)`` for ``probe`` (any input form: array, tuple or dict of arrays)
+        when it is the first rows of :attr:`inputs`, else None."""
         count = n_samples(probe)
         if count > n_samples(self.inputs) or len(self.reference) < count or len(self.simulated) < count:
             return None
-        first = head(self.inputs, count)
-        if first.shape != probe.shape or first.dtype != probe.dtype or not np.array_equal(first, probe):
+        if not _same_inputs(head(self.inputs, count), probe):
             return None
         return self.reference[:count], self.simulated[:count]
 
@@ -58,6 +58,16 @@ class KnownOutputs:
         step = 2.0 * _step_of(self.simulated)
         tolerance = max(_AGREEMENT * span, step, 1e-6)
         return bool(np.all(np.abs(recorded - simulated_now) <= tolerance))
+
+
+def _same_inputs(a: Inputs, b: Inputs) -> bool:
+    """The same form (array, positional or named arrays) and equal arrays, dtype included."""
+    if type(a) is not type(b) or (isinstance(a, dict) and list(a) != list(b)):
+        return False
+    pairs = list(zip(leaves(a), leaves(b)))
+    return len(pairs) == len(leaves(a)) == len(leaves(b)) and all(
+        np.shape(x) == np.shape(y) and np.asarray(x).dtype == np.asarray(y).dtype and np.array_equal(x, y)
+        for x, y in pairs)
 
 
 def _step_of(values: np.ndarray) -> float:

@@ -19,7 +19,7 @@ quantized), a weight site by ``"<layer>/kernel"`` or ``"<layer>/bias"``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -128,11 +128,16 @@ class QuantPlan:
         acts: activation sites.
         layers: quantized layers.
         method: the quantization method's name (for reports; behaviour follows the sites' modes).
+        output_grid: ``(node,)``, the node whose grid the model's only output is on (export bounds its
+            check by that site's step), ``()`` when the model has several outputs, or None when the plan
+            was made without that knowledge (export then reads the graph again).
     """
 
     acts: tuple[ActSite, ...]
     layers: tuple[LayerSite, ...]
     method: str = "static"
+    # Derived from the graph, not a site: plans read back from a model (without it) still compare equal.
+    output_grid: tuple[str, ...] | None = field(default=None, compare=False)
 
     def act(self, node: str) -> ActSite:
         """The activation site of ``node``."""
@@ -227,7 +232,9 @@ def plan_sites(
     order = {n.name: i for i, n in enumerate(graph.nodes)}
     ordered = tuple(sorted(acts.values(), key=lambda a: order[a.node]))
     sites.sort(key=lambda s: order[s.node])
-    return QuantPlan(ordered, tuple(sites), method)
+    outputs = [n for n in graph.nodes if n.op == "output"]
+    grid = (grid_source(graph, outputs[0].inputs[0]),) if len(outputs) == 1 else ()
+    return QuantPlan(ordered, tuple(sites), method, grid)
 
 
 def float_between_sites(graph: LayerGraph, plan: QuantPlan) -> list[str]:

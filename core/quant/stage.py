@@ -95,8 +95,8 @@ def fixed_plan(plan: QuantPlan) -> QuantPlan:
     time in the deployed model too (``dynamic``)."""
     def fix(spec: FakeQuantSpec) -> FakeQuantSpec:
         return dataclasses.replace(spec, mode=frozen_mode(spec.mode))
-    return QuantPlan(tuple(dataclasses.replace(a, spec=fix(a.spec)) for a in plan.acts),
-                     tuple(dataclasses.replace(s, kernel=fix(s.kernel)) for s in plan.layers), plan.method)
+    return dataclasses.replace(plan, acts=tuple(dataclasses.replace(a, spec=fix(a.spec)) for a in plan.acts),
+                               layers=tuple(dataclasses.replace(s, kernel=fix(s.kernel)) for s in plan.layers))
 
 
 def weight_params(adapter: ModelAdapter, plan: QuantPlan, acts: dict[str, SiteParams],
