@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import warnings
@@ -23,7 +24,7 @@ from slimkit.pruning.methods import method_of as prune_method
 from slimkit.quant.methods import FIDELITY_SAMPLES, QuantContext
 from slimkit.quant.methods import method_of as quant_method
 from slimkit.quant.fallback import MIN_QUANT_CORRELATION, output_correlation
-from slimkit.quant.known_outputs import KnownOutputs
+from slimkit.quant.known_outputs import KnownOutputs, model_digest
 from slimkit.quant.plan import float_between_sites
 from slimkit.quant.weight_only import snap_weight_only
 from slimkit.quant.stage import prepare, quant_rows
@@ -135,6 +136,8 @@ def compress(
         report.stages.append(row)
 
     compressed = cls(work.strip())
+    if known is not None:  # export reuses the outputs while the returned model still holds these arrays
+        known = dataclasses.replace(known, digest=model_digest(compressed))
     report.metrics_after = evaluate(compressed, eval_data, eval_fn)
     report.layers = _layer_rows(compressed, targets)
     # zlib sizes show what zeros save; quantize-only recipes change no zeros and the deployed size is the

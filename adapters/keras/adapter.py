@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -179,6 +179,11 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         else:
             record.variable.assign(values)
         target.assign(np.where(values != 0, target.numpy(), 0).astype(dtype))
+
+    def state_arrays(self) -> Iterator[tuple[str, np.ndarray]]:
+        """Every variable of the model (masks and fake-quant state included) by its path, as numpy."""
+        for variable in self.model.weights:  # tf_keras variables have a name, no path
+            yield getattr(variable, "path", None) or variable.name, np.asarray(variable.numpy())
 
     def strip(self) -> Any:
         """A plain model with the pruned zeros in its weights and no slimkit constraint.

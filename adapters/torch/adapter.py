@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 import sys
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
@@ -187,6 +187,12 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
             module.parametrizations[attr].insert(0, _Mask(mask_t.clone()))
         else:
             parametrize.register_parametrization(module, attr, _Mask(mask_t.clone()))
+
+    def state_arrays(self) -> Iterator[tuple[str, np.ndarray]]:
+        """The state dict (parameters and buffers, masks and fake-quant state included) as numpy."""
+        for name, tensor in self.model.state_dict().items():
+            t = tensor.detach().cpu()
+            yield name, (t.float() if t.dtype in (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2) else t).numpy()
 
     def strip(self) -> Any:
         """The model with masks baked into the weights; a fake-quant model keeps its fake-quant sites."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 
@@ -140,6 +140,12 @@ class ModelAdapter(abc.ABC):
             DataError: the layer has no such weight, or the mask does not have its shape (the
                 message names the layer).
         """
+
+    @abc.abstractmethod
+    def state_arrays(self) -> Iterator[tuple[str, np.ndarray]]:
+        """Every array the model's inference outputs depend on (weights, buffers such as batch-norm
+        statistics, fake-quant parameters), each under a name stable for the same model, in a fixed
+        order. Core digests them to tell whether a model changed; numpy views are fine (read only)."""
 
     @abc.abstractmethod
     def strip(self) -> Any:

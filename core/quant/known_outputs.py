@@ -3,23 +3,24 @@
 The quantize stage runs the float model and the simulated int8 model on the first calibration inputs
 to measure fidelity (and, for static int8, to choose which layers stay float). Exporting then needs the
 same two outputs on the same inputs to verify onnxruntime's file. Running the models again costs two
-forward passes (seconds on a ResNet50), so the stage's outputs travel with the result instead.
+forward passes (seconds on a ResNet50; a Keras model traces its predict function again for each new
+batch shape), so the stage's outputs travel with the result instead.
 
-They are only used while they still describe the model: the export runs the model on the first of those
-inputs and compares with what was recorded (a model trained or changed since gives other outputs), and
-the inputs must be the ones the outputs were computed on.
+They are only used while they still describe the model: the inputs must be the ones the outputs were
+computed on, and a digest of every array the model holds (weights, batch-norm statistics, fake-quant
+parameters; CRC-32, a few hundredths of a second per 100 MB) must equal the one taken when compress
+returned. A model trained, edited or re-quantized since gives another digest, and both models run again.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
+from slimkit.adapter import ModelAdapter
 from slimkit.data import Inputs, head, leaves, n_samples
-
-#: Relative agreement (of the output's range) a fresh output must have with the recorded one.
-_AGREEMENT = 1e-4
 
 
 @dataclass(frozen=True)
@@ -30,11 +31,13 @@ class KnownOutputs:
         inputs: the calibration inputs the outputs were computed on.
         reference: the float model's outputs.
         simulated: the fake-quant model's outputs.
+        digest: :func:`model_digest` of the model they describe ("" until compress returns it).
     """
 
     inputs: Inputs
     reference: np.ndarray
     simulated: np.ndarray
+    digest: str = ""
 
     def covering(self, probe: Inputs) -> tuple[np.ndarray, np.ndarray] | None:
         """``(reference, simulated)`` for ``probe`` (any input form: array, tuple or dict of arrays)
@@ -46,18 +49,20 @@ class KnownOutputs:
             return None
         return self.reference[:count], self.simulated[:count]
 
-    def still_describes(self, simulated_now: np.ndarray) -> bool:
-        """True when ``simulated_now`` (the model's output on the first input, run now) matches the record.
+    def describes(self, adapter: ModelAdapter) -> bool:
+        """True when ``adapter``'s model holds exactly the arrays it held when the outputs were recorded."""
+        return bool(self.digest) and model_digest(adapter) == self.digest
 
-        Not bit equality: a batch of one may take other kernels than the recorded batch did, and a
-        fake-quant output can then round one step differently."""
-        recorded = self.simulated[:1]
-        if recorded.shape != simulated_now.shape:
-            return False
-        span = float(np.max(self.simulated) - np.min(self.simulated)) if self.simulated.size else 0.0
-        step = 2.0 * _step_of(self.simulated)
-        tolerance = max(_AGREEMENT * span, step, 1e-6)
-        return bool(np.all(np.abs(recorded - simulated_now) <= tolerance))
+
+def model_digest(adapter: ModelAdapter) -> str:
+    """A digest of every array the model's outputs depend on (names, shapes, dtypes and bytes)."""
+    crc, count = 0, 0
+    for name, value in adapter.state_arrays():
+        value = np.ascontiguousarray(value)
+        crc = zlib.crc32(f"{name}|{value.shape}|{value.dtype}".encode(), crc)
+        crc = zlib.crc32(memoryview(value).cast("B") if value.size else b"", crc)
+        count += 1
+    return f"{count}:{crc:08x}"
 
 
 def _same_inputs(a: Inputs, b: Inputs) -> bool:
@@ -68,12 +73,3 @@ def _same_inputs(a: Inputs, b: Inputs) -> bool:
     return len(pairs) == len(leaves(a)) == len(leaves(b)) and all(
         np.shape(x) == np.shape(y) and np.asarray(x).dtype == np.asarray(y).dtype and np.array_equal(x, y)
         for x, y in pairs)
-
-
-def _step_of(values: np.ndarray) -> float:
-    """The smallest gap between distinct output values when they lie on a grid of at most 256 levels
-    (a quantized output), else 0."""
-    levels = np.unique(values)
-    if len(levels) < 2 or len(levels) > 256:
-        return 0.0
-    return float(np.min(np.diff(levels)))

@@ -125,6 +125,27 @@ def test_weights_round_trip_and_copies_are_independent(framework):
     assert np.abs(work.predict(x) - reference).max() > 0.1
 
 
+def test_state_arrays_hold_every_weight_and_statistic_and_see_any_change(framework):
+    """What core digests to tell whether a model changed: every weight (batch-norm statistics too),
+    under unique names, the same on a copy; a change of one weight or of a mask shows."""
+    from slimkit.quant.known_outputs import model_digest
+
+    adapter = adapter_for_copy(mlp_twin(framework))
+    names = [name for name, _ in adapter.state_arrays()]
+    assert len(names) == len(set(names)), names
+    held = sum(int(np.size(v)) for _, v in adapter.state_arrays())
+    weights = sum(int(np.size(v)) for w in mlp_weights().values() for v in w.values())
+    assert held >= weights, (held, weights)
+    digest = model_digest(adapter)
+    assert model_digest(adapter_for_copy(mlp_twin(framework))) == digest
+    adapter.set_weights("bn", {"var": adapter.get_weights("bn")["var"] * 2})
+    changed = model_digest(adapter)
+    assert changed != digest
+    kernel = adapter.get_weights("fc2")["kernel"]
+    adapter.set_mask("fc2", (np.abs(kernel) > np.median(np.abs(kernel))).astype(np.float32))
+    assert model_digest(adapter) not in (digest, changed)
+
+
 def test_unknown_layers_and_weights_are_key_errors(framework):
     adapter = adapter_for_copy(framework.mlp())
     with pytest.raises(KeyError, match="no layer named 'nope'"):

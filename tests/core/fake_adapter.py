@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -379,6 +379,20 @@ class FakeAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
             raise DataError(f"layer {name!r}: mask shape {mask.shape} != kernel shape {kernel.shape}")
         layer.mask = np.asarray(mask, np.float32).copy()
         layer.weights["kernel"] = kernel * layer.mask
+
+    def state_arrays(self) -> Iterator[tuple[str, np.ndarray]]:
+        for layer in self.model.layers:
+            for key, value in layer.weights.items():
+                yield f"{layer.name}/{key}", value
+            if layer.mask is not None:
+                yield f"{layer.name}/mask", layer.mask
+            if isinstance(layer, FakeQuant):
+                for key in ("scale", "zero_point", "range_min", "range_max", "ready"):
+                    yield f"{layer.name}/{key}", getattr(layer, key)
+                yield f"{layer.name}/{layer.mode}/{layer.qmin}/{layer.qmax}", np.zeros(0, np.float32)
+            for key, site in getattr(layer, "quant", {}).items():
+                yield f"{layer.name}/{key}/quant/scale", site.scale
+                yield f"{layer.name}/{key}/quant/zero_point", site.zero_point
 
     def strip(self) -> Any:
         """Bakes masks into kernels; fake-quant sites stay."""

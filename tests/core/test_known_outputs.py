@@ -1,8 +1,11 @@
 """KnownOutputs: the quantize stage's outputs are reused only for the inputs they were computed on."""
 
+import dataclasses
+
 import numpy as np
 
-from slimkit.quant.known_outputs import KnownOutputs
+from slimkit.quant.known_outputs import KnownOutputs, model_digest
+from fake_adapter import FakeAdapter, make_mlp
 
 
 def _known(inputs):
@@ -30,16 +33,14 @@ def test_a_probe_longer_than_the_record_or_of_another_dtype_is_not_covered():
     assert known.covering(x[:2].astype(np.float64)) is None
 
 
-def test_a_changed_model_no_longer_matches_the_record():
-    sim = np.random.default_rng(0).uniform(0, 1, (300, 2)).astype(np.float32)  # off any grid: no step slack
-    known = KnownOutputs(np.zeros((300, 3), np.float32), sim, sim)
-    assert known.still_describes(sim[:1] + 5e-5)  # within 1e-4 of the output's range
-    assert not known.still_describes(sim[:1] + 1e-3)
-    assert not known.still_describes(sim[0])  # another shape
-
-
-def test_a_quantized_output_may_round_one_step_either_way():
-    grid = (np.arange(40, dtype=np.float32) * 0.25).reshape(20, 2)  # a 0.25 output step
-    known = KnownOutputs(np.zeros((20, 3), np.float32), grid, grid)
-    assert known.still_describes(grid[:1] + 0.25)
-    assert not known.still_describes(grid[:1] + 0.75)
+def test_the_digest_changes_with_any_array_of_the_model():
+    adapter = FakeAdapter(make_mlp(seed=0))
+    known = dataclasses.replace(_known(np.zeros((6, 3), np.float32)), digest=model_digest(adapter))
+    assert known.describes(adapter)
+    assert known.describes(FakeAdapter(make_mlp(seed=0)))  # equal arrays, another object
+    name = adapter.layers()[0].name
+    kernel = adapter.get_weights(name)["kernel"]
+    kernel.flat[0] = np.nextafter(kernel.flat[0], np.float32(np.inf))  # one ulp of one weight
+    adapter.set_weights(name, {"kernel": kernel})
+    assert not known.describes(adapter)
+    assert not _known(np.zeros((6, 3), np.float32)).describes(adapter)  # no digest taken: never reused
