@@ -24,7 +24,7 @@ from slimkit.pruning.methods import method_of as prune_method
 from slimkit.quant.methods import FIDELITY_SAMPLES, QuantContext
 from slimkit.quant.methods import method_of as quant_method
 from slimkit.quant.fallback import MIN_QUANT_CORRELATION, output_correlation
-from slimkit.quant.known_outputs import KnownOutputs, model_digest
+from slimkit.quant.known_outputs import KnownOutputs, model_digest, outputs_on
 from slimkit.quant.plan import float_between_sites
 from slimkit.quant.weight_only import snap_weight_only
 from slimkit.quant.stage import prepare, quant_rows
@@ -261,15 +261,17 @@ def _shortfall(result: ModelAdapter, stage: PruneStage, method: Any, layers: lis
 
 
 def _fidelity(float_model: ModelAdapter, quantized: ModelAdapter, sample: Any, report: Report, field: str,
-              outputs: tuple[np.ndarray, np.ndarray] | None = None) -> KnownOutputs | None:
+              outputs: tuple[np.ndarray, np.ndarray] | None = None,
+              reference: np.ndarray | None = None) -> KnownOutputs | None:
     """Compares the simulated quantized model with the float one on calibration inputs (Pearson r and
-    RMS error of the outputs; ``outputs`` when the method computed them already); a note always, a
-    SlimkitWarning below :data:`MIN_QUANT_CORRELATION`. Returns the outputs compared, for export."""
+    RMS error of the outputs; ``outputs`` when the method computed them already, ``reference`` the float
+    outputs on the first inputs); a note always, a SlimkitWarning below :data:`MIN_QUANT_CORRELATION`.
+    Returns the outputs compared, for export."""
     if sample is None:
         return None
     x = head(sample, FIDELITY_SAMPLES)
     if outputs is None:
-        outputs = float_model.predict(x), quantized.predict(x)
+        outputs = outputs_on(float_model, x, reference), quantized.predict(x)
     known = KnownOutputs(x, *outputs) if all(isinstance(o, np.ndarray) for o in outputs) else None
     ref, got = (np.asarray(o, dtype=np.float64) for o in outputs)
     r = output_correlation(ref, got)
@@ -341,7 +343,9 @@ def _run_quant_stage(
         warnings.warn(msg, SlimkitWarning, stacklevel=3)
     # after training, the float model to compare with is the trained one, not the one before training
     reference = outcome.model.without_fake_quant() if method.trains else prepared.adapter
-    known = _fidelity(reference, outcome.model, ctx.sample, report, field, outcome.outputs)
+    # calibration's float outputs are the model before any training: a trained method compares anew
+    known = _fidelity(reference, outcome.model, ctx.sample, report, field, outcome.outputs,
+                      None if method.trains else outcome.reference)
     if prepared.folded:
         report.notes.append("batch norms folded: " + ", ".join(f"{bn} into {layer}" for layer, bn in prepared.folded))
     bits = sorted({s.kernel.bits for s in plan.layers})

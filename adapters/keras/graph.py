@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Callable
 
+from slimkit.adapter.structure import MODEL_OUTPUT
 from slimkit.errors import UnsupportedModelError
 from slimkit.graph import LayerGraph, Node
 from slimkit.names import unique_name
@@ -287,6 +288,9 @@ def collect_outputs(walker: Walker, trace: Trace, source: dict[str, str], x: Any
     k = walker.k
     wanted: dict[str, list[str]] = {}
     for name in names:
+        if name == MODEL_OUTPUT:  # the walk's last call gives the model's (single) output
+            wanted.setdefault(trace.output, []).append(name)
+            continue
         if name not in source:
             raise KeyError(f"no layer or graph node named {name!r}")
         wanted.setdefault(source[name], []).append(name)
@@ -309,5 +313,5 @@ def collect_outputs(walker: Walker, trace: Trace, source: dict[str, str], x: Any
     for name, chunks in parts.items():
         # One batch (the usual calibration probe) needs no concatenating copy.
         value = chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=0)
-        out[name] = np.moveaxis(value, -1, 1) if value.ndim >= 3 else value
+        out[name] = np.moveaxis(value, -1, 1) if value.ndim >= 3 and name != MODEL_OUTPUT else value
     return out

@@ -13,6 +13,7 @@ import torch
 from torch import fx, nn
 from torch.nn.utils import parametrize
 
+from slimkit.adapter import MODEL_OUTPUT
 from slimkit.data import as_arrays, as_inputs, head, is_array_pair, leaves, n_samples, take
 from slimkit.errors import DataError, UnsupportedModelError
 from slimkit.recipe import FineTune
@@ -47,18 +48,20 @@ def layer_outputs(model: nn.Module, x: Any, names: list[str], batch_size: int = 
     Module paths are read with forward hooks (a module called several times gives its first call, as
     the graph names that call by the bare path). Other names of :func:`build_graph`'s nodes (fx names
     such as ``add_3``, or ``path#2`` for later calls) are read by running the fx trace instead.
+    ``MODEL_OUTPUT`` reads what ``predict`` would, where that pass shows it (see the capability).
     """
     modules = dict(model.named_modules())
-    if all(name in modules for name in names):
-        return _batched(x, batch_size, names, lambda xb: _hooked(model, xb, names, modules))
+    layers = [n for n in names if n != MODEL_OUTPUT]
+    if all(name in modules for name in layers):
+        return _batched(x, batch_size, names, lambda xb: _hooked(model, xb, layers, modules, MODEL_OUTPUT in names))
     gm = trace(model, "reading graph node outputs", head(as_inputs(x, "inputs"), 2))
     propagate_shapes(model, gm, x)  # the same names as build_graph: only tensor-yielding nodes count
     by_name = {v: k for k, v in node_names(model, gm).items()}
-    missing = [n for n in names if n not in by_name]
+    missing = [n for n in layers if n not in by_name]
     if missing:
         raise KeyError(f"no layer or graph node named {missing[0]!r}")
-    wanted = {by_name[n]: n for n in names}
-    return _batched(x, batch_size, names, lambda xb: _interpreted(model, gm, xb, wanted))
+    wanted = {by_name[n]: n for n in layers}
+    return _batched(x, batch_size, names, lambda xb: _interpreted(model, gm, xb, wanted, MODEL_OUTPUT in names))
 
 
 def _batched(x: Any, batch_size: int, names: list[str],
@@ -68,14 +71,16 @@ def _batched(x: Any, batch_size: int, names: list[str],
     for start in range(0, n_samples(x), batch_size):
         found = run(take(x, slice(start, start + batch_size)))
         for n in names:
-            parts[n].append(found[n])
+            parts[n].append(found.get(n))
+    if any(p is None for p in parts.get(MODEL_OUTPUT, ())):  # not readable in this pass: the caller predicts
+        del parts[MODEL_OUTPUT]
     # One batch (the usual calibration probe) needs no concatenating copy.
     return {n: (p[0] if len(p) == 1 else np.concatenate(p)).astype(np.float32, copy=False)
             for n, p in parts.items()}
 
 
 def _hooked(model: nn.Module, xb: Any, names: list[str],
-            modules: dict[str, nn.Module]) -> dict[str, np.ndarray]:
+            modules: dict[str, nn.Module], with_output: bool = False) -> dict[str, np.ndarray]:
     found: dict[str, np.ndarray] = {}
 
     def hook_for(name: str):
@@ -90,7 +95,9 @@ def _hooked(model: nn.Module, xb: Any, names: list[str],
     handles = [modules[n].register_forward_hook(hook_for(n)) for n in dict.fromkeys(names)]
     try:
         with _EvalMode(model), torch.no_grad():
-            call(model, to_tensors(xb, model))
+            out = call(model, to_tensors(xb, model))
+            if with_output:  # what predict reads from the same call
+                found[MODEL_OUTPUT] = _snapshot(first_tensor(out, type(model).__name__))
     finally:
         for handle in handles:
             handle.remove()
@@ -101,7 +108,7 @@ def _hooked(model: nn.Module, xb: Any, names: list[str],
 
 
 def _interpreted(model: nn.Module, gm: fx.GraphModule, xb: Any,
-                 wanted: dict[fx.Node, str]) -> dict[str, np.ndarray]:
+                 wanted: dict[fx.Node, str], with_output: bool = False) -> dict[str, np.ndarray]:
     found: dict[str, np.ndarray] = {}
 
     class Recorder(fx.Interpreter):
@@ -114,7 +121,11 @@ def _interpreted(model: nn.Module, gm: fx.GraphModule, xb: Any,
             return value
 
     with _EvalMode(model), torch.no_grad():
-        Recorder(gm).run(*placeholder_args(gm, to_tensors(xb, model)))
+        out = Recorder(gm).run(*placeholder_args(gm, to_tensors(xb, model)))
+    # A graph that returns one tensor returns what the model does; a structure may have been flattened
+    # by the capture (torch.export), so the model's own output is left to predict then.
+    if with_output and isinstance(out, torch.Tensor):
+        found[MODEL_OUTPUT] = _snapshot(out)
     return found
 
 

@@ -14,7 +14,7 @@ from slimkit.adapter.hooks import FitFn, HookChain, StepCallback, TrainHooks
 from slimkit.adapter.model import LayerInfo, ModelAdapter
 from slimkit.adapter.quant import QuantAdapter
 from slimkit.adapter.saving import SavingAdapter
-from slimkit.adapter.structure import StructureAdapter
+from slimkit.adapter.structure import MODEL_OUTPUT, StructureAdapter
 from slimkit.errors import UnsupportedModelError
 
 C = TypeVar("C")
@@ -34,5 +34,5 @@ def require(adapter: Any, capability: type[C], feature: str) -> C:
     return adapter
 
 
-__all__ = ["FitFn", "HookChain", "LayerInfo", "ModelAdapter", "QuantAdapter", "SavingAdapter", "StepCallback", "StructureAdapter",
+__all__ = ["FitFn", "HookChain", "LayerInfo", "MODEL_OUTPUT", "ModelAdapter", "QuantAdapter", "SavingAdapter", "StepCallback", "StructureAdapter",
            "TrainHooks", "require"]

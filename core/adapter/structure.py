@@ -14,6 +14,11 @@ if TYPE_CHECKING:
     from slimkit.attention import AttentionBlock
     from slimkit.graph import LayerGraph
 
+#: A name :meth:`StructureAdapter.layer_outputs` may be asked for besides layers: the model's output as
+#: :meth:`~slimkit.adapter.ModelAdapter.predict` returns it, read in the same pass (calibration then
+#: gives the float reference outputs without running the model again).
+MODEL_OUTPUT = "__model_output__"
+
 
 class StructureAdapter(abc.ABC):
     """Graph, shrink, layer outputs and gradients of an adapter's model."""
@@ -52,7 +57,12 @@ class StructureAdapter(abc.ABC):
 
     @abc.abstractmethod
     def layer_outputs(self, x: np.ndarray, names: list[str], batch_size: int = 256) -> dict[str, np.ndarray]:
-        """Inference-mode outputs of the named layers for ``x``, channels moved to axis 1."""
+        """Inference-mode outputs of the named layers for ``x``, channels moved to axis 1.
+
+        :data:`MODEL_OUTPUT` among ``names`` asks for the model's output too, exactly as ``predict``
+        gives it (its layout, no channel move). An adapter that cannot read it in the same pass leaves
+        it out of the result, and the caller runs ``predict``; every other name is always present.
+        """
 
     @abc.abstractmethod
     def weight_gradients(self, data: Any, settings: FineTune, batches: int) -> dict[str, dict[str, np.ndarray]]:

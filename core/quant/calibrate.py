@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
-from slimkit.adapter import ModelAdapter
+from slimkit.adapter import MODEL_OUTPUT, ModelAdapter
 from slimkit.data import all_finite, as_inputs, head, n_samples, take
 from slimkit.errors import DataError
 from slimkit.quant.observers import build_observer
@@ -28,7 +29,38 @@ def calibrate(
     batch_size: int = 16,
     verbose: bool = True,
 ) -> dict[str, tuple[float, float]]:
-    """Observed ``(min, max)`` of each node's output over the first ``settings.samples`` inputs.
+    """Observed ``(min, max)`` of each node's output over the first ``settings.samples`` inputs;
+    :func:`calibrate_recording` without the outputs."""
+    return calibrate_recording(adapter, nodes, x, settings, field, batch_size, verbose).ranges
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """Calibration's result.
+
+    Attributes:
+        ranges: observed ``(min, max)`` of each node's output.
+        outputs: the float model's outputs (as ``predict`` gives them) on the first ``record`` inputs,
+            read in the same passes; None when none were asked for or the adapter cannot read them so.
+    """
+
+    ranges: dict[str, tuple[float, float]]
+    outputs: np.ndarray | None = None
+
+
+def calibrate_recording(
+    adapter: ModelAdapter,
+    nodes: list[str],
+    x: np.ndarray,
+    settings: ActivationQuant,
+    field: str,
+    batch_size: int = 16,
+    verbose: bool = True,
+    record: int = 0,
+) -> Calibrated:
+    """Observed ``(min, max)`` of each node's output over the first ``settings.samples`` inputs, and
+    the model's outputs on the first ``record`` of them (the float reference the fidelity check needs,
+    without another forward pass).
 
     Args:
         adapter: the float model.
@@ -55,10 +87,17 @@ def calibrate(
     observers = {n: build_observer(settings.calibration, settings.calibration_options, settings) for n in nodes}
     start = time.perf_counter()
     batches = range(0, n, batch_size)
+    recorded: list[np.ndarray] | None = [] if record > 0 else None
     for i, lo in enumerate(batches):
-        outputs = adapter.layer_outputs(take(x, slice(lo, lo + batch_size)), list(nodes), batch_size)
+        wanted = list(nodes) + ([MODEL_OUTPUT] if recorded is not None and lo < record else [])
+        outputs = adapter.layer_outputs(take(x, slice(lo, lo + batch_size)), wanted, batch_size)
         for name in nodes:
             observers[name].update(outputs[name])
+        if MODEL_OUTPUT in wanted:
+            if MODEL_OUTPUT in outputs and recorded is not None:
+                recorded.append(outputs[MODEL_OUTPUT][:record - lo])
+            else:  # this adapter reads it only by predict: the caller runs that
+                recorded = None
         if verbose and (i + 1 == len(batches) or (i + 1) % max(1, len(batches) // 4) == 0):
             print(f"[slimkit] calibration ({settings.calibration}): {min(lo + batch_size, n)}/{n} "
                   f"samples, {len(nodes)} tensors ({time.perf_counter() - start:.1f}s)",
@@ -67,4 +106,5 @@ def calibrate(
     for name, obs in observers.items():
         lo, hi = obs.range()
         ranges[name] = (float(lo), float(hi))
-    return ranges
+    kept = np.concatenate(recorded) if recorded else None
+    return Calibrated(ranges, None if kept is None else kept.astype(np.float32, copy=False))

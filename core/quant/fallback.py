@@ -26,6 +26,7 @@ import numpy as np
 
 from slimkit.adapter import ModelAdapter
 from slimkit.graph import LayerGraph
+from slimkit.quant.known_outputs import outputs_on
 from slimkit.quant.plan import QuantPlan, SiteParams, float_between_sites
 
 #: A quantized model whose outputs correlate less than this with the float model's is reported and warned
@@ -84,6 +85,7 @@ def fall_back(
     target: float,
     max_share: float,
     verbose: bool = True,
+    reference: np.ndarray | None = None,
 ) -> Fallback:
     """The plan with the shortest float prefix whose outputs correlate at least ``target`` with the float model's.
 
@@ -100,12 +102,13 @@ def fall_back(
         target: the correlation to reach.
         max_share: at most this share of the plan's layers is kept float.
         verbose: print a line per trial.
+        reference: the float model's outputs on the first rows of ``x``, when calibration read them.
 
     Returns:
         The full plan when it already reaches ``target`` (or nothing may fall back), else the shortest
         prefix that does, else the trial that came closest.
     """
-    ref = float_model.predict(x)
+    ref = outputs_on(float_model, x, reference)
     order = [s.layer for s in plan.layers]
     cache: dict[int, tuple[float | None, QuantPlan, dict[str, SiteParams], ModelAdapter, tuple[str, ...],
                            np.ndarray]] = {}

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from slimkit.adapter import ModelAdapter
-from slimkit.data import Inputs, head, leaves, n_samples
+from slimkit.data import Inputs, head, leaves, n_samples, take
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,17 @@ class KnownOutputs:
     def describes(self, adapter: ModelAdapter) -> bool:
         """True when ``adapter``'s model holds exactly the arrays it held when the outputs were recorded."""
         return bool(self.digest) and model_digest(adapter) == self.digest
+
+
+def outputs_on(adapter: ModelAdapter, x: Inputs, first: np.ndarray | None) -> np.ndarray:
+    """``adapter.predict(x)``, where ``first`` (outputs already read on the first rows of ``x``, as
+    calibration records them) spares running those rows again."""
+    count = 0 if first is None else min(len(first), n_samples(x))
+    if count == 0:
+        return adapter.predict(x)
+    if count == n_samples(x):
+        return first[:count]
+    return np.concatenate([first[:count], adapter.predict(take(x, slice(count, None)))])
 
 
 def model_digest(adapter: ModelAdapter) -> str:

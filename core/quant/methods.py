@@ -42,7 +42,9 @@ class QuantOutcome:
     A method that keeps some of the prepared plan's layers float returns the ``plan`` it used and the
     ``floated`` layers; ``warnings`` are messages for the user (the stage runner prefixes the recipe path,
     reports and warns). ``outputs``: the float and the returned model's outputs on the first
-    ``FIDELITY_SAMPLES`` calibration inputs, when the method computed them (the fidelity check reuses them).
+    ``FIDELITY_SAMPLES`` calibration inputs, when the method computed them (the fidelity check reuses them);
+    ``reference``: the float model's outputs on the first of those inputs (calibration read them), when
+    only those are known.
     """
 
     model: ModelAdapter
@@ -53,6 +55,7 @@ class QuantOutcome:
     floated: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     outputs: tuple[np.ndarray, np.ndarray] | None = None
+    reference: np.ndarray | None = None
 
 
 class QuantMethod:

@@ -10,7 +10,7 @@ import numpy as np
 from slimkit.adapter import ModelAdapter
 from slimkit.data import head
 from slimkit.plugins import bounded
-from slimkit.quant.calibrate import calibrate
+from slimkit.quant.calibrate import calibrate_recording
 from slimkit.quant.fallback import MIN_QUANT_CORRELATION, fall_back, format_correlation
 from slimkit.quant.methods import (
     FIDELITY_SAMPLES, QUANT_METHODS, QuantContext, QuantMethod, QuantOutcome, check_post_training_bits,
@@ -26,18 +26,21 @@ FALLBACK_TARGET = round(MIN_QUANT_CORRELATION + 0.01, 6)
 
 
 def quantize_static(prepared: Prepared, stage: QuantizeStage, x: np.ndarray, field: str,
-                    verbose: bool = True) -> tuple[ModelAdapter, dict, dict]:
+                    verbose: bool = True) -> tuple[ModelAdapter, dict, dict, np.ndarray | None]:
     """Calibrates ``prepared``'s activation sites on ``x`` and returns the fixed fake-quant model.
 
     Returns:
-        ``(model, params, ranges)``: the fake-quant adapter, every site's parameters and the
-        calibrated activation ranges.
+        ``(model, params, ranges, reference)``: the fake-quant adapter, every site's parameters, the
+        calibrated activation ranges and the float model's outputs on the first
+        :data:`FIDELITY_SAMPLES` calibration inputs, read by the calibration passes (None when the
+        adapter cannot read them so).
     """
     nodes = [a.node for a in prepared.plan.acts]
-    ranges = calibrate(prepared.adapter, nodes, x, stage.activations, field, verbose=verbose)
-    acts = calibrated_acts(prepared.plan, ranges)
+    found = calibrate_recording(prepared.adapter, nodes, x, stage.activations, field, verbose=verbose,
+                                record=FIDELITY_SAMPLES)
+    acts = calibrated_acts(prepared.plan, found.ranges)
     params = {**acts, **weight_params(prepared.adapter, prepared.plan, acts)}
-    return finish(prepared.adapter, prepared.plan, params), params, ranges
+    return finish(prepared.adapter, prepared.plan, params), params, found.ranges, found.outputs
 
 
 @dataclass(frozen=True)
@@ -63,10 +66,10 @@ class Static(QuantMethod):
         check_post_training_bits(stage, path, "static")
 
     def run(self, prepared: Prepared, stage: QuantizeStage, ctx: QuantContext) -> QuantOutcome:
-        model, params, ranges = quantize_static(prepared, stage, ctx.sample, ctx.field, ctx.verbose)
+        model, params, ranges, reference = quantize_static(prepared, stage, ctx.sample, ctx.field, ctx.verbose)
         options: StaticOptions = self.options
         if options.max_float_share == 0 or len(prepared.plan.layers) < 2:
-            return QuantOutcome(model, params, ranges)
+            return QuantOutcome(model, params, ranges, reference=reference)
         specs = {s.layer: s.kernel for s in prepared.plan.layers}
         acts = self.activation_spec(stage.activations)
 
@@ -77,7 +80,7 @@ class Static(QuantMethod):
         found = fall_back(prepared.adapter, prepared.graph, prepared.plan, params, model,
                           lambda plan, p: finish(prepared.adapter, plan, p), replan,
                           head(ctx.sample, FIDELITY_SAMPLES), options.min_correlation, options.max_float_share,
-                          ctx.verbose)
+                          ctx.verbose, reference)
         if not found.floated:
             return QuantOutcome(model, params, ranges, outputs=found.outputs)
         kept_ranges = {node: r for node, r in ranges.items() if node in found.params}

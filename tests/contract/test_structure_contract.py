@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from slimkit.adapter import MODEL_OUTPUT
 from slimkit.graph import analyse
 from slimkit.recipe import FineTune
 from slimkit.registry import adapter_for, adapter_for_copy
@@ -129,6 +130,20 @@ def test_layer_outputs_are_each_nodes_inference_output(framework):
     np.testing.assert_allclose(outs[body[-1].name], adapter.predict(x), atol=1e-6, rtol=0)
     with pytest.raises(KeyError, match="'nope'"):
         adapter.layer_outputs(x, ["fc1", "nope"])
+
+
+def test_the_models_output_is_read_in_the_same_pass_as_predict_gives_it(framework):
+    """Calibration asks for MODEL_OUTPUT beside its sites to get the float reference without another
+    pass: every adapter here reads it, with layer names only and with every graph node (the torch fx
+    path), and it equals predict over several batches."""
+    adapter = adapter_for(mlp_twin(framework))
+    x, _ = mlp_data(40)
+    graph = adapter.graph(x)
+    for names in (["fc1"], [n.name for n in _chain(graph)]):
+        outs = adapter.layer_outputs(x, [*names, MODEL_OUTPUT], batch_size=16)
+        assert list(outs) == [*names, MODEL_OUTPUT]
+        assert outs[MODEL_OUTPUT].dtype == np.float32
+        np.testing.assert_allclose(outs[MODEL_OUTPUT], adapter.predict(x), atol=1e-6, rtol=0, err_msg=str(names))
 
 
 def _conv_nchw(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, QuantAdapter, StructureAdapter, StepCallback, TrainHooks
+from slimkit.adapter import MODEL_OUTPUT, FitFn, LayerInfo, ModelAdapter, QuantAdapter, StructureAdapter, StepCallback, TrainHooks
 from slimkit.data import as_arrays, is_array_pair
 from slimkit.errors import DataError, ExportError, UnsupportedModelError
 from slimkit.graph import LayerGraph, Node
@@ -506,6 +506,7 @@ class FakeAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
                 found[f"{layer.name}/relu"] = out.copy()
             elif layer.name in names:
                 found[layer.name] = out.copy()
+        found[MODEL_OUTPUT] = out.astype(np.float32, copy=True)  # what predict returns
         missing = set(names) - set(found)
         if missing:
             raise KeyError(f"no layer named {sorted(missing)[0]!r}")
