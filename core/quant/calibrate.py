@@ -20,6 +20,10 @@ from slimkit.quant.observers import build_observer
 from slimkit.recipe import ActivationQuant
 
 
+#: Activation bytes one calibration pass may hold (every site's tensor for its inputs at once).
+PASS_BYTES = 256 * 2**20
+
+
 def calibrate(
     adapter: ModelAdapter,
     nodes: list[str],
@@ -68,8 +72,9 @@ def calibrate_recording(
         x: calibration inputs in the model's layout.
         settings: observer choice and sample count.
         field: the recipe path, for messages.
-        batch_size: inputs per forward pass.
-        verbose: print a progress line per batch group.
+        batch_size: at most this many inputs per forward pass (fewer when their activations would
+            hold more than :data:`PASS_BYTES`).
+        verbose: print a progress line per quarter of the samples.
 
     Raises:
         DataError: ``x`` is empty, of the wrong shape, or contains non-finite values.
@@ -86,11 +91,14 @@ def calibrate_recording(
     n = n_samples(x)
     observers = {n: build_observer(settings.calibration, settings.calibration_options, settings) for n in nodes}
     start = time.perf_counter()
-    batches = range(0, n, batch_size)
     recorded: list[np.ndarray] | None = [] if record > 0 else None
-    for i, lo in enumerate(batches):
+    lo, size, passes, shown = 0, 1, 0, 0
+    while lo < n:
+        # The first pass reads one input, which tells what every tensor of the plan costs per input;
+        # later passes take as many inputs as fit in PASS_BYTES (at most batch_size), so the memory
+        # held at once does not grow with the number of samples or with the model's activations.
         wanted = list(nodes) + ([MODEL_OUTPUT] if recorded is not None and lo < record else [])
-        outputs = adapter.layer_outputs(take(x, slice(lo, lo + batch_size)), wanted, batch_size)
+        outputs = adapter.layer_outputs(take(x, slice(lo, lo + size)), wanted, size)
         for name in nodes:
             observers[name].update(outputs[name])
         if MODEL_OUTPUT in wanted:
@@ -98,8 +106,15 @@ def calibrate_recording(
                 recorded.append(outputs[MODEL_OUTPUT][:record - lo])
             else:  # this adapter reads it only by predict: the caller runs that
                 recorded = None
-        if verbose and (i + 1 == len(batches) or (i + 1) % max(1, len(batches) // 4) == 0):
-            print(f"[slimkit] calibration ({settings.calibration}): {min(lo + batch_size, n)}/{n} "
+        if passes == 0:
+            per_input = max(1, sum(int(np.asarray(v).nbytes) for v in outputs.values()))
+            step = max(1, min(int(batch_size), PASS_BYTES // per_input))
+        del outputs
+        lo, passes = lo + size, passes + 1
+        size = step
+        if verbose and (lo >= n or lo >= (shown + 1) * n / 4):
+            shown = int(4 * lo / n)
+            print(f"[slimkit] calibration ({settings.calibration}): {min(lo, n)}/{n} "
                   f"samples, {len(nodes)} tensors ({time.perf_counter() - start:.1f}s)",
                   file=sys.stderr, flush=True)
     ranges = {}
