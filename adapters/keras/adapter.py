@@ -31,6 +31,7 @@ from slimkit.recipe import FineTune
 from . import data as kdata
 from . import export, rebuild, saving, training
 from . import graph as kgraph
+from .layer_copy import ZeroInit
 from .layers import LayerEntry, attention_blocks, walk
 from .node_kinds import fake_quant_role
 from .masks import Mask, MaskConstraint, new_mask_variable, np_dtype, retrace_train_step, set_constraint
@@ -198,8 +199,10 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         if is_graph_model(self.model, k):
             if not self._masks:
                 return self.model
-            clone = clone_structure(self.model, k)
+            zeros = ZeroInit(k)
+            clone = clone_structure(self.model, k, zeros)
             clone.set_weights(self.model.get_weights())
+            zeros.restore()
             return clone
         for record in self._masks.values():
             set_constraint(record.kernel, record.original)

@@ -14,6 +14,7 @@ import numpy as np
 from slimkit.errors import UnsupportedModelError
 
 from . import graph as kgraph
+from .layer_copy import ZeroInit
 from .layers import walk
 
 # The keras modules an adapter can serve, in the order accepts() tries them.
@@ -69,8 +70,9 @@ def one_line(exc: BaseException) -> str:
 
 def clone_graph(model: Any, k: ModuleType) -> Any:
     """A Sequential/Functional model rebuilt from layer configs, with the original's weights."""
+    zeros = ZeroInit(k)  # every weight is assigned below: initialising them first would be wasted
     try:
-        clone = clone_structure(model, k)
+        clone = clone_structure(model, k, zeros)
     except Exception as exc:  # custom layers without get_config fail in many ways
         raise UnsupportedModelError(
             f"cannot copy Keras model {describe(model)}: clone_model failed ({one_line(exc)}); "
@@ -84,6 +86,7 @@ def clone_graph(model: Any, k: ModuleType) -> Any:
             "(are variables shared between layers?)"
         )
     clone.set_weights(weights)
+    zeros.restore()
     if list(dict.fromkeys(_unsplit(e.info.name) for e in walk(model, k))) != \
             list(dict.fromkeys(_unsplit(e.info.name) for e in walk(clone, k))):
         raise UnsupportedModelError(f"cannot copy Keras model {describe(model)}: its clone renamed layers")
@@ -95,15 +98,16 @@ def _unsplit(name: str) -> str:
     return name.rsplit("/", 1)[0] if name.endswith(("/depthwise", "/pointwise")) else name
 
 
-def clone_structure(model: Any, k: ModuleType) -> Any:
+def clone_structure(model: Any, k: ModuleType, zeros: ZeroInit | None = None) -> Any:
     """``clone_model`` (fresh weights), keeping a Keras 3 Functional model's input layer names.
 
     Left to itself, Keras 3's ``clone_model`` names a Functional clone's input layers after the
     input *tensors* (``keras_tensor_12``); graph nodes are named after layers, so keep the originals.
+    ``zeros``: copy layers with zero initializers (the caller assigns every weight, then restores them).
     """
     if k.__name__ != "keras":
         return k.models.clone_model(model)
-    split = _separable_splitter(k)
+    split = _separable_splitter(k, zeros)
     if type(model) is k.Sequential:
         return k.models.clone_model(model, clone_function=split)
     inputs = k.tree.map_structure(
@@ -112,7 +116,7 @@ def clone_structure(model: Any, k: ModuleType) -> Any:
     return k.models.clone_model(model, input_tensors=inputs, clone_function=split)
 
 
-def _separable_splitter(k: ModuleType) -> Any:
+def _separable_splitter(k: ModuleType, zeros: ZeroInit | None = None) -> Any:
     """A ``clone_function`` that copies layers from their configs, except that a SeparableConv1D/2D
     becomes a Sequential of the DepthwiseConv and the 1x1 Conv it computes (named ``<name>/depthwise``
     and ``<name>/pointwise``): the same function and the same weights in the same order, in layers
@@ -123,7 +127,7 @@ def _separable_splitter(k: ModuleType) -> Any:
     def clone(layer: Any) -> Any:
         rank = next((r for cls, r in separable.items() if type(layer) is cls), None)
         if rank is None:
-            return layer.__class__.from_config(layer.get_config())
+            return zeros.copy(layer) if zeros is not None else layer.__class__.from_config(layer.get_config())
         c = layer.get_config()
         depthwise = getattr(k.layers, f"DepthwiseConv{rank}D")(
             kernel_size=c["kernel_size"], strides=c["strides"], padding=c["padding"], data_format=c["data_format"],

@@ -26,6 +26,7 @@ from slimkit.quant.plan import MODES, ActSite, FakeQuantSpec, LayerSite, QuantPl
 from slimkit.quant.specs import bias_spec
 
 from .graph import Trace, is_graph_model
+from .layer_copy import ZeroInit
 from .node_kinds import fake_quant_role
 from .layers import LayerEntry
 from .quant_layers import FakeQuant, QuantLayer, kind_of
@@ -204,8 +205,10 @@ def fake_quant_model(model: Any, k: ModuleType, trace: Trace, source: dict[str, 
         )
     sites = resolve(plan, trace, source, entries, k)
 
+    zeros = ZeroInit(k)  # every copied layer's weights are assigned below
+
     def layer_fn(layer: Any) -> Any:
-        copy = type(layer).from_config(layer.get_config())
+        copy = zeros.copy(layer)
         found = sites.layers.get(id(layer))
         if found is None:
             return copy
@@ -237,6 +240,7 @@ def fake_quant_model(model: Any, k: ModuleType, trace: Trace, source: dict[str, 
             continue
         target = new.layer if fake_quant_role(new) == "layer" else new
         _copy_weights(old, target)
+    zeros.restore()
     return new_model
 
 
@@ -245,12 +249,14 @@ def float_model(model: Any, k: ModuleType) -> Any:
 
     Layer and input names stay, so the copy's graph has the node names the plan refers to.
     """
+    zeros = ZeroInit(k)  # every copied layer's weights are assigned below
+
     def layer_fn(layer: Any) -> Any:
         role = fake_quant_role(layer)
         if role == "activation":
             return layer  # never called: after() skips it
         inner = layer.layer if role == "layer" else layer
-        return type(inner).from_config(inner.get_config())
+        return zeros.copy(inner)
 
     def after(original: Any, layer: Any, *args: Any, **kwargs: Any) -> Any:
         if fake_quant_role(original) == "activation":
@@ -264,6 +270,7 @@ def float_model(model: Any, k: ModuleType) -> Any:
         if is_graph_model(old, k) or role == "activation":
             continue
         _copy_weights(old.layer if role == "layer" else old, new)
+    zeros.restore()
     return new_model
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from slimkit.errors import UnsupportedModelError
 from slimkit.graph import LayerGraph
 
+from .layer_copy import ZeroInit
 from .graph import Trace, is_graph_model
 from .layers import LayerEntry, walk
 
@@ -77,6 +78,8 @@ class _Cloner:
         self._index_paths(model, "")
         self.cache: dict[int, Any] = {}
         self.pairs: list[tuple[str, Any, Any]] = []
+        # layers given no weights get all of theirs copied from the original: no initialising first
+        self.zeros = ZeroInit(k)
 
     def _index_paths(self, model: Any, prefix: str) -> None:
         for layer in getattr(model, "layers", []):
@@ -124,8 +127,10 @@ class _Cloner:
         elif path in self.drop:
             new = self.k.layers.Identity(name=layer.name)
             self.identities.add(id(new))
-        else:
+        elif path in self.weights:
             new = type(layer).from_config(self._config(layer, path))
+        else:
+            new = self.zeros.copy(layer, self._config(layer, path))
         self.cache[id(layer)] = new
         self.pairs.append((path, layer, new))
         return new
@@ -228,6 +233,7 @@ def shrink_model(model: Any, k: ModuleType, graph: LayerGraph, trace: Trace, ent
         if "/" in path and parent in done and path in new_entries and path in entries:
             _assign_named(path, entries[path], new_entries[path], weights[path])
             done.add(path)
+    cloner.zeros.restore()
     missing = set(weights) - done
     missing |= {name for name in drop if not any(p == name for p, _, _ in cloner.pairs)}
     if missing:
