@@ -185,7 +185,17 @@ class Walker:
         values: dict[int, Any] = {}
         for t, n, v in zip(fn.inputs, in_names, in_values):
             names[id(t)], values[id(t)] = n, v
-        for node in _ordered_nodes(fn):
+        nodes = _ordered_nodes(fn)
+        # A real run drops each value after its last reader: holding every activation of the batch
+        # until the walk ends would make calibration's memory the whole model's activations.
+        last_read: dict[int, int] = {}
+        if self._run is not None:
+            for index, node in enumerate(nodes):
+                for t in node.arguments.keras_tensors:
+                    last_read[id(t)] = index
+            for t in fn.outputs:
+                last_read[id(t)] = len(nodes)
+        for index, node in enumerate(nodes):
             if node.is_input:
                 continue
             tensors = node.arguments.keras_tensors
@@ -214,6 +224,10 @@ class Walker:
                 out_names, out_values = [name] * len(node.outputs), outs
             for t, n, v in zip(node.outputs, out_names, out_values):
                 names[id(t)], values[id(t)] = n, v
+            if self._run is not None:
+                for t in [*tensors, *node.outputs]:
+                    if last_read.get(id(t), -1) <= index:
+                        values.pop(id(t), None)
         return [names[id(t)] for t in fn.outputs], [values[id(t)] for t in fn.outputs]
 
     def _unique(self, path: str, op: Any, shared: bool) -> str:
@@ -301,8 +315,8 @@ def collect_outputs(walker: Walker, trace: Trace, source: dict[str, str], x: Any
         found: dict[str, Any] = {trace.input_name: batch}
 
         def visit(call: Call, outs: list[Any]) -> None:
-            if call.name in wanted:
-                found[call.name] = outs[0]
+            if call.name in wanted:  # copied now: the walk frees the tensor after its last reader
+                found[call.name] = np.asarray(k.ops.convert_to_numpy(outs[0]), dtype=np.float32)
 
         walker.walk(run=lambda op, args, kwargs: op(*args, **kwargs), x=batch, visit=visit)
         for call_name, requested in wanted.items():

@@ -6,6 +6,7 @@ from ``torch.autograd.grad``, so the parameters' ``.grad`` fields are left as th
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -54,14 +55,41 @@ def layer_outputs(model: nn.Module, x: Any, names: list[str], batch_size: int = 
     layers = [n for n in names if n != MODEL_OUTPUT]
     if all(name in modules for name in layers):
         return _batched(x, batch_size, names, lambda xb: _hooked(model, xb, layers, modules, MODEL_OUTPUT in names))
-    gm = trace(model, "reading graph node outputs", head(as_inputs(x, "inputs"), 2))
-    propagate_shapes(model, gm, x)  # the same names as build_graph: only tensor-yielding nodes count
-    by_name = {v: k for k, v in node_names(model, gm).items()}
+    gm, by_name = _traced(model, x)
     missing = [n for n in layers if n not in by_name]
     if missing:
         raise KeyError(f"no layer or graph node named {missing[0]!r}")
     wanted = {by_name[n]: n for n in layers}
     return _batched(x, batch_size, names, lambda xb: _interpreted(model, gm, xb, wanted, MODEL_OUTPUT in names))
+
+
+#: Per model: its module structure, and per input form the fx trace and node names found on it.
+_TRACES: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict[tuple, tuple[fx.GraphModule, dict]]]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def _traced(model: nn.Module, x: Any) -> tuple[fx.GraphModule, dict[str, fx.Node]]:
+    """The fx trace of ``model`` and its nodes by graph name, for inputs of ``x``'s form.
+
+    Calibration reads the same model in several passes: tracing and shape propagation (a third of a
+    second on a ResNet50) are done once per model structure and input form, not once per pass.
+    """
+    inputs = as_inputs(x, "inputs")
+    form = (tuple(inputs) if isinstance(inputs, dict) else type(inputs).__name__,
+            tuple((tuple(np.shape(a)[1:]), str(np.asarray(a).dtype)) for a in leaves(inputs)))
+    structure = tuple((name, id(module)) for name, module in model.named_modules())
+    known = _TRACES.get(model)
+    if known is None or known[0] != structure:
+        known = (structure, {})
+        _TRACES[model] = known
+    if form in known[1]:
+        return known[1][form]
+    gm = trace(model, "reading graph node outputs", head(inputs, 2))
+    propagate_shapes(model, gm, inputs)  # the same names as build_graph: only tensor-yielding nodes count
+    found = (gm, {v: k for k, v in node_names(model, gm).items()})
+    if gm is not model:  # a graph model's own nodes would keep it alive in the cache
+        known[1][form] = found
+    return found
 
 
 def _batched(x: Any, batch_size: int, names: list[str],
