@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from slimkit.adapter import FitFn, HookChain, ModelAdapter, TrainHooks
-from slimkit.data import as_arrays, first_inputs, head, is_array_pair, n_samples
+from slimkit.data import PROBE_BATCH, as_arrays, first_inputs, head, is_array_pair, n_samples
 from slimkit.errors import DataError, SlimkitWarning
 from slimkit.export import export_with_report
 from slimkit.metrics import evaluate
@@ -271,7 +271,7 @@ def _fidelity(float_model: ModelAdapter, quantized: ModelAdapter, sample: Any, r
         return None
     x = head(sample, FIDELITY_SAMPLES)
     if outputs is None:
-        outputs = outputs_on(float_model, x, reference), quantized.predict(x)
+        outputs = outputs_on(float_model, x, reference), quantized.predict(x, PROBE_BATCH)
     known = KnownOutputs(x, *outputs) if all(isinstance(o, np.ndarray) for o in outputs) else None
     ref, got = (np.asarray(o, dtype=np.float64) for o in outputs)
     r = output_correlation(ref, got)

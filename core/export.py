@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from slimkit import deploy
-from slimkit.data import as_arrays, at_least_two, head
+from slimkit.data import PROBE_BATCH, as_arrays, at_least_two, head
 from slimkit.errors import ExportError
 from slimkit.quant.export import export_quantized
 from slimkit.quant.known_outputs import KnownOutputs
@@ -84,7 +84,8 @@ def export_with_report(
             diff = None
             if settings.verify:
                 batch = at_least_two(head(x, 16))  # more than one row checks the batch axis
-                diff = verify(adapter.predict(batch), deploy.load_runtime().run(str(tmp), batch), settings, path)
+                diff = verify(adapter.predict(batch, PROBE_BATCH), deploy.load_runtime().run(str(tmp), batch), settings,
+                              path)
             tolerance = settings.tolerance if settings.verify else None
         os.replace(tmp, path)
     finally:

@@ -22,7 +22,7 @@ import numpy as np
 from slimkit.adapter.saving import SavingAdapter
 from slimkit.attention import AttentionBlock
 from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, QuantAdapter, StructureAdapter, TrainHooks
-from slimkit.data import as_inputs, n_samples, take
+from slimkit.data import as_inputs, map_inputs, n_samples, take
 from slimkit.errors import DataError, ExportError, UnsupportedModelError
 from slimkit.graph import LayerGraph
 from slimkit.labels import prepare_labels
@@ -226,10 +226,16 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         """Inference-mode (``training=False``) outputs for ``x`` as float32."""
         x = as_inputs(x, "inputs")
         self.check_input(x, "inputs")
+        n, batch = n_samples(x), max(1, int(batch_size))
+        # A last batch of another size would trace the predict function again (seconds on a large
+        # fake-quant model): it is filled up with repeats of the last input, and their outputs dropped.
+        short = -n % batch if n > batch else 0
+        if short:
+            x = map_inputs(x, lambda a: np.concatenate([a, np.repeat(a[-1:], short, axis=0)]))
         with quiet():  # retracing notices: slimkit predicts with many models in turn
-            out = self.model.predict(kdata.keras_inputs(x), batch_size=int(batch_size), verbose=0)
+            out = self.model.predict(kdata.keras_inputs(x), batch_size=batch, verbose=0)
         kdata.single_output(self.model, out)
-        return np.asarray(out, dtype=np.float32)
+        return np.asarray(out, dtype=np.float32)[:n]
 
     def num_batches(self, data: Any, batch_size: int) -> int:
         """Steps per epoch: ceil(len(x) / batch_size) for (x, y), the length of a dataset otherwise.

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from slimkit import deploy
-from slimkit.data import at_least_two, head
+from slimkit.data import PROBE_BATCH, at_least_two, head
 from slimkit.deploy.ops import INTEGER_OPS
 from slimkit.quant.fake_quant import mode_of
 from slimkit.quant.known_outputs import KnownOutputs
@@ -185,4 +185,4 @@ def _outputs(adapter: ModelAdapter, float_adapter: ModelAdapter, probe: np.ndarr
     recorded = known.covering(probe) if known is not None else None
     if recorded is not None and known.describes(adapter):
         return recorded
-    return float_adapter.predict(probe), adapter.predict(probe)
+    return float_adapter.predict(probe, PROBE_BATCH), adapter.predict(probe, PROBE_BATCH)

@@ -25,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from slimkit.adapter import ModelAdapter
+from slimkit.data import PROBE_BATCH
 from slimkit.graph import LayerGraph
 from slimkit.quant.known_outputs import outputs_on
 from slimkit.quant.plan import QuantPlan, SiteParams, float_between_sites
@@ -120,7 +121,7 @@ def fall_back(
             keys = set(sub.site_keys())
             sub_params = {key: p for key, p in params.items() if key in keys}
             model = build(sub, sub_params) if k else quantized
-            got = model.predict(x)
+            got = model.predict(x, PROBE_BATCH)
             r = output_correlation(ref, got)
             cache[k] = (r, sub, sub_params, model, tuple(n for n in order if n in floated), got)
             if verbose and k:

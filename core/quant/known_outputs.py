@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from slimkit.adapter import ModelAdapter
-from slimkit.data import Inputs, head, leaves, n_samples, take
+from slimkit.data import PROBE_BATCH, Inputs, head, leaves, n_samples, take
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,10 @@ def outputs_on(adapter: ModelAdapter, x: Inputs, first: np.ndarray | None) -> np
     calibration records them) spares running those rows again."""
     count = 0 if first is None else min(len(first), n_samples(x))
     if count == 0:
-        return adapter.predict(x)
+        return adapter.predict(x, PROBE_BATCH)
     if count == n_samples(x):
         return first[:count]
-    return np.concatenate([first[:count], adapter.predict(take(x, slice(count, None)))])
+    return np.concatenate([first[:count], adapter.predict(take(x, slice(count, None)), PROBE_BATCH)])
 
 
 def model_digest(adapter: ModelAdapter) -> str:

@@ -125,6 +125,17 @@ def test_weights_round_trip_and_copies_are_independent(framework):
     assert np.abs(work.predict(x) - reference).max() > 0.1
 
 
+def test_predict_in_small_batches_gives_every_output_once(framework):
+    """slimkit predicts its probes 4 inputs at a time; a last short batch (Keras fills it up so that
+    the predict function is not traced again) still gives exactly one output per input."""
+    adapter = adapter_for(mlp_twin(framework))
+    x, _ = mlp_data(10)
+    whole = adapter.predict(x)
+    small = adapter.predict(x, 4)
+    assert small.shape == whole.shape == (10, MLP_CLASSES)
+    np.testing.assert_allclose(small, whole, atol=1e-6, rtol=0)
+
+
 def test_state_arrays_hold_every_weight_and_statistic_and_see_any_change(framework):
     """What core digests to tell whether a model changed: every weight (batch-norm statistics too),
     under unique names, the same on a copy; a change of one weight or of a mask shows."""
