@@ -24,20 +24,6 @@ from slimkit.recipe import ActivationQuant
 PASS_BYTES = 256 * 2**20
 
 
-def calibrate(
-    adapter: ModelAdapter,
-    nodes: list[str],
-    x: np.ndarray,
-    settings: ActivationQuant,
-    field: str,
-    batch_size: int = 16,
-    verbose: bool = True,
-) -> dict[str, tuple[float, float]]:
-    """Observed ``(min, max)`` of each node's output over the first ``settings.samples`` inputs;
-    :func:`calibrate_recording` without the outputs."""
-    return calibrate_recording(adapter, nodes, x, settings, field, batch_size, verbose).ranges
-
-
 @dataclass(frozen=True)
 class Calibrated:
     """Calibration's result.

@@ -16,7 +16,7 @@ import numpy as np
 from slimkit.adapter import FitFn, HookChain, ModelAdapter, TrainHooks
 from slimkit.errors import DataError, RecipeError
 from slimkit.plugins import NoOptions
-from slimkit.quant.calibrate import calibrate
+from slimkit.quant.calibrate import calibrate_recording
 from slimkit.quant.fake_quant import LSQ_MIN_SCALE, mode_of
 from slimkit.quant.methods import QUANT_METHODS, QuantContext, QuantMethod, QuantOutcome
 from slimkit.quant.plan import FakeQuantSpec, SiteParams
@@ -52,7 +52,7 @@ def quantize_aware(prepared: Prepared, stage: QuantizeStage, x: np.ndarray, trai
     init: dict[str, SiteParams] = {}
     if any(learns(a.spec) for a in plan.acts):
         nodes = [a.node for a in plan.acts]
-        ranges = calibrate(prepared.adapter, nodes, x, stage.activations, field, verbose=verbose)
+        ranges = calibrate_recording(prepared.adapter, nodes, x, stage.activations, field, verbose=verbose).ranges
         init.update(calibrated_acts(plan, ranges))
     for site in plan.layers:
         if learns(site.kernel):

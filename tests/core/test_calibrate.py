@@ -46,9 +46,9 @@ def test_passes_hold_no_more_activation_bytes_than_allowed(monkeypatch):
 def test_histogram_calibration_stays_close_when_passes_shrink(monkeypatch):
     x = np.random.default_rng(1).normal(size=(64, 8)).astype(np.float32)
     settings = ActivationQuant(samples=64, calibration="percentile")
-    big = calibration.calibrate(_adapter(), NODES, x, settings, "q", batch_size=64, verbose=False)
+    big = calibration.calibrate_recording(_adapter(), NODES, x, settings, "q", batch_size=64, verbose=False).ranges
     monkeypatch.setattr(calibration, "PASS_BYTES", 512)
-    small = calibration.calibrate(_adapter(), NODES, x, settings, "q", batch_size=64, verbose=False)
+    small = calibration.calibrate_recording(_adapter(), NODES, x, settings, "q", batch_size=64, verbose=False).ranges
     for node in NODES:
         span = big[node][1] - big[node][0]
         np.testing.assert_allclose(small[node], big[node], atol=0.02 * span, rtol=0, err_msg=node)
