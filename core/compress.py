@@ -140,9 +140,11 @@ def compress(
         known = dataclasses.replace(known, digest=model_digest(compressed))
     report.metrics_after = evaluate(compressed, eval_data, eval_fn)
     report.layers = _layer_rows(compressed, targets)
-    # zlib sizes show what zeros save; quantize-only recipes change no zeros and the deployed size is the
-    # int8 file's, so they skip compressing every weight twice (seconds for a ResNet50)
-    pruned = any(isinstance(stage, PruneStage) for stage in recipe.stages)
+    # zlib sizes show what zeroed kernel entries save. Recipes that leave no zeros (quantize-only: the
+    # deployed size is the int8 file's; channel pruning: removed channels already shrink the fp32 bytes)
+    # skip compressing every weight twice, seconds for a ResNet50 and most of a channel-pruning run.
+    pruned = any(isinstance(stage, PruneStage) and prune_method(stage).sets_kernel_sparsity
+                 for stage in recipe.stages)
     before, after = _weight_sizes(original, pruned), _weight_sizes(compressed, pruned)
     report.weight_bytes = {"fp32 before": before[0], "fp32 after": after[0]}
     if pruned:
@@ -197,7 +199,8 @@ def _run_prune_stage(
     pruner.add_to_report(report)
     achieved, removed = _shortfall(result, stage, method, layers, before, report, field)
     row = StageRow(stage.name, tuple(layer.name for layer in layers), stage.sparsity, stage.scope,
-                   trains, pruner.total_steps, time.perf_counter() - start, achieved, removed)
+                   trains, pruner.total_steps, time.perf_counter() - start, achieved, removed,
+                   pruner.capture_seconds)
     return result, row
 
 

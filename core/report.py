@@ -40,6 +40,7 @@ class StageRow:
     seconds: float
     achieved: float | None = None  # what the stage reached, in the target's terms (see compress)
     params_removed: float | None = None  # share of the model's parameters the stage removed or zeroed
+    capture_seconds: float = 0.0  # of ``seconds``: capturing the model's graph (structured pruning)
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ class Report:
                 steps = s.steps if s.fine_tuned else "one-shot"
                 target = "-" if s.target is None else f"{s.target:.1%}"
                 out.append(f"| {s.name} | {len(s.layers)} | {target} | {_pct(s.achieved)} | {_pct(s.params_removed)} "
-                           f"| {s.scope} | {steps} | {s.seconds:.1f} |")
+                           f"| {s.scope} | {steps} | {_seconds(s)} |")
         if self.groups:
             out += ["", "| channel group (producers) | channels | kept |", "|---|---:|---:|"]
             out += [f"| {', '.join(g.producers)} | {g.channels} | {g.kept} |" for g in self.groups]
@@ -244,3 +245,9 @@ def _num(value: float | None, fmt: str = ".4f") -> str:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
+
+
+def _seconds(stage: StageRow) -> str:
+    if stage.capture_seconds:
+        return f"{stage.seconds:.1f} (graph {stage.capture_seconds:.1f})"
+    return f"{stage.seconds:.1f}"

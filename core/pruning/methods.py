@@ -38,10 +38,13 @@ class Pruner(TrainHooks):
     Attributes:
         current: the sparsity (or channel ratio) reached so far.
         total_steps: the optimizer steps fine-tuning announced.
+        capture_seconds: time spent capturing the model's graph (structured methods), reported apart
+            from the method's own work.
     """
 
     current: float = 0.0
     total_steps: int = 0
+    capture_seconds: float = 0.0
 
     def one_shot(self) -> ModelAdapter:
         """Prunes to the target at once; returns the adapter to continue with."""

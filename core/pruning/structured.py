@@ -8,6 +8,7 @@ with the final choice when training ends. Rebuilding happens in the adapter from
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -63,7 +64,9 @@ class ChannelPruner(ScheduledPruner):
         self.sample = head(sample, self.options.samples)
         self.train_data = train_data
         self.rng = np.random.default_rng(seed)
-        self.graph = adapter.graph(self.sample)
+        start = time.perf_counter()
+        self.graph = adapter.graph(self.sample)  # captured once per stage; every choice below reuses it
+        self.capture_seconds = time.perf_counter() - start
         analysis = analyse(self.graph)
         names = {layer.name for layer in selected}
         self.groups = [g for g in analysis.groups if all(p in names for p in g.producers)]

@@ -68,6 +68,9 @@ class TestChannelPruning:
         row = result.export_onnx(tmp_path / "small.onnx")
         assert row.max_abs_diff < 1e-4
         assert result.report.weight_bytes["fp32 after"] < 0.4 * result.report.weight_bytes["fp32 before"]
+        assert "zlib after" not in result.report.weight_bytes  # no zeroed entries: no compressing for them
+        (stage,) = result.report.stages
+        assert 0 < stage.capture_seconds < stage.seconds  # graph capture reported apart from the work
 
     def test_gradual_masks_then_removal_keeps_the_function(self, framework):
         model = zoo.twins("inverted")[framework]

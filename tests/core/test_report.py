@@ -18,7 +18,8 @@ def sample_report():
         ],
         stages=[StageRow("prune:magnitude", ("conv1",), 0.8, "global", True, 120, 1.5, achieved=0.81,
                          params_removed=0.12),
-                StageRow("prune:magnitude", ("fc",), 0.5, "layer", False, 0, 0.01)],
+                StageRow("prune:magnitude", ("fc",), 0.5, "layer", False, 0, 0.01),
+                StageRow("prune:channel", ("conv1",), 0.5, "layer", False, 0, 0.84, capture_seconds=0.29)],
         metrics_before={"accuracy": 0.9},
         metrics_after={"accuracy": 0.875, "eval_fn": 3.0},
         weight_bytes={"fp32 before": 5096, "fp32 after": 5096, "zlib before": 4700, "zlib after": 1900},
@@ -57,7 +58,7 @@ def test_to_dict_round_trips_through_json():
     assert data["layers"][1]["target"] is None
     assert data["stages"][0] == {"name": "prune:magnitude", "layers": ["conv1"], "target": 0.8,
                                  "scope": "global", "fine_tuned": True, "steps": 120, "seconds": 1.5,
-                                 "achieved": 0.81, "params_removed": 0.12}
+                                 "achieved": 0.81, "params_removed": 0.12, "capture_seconds": 0.0}
     assert data["metrics_after"] == {"accuracy": 0.875, "eval_fn": 3.0}
     assert data["weight_bytes"]["zlib after"] == 1900
     assert data["files"] == [{"path": "out/model.onnx", "format": "onnx", "bytes": 6000, "gzip_bytes": 2500,
@@ -86,6 +87,7 @@ def test_markdown_tables():
     assert "| zlib after | 1900 |" in lines
     assert "| prune:magnitude | 1 | 80.0% | 81.0% | 12.0% | global | 120 | 1.5 |" in lines
     assert "| prune:magnitude | 1 | 50.0% | - | - | layer | one-shot | 0.0 |" in lines
+    assert "| prune:channel | 1 | 50.0% | - | - | layer | one-shot | 0.8 (graph 0.3) |" in lines
     assert "| out/model.onnx | onnx | 6000 | 2500 | 1.50e-06 |" in lines
     assert str(r) == md
 
