@@ -274,3 +274,23 @@ def test_a_concat_added_to_other_channels_blocks_the_spaces_it_concatenates():
     assert "its channels reach concat 'cat', which is left whole" in reasons["b"]
     assert "its channels reach concat 'cat'" in reasons["c"]
     assert "joins channels of different origin" in reasons["d"]
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_member_norms_equal_the_norms_of_the_gathered_slices_in_any_layout(order):
+    from slimkit.graph import Member
+    from slimkit.pruning.criteria.base import member_norms, member_slices
+
+    rng = np.random.default_rng(4)
+    kernel = rng.normal(size=(6, 12, 3, 3)).astype(np.float32)  # canonical (out, in, kh, kw)
+    # a layout another framework keeps (kh, kw, in, out), seen through a canonical view
+    strided = np.ascontiguousarray(kernel.transpose(2, 3, 1, 0)).transpose(3, 2, 0, 1)
+    consumer = Member("next", "in", np.arange(12).reshape(4, 3))  # a flatten block: 3 inputs per channel
+    cases = [(Member("conv", "out"), {"kernel": kernel}), (consumer, {"kernel": kernel}),
+             (Member("bn", "channel", None), {"gamma": rng.normal(size=6).astype(np.float32)})]
+    for member, weights in cases:
+        expected = np.linalg.norm(member_slices(member, weights), ord=order, axis=1)
+        np.testing.assert_allclose(member_norms(member, weights, order), expected, rtol=1e-6)
+    for member in (Member("conv", "out"), consumer):
+        np.testing.assert_array_equal(member_norms(member, {"kernel": strided}, order),
+                                      member_norms(member, {"kernel": kernel}, order))
