@@ -164,22 +164,23 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         expected = tuple(int(d) for d in target.shape)
         if mask.shape != expected:
             raise DataError(f"mask for layer {name!r} {weight}: expected its shape {expected}, got {mask.shape}")
-        if not np.isin(mask, (0, 1)).all():
+        if not ((mask == 0) | (mask == 1)).all():  # np.isin sorts: seconds over a schedule
             raise DataError(f"mask for layer {name!r} must hold only 0 and 1")
         dtype = np_dtype(target)
         values = (mask != 0).astype(dtype)
         record = self._masks.get((name, weight))
+        ops = sys.modules["tensorflow"] if self._k.__name__ == "tf_keras" else self._k.ops
         if record is None:
             label = name if weight == "kernel" else f"{name}/{weight}"
             variable = new_mask_variable(self._k, values, label)
             original = target.constraint
-            ops = sys.modules["tensorflow"] if self._k.__name__ == "tf_keras" else self._k.ops
             set_constraint(target, MaskConstraint(variable, original, ops))
-            self._masks[(name, weight)] = Mask(variable, target, original)
+            record = self._masks[(name, weight)] = Mask(variable, target, original)
             retrace_train_step(self.model)
         else:
             record.variable.assign(values)
-        target.assign(np.where(values != 0, target.numpy(), 0).astype(dtype))
+        # zero the kernel in the framework (no copy of it to numpy and back at each schedule step)
+        target.assign(MaskConstraint(record.variable, None, ops)(ops.convert_to_tensor(target)))
 
     def state_arrays(self) -> Iterator[tuple[str, np.ndarray]]:
         """Every variable of the model (masks and fake-quant state included) by its path, as numpy."""

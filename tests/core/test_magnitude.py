@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import pytest
 
 from slimkit.adapter import HookChain, TrainHooks
@@ -83,6 +85,17 @@ def test_smallest_k_mask_exact_count_with_all_equal_scores():
         m = smallest_k_mask(np.full((2, 5), 3.0), k)
         assert int((m == 0).sum()) == k
         np.testing.assert_array_equal(m.reshape(-1), [0.0] * k + [1.0] * (10 - k))
+
+
+@given(st.lists(st.sampled_from([0.0, -0.0, 0.5, 1.0, 2.0, float("nan")]), min_size=1, max_size=40),
+       st.integers(0, 45))
+@settings(max_examples=200, deadline=None)
+def test_smallest_k_mask_drops_what_a_stable_sort_drops(values, k):
+    scores = np.array(values)  # few distinct values: ties everywhere, NaN included
+    k = min(k, scores.size)
+    expected = np.ones(scores.size, dtype=np.float32)
+    expected[np.argsort(scores, kind="stable")[:k]] = 0.0
+    np.testing.assert_array_equal(smallest_k_mask(scores, k), expected)
 
 
 def test_to_and_from_canonical_round_trip():
