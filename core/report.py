@@ -98,6 +98,7 @@ class QuantExportRow:
     tolerance: float  # the bound verification held it to: one output step, or the float tolerance
     int8_error: float | None = None  # RMS of onnxruntime's int8 output against the float model
     simulated_error: float | None = None  # RMS of the simulated (fake-quant) output against the float model
+    float_ops: tuple[str, ...] = ()  # ops run in float between quantized tensors, each with why
 
     @property
     def size_ratio(self) -> float:
@@ -229,6 +230,8 @@ class Report:
                 ops = ", ".join(f"{k} x{v}" for k, v in sorted(q.integer_ops.items()))
                 out.append(f"| {q.path} | {q.float_bytes} | {q.int8_bytes} | {q.size_ratio:.2f} | "
                            f"{_num(q.float_latency_ms, '.2f')} | {_num(q.int8_latency_ms, '.2f')} | {speed} | {ops} |")
+            out += [f"- {q.path}: float between quantized tensors: {op}" for q in self.quant_exports
+                    for op in q.float_ops]
         if self.files:
             out += ["", "| file | format | bytes | gzip bytes | max abs diff |", "|---|---|---:|---:|---:|"]
             for f in self.files:

@@ -10,6 +10,7 @@ The ONNX rewriting lives in the deployment layer (``slimkit.deploy``); this modu
 
 from __future__ import annotations
 
+import collections
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import numpy as np
 
 from slimkit import deploy
 from slimkit.data import PROBE_BATCH, at_least_two, head
+from slimkit.deploy.float_ops import float_between_quantized
 from slimkit.deploy.ops import INTEGER_OPS
 from slimkit.quant.fake_quant import mode_of
 from slimkit.quant.known_outputs import KnownOutputs
@@ -162,7 +164,8 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
                 f"vs {fidelity.sim_rms:.4g}, max {fidelity.ort_max:.4g} vs {fidelity.sim_max:.4g}; "
                 f"export.onnx.quant_error_ratio allows {settings.quant_error_ratio:g}x); the file was not "
                 f"written.{hint}")
-        ops = deploy.load_inspect().fused_ops(str(tmp))
+        optimized = deploy.load_inspect().optimized_model(str(tmp)).graph
+        ops = collections.Counter(n.op_type for n in optimized.node)
         integer_ops = {k: int(v) for k, v in ops.items() if k in INTEGER_OPS}
         lat_f = lat_q = None
         if measure:
@@ -172,7 +175,8 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
             lat_f = deploy.load_bench().latency_ms(str(float_path), one, repeats=5, warmup=1)
             lat_q = deploy.load_bench().latency_ms(str(tmp), one, repeats=5, warmup=1)
         row = QuantExportRow(str(dest), os.path.getsize(float_path), os.path.getsize(tmp), lat_f, lat_q,
-                             integer_ops, diff, step, bound, fidelity.ort_rms, fidelity.sim_rms)
+                             integer_ops, diff, step, bound, fidelity.ort_rms, fidelity.sim_rms,
+                             float_between_quantized(optimized))
         return diff, row
     finally:
         float_path.unlink(missing_ok=True)

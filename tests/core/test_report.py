@@ -97,3 +97,13 @@ def test_markdown_of_an_empty_report_has_only_the_layer_table():
     assert "| **total" in md
     for absent in ("metric", "stage", "file", "weights"):
         assert f"| {absent}" not in md
+
+
+def test_float_ops_of_a_quantized_file_are_listed_under_its_row():
+    from slimkit.report import QuantExportRow
+
+    row = QuantExportRow("m.int8.onnx", 4000, 1200, 2.0, 1.0, {"QLinearConv": 3}, 0.01, 0.02, 0.03,
+                         float_ops=("Pad (p1): no integer kernel",))
+    lines = Report(framework="fake", quant_exports=[row]).to_markdown().splitlines()
+    assert "| m.int8.onnx | 4000 | 1200 | 0.30 | 2.00 | 1.00 | 2.00x | QLinearConv x3 |" in lines
+    assert "- m.int8.onnx: float between quantized tensors: Pad (p1): no integer kernel" in lines
