@@ -349,6 +349,8 @@ def _run_quant_stage(
     # calibration's float outputs are the model before any training: a trained method compares anew
     known = _fidelity(reference, outcome.model, ctx.sample, report, field, outcome.outputs,
                       None if method.trains else outcome.reference)
+    if known is not None:
+        known = dataclasses.replace(known, output_grid=plan.output_grid)
     if prepared.folded:
         report.notes.append("batch norms folded: " + ", ".join(f"{bn} into {layer}" for layer, bn in prepared.folded))
     bits = sorted({s.kernel.bits for s in plan.layers})

@@ -11,6 +11,7 @@ The ONNX rewriting lives in the deployment layer (``slimkit.deploy``); this modu
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,10 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
     Returns:
         The max abs difference found and the report row (sizes, latency, fused integer ops).
     """
+    if known is not None and not known.describes(adapter):
+        known = None  # the model changed since the stage: nothing it recorded applies
+    if plan.output_grid is None and known is not None:
+        plan = dataclasses.replace(plan, output_grid=known.output_grid)
     params = site_params(adapter, plan)
     float_adapter = adapter.without_fake_quant()
     float_path = tmp.with_name(tmp.name + ".float.onnx")
@@ -186,7 +191,7 @@ def _outputs(adapter: ModelAdapter, float_adapter: ModelAdapter, probe: np.ndarr
              known: KnownOutputs | None) -> tuple[np.ndarray, np.ndarray]:
     """The float and the simulated model's outputs on ``probe``: recorded ones when ``known`` covers the
     probe and the model still holds the arrays they were computed with; else both models run now."""
-    recorded = known.covering(probe) if known is not None else None
-    if recorded is not None and known.describes(adapter):
+    recorded = known.covering(probe) if known is not None else None  # known describes the model
+    if recorded is not None:
         return recorded
     return float_adapter.predict(probe, PROBE_BATCH), adapter.predict(probe, PROBE_BATCH)

@@ -32,12 +32,15 @@ class KnownOutputs:
         reference: the float model's outputs.
         simulated: the fake-quant model's outputs.
         digest: :func:`model_digest` of the model they describe ("" until compress returns it).
+        output_grid: the plan's :attr:`~slimkit.quant.plan.QuantPlan.output_grid`, which a plan read back
+            from the model does not carry (finding it again captures the model's graph).
     """
 
     inputs: Inputs
     reference: np.ndarray
     simulated: np.ndarray
     digest: str = ""
+    output_grid: tuple[str, ...] | None = None
 
     def covering(self, probe: Inputs) -> tuple[np.ndarray, np.ndarray] | None:
         """``(reference, simulated)`` for ``probe`` (any input form: array, tuple or dict of arrays)

@@ -168,8 +168,12 @@ def test_export_reuses_the_stage_outputs_unless_the_model_changed(framework, tmp
         return original(self, inputs, *args, **kwargs)
 
     monkeypatch.setattr(type(adapter), "predict", counting)
+    captures = []
+    graph = type(adapter).graph
+    monkeypatch.setattr(type(adapter), "graph", lambda self, *a, **k: captures.append(1) or graph(self, *a, **k))
     first = result.export_onnx(tmp_path / "a.onnx")
     assert sizes == [], sizes  # neither model ran again
+    assert captures == []  # nor was the graph captured to find the output's grid
     layer = result.report.quantized[-1]
     weights = adapter.get_weights(layer)
     adapter.set_weights(layer, {**weights, "kernel": weights["kernel"] * 1.5})
