@@ -9,6 +9,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# The fuzz suite's big budget, run by hand: `pytest -m fuzz --hypothesis-profile=long` (README). Recipe
+# loads take the profile's example count, compress examples a tenth of it (300 per framework).
+settings.register_profile("long", max_examples=3000, deadline=None)
 
 from frameworks import FRAMEWORKS, NAMES, Framework  # noqa: E402
 
