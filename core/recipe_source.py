@@ -48,7 +48,12 @@ def read_file(path: Path) -> str:
         data = path.read_bytes()
     except OSError as exc:
         raise RecipeError(f"recipe file {path} cannot be read: {exc.strerror or exc}") from exc
-    encoding = next((enc for bom, enc in _BOMS if data.startswith(bom)), "utf-8")
+    encoding = next((enc for bom, enc in _BOMS if data.startswith(bom)), None)
+    if encoding is None and b"\x00" in data:
+        at = data.index(b"\x00")
+        raise RecipeError(f"recipe file {path} is not valid UTF-8 text: it holds NUL bytes (byte {at}), as UTF-16 "
+                          "or UTF-32 without a byte-order mark does; save it as UTF-8")
+    encoding = encoding or "utf-8"
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as exc:
@@ -99,16 +104,18 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _S
 
 def parse_yaml(text: str, origin: str = "recipe") -> Any:
     """The value of YAML document ``text`` (safe tags only); ``origin`` names it in messages."""
-    loader = _StrictLoader(text)
-    loader.origin = origin
+    loader = None
     try:
+        loader = _StrictLoader(text)  # its reader checks the characters already
+        loader.origin = origin
         return loader.get_single_data()
     except yaml.YAMLError as exc:
         raise RecipeError(f"{origin} is not valid YAML: {exc}") from exc
     except RecursionError as exc:  # a guard for structures the depth bound did not see
         raise RecipeError(f"{origin} is nested too deeply (more than {MAX_DEPTH} levels are refused)") from exc
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def check_size(value: Any) -> None:
