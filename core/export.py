@@ -1,14 +1,15 @@
 """ONNX export for any supported model: write to a temporary file, verify in onnxruntime, then rename.
 
-The adapter writes the float graph; slimkit checks it against the framework's own output on the given
-samples and only then moves it into place, so a failed or mismatching export never leaves a file.
+The destination is checked first (see :func:`slimkit.staging.check_target`). The adapter writes the
+float graph to a temporary file beside it; slimkit checks it against the framework's own output on
+the given samples and only then moves it into place, so a failed or mismatching export never leaves a
+file, and a killed one leaves only a temporary file the next write into that directory removes.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,10 @@ from slimkit.data import PROBE_BATCH, as_arrays, at_least_two, head
 from slimkit.errors import ExportError
 from slimkit.quant.export import export_quantized
 from slimkit.quant.known_outputs import KnownOutputs
-from slimkit.recipe import OnnxExport
+from slimkit.recipe import MAX_OPSET, MIN_OPSET, OnnxExport
 from slimkit.registry import adapter_for
 from slimkit.report import FileRow, QuantExportRow
+from slimkit.staging import check_target, staged
 
 
 def export_onnx(
@@ -37,7 +39,8 @@ def export_onnx(
 
     Args:
         model: a keras.Model or torch.nn.Module (not modified).
-        path: destination ``.onnx`` file; written atomically.
+        path: destination ``.onnx`` file; written atomically; a symbolic link is written through (its
+            target is replaced).
         sample: input samples in the framework's layout (batch first); the first is used for tracing
             and up to 16 for verification, run as one batch to check the dynamic batch axis.
         settings: opset, whether to verify, and the tolerance.
@@ -47,7 +50,9 @@ def export_onnx(
 
     Raises:
         DataError: ``sample`` does not fit the model.
-        ExportError: the exporter failed or the ONNX output differs beyond tolerance; no file is left.
+        ExportError: ``path`` cannot be written (a directory, a missing or read-only directory), the
+            opset is unsupported, the exporter failed or the ONNX output differs beyond tolerance; no
+            file is left.
     """
     return export_with_report(model, path, sample, settings)[0]
 
@@ -64,18 +69,18 @@ def export_with_report(
     ``known``: outputs the quantize stage computed on the first samples, reused for verification while
     they still describe the model (see :mod:`slimkit.quant.known_outputs`)."""
     settings = settings or OnnxExport()
+    path = Path(path)
+    target = check_target(path, "export_onnx")  # before any work: a bad path fails in milliseconds
+    if not MIN_OPSET <= settings.opset <= MAX_OPSET:
+        raise ExportError(f"export_onnx: opset {settings.opset} is outside {MIN_OPSET}..{MAX_OPSET}, the opsets "
+                          "both exporters write (export.onnx.opset)")
     adapter = adapter_for(model)
     x, _ = as_arrays(sample, "sample", need_labels=False)
     adapter.check_input(x, "sample")
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise ExportError(f"cannot write {path}: directory {path.parent} does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
     plan = adapter.quant_plan()
     quant_row = None
-    try:
+    with staged(target, "export_onnx") as out:
+        tmp = out.path
         if plan is not None:
             diff, quant_row = export_quantized(adapter, plan, tmp, x, settings, path, known=known)
             tolerance: float | None = quant_row.tolerance
@@ -87,10 +92,8 @@ def export_with_report(
                 diff = verify(adapter.predict(batch, PROBE_BATCH), deploy.load_runtime().run(str(tmp), batch), settings,
                               path)
             tolerance = settings.tolerance if settings.verify else None
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    data = path.read_bytes()
+        out.commit()
+    data = target.read_bytes()
     row = FileRow(str(path), "onnx-qdq" if plan is not None else "onnx", len(data), len(gzip.compress(data, 6)),
                   diff, tolerance)
     return row, quant_row

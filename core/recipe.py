@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
+from slimkit import recipe_source
 from slimkit.errors import RecipeError
 from slimkit.optim import UpdateRule, make_rule
+from slimkit.reprs import short_repr
 
 #: Neutral layer kinds a selector may name. ``conv1d``/``conv2d``/``conv3d`` narrow ``conv`` by rank.
 LAYER_KINDS = (
@@ -25,6 +25,11 @@ LAYER_KINDS = (
 LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy", "mse")
 SCOPES = ("global", "layer")
 SCHEDULE_KINDS = ("constant", "polynomial")
+
+#: ONNX opsets ``export.onnx.opset`` may name: 13 is the first with per-channel DequantizeLinear (QDQ
+#: export needs it); 23 is the highest torch.onnx (torch 2.13) writes. tf2onnx 1.17 writes up to 18 and
+#: the Keras adapter raises its graphs to 19..23 with onnx's version converter.
+MIN_OPSET, MAX_OPSET = 13, 23
 
 _UNSET: Any = object()  # marks "key absent" where None is a meaningful value (fine_tune: null)
 
@@ -222,20 +227,18 @@ class Recipe:
         """
         if isinstance(source, Recipe):
             return source
-        if isinstance(source, os.PathLike) or (
-            isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml"))
-        ):
+        if recipe_source.is_path(source):
             path = Path(source)
-            if not path.is_file():
-                raise RecipeError(f"recipe file not found: {path}")
-            source = path.read_text(encoding="utf-8")
-        if isinstance(source, str):
-            try:
-                source = yaml.safe_load(source)
-            except yaml.YAMLError as exc:
-                raise RecipeError(f"recipe is not valid YAML: {exc}") from exc
+            source = recipe_source.parse_yaml(recipe_source.read_file(path), f"recipe file {path}")
+        elif isinstance(source, str):
+            source = recipe_source.parse_yaml(source)
         if not isinstance(source, Mapping):
-            raise RecipeError(f"recipe must be a mapping of keys, got {type(source).__name__}")
+            hint = (" (a recipe file's name must end in .yaml or .yml)" if isinstance(source, str)
+                    and "\n" not in source and Path(source).suffix else "")
+            raise RecipeError(f"recipe must be a mapping of keys, got {type(source).__name__} "
+                              f"{short_repr(source)}{hint}")
+        recipe_source.check_size(source)
         from slimkit.recipe_parse import parse_recipe  # the parsers import this module's classes
 
         return parse_recipe(source)
+

@@ -14,20 +14,29 @@ from typing import Any, Callable, Mapping
 from slimkit.errors import NotSupportedYetError, RecipeError
 from slimkit.optim import OPTIMIZERS
 from slimkit.plugins import parse_options
+from slimkit.recipe_effects import check_effects
+from slimkit.reprs import short_repr
 from slimkit.recipe import (
-    LAYER_KINDS, LOSSES, SCHEDULE_KINDS, SCOPES, ActivationQuant, FineTune, LayerSelector, OnnxExport, PruneStage,
+    LAYER_KINDS, LOSSES, MAX_OPSET, MIN_OPSET, SCHEDULE_KINDS, SCOPES, ActivationQuant, FineTune, LayerSelector, OnnxExport, PruneStage,
     QuantizeStage, QuantOverride, Recipe, Schedule, WeightQuant,
 )
 
+#: Upper bounds of integer fields, where the frameworks bound them or a larger value can only be a
+#: mistake (a run that never ends). ``seed``: numpy's and Keras' seeds are 32-bit.
+MAX_SEED = 2**32 - 1
+MAX_EPOCHS = 10_000
+MAX_BATCH_SIZE = 2**20
+MAX_SAMPLES = 2**20  # calibration inputs; calibration memory does not grow with them, time does
+MAX_EVERY = 10**6    # schedule.every, in optimizer steps
 
 
 def _keys(raw: Any, path: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
     if not isinstance(raw, Mapping):
-        raise RecipeError(f"{path}: expected a mapping, got {type(raw).__name__} {raw!r}")
+        raise RecipeError(f"{path}: expected a mapping, got {type(raw).__name__} {short_repr(raw)}")
     unknown = [k for k in raw if k not in allowed]
     if unknown:
         raise RecipeError(
-            f"{path}: unknown key {unknown[0]!r}; allowed keys are {', '.join(allowed)}"
+            f"{path}: unknown key {short_repr(unknown[0])}; allowed keys are {', '.join(allowed)}"
         )
     return raw
 
@@ -36,37 +45,42 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _int(raw: Any, path: str, lo: int | None = None) -> int:
+def _int(raw: Any, path: str, lo: int | None = None, hi: int | None = None) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int):
-        raise RecipeError(f"{path}: expected an integer, got {raw!r}")
+        raise RecipeError(f"{path}: expected an integer, got {short_repr(raw)}")
     if lo is not None and raw < lo:
-        raise RecipeError(f"{path}: {raw} is below the minimum {lo}")
+        raise RecipeError(f"{path}: {short_repr(raw)} is below the minimum {lo}")
+    if hi is not None and raw > hi:
+        raise RecipeError(f"{path}: {short_repr(raw)} is above the maximum {hi}")
     return raw
 
 
 def _float(raw: Any, path: str, lo: float, hi: float, hi_open: bool = False, lo_open: bool = False) -> float:
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-        raise RecipeError(f"{path}: expected a number, got {raw!r}")
-    value = float(raw)
+        raise RecipeError(f"{path}: expected a number, got {short_repr(raw)}")
+    try:
+        value = float(raw)
+    except OverflowError:  # an integer past float's range (10**400)
+        value = math.inf
     if not math.isfinite(value):
-        raise RecipeError(f"{path}: expected a finite number, got {raw!r}")
+        raise RecipeError(f"{path}: expected a finite number, got {short_repr(raw)}")
     bad_lo = value <= lo if lo_open else value < lo
     bad_hi = value >= hi if hi_open else value > hi
     if bad_lo or bad_hi:
         interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-        raise RecipeError(f"{path}: {raw!r} is outside {interval}")
+        raise RecipeError(f"{path}: {short_repr(raw)} is outside {interval}")
     return value
 
 
 def _bool(raw: Any, path: str) -> bool:
     if not isinstance(raw, bool):
-        raise RecipeError(f"{path}: expected true or false, got {raw!r}")
+        raise RecipeError(f"{path}: expected true or false, got {short_repr(raw)}")
     return raw
 
 
 def _choice(raw: Any, path: str, choices: tuple[str, ...]) -> str:
     if raw not in choices:
-        raise RecipeError(f"{path}: {raw!r} is not one of {', '.join(choices)}")
+        raise RecipeError(f"{path}: {short_repr(raw)} is not one of {', '.join(choices)}")
     return raw
 
 
@@ -74,7 +88,7 @@ def _str_list(raw: Any, path: str, check: Callable[[str, str], None] | None = No
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, (list, tuple)) or not all(isinstance(s, str) for s in raw):
-        raise RecipeError(f"{path}: expected a list of strings, got {raw!r}")
+        raise RecipeError(f"{path}: expected a list of strings, got {short_repr(raw)}")
     for i, item in enumerate(raw):
         if check is not None:
             check(item, f"{path}[{i}]")
@@ -108,8 +122,8 @@ def _fine_tune(raw: Any, path: str, base: FineTune) -> FineTune | None:
         base = _optimizer(raw["optimizer"], _join(path, "optimizer"), base)
         raw = {k: v for k, v in raw.items() if k != "optimizer"}
     return _build(FineTune, raw, path, base, {
-        "epochs": lambda v, p: _int(v, p, lo=0),
-        "batch_size": lambda v, p: _int(v, p, lo=1),
+        "epochs": lambda v, p: _int(v, p, lo=0, hi=MAX_EPOCHS),
+        "batch_size": lambda v, p: _int(v, p, lo=1, hi=MAX_BATCH_SIZE),
         "learning_rate": lambda v, p: _float(v, p, 0.0, 10.0, lo_open=True),
         "loss": lambda v, p: _choice(v, p, LOSSES),
         "from_logits": _bool,
@@ -130,7 +144,7 @@ def _optimizer(raw: Any, path: str, base: FineTune) -> FineTune:
         OPTIMIZERS.get(raw, path)
         return dataclasses.replace(base, optimizer=raw, optimizer_options=None)
     if not isinstance(raw, Mapping):
-        raise RecipeError(f"{path}: expected an optimizer name or a mapping with name and options, got {raw!r}")
+        raise RecipeError(f"{path}: expected an optimizer name or a mapping with name and options, got {short_repr(raw)}")
     name = raw.get("name", base.optimizer)
     entry = OPTIMIZERS.get(name, _join(path, "name"))
     inherited = base.optimizer_options if name == base.optimizer else None
@@ -146,7 +160,7 @@ def _schedule(raw: Any, path: str) -> Schedule:
         "kind": lambda v, p: _choice(v, p, SCHEDULE_KINDS),
         "begin": lambda v, p: _float(v, p, 0.0, 1.0),
         "end": lambda v, p: _float(v, p, 0.0, 1.0),
-        "every": lambda v, p: _int(v, p, lo=1),
+        "every": lambda v, p: _int(v, p, lo=1, hi=MAX_EVERY),
         "initial": lambda v, p: _float(v, p, 0.0, 1.0, hi_open=True),
         "power": lambda v, p: _float(v, p, 0.0, 100.0, lo_open=True),
     })
@@ -159,7 +173,7 @@ def _prune(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | Non
     from slimkit.pruning.methods import PRUNING_METHODS
 
     if not isinstance(raw, Mapping):
-        raise RecipeError(f"{path}: expected a mapping, got {type(raw).__name__} {raw!r}")
+        raise RecipeError(f"{path}: expected a mapping, got {type(raw).__name__} {short_repr(raw)}")
     name = raw.get("method", "magnitude")
     entry = PRUNING_METHODS.get(name, _join(path, "method"))
     cls = entry.impl
@@ -239,7 +253,7 @@ def _act_quant(raw: Any, path: str) -> ActivationQuant:
         "bits": lambda v, p: _bits(v, p),
         "symmetric": _bool,
         "signed": _bool,
-        "samples": lambda v, p: _int(v, p, lo=1),
+        "samples": lambda v, p: _int(v, p, lo=1, hi=MAX_SAMPLES),
         "percentile": lambda v, p: _float(v, p, 50.0, 100.0, lo_open=True),
         "learn": lambda v, p: _learn(v, p, "activations"),
         "momentum": lambda v, p: _float(v, p, 0.0, 1.0, hi_open=True),
@@ -256,7 +270,7 @@ def _quantize(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | 
     from slimkit.quant.methods import QUANT_METHODS
 
     if not isinstance(raw, Mapping):
-        raise RecipeError(f"{path}: expected a mapping, got {type(raw).__name__} {raw!r}")
+        raise RecipeError(f"{path}: expected a mapping, got {type(raw).__name__} {short_repr(raw)}")
     name = raw.get("method", "static")
     entry = QUANT_METHODS.get(name, _join(path, "method"))
     own = tuple(f.name for f in dataclasses.fields(entry.options))
@@ -269,7 +283,7 @@ def _quantize(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | 
     overrides = []
     raw_over = raw.get("overrides", [])
     if not isinstance(raw_over, list):
-        raise RecipeError(f"{path}.overrides: expected a list of {{layers, weights}}, got {raw_over!r}")
+        raise RecipeError(f"{path}.overrides: expected a list of {{layers, weights}}, got {short_repr(raw_over)}")
     for i, item in enumerate(raw_over):
         where = f"{path}.overrides[{i}]"
         item = _keys(item, where, ("layers", "weights"))
@@ -297,7 +311,7 @@ _NOT_YET_STAGES = ("distill",)
 
 def _stage(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | None) -> PruneStage | QuantizeStage:
     if not isinstance(raw, Mapping) or len(raw) != 1:
-        raise RecipeError(f"{path}: a stage is a mapping with exactly one key (prune or quantize), got {raw!r}")
+        raise RecipeError(f"{path}: a stage is a mapping with exactly one key (prune or quantize), got {short_repr(raw)}")
     (kind, body), = raw.items()
     if kind in _NOT_YET_STAGES:
         raise NotSupportedYetError(f"{path}.{kind}: the {kind!r} stage is not supported yet")
@@ -311,7 +325,7 @@ def _stage(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | Non
 def _export(raw: Any, path: str) -> OnnxExport:
     raw = _keys(raw, path, ("onnx",))
     return _build(OnnxExport, raw.get("onnx", {}), _join(path, "onnx"), OnnxExport(), {
-        "opset": lambda v, p: _int(v, p, lo=13),
+        "opset": lambda v, p: _int(v, p, lo=MIN_OPSET, hi=MAX_OPSET),
         "verify": _bool,
         "tolerance": lambda v, p: _float(v, p, 0.0, 1.0, lo_open=True),
         "quant_tolerance": lambda v, p: _float(v, p, 0.0, 1.0, lo_open=True),
@@ -327,14 +341,14 @@ def parse_recipe(raw: Mapping[str, Any]) -> Recipe:
     version = _int(raw.get("version", 1), "version")
     if version != 1:
         raise RecipeError(f"version: {version} is not supported; this slimkit reads version 1")
-    seed = _int(raw.get("seed", 0), "seed", lo=0)
+    seed = _int(raw.get("seed", 0), "seed", lo=0, hi=MAX_SEED)
     if "tune" in raw and raw["tune"] is not None:
         raise NotSupportedYetError("tune: accuracy-driven tuning is not supported yet")
     layers = _selector(raw.get("layers", {}), "layers", LayerSelector())
     fine_tune = _fine_tune(raw.get("fine_tune", {}), "fine_tune", FineTune())
     stages_raw = raw.get("stages")
     if not isinstance(stages_raw, list) or not stages_raw:
-        raise RecipeError(f"stages: expected a non-empty list of stages, got {stages_raw!r}")
+        raise RecipeError(f"stages: expected a non-empty list of stages, got {short_repr(stages_raw)}")
     stages = tuple(_stage(s, f"stages[{i}]", layers, fine_tune) for i, s in enumerate(stages_raw))
     quant = [i for i, s in enumerate(stages) if isinstance(s, QuantizeStage)]
     if len(quant) > 1:
@@ -344,4 +358,6 @@ def parse_recipe(raw: Mapping[str, Any]) -> Recipe:
         raise RecipeError(f"stages[{later[0]}]: a prune stage cannot follow the quantize stage "
                           f"(stages[{quant[0]}]); prune first, then quantize")
     export = _export(raw.get("export", {}), "export")
-    return Recipe(version, seed, layers, fine_tune, stages, export)
+    recipe = Recipe(version, seed, layers, fine_tune, stages, export)
+    check_effects(raw, recipe)
+    return recipe

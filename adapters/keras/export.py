@@ -30,7 +30,8 @@ def export_onnx(model: Any, path: str, sample: Any, opset: int, declared: list[A
         path: the file to write.
         sample: model inputs (any form of :mod:`slimkit.data`); their shapes and dtypes serve a
             model without declared inputs.
-        opset: the ONNX opset.
+        opset: the ONNX opset; above tf2onnx's highest (18), the graph is written at that one and
+            raised with onnx's version converter.
         declared: the model's declared inputs (``data.DeclaredInput``), None for a subclassed model.
 
     Raises:
@@ -64,11 +65,16 @@ def export_onnx(model: Any, path: str, sample: Any, opset: int, declared: list[A
         return model(x, training=False)  # inference mode: BatchNorm statistics, no dropout
 
     name = getattr(model, "name", type(model).__name__)
+    written = min(opset, max(tf2onnx.constants.OPSET_TO_IR_VERSION))  # tf2onnx 1.17 writes up to 18
     try:
-        proto = _convert(tf, tf2onnx, forward, specs, names, opset)
+        proto = _convert(tf, tf2onnx, forward, specs, names, written)
+        if written < opset:
+            proto = _raise_opset(onnx, proto, opset, written, name)
         data = proto.SerializeToString()  # fails past protobuf's 2 GiB limit
         # tf2onnx logs some conversion failures and carries on; the checker catches the broken graph.
         onnx.checker.check_model(proto)
+    except ExportError:
+        raise
     except Exception as exc:  # tf2onnx raises many unrelated types; all mean "cannot convert"
         raise ExportError(
             f"ONNX export of Keras model {name!r} ({type(model).__name__}) failed at opset {opset}: "
@@ -81,6 +87,21 @@ def export_onnx(model: Any, path: str, sample: Any, opset: int, declared: list[A
         )
     with open(path, "wb") as f:
         f.write(data)
+
+
+def _raise_opset(onnx: Any, proto: Any, opset: int, written: int, name: str) -> Any:
+    """``proto`` (written by tf2onnx at opset ``written``) converted to ``opset`` by onnx's version
+    converter, which rewrites the ops whose definition changed in between."""
+    from onnx import version_converter
+
+    try:
+        return version_converter.convert_version(proto, opset)
+    except Exception as exc:  # the converter raises RuntimeError/ValueError/its C++ errors alike
+        raise ExportError(
+            f"ONNX export of Keras model {name!r}: tf2onnx writes opsets up to {written} and onnx's version "
+            f"converter could not raise the graph to opset {opset} ({type(exc).__name__}: {exc}); "
+            f"set export.onnx.opset to {written} or lower"
+        ) from exc
 
 
 def _convert(tf: Any, tf2onnx: Any, forward: Any, specs: list[Any], names: list[str], opset: int) -> Any:

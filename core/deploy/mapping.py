@@ -142,9 +142,10 @@ def map_layers(model: "onnx.ModelProto", plan: "QuantPlan", kernels: dict[str, n
         kernel = _Signature.of(kernels[site.layer])
         hits = [n for n in candidates if signatures[n.input[1]].same(kernel)]
         if not hits:
+            same_size = [n.name or n.output[0] for n in candidates if signatures[n.input[1]].size == kernel.size]
             raise ExportError(
                 f"layer {site.layer!r}: no Conv/Gemm/MatMul node of the ONNX graph has its kernel "
-                f"({kernel.size} values) as weight; was the layer folded or changed by the exporter?"
+                f"({kernel.size} values) as weight; {unmapped_cause(same_size)}"
             )
         if len(hits) > 1:
             # Identical kernels (copies of one block, zero kernels of folded zero-gamma batch norms):
@@ -165,6 +166,21 @@ def map_layers(model: "onnx.ModelProto", plan: "QuantPlan", kernels: dict[str, n
         taken[node.name] = site.layer
         out[site.layer] = node.name
     return out
+
+
+def unmapped_cause(same_size: list[str]) -> str:
+    """The likely reason a layer's kernel is in no node of the exported graph, for messages.
+
+    ``same_size``: the nodes whose weight has as many values as the kernel (other values)."""
+    if same_size:
+        shown = ", ".join(same_size[:3]) + (", ..." if len(same_size) > 3 else "")
+        return (f"node(s) {shown} hold a weight of that size with other values, so the exporter most likely "
+                "folded an op that follows the layer into its weight: a batch norm, which slimkit folds itself "
+                "first unless the quantize stage sets fold_batchnorm: false (remove it), or a batch norm or "
+                "constant scale (Mul/Add) that slimkit does not fold (one past a reshape or transpose between the "
+                "layer and its scale); exclude that layer from the stage's layers")
+    return ("the exporter removed or rewrote the layer (constant-folded, fused or split it); exclude it from the "
+            "quantize stage's layers")
 
 
 @dataclass(frozen=True)

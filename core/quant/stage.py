@@ -18,6 +18,7 @@ from slimkit.graph import LayerGraph
 from slimkit.quant.bn_fold import fold_batchnorm
 from slimkit.quant.fake_quant import frozen_mode, mode_of
 from slimkit.quant.methods import method_of
+from slimkit.quant.overrides import check_overrides
 from slimkit.quant.plan import FakeQuantSpec, QuantPlan, SiteParams, plan_sites
 from slimkit.quant.specs import activation_params, bias_params, kernel_params, kernel_spec, weight_settings
 from slimkit.recipe import QuantizeStage
@@ -68,6 +69,7 @@ def prepare(work: ModelAdapter, stage: QuantizeStage, field: str, sample: np.nda
                     work.set_mask(info.name, (work.get_weights(info.name)["kernel"] != 0).astype(np.float32))
     method = method_of(stage)
     layers = select_layers(work.layers(), stage.layers, method.kinds, f"{field}.layers")
+    check_overrides(stage, layers, field)
     specs = {}
     for info in layers:
         w = weight_settings(stage, info)
