@@ -32,30 +32,84 @@ def selectors(names: list[str]) -> st.SearchStrategy:
     })
 
 
-FINE_TUNE = st.one_of(st.none(), st.fixed_dictionaries({}, optional={
-    "epochs": often(st.integers(0, 1)),
-    "batch_size": often(st.integers(1, 16)),
-    "optimizer": often(st.sampled_from(["adam", "sgd", "rmsprop", "adamw", "lamb"])),
-    "learning_rate": often(st.floats(1e-4, 0.1)),
-    "loss": often(st.sampled_from(["sparse_categorical_crossentropy", "mse", "binary_crossentropy", "hinge"])),
-    "from_logits": often(st.booleans()),
-    "shuffle": often(st.booleans()),
-}))
+def fine_tunes() -> st.SearchStrategy:
+    return st.one_of(st.none(), st.fixed_dictionaries({}, optional={
+        "epochs": often(st.integers(0, 1)),
+        "batch_size": often(st.integers(1, 16)),
+        "optimizer": often(st.sampled_from(["adam", "sgd", "rmsprop", "adamw", "lamb"])),
+        "learning_rate": often(st.floats(1e-4, 0.1)),
+        "loss": often(st.sampled_from(["sparse_categorical_crossentropy", "mse", "binary_crossentropy", "hinge"])),
+        "from_logits": often(st.booleans()),
+        "shuffle": often(st.booleans()),
+    }))
 
-SCHEDULE = st.fixed_dictionaries({}, optional={
-    "kind": often(st.sampled_from(["polynomial", "constant", "linear", "exponential"])),
-    "begin": often(st.floats(0, 1)), "end": often(st.floats(0, 1)),
-    "every": often(st.integers(1, 20)), "initial": often(st.floats(0, 0.5)), "power": often(st.floats(0.5, 4)),
-})
+
+def schedules() -> st.SearchStrategy:
+    return st.fixed_dictionaries({}, optional={
+        "kind": often(st.sampled_from(["polynomial", "constant", "linear", "exponential"])),
+        "begin": often(st.floats(0, 1)), "end": often(st.floats(0, 1)),
+        "every": often(st.integers(1, 20)), "initial": often(st.floats(0, 0.5)), "power": often(st.floats(0.5, 4)),
+    })
+
+
+@st.composite
+def careful_prune(draw: Any, names: list[str]) -> dict:
+    """A prune stage as a user who read the docs writes it: keys that fit its method."""
+    method = draw(st.sampled_from(["magnitude", "channel", "n:m"]))
+    stage: dict[str, Any] = {"method": method}
+    trains = draw(st.booleans())
+    stage["fine_tune"] = {"epochs": 1, "batch_size": draw(st.sampled_from([8, 16]))} if trains else None
+    if method == "n:m":
+        m = draw(st.sampled_from([4, 8]))
+        stage.update(n=draw(st.integers(1, m - 1)), m=m)
+    else:
+        stage["sparsity"] = draw(st.floats(0.0, 0.9))
+        if method == "magnitude":
+            stage["scope"] = draw(st.sampled_from(["global", "layer"]))
+        else:
+            stage["criterion"] = draw(st.sampled_from(["l1", "l2", "fpgm", "bn_scale", "random"]))
+            stage["round_to"] = draw(st.sampled_from([1, 2, 4]))
+        if trains and draw(st.booleans()):
+            stage["schedule"] = {"begin": 0.0, "end": draw(st.floats(0.1, 1.0)), "every": draw(st.integers(1, 4))}
+    if draw(st.booleans()):
+        stage["layers"] = {"exclude": ["logits"]}
+    return {"prune": stage}
+
+
+@st.composite
+def careful_quantize(draw: Any, names: list[str]) -> dict:
+    method = draw(st.sampled_from(["static", "dynamic", "qat"]))
+    stage: dict[str, Any] = {"method": method,
+                             "weights": {"per_channel": draw(st.booleans()), "symmetric": draw(st.booleans())}}
+    if method == "static":
+        calibration = draw(st.sampled_from(["minmax", "percentile", "entropy", "mse"]))
+        stage["activations"] = {"calibration": calibration, "samples": draw(st.integers(2, 32))}
+        if calibration == "percentile":
+            stage["activations"]["percentile"] = draw(st.floats(99.0, 100.0))
+        stage["fold_batchnorm"] = draw(st.booleans())
+    if method == "qat":
+        stage["fine_tune"] = {"epochs": 1, "batch_size": 16}
+    if draw(st.booleans()):
+        stage["layers"] = {"names": draw(st.lists(st.sampled_from([n for n in names if "bn" not in n] or ["*"]),
+                                                  min_size=1, max_size=3, unique=True))}
+    return {"quantize": stage}
+
+
+@st.composite
+def careful_recipes(draw: Any, names: list[str]) -> dict:
+    stages = [draw(careful_prune(names))] if draw(st.booleans()) else []
+    if not stages or draw(st.booleans()):
+        stages.append(draw(careful_quantize(names)))
+    return {"version": 1, "seed": draw(st.integers(0, 2**32 - 1)), "stages": stages}
 
 
 def prune_stages(names: list[str]) -> st.SearchStrategy:
     return st.fixed_dictionaries({"method": often(st.sampled_from(["magnitude", "channel", "n:m"]), 10)}, optional={
         "sparsity": often(st.floats(0.0, 0.95)),
         "scope": often(st.sampled_from(["global", "layer"])),
-        "schedule": often(SCHEDULE),
+        "schedule": often(schedules()),
         "layers": selectors(names),
-        "fine_tune": FINE_TUNE,
+        "fine_tune": fine_tunes(),
         "criterion": often(st.sampled_from(["l1", "l2", "fpgm", "bn_scale", "taylor", "apoz", "random", "x"])),
         "round_to": often(st.integers(1, 8)),
         "n": often(st.integers(1, 4)), "m": often(st.integers(2, 8)),
@@ -75,31 +129,36 @@ def quantize_stages(names: list[str]) -> st.SearchStrategy:
     })
     return st.fixed_dictionaries({"method": often(st.sampled_from(["static", "dynamic", "qat"]), 10)}, optional={
         "weights": often(weights), "activations": often(activations), "layers": selectors(names),
-        "fine_tune": FINE_TUNE, "fold_batchnorm": often(st.booleans()),
+        "fine_tune": fine_tunes(), "fold_batchnorm": often(st.booleans()),
         "overrides": often(st.lists(st.fixed_dictionaries({"layers": selectors(names), "weights": weights}),
                                     max_size=1)),
         "max_float_share": often(st.floats(0, 0.5)),
     }).map(lambda d: {"quantize": d})
 
 
-def recipes(names: list[str]) -> st.SearchStrategy:
-    """A recipe dict: version, seed, default selector and fine-tuning, 1-2 stages, export settings,
-    and now and then an unknown key."""
+def recipes(names: list[str], wild: bool = True) -> st.SearchStrategy:
+    """A recipe dict: version, seed, default selector and fine-tuning, 1-2 stages, export settings;
+    with ``wild``, keys in the wrong place, values of any type now and then, unknown stages and keys.
+    Without, what a careful user writes: keys that fit each method."""
+    if not wild:
+        return careful_recipes(names)
     stage = st.one_of(prune_stages(names), quantize_stages(names), st.just({"distill": {}}), WILD)
-    return st.fixed_dictionaries({"stages": often(st.lists(stage, min_size=1, max_size=2), 12)}, optional={
+    optional = {
         "version": often(st.just(1)),
         "seed": often(st.integers(0, 2**32 - 1)),
         "layers": selectors(names),
-        "fine_tune": FINE_TUNE,
+        "fine_tune": fine_tunes(),
         "export": often(st.fixed_dictionaries({"onnx": st.fixed_dictionaries({}, optional={
             "opset": often(st.sampled_from([13, 17, 19, 21])), "verify": often(st.booleans()),
             "tolerance": often(st.floats(1e-6, 1e-2))})})),
         "surprise": WILD,
-    })
+    }
+    return st.fixed_dictionaries({"stages": often(st.lists(stage, min_size=1, max_size=2), 12)},
+                                 optional=optional)
 
 
-def bad_or_good_arrays(x: np.ndarray, y: np.ndarray, classes: int) -> st.SearchStrategy:
-    """(x, y) as given, or spoiled in one of the ways users spoil it."""
+def bad_or_good_arrays(x: np.ndarray, y: np.ndarray, classes: int, wild: bool = True) -> st.SearchStrategy:
+    """(x, y) as given, or (with ``wild``) spoiled in one of the ways users spoil it."""
     def spoil(kind: str) -> tuple[Any, Any]:
         if kind == "nan":
             bad = x.copy()
@@ -122,17 +181,22 @@ def bad_or_good_arrays(x: np.ndarray, y: np.ndarray, classes: int) -> st.SearchS
         if kind == "empty":
             return x[:0], y[:0]
         return x, y
-    kinds = ["good"] * 8 + ["nan", "labels_out_of_range", "float_labels", "labels_2d", "few_labels", "float64",
+    if not wild:
+        return st.just((x, y))
+    kinds = ["good"] * 4 + ["nan", "labels_out_of_range", "float_labels", "labels_2d", "few_labels", "float64",
                             "wrong_shape", "no_labels", "empty"]
     return st.sampled_from(kinds).map(spoil)
 
 
-def eval_fns() -> st.SearchStrategy:
-    """None, or a callable(model) returning a number, None, a string, an array, NaN, or raising."""
+def eval_fns(wild: bool = True) -> st.SearchStrategy:
+    """None, or a callable(model) returning a number, or (``wild``) None, a string, an array, NaN, or
+    raising."""
     def raising(model: Any) -> float:
         raise RuntimeError("the user's metric broke")
     returns: list[Callable[[Any], Any]] = [
         lambda m: 0.5, lambda m: None, lambda m: "0.9", lambda m: np.ones(3), lambda m: math.nan,
         lambda m: np.float32(0.25), raising,
     ]
-    return st.one_of(st.none(), st.none(), st.sampled_from(returns))
+    if not wild:
+        return st.one_of(st.none(), st.just(lambda m: 0.5))
+    return st.one_of(st.none(), st.sampled_from(returns))
