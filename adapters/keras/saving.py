@@ -24,11 +24,16 @@ FILE = "model.keras"
 
 
 def register_serializables() -> bool:
-    """Registers slimkit's Keras layer classes with Keras 3 if it is imported; True if registered."""
+    """Registers slimkit's Keras layer classes with Keras 3 if it is imported (again, if they were removed
+    from Keras' registry); True if registered."""
     keras = sys.modules.get("keras")
     if keras is None or not str(getattr(keras, "__version__", "0")).startswith("3"):
         return False  # tf_keras files hold no slimkit layers (fake quantization needs Keras 3)
-    importlib.import_module("slimkit.adapters.keras.quant_layers")  # registers at import
+    layers = importlib.import_module("slimkit.adapters.keras.quant_layers")  # registers on first import
+    registered = keras.saving.get_custom_objects()
+    for cls in (layers.FakeQuant, layers.QuantLayer):
+        if keras.saving.get_registered_name(cls) not in registered:
+            keras.saving.register_keras_serializable(package="slimkit")(cls)
     return True
 
 
