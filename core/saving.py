@@ -56,23 +56,19 @@ def save(model: Any, path: str | os.PathLike[str], overwrite: bool = True) -> Pa
     from slimkit import __version__
 
     target = Path(path)
-    if target.exists() or target.is_symlink():
-        if target.is_symlink() or not target.is_dir():
-            raise ExportError(f"save: {target} exists and is not a model folder slimkit saved; choose another path")
-        if any(target.iterdir()):
-            if not (target / MANIFEST).is_file():
-                raise ExportError(f"save: {target} exists and is not a model folder slimkit saved; choose another "
-                                  "path")
-            if not overwrite:
-                raise ExportError(f"save: {target} exists (pass overwrite=True to replace it)")
+    try:
+        _check_target(target, overwrite)
+    except (OSError, ValueError) as exc:  # unreadable folder, a NUL in the path, ...
+        raise ExportError(f"save: cannot use {str(path)!r} as the model folder ({exc})") from None
     adapter = require(adapter_for(model), SavingAdapter, "save")
     parent = target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(parent, target.name)
         work = Path(tempfile.mkdtemp(prefix=f"{_TEMP.format(name=target.name)}{os.getpid()}-", dir=parent))
-    except OSError as exc:
-        raise ExportError(f"save: cannot write into {parent} ({exc.strerror or exc})") from None
+    except (OSError, ValueError) as exc:  # not writable, a file in the way, a NUL in the path
+        raise ExportError(f"save: cannot write into {str(parent)!r} ({getattr(exc, 'strerror', None) or exc})") \
+            from None
     try:
         entry = adapter.save_files(work)
         manifest = {"format": FORMAT, "slimkit": __version__, "framework": adapter.framework, "model": entry}
@@ -85,6 +81,22 @@ def save(model: Any, path: str | os.PathLike[str], overwrite: bool = True) -> Pa
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
         raise ExportError(f"save: writing {target} failed ({detail})") from exc
     return target
+
+
+def _check_target(target: Path, overwrite: bool) -> None:
+    """ExportError unless ``target`` is absent, an empty folder, or a folder slimkit saved (and ``overwrite``)."""
+    blocking = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ExportError(f"save: {blocking} is a file, so the folder {target} cannot be created under it")
+    if target.is_symlink():
+        raise ExportError(f"save: {target} is a symbolic link; slimkit replaces only model folders it saved, so "
+                          "pass the folder's real path")
+    if not target.exists() or (target.is_dir() and not any(target.iterdir())):
+        return
+    if not (target.is_dir() and (target / MANIFEST).is_file()):
+        raise ExportError(f"save: {target} exists and is not a model folder slimkit saved; choose another path")
+    if not overwrite:
+        raise ExportError(f"save: {target} exists (pass overwrite=True to replace it)")
 
 
 def _move_into_place(work: Path, target: Path) -> None:
@@ -140,7 +152,11 @@ def load(path: str | os.PathLike[str], model: Any = None) -> Any:
     """
     folder = Path(path)
     manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
+    try:
+        found = manifest_path.is_file()
+    except (OSError, ValueError) as exc:
+        raise DataError(f"load: cannot use {str(path)!r} as a model folder ({exc})") from None
+    if not found:
         raise DataError(f"load: {folder} has no {MANIFEST}; it is not a model folder slimkit saved")
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))

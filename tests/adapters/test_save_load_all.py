@@ -95,6 +95,18 @@ def test_torch_models_captured_by_torch_export_and_folded_bias_free_convs_replay
     assert loaded.conv1.bias is not None and isinstance(loaded.bn1, nn.Identity)  # bias gained from the fold
 
 
+def test_torch_model_with_pruning_masks_attached_saves_them_baked_in(tmp_path):
+    from slimkit.registry import adapter_for_copy
+
+    x, _ = mlp_data(8)
+    work = adapter_for_copy(mlp_twin(BY_NAME["torch"]))
+    kernel = work.get_weights("fc1")["kernel"]
+    work.set_mask("fc1", (np.arange(kernel.size).reshape(kernel.shape) % 2).astype(np.float32))
+    loaded = slimkit.load(slimkit.save(work.model, tmp_path / "masked"), model=BY_NAME["torch"].mlp())
+    np.testing.assert_allclose(adapter_for(loaded).predict(x), work.predict(x), atol=1e-6)
+    assert (loaded.fc1.weight.detach().numpy()[:, ::2] == 0).all() and type(loaded.fc1).__name__ == "Linear"
+
+
 def test_torch_architecture_that_does_not_fit_the_record_names_the_layer(torch_int8):
     from torch import nn
 

@@ -112,7 +112,10 @@ def test_saved_pruned_model_replaces_only_model_folders(framework, tmp_path):
     (tmp_path / "data" / "keep.txt").write_text("keep me")
     with pytest.raises(slimkit.ExportError, match="data exists and is not a model folder"):
         result.save(tmp_path / "data")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "empty", "model"]  # no temporary folder left
+    (tmp_path / "link").symlink_to(folder, target_is_directory=True)
+    with pytest.raises(slimkit.ExportError, match="link is a symbolic link; .* pass the folder's real path"):
+        result.save(tmp_path / "link")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "empty", "link", "model"]  # no temporary folder
 
 
 @pytest.mark.parametrize("framework", SAVES, ids=str, indirect=True)
@@ -153,6 +156,8 @@ def test_save_and_load_refuse_what_is_not_a_model_folder(framework, tmp_path):
     other.write_text("keep me")
     with pytest.raises(slimkit.ExportError, match="notes.txt exists and is not a model folder"):
         result.save(other)
+    with pytest.raises(slimkit.ExportError, match="notes.txt is a file, so the folder .* cannot be created under it"):
+        result.save(other / "model")
     assert other.read_text() == "keep me"
     with pytest.raises(slimkit.DataError, match="has no slimkit.json"):
         slimkit.load(tmp_path, model=framework.mlp())
