@@ -4,7 +4,8 @@ Conv/DepthwiseConv/Dense computing with its fake-quantized kernel and bias).
 The arithmetic and the modes are core's (:mod:`slimkit.quant.fake_quant`); these layers hold each
 site's variables. Both are registered Keras serializables (package ``slimkit``) holding only plain
 values in their configs, so a fake-quant model saves to ``.keras`` and loads back with
-``safe_mode=True`` once this module is imported.
+``safe_mode=True`` once this module is imported: ``slimkit.load`` imports it, and so does
+``import slimkit`` when Keras is already imported (see :mod:`.saving`).
 """
 
 from __future__ import annotations

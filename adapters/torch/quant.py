@@ -34,6 +34,7 @@ import torch
 from torch import fx, nn
 from torch.nn.utils import parametrize
 
+from slimkit.data import as_inputs
 from slimkit.errors import UnsupportedModelError
 from slimkit.quant import fake_quant
 from slimkit.quant.plan import MODES, ActSite, FakeQuantSpec, LayerSite, QuantPlan, SiteParams
@@ -48,6 +49,9 @@ from slimkit.adapters.torch.rebuild import independent_copy
 
 #: Attribute of the traced model holding the activation fake-quant modules (a ``nn.ModuleDict``).
 CONTAINER = "slimkit_quant"
+#: Key of a fake-quant model's ``__dict__`` (outside the module tree, like the captured-from model): the
+#: form of the sample it was traced on, which saving.py needs to trace a fresh instance the same way.
+TRACED_ON = "_slimkit_traced_on"
 _QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
@@ -196,6 +200,8 @@ def fake_quant_model(model: nn.Module, plan: QuantPlan, sample: Any = None) -> f
     name = type(model).__qualname__
     gm = trace(base, "fake quantization", sample)
     gm.train(base.training)
+    if sample is not None:
+        gm.__dict__[TRACED_ON] = sample_form(sample)
     _keep_unused_modules(gm, base)
     if plan.acts:
         if hasattr(gm, CONTAINER):
@@ -320,6 +326,37 @@ def plan_of(model: nn.Module) -> QuantPlan | None:
         tuple(replace(m.layer_site, kernel=m.current_spec) for m in kernels),
         found[0].method,
     )
+
+
+def planned(model: nn.Module) -> QuantPlan | None:
+    """The plan the model's sites were built from (the specs as planned, before parameters or training changed
+    their modes): :func:`fake_quant_model` with it rebuilds the same modules. None if it has no sites."""
+    found = list(sites(model).values())
+    if not found:
+        return None
+    acts = sorted((m for m in found if m.role == "activation"), key=lambda m: m.order)
+    kernels = sorted((m for m in found if m.role == "kernel" and m.layer_site is not None), key=lambda m: m.order)
+    return QuantPlan(tuple(ActSite(m.site, m.spec) for m in acts), tuple(m.layer_site for m in kernels),
+                     found[0].method)
+
+
+def sample_form(sample: Any) -> dict[str, Any]:
+    """The form of a sample: ``{"form": "array" | "tuple" | "dict", "inputs": [[key, shape, dtype], ...]}``
+    with each input's shape without the batch axis (JSON values)."""
+    x = as_inputs(sample, "sample")
+    if isinstance(x, dict):
+        form, items = "dict", list(x.items())
+    elif isinstance(x, tuple):
+        form, items = "tuple", list(enumerate(x))
+    else:
+        form, items = "array", [(0, x)]
+    return {"form": form, "inputs": [[k, [int(d) for d in np.shape(a)[1:]], str(np.asarray(a).dtype)]
+                                     for k, a in items]}
+
+
+def traced_on(model: nn.Module) -> dict[str, Any] | None:
+    """The :func:`sample_form` of the sample ``model`` was traced on by :func:`fake_quant_model`, if known."""
+    return model.__dict__.get(TRACED_ON)
 
 
 def float_model(model: nn.Module) -> nn.Module:
