@@ -164,13 +164,18 @@ def check_finite_weights(model: Any, when: str) -> None:
     """Raises DataError naming the variable when training left NaN or infinite values in a weight (a
     diverged run); ``when`` says at which point (``after epoch 2``).
 
+    Checked: trainable variables and batch-norm moving statistics, what training moves; other
+    non-trainable state is left out (a fake-quant site keeps NaN in its range until it has seen data).
+
     Raises:
-        DataError: a floating variable holds a non-finite value.
+        DataError: a trained variable holds a non-finite value.
     """
     for variable in getattr(model, "weights", None) or []:
+        name = getattr(variable, "path", None) or variable.name
+        if not variable.trainable and not name.rsplit("/", 1)[-1].split(":")[0].startswith("moving_"):
+            continue
         value = np.asarray(variable)
         if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
-            name = getattr(variable, "path", None) or variable.name
             raise DataError(
                 f"train_data: fine-tuning produced non-finite weights {when}: {name!r} holds "
                 f"{int(value.size - np.count_nonzero(np.isfinite(value)))} NaN or infinite value(s) of {value.size}; "
