@@ -176,8 +176,9 @@ def check_finite_weights(model: Any, when: str) -> None:
             continue
         value = np.asarray(variable)
         if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            layer, _, attr = name.rpartition("/")  # Keras 3 paths: model/layer/kernel
             raise DataError(
-                f"train_data: fine-tuning produced non-finite weights {when}: {name!r} holds "
+                f"train_data: fine-tuning produced non-finite weights {when}: layer {layer!r} {attr} holds "
                 f"{int(value.size - np.count_nonzero(np.isfinite(value)))} NaN or infinite value(s) of {value.size}; "
                 "lower fine_tune.learning_rate, or check train_data for extreme values"
             )
