@@ -86,9 +86,10 @@ def drop_instrumentation(model: nn.Module) -> nn.Module:
 
 
 def float_dtypes(model: nn.Module) -> list[torch.dtype]:
-    """The distinct floating types of the model's parameters and buffers, in order of appearance."""
+    """The distinct floating types of the model's parameters, in order of appearance (buffers may hold
+    anything: a float32 model can keep a half-precision table it never computes with)."""
     seen: list[torch.dtype] = []
-    for tensor in [*model.parameters(), *model.buffers()]:
+    for tensor in model.parameters():
         if tensor.is_floating_point() and tensor.dtype not in seen:
             seen.append(tensor.dtype)
     return seen

@@ -245,7 +245,8 @@ def _is_tensors(x: Any) -> bool:
 
 
 def _labels(y: Any, device: torch.device, settings: FineTune, out_shape: tuple[int, ...]) -> torch.Tensor:
-    """A loader's labels as they are; numpy labels in core's form (``slimkit.labels``), as fit uses."""
+    """A loader's labels as :class:`.loaders.CheckedLoader` prepared them; numpy labels in core's form
+    (``slimkit.labels``), as fit uses."""
     if isinstance(y, torch.Tensor):
         return y.to(device)
     y = prepare_labels(np.asarray(y), settings.loss, out_shape, len(y))

@@ -22,7 +22,7 @@ from twins import BUILDERS, sample_input
 FRAMEWORKS = building("twins")
 TUNE = {"epochs": 1, "batch_size": 16}  # one step: the copy trains, the user's model must not move
 RECIPES = {
-    "magnitude": {"fine_tune": TUNE, "stages": [{"prune": {"sparsity": 0.5}}]},
+    "magnitude": {"fine_tune": None, "stages": [{"prune": {"sparsity": 0.5}}]},  # qat below fine-tunes
     "channel": {"fine_tune": None, "stages": [{"prune": {"method": "channel", "sparsity": 0.5, "criterion": "l1"}}]},
     "n:m": {"fine_tune": None, "stages": [{"prune": {"method": "n:m", "n": 2, "m": 4, "layers": {"exclude": ["conv1"]}}}]},
     "static": {"stages": [{"quantize": {"method": "static"}}]},
