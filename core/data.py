@@ -3,8 +3,10 @@
 A model's input (``x``) is one array, a tuple/list of arrays (positional inputs), or a dict of named
 arrays (Keras input names; PyTorch ``forward`` keyword arguments, as a tokenizer returns them). Every
 array has the samples on its first axis, the same number in each. Integer arrays (token ids,
-attention masks) stay integers; floating arrays of any width and other numbers become the model's
-float type when a framework consumes them (the adapters convert). Core only slices and counts them
+attention masks) stay integers; floating arrays of any width, uint8 arrays (image pixels, converted
+as they are, not scaled) and other numbers become the model's float type when a framework consumes
+them (the adapters convert). NaN and infinities are refused where data enters (:func:`as_arrays`,
+:func:`first_inputs`): no model can train, calibrate or be measured on them. Core only slices and counts them
 with the helpers here, whatever their form.
 """
 
@@ -86,8 +88,40 @@ def all_finite(x: Inputs) -> bool:
 
 
 def is_integer(a: np.ndarray) -> bool:
-    """Integer (or boolean) data: token ids, masks; these keep their type."""
-    return np.asarray(a).dtype.kind in "biu"
+    """Integer (or boolean) data: token ids, masks; these keep their type.
+
+    uint8 is not: it holds image pixels (no vocabulary fits in 256 ids), which models take as floats,
+    as Keras casts them to a declared float input.
+    """
+    dtype = np.asarray(a).dtype
+    return dtype.kind in "bi" or (dtype.kind == "u" and dtype.itemsize > 1)
+
+
+def count_nonfinite(x: Inputs) -> tuple[int, int]:
+    """(NaN count, infinity count) over the floating arrays of ``x``."""
+    nans = infs = 0
+    for a in leaves(x):
+        a = np.asarray(a)
+        if a.dtype.kind == "f":
+            finite = np.isfinite(a)
+            if not finite.all():
+                n = int(np.count_nonzero(np.isnan(a)))
+                nans, infs = nans + n, infs + int(a.size - np.count_nonzero(finite)) - n
+    return nans, infs
+
+
+def check_finite(x: Inputs, what: str) -> None:
+    """Raises DataError naming ``what`` and the count if any floating array of ``x`` holds NaN or infinity.
+
+    Raises:
+        DataError: a NaN or infinite value; the message says how many of each and of how many values.
+    """
+    nans, infs = count_nonfinite(x)
+    if nans or infs:
+        total = sum(int(np.size(a)) for a in leaves(x))
+        found = " and ".join(f"{n} {kind}" for n, kind in ((nans, "NaN"), (infs, "infinite")) if n)
+        raise DataError(f"{what}: holds {found} value(s) (of {total}); slimkit cannot train, calibrate or "
+                        "evaluate on non-finite numbers: drop or impute them first")
 
 
 def as_inputs(x: Any, what: str) -> Inputs:
@@ -130,6 +164,9 @@ def as_arrays(data: Any, what: str, need_labels: bool) -> tuple[Inputs, np.ndarr
         raise DataError(f"{what}: expected an (x, y) tuple of arrays, got {type(data).__name__}")
     if y is not None and (y.ndim == 0 or len(y) != n_samples(x)):
         raise DataError(f"{what}: x has {n_samples(x)} samples but y has {len(y) if y.ndim else 0}")
+    check_finite(x, f"{what} x" if y is not None else what)
+    if y is not None:
+        check_finite(y, f"{what} y")
     return x, y
 
 
@@ -144,6 +181,7 @@ def first_inputs(data: Any, what: str, count: int, labelled: bool) -> Inputs | N
         x, _ = as_arrays(data, what, need_labels=True)
     elif isinstance(data, (np.ndarray, dict, tuple, list)):
         x = as_inputs(data, what)
+        check_finite(x, what)
     else:
         return None
     return head(x, count)

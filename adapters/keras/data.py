@@ -11,8 +11,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from slimkit.data import as_inputs, head, leaves
+from slimkit.data import as_inputs, check_finite, head, leaves
 from slimkit.errors import DataError, UnsupportedModelError
+from slimkit.labels import prepare_labels
 
 from .models import describe, format_shape, one_line
 
@@ -124,11 +125,51 @@ def split_data(k: ModuleType, data: Any) -> tuple[str, Any, Any]:
     )
 
 
-def check_dataset(model: Any, data: Any, check_input: Callable[[np.ndarray, str], None]) -> None:
-    """Checks that a tf.data.Dataset yields batched (x, y) pairs of the model's input shape."""
+def check_dataset(model: Any, data: Any, check_input: Callable[[np.ndarray, str], None],
+                  loss: str | None = None) -> None:
+    """Checks that a tf.data.Dataset yields batched (x, y) pairs of the model's input shape, and its
+    first batch's values (:func:`check_first_batch`)."""
     spec = data.element_spec
     if not isinstance(spec, tuple) or len(spec) < 2:
         raise DataError(f"train_data: the tf.data.Dataset must yield (x, y) pairs, it yields {spec}")
+    _check_shapes(model, spec, check_input)
+    check_first_batch(model, data, loss)
+
+
+def check_first_batch(model: Any, data: Any, loss: str | None = None) -> None:
+    """Checks the values of a tf.data.Dataset's first batch: no NaN or infinity in x or y, and labels
+    that fit ``loss`` (:func:`slimkit.labels.prepare_labels`). Without ``loss``, integer labels shaped
+    like the output without its class axis are class ids, checked to lie in the model's classes
+    (what Keras would otherwise stop on with a raw InvalidArgumentError mid-epoch).
+
+    Only the first batch is read: a dataset is a stream, and reading it all would cost an epoch.
+
+    Raises:
+        DataError: a non-finite value, or labels that do not fit; the message names ``train_data``.
+    """
+    import tensorflow as tf  # loaded already: data is a tf.data.Dataset
+
+    for element in data.take(1):
+        x = tf.nest.map_structure(np.asarray, element[0])
+        y = np.asarray(element[1])
+        check_finite(x, "train_data (first tf.data batch) x")
+        check_finite(y, "train_data (first tf.data batch) y")
+        if isinstance(x, dict) or (isinstance(x, (tuple, list)) and len(x) != 1):
+            return  # several inputs: output_shape below runs single-input models only
+        x = x[0] if isinstance(x, (tuple, list)) else x
+        out = output_shape(model, x)
+        if loss is None:
+            # one output is a regression or a binary score, never a choice among classes
+            ids = y.dtype.kind in "iu" and bool(out) and out[-1] != 1 and \
+                (y.ndim - 1 == len(out) - 1 or (y.ndim - 1 == len(out) and y.shape[-1] == 1))
+            if not ids:
+                return
+            loss = "sparse_categorical_crossentropy"
+        prepare_labels(y, loss, out, len(y), "train_data (first tf.data batch)")
+
+
+def _check_shapes(model: Any, spec: tuple[Any, ...], check_input: Callable[[np.ndarray, str], None]) -> None:
+    """The dataset's declared input shape against the model's."""
     shape, _ = input_spec(model, "training on a tf.data.Dataset")
     x_shape = getattr(spec[0], "shape", None)
     if x_shape is None or x_shape.rank is None:

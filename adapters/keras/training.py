@@ -143,6 +143,10 @@ def _define_callback(base: type) -> type:
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             self._epochs += 1
+            loss = _floats(logs).get("loss")
+            # once per epoch, not per step: a diverged run stops here instead of returning NaN weights
+            check_finite_weights(self.model, f"after epoch {self._epochs}" +
+                                 (f" (mean loss {loss:.4g})" if loss is not None else ""))
             self.hooks.epoch_end(self._epochs, _floats(logs))
 
         def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
@@ -154,6 +158,30 @@ def _define_callback(base: type) -> type:
     SlimkitCallback.__module__ = __name__
     SlimkitCallback.__qualname__ = "SlimkitCallback"
     return SlimkitCallback
+
+
+def check_finite_weights(model: Any, when: str) -> None:
+    """Raises DataError naming the variable when training left NaN or infinite values in a weight (a
+    diverged run); ``when`` says at which point (``after epoch 2``).
+
+    Checked: trainable variables and batch-norm moving statistics, what training moves; other
+    non-trainable state is left out (a fake-quant site keeps NaN in its range until it has seen data).
+
+    Raises:
+        DataError: a trained variable holds a non-finite value.
+    """
+    for variable in getattr(model, "weights", None) or []:
+        name = getattr(variable, "path", None) or variable.name
+        if not variable.trainable and not name.rsplit("/", 1)[-1].split(":")[0].startswith("moving_"):
+            continue
+        value = np.asarray(variable)
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            layer, _, attr = name.rpartition("/")  # Keras 3 paths: model/layer/kernel
+            raise DataError(
+                f"train_data: fine-tuning produced non-finite weights {when}: layer {layer!r} {attr} holds "
+                f"{int(value.size - np.count_nonzero(np.isfinite(value)))} NaN or infinite value(s) of {value.size}; "
+                "lower fine_tune.learning_rate, or check train_data for extreme values"
+            )
 
 
 def _floats(logs: dict[str, Any] | None) -> dict[str, float]:

@@ -32,10 +32,14 @@ from slimkit.recipe import FineTune
 from slimkit.adapters.torch import attention, naming, probes, quant, saving
 from slimkit.adapters.torch.graph import build_graph
 from slimkit.adapters.torch.inputs import (
-    arguments, call, dynamic_axes, first_tensor, input_names, model_device, to_tensors,
+    arguments, call, dynamic_axes, first_tensor, input_names, misfit, model_device, to_tensors,
 )
+from slimkit.adapters.torch.isolation import check_dtype, drop_instrumentation, inference
+from slimkit.adapters.torch.loaders import CheckedLoader, loader_length
 from slimkit.adapters.torch.rebuild import independent_copy, shrink_model
-from slimkit.adapters.torch.training import BiasedBatchNormStatistics, make_loss, make_optimizer
+from slimkit.adapters.torch.training import (
+    BiasedBatchNormStatistics, check_finite_weights, make_loss, make_optimizer,
+)
 
 if TYPE_CHECKING:
     from slimkit.graph import LayerGraph
@@ -86,6 +90,9 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
     """Adapter for ``torch.nn.Module``; data is numpy in PyTorch's layout (NCHW for images)."""
 
     framework = "torch"
+    #: True for adapters over slimkit's working copies (no user hooks to suspend, see ``isolation.py``);
+    #: an adapter over a model it was handed runs it with the user's instrumentation hooks suspended.
+    _owned = False
 
     @classmethod
     def accepts(cls, model: Any) -> bool:
@@ -93,6 +100,12 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
 
     @classmethod
     def copy_of(cls, model: Any) -> "TorchAdapter":
+        """An adapter over a deep copy without the user's instrumentation hooks (``isolation.py``).
+
+        Raises:
+            UnsupportedModelError: the model cannot be copied, or holds half-precision weights.
+        """
+        check_dtype(model, "slimkit")
         try:
             clone = independent_copy(model)
         except Exception as exc:  # arbitrary user modules can hold uncopyable state
@@ -100,7 +113,9 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
                 f"cannot copy {type(model).__qualname__} with copy.deepcopy ({exc}); slimkit never "
                 "modifies the user's model, so it needs a copyable module"
             ) from exc
-        return cls(clone)
+        adapter = cls(drop_instrumentation(clone))
+        adapter._owned = True
+        return adapter
 
     # -- discovery -------------------------------------------------------------------------
     def _module(self, name: str) -> nn.Module:
@@ -210,14 +225,10 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         torch.manual_seed(seed)
 
     def _run(self, x: Any) -> torch.Tensor:
-        """The output slimkit reads (:func:`.inputs.first_tensor`) for numpy inputs, in eval mode."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                return first_tensor(call(self.model, to_tensors(x, self.model)), type(self.model).__name__)
-        finally:
-            self.model.train(was_training)
+        """The output slimkit reads (:func:`.inputs.first_tensor`) for numpy inputs, in eval mode; every
+        submodule's flag and hook is as it was afterwards (:func:`.isolation.inference`)."""
+        with inference(self.model, suspend_hooks=not self._owned), torch.no_grad():
+            return first_tensor(call(self.model, to_tensors(x, self.model)), type(self.model).__name__)
 
     def check_input(self, x: Any, what: str) -> None:
         """Raises DataError naming ``what`` if the inputs cannot be fed to the model (a failed run on
@@ -233,12 +244,7 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
             self._run(head(x, 2))
             accepted.add(form)
         except (RuntimeError, ValueError, IndexError, TypeError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            shapes = [tuple(np.shape(a)) for a in leaves(x)]
-            raise DataError(
-                f"{what}: input of shape {shapes[0] if len(shapes) == 1 else shapes} does not fit "
-                f"{type(self.model).__name__} ({first})"
-            ) from exc
+            raise misfit(what, [tuple(np.shape(a)) for a in leaves(x)], self.model, exc) from exc
 
     def predict(self, x: Any, batch_size: int = 256) -> np.ndarray:
         x = as_inputs(x, "inputs")
@@ -254,16 +260,17 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         if is_array_pair(data):
             return math.ceil(n_samples(as_inputs(data[0], "train_data")) / batch_size)
         if isinstance(data, torch.utils.data.DataLoader):
-            return len(data)
+            return loader_length(data)
         raise DataError(
             f"train_data: expected an (x, y) tuple of arrays or a torch DataLoader, got {type(data).__name__}"
         )
 
     def _batches(self, data: Any, settings: FineTune) -> Any:
-        """A DataLoader as it is, or (x, y) arrays as one list of tensor batches per epoch, drawn in
-        core's order (``slimkit.batches``) with labels in core's form (``slimkit.labels``)."""
+        """A DataLoader's batches converted and checked (``loaders.py``), or (x, y) arrays as one list of
+        tensor batches per epoch, drawn in core's order (``slimkit.batches``); labels in core's form
+        (``slimkit.labels``) either way."""
         if isinstance(data, torch.utils.data.DataLoader):
-            return [data] * settings.epochs
+            return [CheckedLoader(data, self.model, settings.loss)] * settings.epochs
         x, y = as_arrays(data, "train_data", need_labels=True)
         self.check_input(x, "train_data")
         n = n_samples(x)
@@ -275,6 +282,7 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         callback = self._training_callback(hooks)
         if fit_fn is not None:
             callback.run_user_fit(fit_fn, self.model, self.total_steps(data, settings))
+            check_finite_weights(self.model, "after fit_fn")
             return
         epochs = self._batches(data, settings)
         optimizer = make_optimizer(settings, self.model.parameters())
@@ -305,6 +313,8 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
             logs = {"loss": total / max(1, seen)}
             if is_classification and correct:
                 logs["accuracy"] = correct / seen
+            # once per epoch, not per step: a diverged run stops here instead of returning NaN weights
+            check_finite_weights(self.model, f"after epoch {epoch} (mean loss {logs['loss']:.4g})")
             callback.epoch_end(epoch, logs)
 
     def _training_callback(self, hooks: TrainHooks) -> StepCallback:
@@ -347,6 +357,7 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
     def _like(self, model: nn.Module) -> "TorchAdapter":
         """An adapter over ``model`` that continues this one's batch order."""
         other = type(self)(model)
+        other._owned = True
         self.derived(other)
         other._sample = getattr(self, "_sample", None)
         return other
@@ -365,6 +376,7 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
     def with_fake_quant(self, plan: "QuantPlan") -> "TorchAdapter":
         """An adapter over a ``torch.fx`` trace of a copy of the model with fake-quant at every site of
         ``plan``; see ``quant.py``. The model here is unchanged."""
+        check_dtype(self.model, "quantization", (torch.float32,))
         return self._like(quant.fake_quant_model(self.model, plan, getattr(self, "_sample", None)))
 
     def set_quant_params(self, params: dict[str, "SiteParams"]) -> None:
@@ -393,10 +405,8 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
                 f"{type(self.model).__name__} holds fake-quant sites; export the float model from "
                 "without_fake_quant() and let slimkit add the quantization to the ONNX file"
             )
-        was_training = self.model.training
-        self.model.eval()
         try:
-            with warnings.catch_warnings():
+            with inference(self.model, suspend_hooks=not self._owned), warnings.catch_warnings():
                 # The TorchScript exporter is deprecated in favour of torch.export; it is kept because
                 # it needs no onnxscript and handles every module the adapter supports.
                 warnings.simplefilter("ignore")
@@ -411,5 +421,3 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
                 )
         except Exception as exc:
             raise ExportError(f"torch.onnx.export failed for {type(self.model).__name__}: {exc}") from exc
-        finally:
-            self.model.train(was_training)

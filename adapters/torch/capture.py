@@ -32,6 +32,7 @@ from slimkit.data import as_inputs, at_least_two, head, is_integer, map_inputs
 from slimkit.errors import UnsupportedModelError
 
 from slimkit.adapters.torch.inputs import arguments, call, first_tensor, to_tensors
+from slimkit.adapters.torch.isolation import inference
 
 
 def export_graph_module(model: nn.Module, sample: Any, needed_for: str) -> fx.GraphModule:
@@ -44,10 +45,8 @@ def export_graph_module(model: nn.Module, sample: Any, needed_for: str) -> fx.Gr
     tensors = to_tensors(x, model)
     args, kwargs = arguments(tensors)
     dynamic = _dynamic_shapes(x)
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with inference(model, suspend_hooks=False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             eager = call(model, tensors)
             ep = torch.export.export(model, args, kwargs, dynamic_shapes=dynamic, strict=False)
@@ -57,8 +56,6 @@ def export_graph_module(model: nn.Module, sample: Any, needed_for: str) -> fx.Gr
             f"{type(model).__qualname__} cannot be captured for {needed_for}: torch.fx cannot trace it and "
             f"torch.export failed ({type(exc).__name__}: {first})"
         ) from exc
-    finally:
-        model.train(was_training)
     gm = _Rebuild(model, ep, _output_index(model, eager)).graph_module()
     # The eager model it was captured from (its leaf modules are the graph's): the float model to export
     # (the TorchScript exporter cannot take aten graphs). Kept outside the module tree on purpose.

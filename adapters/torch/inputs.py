@@ -2,8 +2,8 @@
 
 Inputs (see :mod:`slimkit.data`): one array is ``model(x)``, a tuple of arrays ``model(*xs)``, a dict
 ``model(**named)`` (``forward`` keyword arguments, as a tokenizer returns them). Integer and boolean
-arrays (token ids, attention masks) stay integers (int64) and booleans; every other array becomes
-the model's float type. The output slimkit reads is the model's tensor, or the ``logits`` of a
+arrays (token ids, attention masks) stay integers (int64) and booleans; every other array (floats of
+any width, uint8 image pixels, unscaled) becomes the model's float type. The output slimkit reads is the model's tensor, or the ``logits`` of a
 transformers ``ModelOutput``, or else the first tensor of a tuple, list or dict output.
 """
 
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from slimkit.data import is_integer, leaves, map_inputs
-from slimkit.errors import UnsupportedModelError
+from slimkit.errors import DataError, UnsupportedModelError
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -39,8 +39,8 @@ def float_dtype(model: nn.Module) -> torch.dtype:
 
 def to_tensor(a: Any, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """One array as a tensor: integers as int64, booleans as bool, anything else as ``dtype``."""
-    if isinstance(a, torch.Tensor):  # a DataLoader's batch: floats to the model's type, on its device
-        return a.to(device=device, dtype=dtype) if a.is_floating_point() else a.to(device)
+    if isinstance(a, torch.Tensor):  # a DataLoader's batch: floats and pixels to the model's type, on its device
+        return a.to(device=device, dtype=dtype) if a.is_floating_point() or a.dtype == torch.uint8 else a.to(device)
     arr = np.asarray(a)
     if arr.dtype.kind == "b":
         return torch.as_tensor(arr, dtype=torch.bool, device=device)
@@ -53,6 +53,18 @@ def to_tensors(x: Any, model: nn.Module) -> Any:
     """Model inputs ``x`` (numpy, any form) as tensors on the model's device, in the same form."""
     device, dtype = model_device(model), float_dtype(model)
     return map_inputs(x, lambda a: to_tensor(a, device, dtype))
+
+
+def misfit(what: str, shapes: list[tuple[int, ...]], model: nn.Module, exc: BaseException) -> DataError:
+    """The DataError for inputs of ``shapes`` the model failed on, with the framework's first line and,
+    for images that look channels-last, the layout PyTorch expects."""
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    hint = ""
+    if len(shapes) == 1 and len(shapes[0]) == 4 and shapes[0][3] in (1, 3, 4) and shapes[0][1] not in (1, 3, 4):
+        hint = ("; it looks channels-last (N, H, W, C): PyTorch models take images channels-first (N, C, H, W), "
+                "transpose with x.transpose(0, 3, 1, 2)")
+    return DataError(f"{what}: input of shape {shapes[0] if len(shapes) == 1 else shapes} does not fit "
+                     f"{type(model).__name__} ({first}){hint}")
 
 
 def call(model: nn.Module, inputs: Any) -> Any:

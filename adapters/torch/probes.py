@@ -22,25 +22,13 @@ from slimkit.recipe import FineTune
 from slimkit.adapters.torch.graph import node_names
 from slimkit.adapters.torch.naming import neutral, submodule
 from slimkit.adapters.torch.inputs import call, first_tensor, model_device, to_tensors
+from slimkit.adapters.torch.isolation import inference
+from slimkit.adapters.torch.loaders import CheckedLoader
 from slimkit.adapters.torch.tracing import placeholder_args, propagate_shapes, trace
 from slimkit.adapters.torch.training import make_loss
 from slimkit.labels import prepare_labels
 
 _BN_TRAINABLE = {"gamma": "weight", "beta": "bias"}
-
-
-class _EvalMode:
-    """Puts a model in eval mode and restores its own flag afterwards."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-
-    def __enter__(self) -> None:
-        self.was_training = self.model.training
-        self.model.eval()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.model.train(self.was_training)
 
 
 def layer_outputs(model: nn.Module, x: Any, names: list[str], batch_size: int = 256) -> dict[str, np.ndarray]:
@@ -120,15 +108,16 @@ def _hooked(model: nn.Module, xb: Any, names: list[str],
             found[name] = _snapshot(output)
         return hook
 
-    handles = [modules[n].register_forward_hook(hook_for(n)) for n in dict.fromkeys(names)]
-    try:
-        with _EvalMode(model), torch.no_grad():
+    # registered inside: inference() suspends hooks registered before it as instrumentation
+    with inference(model), torch.no_grad():
+        handles = [modules[n].register_forward_hook(hook_for(n)) for n in dict.fromkeys(names)]
+        try:
             out = call(model, to_tensors(xb, model))
             if with_output:  # what predict reads from the same call
                 found[MODEL_OUTPUT] = _snapshot(first_tensor(out, type(model).__name__))
-    finally:
-        for handle in handles:
-            handle.remove()
+        finally:
+            for handle in handles:
+                handle.remove()
     missing = [n for n in names if n not in found]
     if missing:
         raise DataError(f"layer {missing[0]!r} is not called in the forward pass")
@@ -148,7 +137,7 @@ def _interpreted(model: nn.Module, gm: fx.GraphModule, xb: Any,
                 found[wanted[n]] = _snapshot(value)
             return value
 
-    with _EvalMode(model), torch.no_grad():
+    with inference(model), torch.no_grad():
         out = Recorder(gm).run(*placeholder_args(gm, to_tensors(xb, model)))
     # A graph that returns one tensor returns what the model does; a structure may have been flattened
     # by the capture (torch.export), so the model's own output is left to predict then.
@@ -222,8 +211,8 @@ def _accumulate(model: nn.Module, data: Any, settings: FineTune, batches: int, l
                 device: torch.device, leaves: list[torch.Tensor], total: list[torch.Tensor]) -> int:
     """Adds each batch's gradients of ``leaves`` to ``total``; returns the batches used."""
     used = 0
-    with _EvalMode(model), torch.enable_grad():
-        for xb, yb in _batches(data, settings, batches):
+    with inference(model), torch.enable_grad():
+        for xb, yb in _batches(model, data, settings, batches):
             xb = xb if _is_tensors(xb) else to_tensors(xb, model)
             out = first_tensor(call(model, xb), type(model).__name__)
             loss = loss_fn(out, _labels(yb, device, settings, tuple(out.shape[1:])))
@@ -235,14 +224,12 @@ def _accumulate(model: nn.Module, data: Any, settings: FineTune, batches: int, l
     return used
 
 
-def _batches(data: Any, settings: FineTune, batches: int) -> Iterable[tuple[Any, Any]]:
-    if isinstance(data, torch.utils.data.DataLoader):
-        for i, batch in enumerate(data):
+def _batches(model: nn.Module, data: Any, settings: FineTune, batches: int) -> Iterable[tuple[Any, Any]]:
+    if isinstance(data, torch.utils.data.DataLoader):  # batches split, converted and checked as fit has them
+        for i, batch in enumerate(CheckedLoader(data, model, settings.loss)):
             if i >= batches:
                 return
-            if not isinstance(batch, (list, tuple)) or len(batch) < 2:
-                raise DataError("train_data: the DataLoader must yield (inputs, labels) batches")
-            yield batch[0], batch[1]
+            yield batch
         return
     if not is_array_pair(data):
         raise DataError(
@@ -258,7 +245,8 @@ def _is_tensors(x: Any) -> bool:
 
 
 def _labels(y: Any, device: torch.device, settings: FineTune, out_shape: tuple[int, ...]) -> torch.Tensor:
-    """A loader's labels as they are; numpy labels in core's form (``slimkit.labels``), as fit uses."""
+    """A loader's labels as :class:`.loaders.CheckedLoader` prepared them; numpy labels in core's form
+    (``slimkit.labels``), as fit uses."""
     if isinstance(y, torch.Tensor):
         return y.to(device)
     y = prepare_labels(np.asarray(y), settings.loss, out_shape, len(y))

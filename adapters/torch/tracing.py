@@ -16,6 +16,7 @@ from slimkit.data import as_inputs, head, leaves
 from slimkit.errors import DataError, UnsupportedModelError
 
 from slimkit.adapters.torch.inputs import call, to_tensors
+from slimkit.adapters.torch.isolation import inference
 
 #: Name of the neutral graph's output node (never a module path or fx name).
 OUTPUT = "__output__"
@@ -116,11 +117,11 @@ def propagate_shapes(model: nn.Module, gm: fx.GraphModule, sample: Any) -> None:
     if sample is None:
         raise DataError("graph: PyTorch needs a sample input batch to infer shapes")
     x = to_tensors(head(as_inputs(sample, "graph: sample"), 2), model)
-    was_training = model.training
-    model.eval()
-    gm.eval()
+    gm_training = gm.training
     try:
-        with torch.no_grad():
+        # gm shares the model's submodules: eval only inside, where every flag is restored after
+        with inference(model, suspend_hooks=False), torch.no_grad():
+            gm.eval()
             try:
                 call(model, x)
             except Exception as exc:
@@ -139,7 +140,7 @@ def propagate_shapes(model: nn.Module, gm: fx.GraphModule, sample: Any) -> None:
                     f"runs ({type(cause).__name__}: {_first_line(cause)})"
                 ) from exc
     finally:
-        model.train(was_training)
+        gm.training = gm_training
 
 
 def _first_line(exc: BaseException) -> str:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from slimkit.errors import DataError
 from slimkit.recipe import FineTune
 
 from slimkit.adapters.torch.optimizer import RuleOptimizer
@@ -59,6 +60,35 @@ def make_loss(settings: FineTune) -> tuple[Callable[[torch.Tensor, torch.Tensor]
         return -(y * torch.log(p)).sum(-1).mean()
 
     return categorical, True
+
+
+def _trained_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """Parameters, and the running statistics of batch norms: what training moves. Other buffers are
+    left out: a fake-quant site keeps NaN in its range until it has seen data."""
+    stats = [(f"{name}.{key}" if name else key, t) for name, module in model.named_modules()
+             if isinstance(module, nn.modules.batchnorm._BatchNorm)
+             for key, t in module.named_buffers(recurse=False)]
+    return [*model.named_parameters(), *stats]
+
+
+def check_finite_weights(model: nn.Module, when: str) -> None:
+    """Raises DataError naming the layer and weight when training left NaN or infinite values in a
+    parameter or batch-norm statistic (a diverged run); ``when`` says at which point (``after epoch 2``).
+
+    Raises:
+        DataError: a floating parameter or running statistic holds a non-finite value.
+    """
+    with torch.no_grad():
+        for name, tensor in _trained_tensors(model):
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                bad = int((~torch.isfinite(tensor)).sum())
+                # fc1.parametrizations.weight.original is fc1's weight under a mask or fake-quant
+                layer, _, attr = name.replace(".parametrizations.", ".").removesuffix(".original").rpartition(".")
+                raise DataError(
+                    f"train_data: fine-tuning produced non-finite weights {when}: layer {layer or '(model)'!r} "
+                    f"{attr} holds {bad} NaN or infinite value(s) of {tensor.numel()}; lower "
+                    "fine_tune.learning_rate, or check train_data for extreme values"
+                )
 
 
 class BiasedBatchNormStatistics:
