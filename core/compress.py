@@ -14,7 +14,8 @@ from typing import Any, Callable
 import numpy as np
 
 from slimkit.adapter import FitFn, HookChain, ModelAdapter, TrainHooks
-from slimkit.data import PROBE_BATCH, as_arrays, first_inputs, head, is_array_pair, n_samples
+from slimkit.data import (PROBE_BATCH, as_arrays, as_inputs, first_inputs, head, is_array_pair, n_samples,
+                          without_labels)
 from slimkit.errors import DataError, SlimkitWarning
 from slimkit.export import export_with_report
 from slimkit.metrics import evaluate
@@ -160,7 +161,10 @@ def _check_train_data(adapter: ModelAdapter, recipe: Recipe, train_data: Any, fi
             "or set fine_tune: null in the recipe for one-shot compression"
         )
     if train_data is not None and is_array_pair(train_data):
-        x, _ = as_arrays(train_data, "train_data", need_labels=True)
+        if without_labels(train_data) and not (trains and fit_fn is None):
+            x = as_inputs(train_data[0], "train_data")  # (x, None): inputs for calibration and tracing
+        else:
+            x, _ = as_arrays(train_data, "train_data", need_labels=True)
         adapter.check_input(x, "train_data")
 
 

@@ -158,6 +158,9 @@ def as_arrays(data: Any, what: str, need_labels: bool) -> tuple[Inputs, np.ndarr
     """
     if not need_labels:
         x, y = as_inputs(data, what), None
+    elif without_labels(data):
+        raise DataError(f"{what}: y is None, but labels are needed here (fine-tuning or a labelled metric); "
+                        "pass (x, y)")
     elif is_array_pair(data):
         x, y = as_inputs(data[0], what), np.asarray(data[1])
     else:
@@ -175,7 +178,10 @@ def first_inputs(data: Any, what: str, count: int, labelled: bool) -> Inputs | N
     None for framework loaders (tf.data, DataLoader), whose samples are not read ahead."""
     if data is None:
         return None
-    if labelled:
+    if labelled and without_labels(data):  # (x, None): inputs only, fine where nothing trains
+        x = as_inputs(data[0], what)
+        check_finite(x, what)
+    elif labelled:
         if not is_array_pair(data):
             return None
         x, _ = as_arrays(data, what, need_labels=True)
@@ -185,6 +191,11 @@ def first_inputs(data: Any, what: str, count: int, labelled: bool) -> Inputs | N
     else:
         return None
     return head(x, count)
+
+
+def without_labels(data: Any) -> bool:
+    """``(x, None)``: a pair whose labels were left out (fine where nothing needs them)."""
+    return isinstance(data, tuple) and len(data) == 2 and data[1] is None
 
 
 def _is_arraylike(v: Any) -> bool:

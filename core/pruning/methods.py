@@ -67,11 +67,13 @@ class PruningMethod:
         takes_scope: the stage may choose ``scope: layer | global``.
         sets_kernel_sparsity: ``sparsity`` is a kernel sparsity the report holds layers to (a
             channel ratio is not).
+        takes_schedule: the stage's ``schedule`` drives it during fine-tuning (else the key is refused).
     """
 
     kinds: ClassVar[tuple[str, ...]] = ()
     takes_sparsity: ClassVar[bool] = True
     takes_scope: ClassVar[bool] = True
+    takes_schedule: ClassVar[bool] = True
     sets_kernel_sparsity: ClassVar[bool] = True
 
     def __init__(self, options: Any) -> None:

@@ -100,6 +100,7 @@ class NM(PruningMethod):
     kinds = SUPPORTED_KINDS
     takes_sparsity = False
     takes_scope = False
+    takes_schedule = False  # the pattern is set once and held through fine-tuning
 
     def check(self, path: str) -> None:
         if self.options.n >= self.options.m:
