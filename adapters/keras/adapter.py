@@ -272,7 +272,7 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
             self.check_input(x, "train_data")
             y = prepare_labels(y, settings.loss, kdata.output_shape(self.model, x), n_samples(x))
         elif kind == "dataset":
-            kdata.check_dataset(self.model, data, self.check_input)
+            kdata.check_dataset(self.model, data, self.check_input, settings.loss)
         self.num_batches(data, settings.batch_size)  # rejects empty or endless data up front
         if settings.epochs == 0:
             hooks.begin(0)
@@ -291,8 +291,18 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
             self.model.fit(training.array_batches(x, y, order, settings.epochs), epochs=settings.epochs,
                            steps_per_epoch=len(order), shuffle=False, verbose=0, callbacks=[callback])
         else:
-            # Datasets and PyDatasets shuffle themselves; Keras warns if asked to.
-            self.model.fit(data, epochs=settings.epochs, shuffle=False, verbose=0, callbacks=[callback])
+            import tensorflow as tf
+
+            # Datasets and PyDatasets shuffle themselves; Keras warns if asked to. Only their first batch
+            # was checked up front: a later one TensorFlow cannot train on (class ids out of range for the
+            # loss, a shape that changes) surfaces here.
+            try:
+                self.model.fit(data, epochs=settings.epochs, shuffle=False, verbose=0, callbacks=[callback])
+            except tf.errors.InvalidArgumentError as exc:
+                first = (exc.message or str(exc)).strip().splitlines()[0][:300]
+                raise DataError(f"train_data: TensorFlow could not train on a batch after the first (which was "
+                                f"checked): {first}; check every batch's labels against loss "
+                                f"{settings.loss!r} and the model's outputs") from exc
 
     def _training_callback(self, hooks: TrainHooks) -> Any:
         """A ``SlimkitCallback`` (a ``keras.callbacks.Callback``) to pass to ``model.fit``."""

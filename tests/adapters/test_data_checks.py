@@ -50,3 +50,11 @@ def test_tf_data_with_nan_in_the_first_batch_is_refused():
     x[1, 3] = np.nan
     with pytest.raises(slimkit.DataError, match=r"train_data \(first tf.data batch\) x: holds 1 NaN value\(s\) \(of 256\)"):
         slimkit.compress(BUILDERS["mlp"]["keras"](), TUNE, train_data=_dataset(x, np.arange(8)), verbose=False)
+
+
+def test_tf_data_class_ids_out_of_range_after_the_first_batch_are_a_data_error():
+    x = sample_input("mlp", "keras", n=8)
+    labels = np.array([0, 1, 2, 3, 4, 5, 6, 17])  # the first batch of 4 is fine, the second is not
+    with pytest.raises(slimkit.DataError, match=r"train_data: TensorFlow could not train on a batch after the first"
+                                                r".*sparse_categorical_crossentropy"):
+        slimkit.compress(BUILDERS["mlp"]["keras"](), TUNE, train_data=_dataset(x, labels), verbose=False)
