@@ -18,6 +18,13 @@ from __future__ import annotations
 from typing import Any
 
 
+def named_config(layer: Any) -> dict[str, Any]:
+    """``layer.get_config()`` with the layer's name: Keras's base config of a custom layer that does
+    not override ``get_config`` leaves the name out, and its copy would get a generated one."""
+    config = layer.get_config()
+    return config if "name" in config else {**config, "name": layer.name}
+
+
 class ZeroInit:
     """Copies layers with zero initializers and restores the originals with :meth:`restore`."""
 
@@ -28,7 +35,7 @@ class ZeroInit:
     def copy(self, layer: Any, config: dict[str, Any] | None = None) -> Any:
         """``type(layer).from_config(config)`` (``layer.get_config()`` by default), built later with
         zero-initialised variables when its initializers can be put back."""
-        config = layer.get_config() if config is None else config
+        config = named_config(layer) if config is None else config
         keys = [key for key, value in config.items() if key.endswith("_initializer") and value is not None]
         if not keys:
             return type(layer).from_config(config)

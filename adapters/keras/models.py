@@ -14,7 +14,7 @@ import numpy as np
 from slimkit.errors import UnsupportedModelError
 
 from . import graph as kgraph
-from .layer_copy import ZeroInit
+from .layer_copy import ZeroInit, named_config
 from .layers import walk
 
 # The keras modules an adapter can serve, in the order accepts() tries them.
@@ -127,7 +127,7 @@ def _separable_splitter(k: ModuleType, zeros: ZeroInit | None = None) -> Any:
     def clone(layer: Any) -> Any:
         rank = next((r for cls, r in separable.items() if type(layer) is cls), None)
         if rank is None:
-            return zeros.copy(layer) if zeros is not None else layer.__class__.from_config(layer.get_config())
+            return zeros.copy(layer) if zeros is not None else layer.__class__.from_config(named_config(layer))
         c = layer.get_config()
         depthwise = getattr(k.layers, f"DepthwiseConv{rank}D")(
             kernel_size=c["kernel_size"], strides=c["strides"], padding=c["padding"], data_format=c["data_format"],

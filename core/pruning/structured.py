@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from slimkit.adapter import LayerInfo, ModelAdapter, StructureAdapter, require
+from slimkit.adapter import LayerInfo, ModelAdapter, QuantAdapter, StructureAdapter, require
 from slimkit.attention import AttentionBlock, head_masks, head_scores, slice_heads
 from slimkit.data import as_arrays, head, is_array_pair, n_samples, take
-from slimkit.errors import DataError, RecipeError, SlimkitWarning
+from slimkit.errors import DataError, RecipeError, SlimkitWarning, UnsupportedModelError
 from slimkit.graph import analyse
 from slimkit.pruning.channel import (
     ChannelChoice,
@@ -56,6 +56,11 @@ class ChannelPruner(ScheduledPruner):
         seed: int,
     ) -> None:
         require(adapter, StructureAdapter, f"{field}: channel pruning")
+        if isinstance(adapter, QuantAdapter) and adapter.quant_plan() is not None:
+            raise UnsupportedModelError(
+                f"{field}: channel pruning needs a float model, and this one is quantized (it carries the "
+                "fake-quant sites of an earlier compress); prune the float model, then quantize: one recipe "
+                "with a channel stage before the quantize stage")
         if sample is None:
             raise DataError(f"{field}: channel pruning needs sample inputs: pass calib_data or train_data")
         self.adapter, self.stage, self.field = adapter, stage, field

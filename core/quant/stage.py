@@ -13,7 +13,7 @@ import numpy as np
 
 from slimkit.adapter import LayerInfo, ModelAdapter, QuantAdapter, StructureAdapter, require
 from slimkit.data import head
-from slimkit.errors import DataError, RecipeError
+from slimkit.errors import DataError, RecipeError, UnsupportedModelError
 from slimkit.graph import LayerGraph
 from slimkit.quant.bn_fold import fold_batchnorm
 from slimkit.quant.fake_quant import frozen_mode, mode_of
@@ -57,6 +57,10 @@ def prepare(work: ModelAdapter, stage: QuantizeStage, field: str, sample: np.nda
     """
     require(work, QuantAdapter, f"{field}: quantization")
     require(work, StructureAdapter, f"{field}: quantization (planning sites on the model's graph)")
+    if work.quant_plan() is not None:
+        raise UnsupportedModelError(
+            f"{field}: the model is quantized already (it carries the fake-quant sites of an earlier compress); "
+            "quantize the float model it came from (a recipe may prune first, then quantize, in one run)")
     if sample is None:
         raise DataError(f"calib_data: {field} needs input samples (pass calib_data= or train_data=)")
     work.check_input(head(sample, 1), "calib_data")
