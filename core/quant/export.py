@@ -20,7 +20,6 @@ import numpy as np
 
 from slimkit import deploy
 from slimkit.data import PROBE_BATCH, at_least_two, head
-from slimkit.deploy.float_ops import float_between_quantized
 from slimkit.deploy.ops import INTEGER_OPS
 from slimkit.quant.fake_quant import mode_of
 from slimkit.quant.known_outputs import KnownOutputs
@@ -169,7 +168,8 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
                 f"vs {fidelity.sim_rms:.4g}, max {fidelity.ort_max:.4g} vs {fidelity.sim_max:.4g}; "
                 f"export.onnx.quant_error_ratio allows {settings.quant_error_ratio:g}x); the file was not "
                 f"written.{hint}")
-        optimized = deploy.load_inspect().optimized_model(str(tmp)).graph
+        inspect = deploy.load_inspect()
+        optimized = inspect.optimized_model(str(tmp)).graph
         ops = collections.Counter(n.op_type for n in optimized.node)
         integer_ops = {k: int(v) for k, v in ops.items() if k in INTEGER_OPS}
         lat_f = lat_q = None
@@ -181,7 +181,7 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
             lat_q = deploy.load_bench().latency_ms(str(tmp), one, repeats=5, warmup=1)
         row = QuantExportRow(str(dest), os.path.getsize(float_path), os.path.getsize(tmp), lat_f, lat_q,
                              integer_ops, diff, step, bound, fidelity.ort_rms, fidelity.sim_rms,
-                             float_between_quantized(optimized))
+                             inspect.float_between_quantized(optimized))
         return diff, row
     finally:
         float_path.unlink(missing_ok=True)

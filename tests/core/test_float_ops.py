@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from slimkit.deploy.float_ops import float_between_quantized
-from slimkit.deploy.inspect import optimized_model
+from slimkit.deploy.inspect import float_between_quantized, optimized_model
 
 
 def qdq_model():

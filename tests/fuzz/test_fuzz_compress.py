@@ -43,12 +43,14 @@ def model_and_data(framework: str):
 @given(data=st.data())
 def test_compress_and_export_end_in_a_faithful_file_or_a_slimkit_error(framework, data, tmp_path):
     model, names, x, y = model_and_data(framework)
-    wild = data.draw(st.booleans(), label="wild")  # careless users; careful ones reach the export
-    recipe = data.draw(recipes(names, wild), label="recipe")
-    train = data.draw(bad_or_good_arrays(x, y, 10, wild), label="train_data")
+    # careless recipes, data and metrics, each on its own: a careful recipe meets spoiled data too
+    wild = {part: data.draw(st.booleans(), label=f"wild {part}") for part in ("recipe", "data", "eval_fn")}
+    recipe = data.draw(recipes(names, wild["recipe"]), label="recipe")
+    train = data.draw(bad_or_good_arrays(x, y, 10, wild["data"]), label="train_data")
     calib = data.draw(st.sampled_from([None, "train_x", "few"]), label="calib_data")
     eval_data = data.draw(st.sampled_from([None, (x[:8], y[:8])]), label="eval_data")
-    eval_fn = data.draw(eval_fns(wild), label="eval_fn")
+    eval_fn = data.draw(eval_fns(wild["eval_fn"]), label="eval_fn")
+    kind = "+".join(part for part, on in wild.items() if on) or "careful"
     calib_data = {None: None, "train_x": train[0], "few": x[:2]}[calib]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SlimkitWarning)
@@ -59,7 +61,7 @@ def test_compress_and_export_end_in_a_faithful_file_or_a_slimkit_error(framework
             row = result.export_onnx(path)
         except SlimkitError as exc:
             assert str(exc)
-            event(f"{'wild' if wild else 'careful'}: {type(exc).__name__}")
+            event(f"{kind}: {type(exc).__name__}")
             return
-    event(f"{'wild' if wild else 'careful'}: exported")
+    event(f"{kind}: exported")
     assert path.is_file() and row.bytes == path.stat().st_size
