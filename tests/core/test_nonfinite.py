@@ -52,13 +52,16 @@ def test_finite_data_passes_unchanged():
     assert first_inputs(X, "calib_data", 4, labelled=False).shape == (4, 4)
 
 
+@pytest.mark.parametrize("recipe", [
+    {"fine_tune": {"epochs": 1}, "stages": [{"prune": {"sparsity": 0.5}}]},
+    {"stages": [{"quantize": {"method": "qat", "fine_tune": {"epochs": 1}}}]},  # once "min/max must be finite"
+], ids=["prune", "qat"])
 @pytest.mark.parametrize("argument", ["train_data", "calib_data", "eval_data"])
-def test_compress_refuses_non_finite_data_up_front(fake_registered, mlp, argument):
+def test_compress_refuses_non_finite_data_up_front(fake_registered, mlp, argument, recipe):
     x = np.random.default_rng(0).normal(size=(16, 8)).astype(np.float32)
     y = np.arange(16) % 4
     bad = with_bad(x, 5, 2)
     data = {"train_data": (bad, y), "calib_data": bad, "eval_data": (bad, y)}[argument]
-    recipe = {"fine_tune": {"epochs": 1}, "stages": [{"prune": {"sparsity": 0.5}}]}
     others = {"train_data": (x, y)} if argument != "train_data" else {}
     with pytest.raises(slimkit.DataError, match=rf"^{argument}( x)?: holds 5 NaN and 2 infinite value\(s\)"):
         slimkit.compress(mlp, recipe, verbose=False, **{argument: data}, **others)
