@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{md.version('keras')}, tf_keras {md.version('tf_keras')}, tensorflow-model-optimization "
         f"{md.version('tensorflow-model-optimization')}. `python benchmarks/prune_step.py --rounds {args.rounds} "
         f"--steps {args.steps} --every {args.every}`: a 6-conv CNN at {args.size}x{args.size}, batch {args.batch}, "
-        f"SGD, {args.steps} steps after {args.skip} dropped, masks updated every {args.every} steps from 0 to "
+        f"SGD, {args.steps} steps of which the first {args.skip} are dropped, masks updated every {args.every} steps from 0 to "
         "80%; one fresh process per measurement, rounds interleaved, medians over rounds.",
         "",
         "| | plain step ms (mean / p90) | pruned step ms (mean / p90) | overhead |",
