@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -32,17 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
+import machine  # noqa: E402
 import slimkit  # noqa: E402
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
 def fresh_model():
@@ -137,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# Channel pruning speed: slimkit vs Torch-Pruning {tp.__version__}",
         "",
-        f"Machine: {_cpu()}; load average {load:.2f} before, {os.getloadavg()[0]:.2f} after; torch "
+        f"Machine: {machine.cpu()}; load average {load:.2f} before, {os.getloadavg()[0]:.2f} after; torch "
         f"{torch.__version__}. `python benchmarks/prune_speed.py --rounds {args.rounds}` (median of "
         f"{args.rounds} interleaved rounds, in one process after one untimed run of each).",
         "",
@@ -156,11 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| dense params / MACs | {ops['dense'][1]:,} / {ops['dense'][0] / 1e6:,.1f} M | |",
         f"| same kept channels (per batch norm) | {agree:.1%} | |",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
-    return 0
+    return machine.emit("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":

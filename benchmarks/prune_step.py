@@ -22,24 +22,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import machine  # noqa: E402
+
 MODES = ("keras-plain", "keras-slimkit", "tf_keras-plain", "tf_keras-tfmot")
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
 def build(k, size: int):
@@ -148,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Keras magnitude-pruning step overhead: slimkit vs tfmot",
         "",
-        f"Machine: {_cpu()}; load average {load:.2f} before, {os.getloadavg()[0]:.2f} after; keras "
+        f"Machine: {machine.cpu()}; load average {load:.2f} before, {os.getloadavg()[0]:.2f} after; keras "
         f"{md.version('keras')}, tf_keras {md.version('tf_keras')}, tensorflow-model-optimization "
         f"{md.version('tensorflow-model-optimization')}. `python benchmarks/prune_step.py --rounds {args.rounds} "
         f"--steps {args.steps} --every {args.every}`: a 6-conv CNN at {args.size}x{args.size}, batch {args.batch}, "
@@ -164,11 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"slimkit's overhead minus tfmot's: {100 * (ours - theirs):+.1f} points (target: at most +3).",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
-    return 0
+    return machine.emit("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":
