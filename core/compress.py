@@ -29,7 +29,9 @@ from slimkit.quant.known_outputs import KnownOutputs, model_digest, outputs_on
 from slimkit.quant.plan import float_between_sites
 from slimkit.quant.weight_only import snap_weight_only
 from slimkit.quant.stage import prepare, quant_rows
-from slimkit.recipe import PruneStage, QuantizeStage, Recipe
+from slimkit.distill.objective import DistillObjective
+from slimkit.distill.stage import Teachers, run_distill_stage
+from slimkit.recipe import Distill, DistillStage, FineTune, PruneStage, QuantizeStage, Recipe
 from slimkit.registry import adapter_class
 from slimkit.report import FileRow, LayerRow, Report, StageRow
 from slimkit.selection import select_layers
@@ -86,6 +88,7 @@ def compress(
     eval_fn: Callable[[Any], float] | None = None,
     fit_fn: FitFn | None = None,
     verbose: bool = True,
+    teacher: Any = None,
 ) -> CompressionResult:
     """Compresses a copy of ``model`` as ``recipe`` says; the user's model is never modified.
 
@@ -99,6 +102,8 @@ def compress(
         fit_fn: replaces the built-in training loop: ``fit_fn(model, callback)``; see
             :data:`slimkit.adapter.FitFn` for what ``callback`` is.
         verbose: print progress lines while fine-tuning.
+        teacher: the teacher of ``distill`` settings that name no file: a model of ``model``'s framework
+            (only run, in inference mode; never changed), or a file name.
 
     Returns:
         The compressed model, its report, and an ``export_onnx`` method.
@@ -125,9 +130,13 @@ def compress(
     report = Report(framework=cls.framework, metrics_before=metrics_before)
     targets: dict[str, float] = {}
     known: KnownOutputs | None = None
+    teachers = Teachers(teacher, cls, recipe.source)
     for index, stage in enumerate(recipe.stages):
-        context = _StageContext(index, len(recipe.stages), train_data, fit_fn, verbose, sample, recipe.seed)
-        if isinstance(stage, QuantizeStage):
+        context = _StageContext(index, len(recipe.stages), train_data, fit_fn, verbose, sample, recipe.seed, teachers)
+        if isinstance(stage, DistillStage):
+            work, row = run_distill_stage(work, stage, context, report)
+            known = None
+        elif isinstance(stage, QuantizeStage):
             work, row, known = _run_quant_stage(work, stage, context, report, tuple(targets))
         else:
             work, row = _run_prune_stage(work, stage, context, report)
@@ -177,6 +186,15 @@ class _StageContext:
     verbose: bool
     sample: np.ndarray | None
     seed: int
+    teachers: Teachers
+
+    def objective(self, spec: Distill | None, settings: FineTune | None, field: str,
+                  student: ModelAdapter) -> DistillObjective | None:
+        """The stage's distillation objective, or None when the stage does not distill."""
+        if spec is None or settings is None:
+            return None
+        return DistillObjective(self.teachers.get(spec.teacher, field), spec, settings, field, student,
+                                self.sample, self.seed)
 
 
 def _run_prune_stage(
@@ -198,7 +216,8 @@ def _run_prune_stage(
         if ctx.verbose:
             label = f"stage {ctx.index + 1}/{ctx.count} {stage.name}"
             hooks.append(ProgressPrinter(label, settings.epochs, lambda: f"sparsity {pruner.current:.3f}"))
-        work.fit(ctx.train_data, settings, HookChain(*hooks), ctx.fit_fn)
+        objective = ctx.objective(stage.distill, settings, f"stages[{ctx.index}].prune.distill", work)
+        work.fit(ctx.train_data, settings, HookChain(*hooks), ctx.fit_fn, objective)
         result = pruner.finish()
     pruner.add_to_report(report)
     achieved, removed = _shortfall(result, stage, method, layers, before, report, field)
@@ -315,8 +334,10 @@ def _run_quant_stage(
     progress = None
     if ctx.verbose and method.trains and stage.fine_tune is not None:
         progress = ProgressPrinter(f"stage {ctx.index + 1}/{ctx.count} {stage.name}", stage.fine_tune.epochs)
+    objective = ctx.objective(stage.distill, stage.fine_tune, f"{field}.distill", prepared.adapter) \
+        if method.trains else None
     outcome = method.run(prepared, stage, QuantContext(field, ctx.sample, ctx.train_data, ctx.fit_fn, progress,
-                                                       ctx.verbose))
+                                                       ctx.verbose, objective))
     plan = outcome.plan or prepared.plan
     report.quant = quant_rows(plan, outcome.params, prepared.adapter, outcome.ranges)
     report.quantized = [s.layer for s in plan.layers]

@@ -65,6 +65,19 @@ class TensorOps(Protocol):
     def size(self, x: Any, axis: int | None = None) -> Any:
         """Number of elements of ``x`` (or of ``axis``) as a float32 scalar, known at run time."""
 
+    # -- losses (distillation) -----------------------------------------------------------------------
+    def exp(self, x: Any) -> Any:
+        """Elementwise exponential."""
+
+    def log(self, x: Any) -> Any:
+        """Elementwise natural logarithm."""
+
+    def sum(self, x: Any, axes: tuple[int, ...] | None) -> Any:
+        """Sum over ``axes`` (all axes when None)."""
+
+    def mix_channels(self, x: Any, w: Any) -> Any:
+        """``y[:, j, ...] = sum_i w[j, i] * x[:, i, ...]``: a learned 1x1 projection on axis 1."""
+
     # -- dtypes and constants ------------------------------------------------------------------------
     def cast(self, x: Any, dtype: str) -> Any:
         """``x`` as ``float32`` or ``float64``."""
@@ -136,6 +149,18 @@ class NumpyOps:
 
     def full_like(self, x: Any, value: float) -> Any:
         return np.full_like(x, value)
+
+    def exp(self, x: Any) -> Any:
+        return np.exp(x)
+
+    def log(self, x: Any) -> Any:
+        return np.log(x)
+
+    def sum(self, x: Any, axes: tuple[int, ...] | None) -> Any:
+        return np.sum(x, axis=axes)
+
+    def mix_channels(self, x: Any, w: Any) -> Any:
+        return np.moveaxis(np.tensordot(w, x, axes=([1], [1])), 0, 1)
 
     def stop_gradient(self, x: Any) -> Any:
         return x

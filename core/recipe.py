@@ -6,6 +6,7 @@ The format is the one in the project's API contract; keys are fixed, new keys ar
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,39 @@ class Schedule:
 
 
 @dataclass(frozen=True)
+class Hint:
+    """A feature (hint) loss: ``weight`` times the mean squared difference between the student layer's
+    output and the teacher layer's, through a learned 1x1/linear projection when their widths differ."""
+
+    teacher: str
+    student: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Distill:
+    """Knowledge distillation settings (Hinton et al., 2015).
+
+    The loss is ``alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * task loss`` plus
+    the hints; for an ``mse`` task the soft term is the mean squared difference of the outputs.
+
+    Attributes:
+        teacher: a file (ONNX, a framework model file such as ``.keras``, or a folder slimkit saved);
+            None: the object passed as ``compress(..., teacher=model)``.
+        temperature: T, softening both distributions.
+        alpha: the soft term's share of the loss.
+        hints: feature losses between named layers.
+        teacher_outputs: ``logits`` or ``probabilities``; None: as the student's (``fine_tune.from_logits``).
+    """
+
+    teacher: str | None = None
+    temperature: float = 4.0
+    alpha: float = 0.7
+    hints: tuple[Hint, ...] = ()
+    teacher_outputs: str | None = None
+
+
+@dataclass(frozen=True)
 class PruneStage:
     """A pruning stage. ``fine_tune`` is None for one-shot pruning.
 
@@ -95,6 +129,7 @@ class PruneStage:
     layers: LayerSelector
     fine_tune: FineTune | None
     options: Any = None
+    distill: Distill | None = None
 
     @property
     def name(self) -> str:
@@ -171,10 +206,25 @@ class QuantizeStage:
     fold_batchnorm: bool = True
     overrides: tuple[QuantOverride, ...] = ()
     options: Any = None
+    distill: Distill | None = None
 
     @property
     def name(self) -> str:
         return f"quantize:{self.method}"
+
+
+@dataclass(frozen=True)
+class DistillStage:
+    """Fine-tuning of the model as it is, with the distillation loss (the student is the model being
+    compressed). ``layers`` is unused; kept so every stage has a selector."""
+
+    distill: Distill
+    fine_tune: FineTune
+    layers: LayerSelector = LayerSelector()
+
+    @property
+    def name(self) -> str:
+        return "distill"
 
 
 @dataclass(frozen=True)
@@ -209,8 +259,10 @@ class Recipe:
     seed: int
     layers: LayerSelector
     fine_tune: FineTune | None
-    stages: tuple[PruneStage | QuantizeStage, ...]
+    stages: tuple[PruneStage | QuantizeStage | DistillStage, ...]
     export: OnnxExport
+    #: the file the recipe was read from (relative teacher files are looked up beside it too)
+    source: str | None = dataclasses.field(default=None, compare=False)
 
     @classmethod
     def load(cls, source: "Recipe | Mapping[str, Any] | str | os.PathLike[str]") -> "Recipe":
@@ -227,6 +279,7 @@ class Recipe:
         """
         if isinstance(source, Recipe):
             return source
+        path = None
         if recipe_source.is_path(source):
             path = Path(source)
             source = recipe_source.parse_yaml(recipe_source.read_file(path), f"recipe file {path}")
@@ -240,5 +293,6 @@ class Recipe:
         recipe_source.check_size(source)
         from slimkit.recipe_parse import parse_recipe  # the parsers import this module's classes
 
-        return parse_recipe(source)
+        recipe = parse_recipe(source)
+        return dataclasses.replace(recipe, source=str(path)) if path is not None else recipe
 

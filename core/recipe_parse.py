@@ -17,8 +17,8 @@ from slimkit.plugins import parse_options
 from slimkit.recipe_effects import check_effects
 from slimkit.reprs import short_repr
 from slimkit.recipe import (
-    LAYER_KINDS, LOSSES, MAX_OPSET, MIN_OPSET, SCHEDULE_KINDS, SCOPES, ActivationQuant, FineTune, LayerSelector, OnnxExport, PruneStage,
-    QuantizeStage, QuantOverride, Recipe, Schedule, WeightQuant,
+    LAYER_KINDS, LOSSES, MAX_OPSET, MIN_OPSET, SCHEDULE_KINDS, SCOPES, ActivationQuant, Distill, DistillStage, FineTune,
+    Hint, LayerSelector, OnnxExport, PruneStage, QuantizeStage, QuantOverride, Recipe, Schedule, WeightQuant,
 )
 
 #: Upper bounds of integer fields, where the frameworks bound them or a larger value can only be a
@@ -178,7 +178,7 @@ def _prune(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | Non
     entry = PRUNING_METHODS.get(name, _join(path, "method"))
     cls = entry.impl
     common = ("method",) + (("sparsity",) if cls.takes_sparsity else ()) + \
-        (("scope",) if cls.takes_scope else ()) + ("schedule", "layers", "fine_tune")
+        (("scope",) if cls.takes_scope else ()) + ("schedule", "layers", "fine_tune", "distill")
     own = tuple(f.name for f in dataclasses.fields(entry.options))
     raw = _keys(raw, path, common + own)
     options = parse_options(entry.options, {k: v for k, v in raw.items() if k in own}, path)
@@ -201,7 +201,8 @@ def _prune(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | Non
     stage_ft = fine_tune
     if "fine_tune" in raw:
         stage_ft = _fine_tune(raw["fine_tune"], _join(path, "fine_tune"), fine_tune or FineTune())
-    return PruneStage(name, sparsity, scope, schedule, stage_layers, stage_ft, options)
+    distill = _stage_distill(raw, path, stage_ft)
+    return PruneStage(name, sparsity, scope, schedule, stage_layers, stage_ft, options, distill)
 
 
 def _weight_quant(raw: Any, path: str, base: WeightQuant) -> WeightQuant:
@@ -263,7 +264,7 @@ def _act_quant(raw: Any, path: str) -> ActivationQuant:
 _ACT_KEYS = ("bits", "symmetric", "signed", "calibration", "samples", "percentile", "learn", "momentum")
 
 
-_QUANT_KEYS = ("method", "weights", "activations", "layers", "fine_tune", "fold_batchnorm", "overrides")
+_QUANT_KEYS = ("distill", "method", "weights", "activations", "layers", "fine_tune", "fold_batchnorm", "overrides")
 
 
 def _quantize(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | None) -> QuantizeStage:
@@ -301,20 +302,81 @@ def _quantize(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | 
                               "train take fine_tune")
         stage_ft = None
     fold = _bool(raw.get("fold_batchnorm", True), _join(path, "fold_batchnorm"))
-    stage = QuantizeStage(name, weights, acts, stage_layers, stage_ft, fold, tuple(overrides), options)
+    distill = _stage_distill(raw, path, stage_ft)
+    stage = QuantizeStage(name, weights, acts, stage_layers, stage_ft, fold, tuple(overrides), options, distill)
     method.check(stage, path)
     return stage
 
 
-_NOT_YET_STAGES = ("distill",)
+_DISTILL_KEYS = ("teacher", "temperature", "alpha", "hints", "teacher_outputs")
 
 
-def _stage(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | None) -> PruneStage | QuantizeStage:
+def _hints(raw: Any, path: str) -> tuple[Hint, ...]:
+    if not isinstance(raw, list):
+        raise RecipeError(f"{path}: expected a list of {{teacher, student, weight}}, got {short_repr(raw)}")
+    hints = []
+    for i, item in enumerate(raw):
+        where = f"{path}[{i}]"
+        item = _keys(item, where, ("teacher", "student", "weight"))
+        for key in ("teacher", "student"):
+            if not isinstance(item.get(key), str) or not item[key]:
+                raise RecipeError(f"{where}.{key}: expected a layer name, got {short_repr(item.get(key))}")
+        weight = _float(item.get("weight", 1.0), f"{where}.weight", 0.0, 1e6, lo_open=True)
+        hints.append(Hint(item["teacher"], item["student"], weight))
+    return tuple(hints)
+
+
+def _distill(raw: Any, path: str) -> Distill:
+    if raw is None:
+        raw = {}
+    return _build(Distill, raw, path, Distill(), {
+        "teacher": lambda v, p: _teacher_file(v, p),
+        "temperature": lambda v, p: _float(v, p, 0.0, 1e3, lo_open=True),
+        "alpha": lambda v, p: _float(v, p, 0.0, 1.0),
+        "hints": _hints,
+        "teacher_outputs": lambda v, p: None if v is None else _choice(v, p, ("logits", "probabilities")),
+    })
+
+
+def _teacher_file(raw: Any, path: str) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw.strip():
+        raise RecipeError(f"{path}: expected a file name (ONNX, .keras, or a folder slimkit saved), or leave it "
+                          f"out and pass compress(..., teacher=model); got {short_repr(raw)}")
+    return raw
+
+
+def _stage_distill(raw: Mapping[str, Any], path: str, fine_tune: FineTune | None) -> Distill | None:
+    """A prune or quantize stage's own ``distill`` key: distillation in the stage's fine-tuning."""
+    if "distill" not in raw or raw["distill"] is False:
+        return None
+    where = _join(path, "distill")
+    if fine_tune is None or fine_tune.epochs == 0:
+        raise RecipeError(f"{where}: has no effect here: the stage does not fine-tune (distillation is a "
+                          "training loss); give the stage a fine_tune, or remove it")
+    return _distill({} if raw["distill"] is True else raw["distill"], where)
+
+
+def _distill_stage(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | None) -> DistillStage:
+    raw = _keys(raw if raw is not None else {}, path, _DISTILL_KEYS + ("fine_tune",))
+    stage_ft = fine_tune
+    if "fine_tune" in raw:
+        stage_ft = _fine_tune(raw["fine_tune"], _join(path, "fine_tune"), fine_tune or FineTune())
+    if stage_ft is None or stage_ft.epochs == 0:
+        raise RecipeError(f"{_join(path, 'fine_tune')}: a distill stage trains the student; it needs fine_tune "
+                          "with epochs > 0")
+    spec = _distill({k: v for k, v in raw.items() if k != "fine_tune"}, path)
+    return DistillStage(spec, stage_ft, layers)
+
+
+def _stage(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | None) -> PruneStage | QuantizeStage | DistillStage:
     if not isinstance(raw, Mapping) or len(raw) != 1:
-        raise RecipeError(f"{path}: a stage is a mapping with exactly one key (prune or quantize), got {short_repr(raw)}")
+        raise RecipeError(f"{path}: a stage is a mapping with exactly one key (prune, quantize or distill), got "
+                          f"{short_repr(raw)}")
     (kind, body), = raw.items()
-    if kind in _NOT_YET_STAGES:
-        raise NotSupportedYetError(f"{path}.{kind}: the {kind!r} stage is not supported yet")
+    if kind == "distill":
+        return _distill_stage(body, f"{path}.distill", layers, fine_tune)
     if kind == "quantize":
         return _quantize(body, f"{path}.quantize", layers, fine_tune)
     if kind != "prune":
@@ -336,6 +398,20 @@ def _export(raw: Any, path: str) -> OnnxExport:
 _TOP_KEYS = ("version", "seed", "layers", "fine_tune", "stages", "tune", "export")
 
 
+def _inherit_teachers(stages: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A distill setting that names no teacher takes the file the previous one named (one teacher file
+    for a prune -> distill -> QAT pipeline); with none named before, it is compress's ``teacher=``."""
+    out, last = [], None
+    for stage in stages:
+        spec = getattr(stage, "distill", None)
+        if spec is not None:
+            if spec.teacher is None and last is not None:
+                stage = dataclasses.replace(stage, distill=dataclasses.replace(spec, teacher=last))
+            last = stage.distill.teacher or last
+        out.append(stage)
+    return tuple(out)
+
+
 def parse_recipe(raw: Mapping[str, Any]) -> Recipe:
     raw = _keys(raw, "recipe", _TOP_KEYS)
     version = _int(raw.get("version", 1), "version")
@@ -353,6 +429,13 @@ def parse_recipe(raw: Mapping[str, Any]) -> Recipe:
     quant = [i for i, s in enumerate(stages) if isinstance(s, QuantizeStage)]
     if len(quant) > 1:
         raise RecipeError(f"stages[{quant[1]}]: only one quantize stage is allowed (stages[{quant[0]}] is one)")
+    stages = _inherit_teachers(stages)
+    after = [i for i, s in enumerate(stages) if isinstance(s, DistillStage) and quant and i > quant[0]]
+    if after:
+        raise RecipeError(f"stages[{after[0]}].distill: a distill stage cannot follow the quantize stage "
+                          f"(stages[{quant[0]}]): training would move weights off their fixed int8 grid. Distill "
+                          "before quantizing, or distill while quantizing: quantize with method qat and a "
+                          "distill key in that stage")
     later = [i for i, s in enumerate(stages) if isinstance(s, PruneStage) and quant and i > quant[0]]
     if later:
         raise RecipeError(f"stages[{later[0]}]: a prune stage cannot follow the quantize stage "

@@ -71,6 +71,27 @@ def adapter_named(framework: str) -> type[ModelAdapter] | None:
     return None
 
 
+def adapter_for_file(path: Any) -> type[ModelAdapter] | None:
+    """The adapter class that loads model files with ``path``'s suffix (``model_file_suffixes``), or None.
+
+    Adapters whose framework is already imported are asked first; the others are imported only when
+    none of those knows the suffix."""
+    suffix = str(path).lower().rsplit(".", 1)[-1] if "." in str(path) else ""
+    seen: list[type[ModelAdapter]] = list(_REGISTERED)
+    for loaded_first in (True, False):
+        for modules, module_name, class_name in _ADAPTERS:
+            if loaded_first != any(m in sys.modules for m in modules):
+                continue
+            try:
+                seen.append(getattr(importlib.import_module(module_name), class_name))
+            except ImportError:
+                continue
+        for cls in seen:
+            if f".{suffix}" in getattr(cls, "model_file_suffixes", ()):
+                return cls
+    return None
+
+
 def adapter_for(model: Any) -> ModelAdapter:
     """An adapter over ``model`` itself (for read-only work such as export)."""
     return adapter_class(model)(model)

@@ -27,8 +27,10 @@ def load(framework: str) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarra
     return (x_train, y_train), (x_test, y_test)
 
 
-def build(framework: str, seed: int = 0) -> Any:
-    """The CNN: conv16-conv32-maxpool-flatten-fc64-logits10, layer names equal in both frameworks."""
+def build(framework: str, seed: int = 0, width: float = 1.0) -> Any:
+    """The CNN: conv16-conv32-maxpool-flatten-fc64-logits10, layer names equal in both frameworks;
+    ``width`` scales every hidden layer (0.5: a half-width student)."""
+    c1, c2, f1 = (max(1, int(round(n * width))) for n in (16, 32, 64))
     if framework == "keras":
         import keras
 
@@ -36,11 +38,11 @@ def build(framework: str, seed: int = 0) -> Any:
         layers = keras.layers
         return keras.Sequential([
             keras.Input((8, 8, 1)),
-            layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
-            layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2"),
+            layers.Conv2D(c1, 3, padding="same", activation="relu", name="conv1"),
+            layers.Conv2D(c2, 3, padding="same", activation="relu", name="conv2"),
             layers.MaxPooling2D(2),
             layers.Flatten(),
-            layers.Dense(64, activation="relu", name="fc1"),
+            layers.Dense(f1, activation="relu", name="fc1"),
             layers.Dense(10, name="logits"),
         ], name="digits_cnn")
     import torch
@@ -51,10 +53,10 @@ def build(framework: str, seed: int = 0) -> Any:
     class DigitsCNN(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
-            self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
-            self.fc1 = nn.Linear(32 * 4 * 4, 64)
-            self.logits = nn.Linear(64, 10)
+            self.conv1 = nn.Conv2d(1, c1, 3, padding=1)
+            self.conv2 = nn.Conv2d(c1, c2, 3, padding=1)
+            self.fc1 = nn.Linear(c2 * 4 * 4, f1)
+            self.logits = nn.Linear(f1, 10)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             x = torch.relu(self.conv2(torch.relu(self.conv1(x))))

@@ -246,7 +246,8 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         """
         return kdata.num_batches(self._k, data, batch_size)
 
-    def fit(self, data: Any, settings: FineTune, hooks: TrainHooks, fit_fn: FitFn | None = None) -> None:
+    def fit(self, data: Any, settings: FineTune, hooks: TrainHooks, fit_fn: FitFn | None = None,
+            objective: Any = None) -> None:
         """Fine-tunes the model with ``model.fit``, driving ``hooks`` through :class:`SlimkitCallback`.
 
         Args:
@@ -264,6 +265,11 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         """
         self._require_tensorflow("fine-tuning")
         if fit_fn is not None:
+            if objective is not None:
+                from slimkit.errors import NotSupportedYetError
+
+                raise NotSupportedYetError(f"{objective.field}: distillation runs in slimkit's own training loop; "
+                                           "with fit_fn it is not supported yet (leave fit_fn out for this stage)")
             fit_fn(self.model, self._training_callback(hooks))
             return
         kind, x, y = kdata.split_data(self._k, data)
@@ -279,6 +285,9 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
             hooks.end()
             return
         k = self._k
+        if objective is not None:
+            self._fit_distilling(kind, data, x, y, settings, hooks, objective)
+            return
         self.model.compile(
             optimizer=training.make_optimizer(k, settings),
             loss=training.make_loss(k, settings),
@@ -303,6 +312,28 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
                 raise DataError(f"train_data: TensorFlow could not train on a batch after the first (which was "
                                 f"checked): {first}; check every batch's labels against loss "
                                 f"{settings.loss!r} and the model's outputs") from exc
+
+    def _fit_distilling(self, kind: str, data: Any, x: Any, y: Any, settings: FineTune, hooks: TrainHooks,
+                        objective: Any) -> None:
+        """``fit`` of a wrapper whose loss is the distillation objective (``distilling.py``); batches carry
+        the teacher's targets, by sample index for arrays (computed once), else computed per batch."""
+        from . import distilling
+
+        k = self._k
+        objective.prepare(data)
+        wrapper = distilling.distilling_model(k, self.model, objective, training.make_loss(k, settings))
+        wrapper.compile(optimizer=training.make_optimizer(k, settings))
+        if kind == "arrays":
+            order = self.batches(n_samples(x), settings)
+            steps = len(order)
+            stream = training.array_batches(x, y, order, settings.epochs, with_index=True)
+        else:
+            steps = self.num_batches(data, settings.batch_size)
+            stream = ((element[0], element[1], None) for _ in range(settings.epochs) for element in data)
+        wrapper.fit(distilling.with_targets(stream, objective), epochs=settings.epochs, steps_per_epoch=steps,
+                    shuffle=False, verbose=0, callbacks=[self._training_callback(hooks)])
+        learned = iter(wrapper.hint_projections)
+        objective.learned = [None if h.projection is None else np.asarray(next(learned)) for h in objective.hints]
 
     def _training_callback(self, hooks: TrainHooks) -> Any:
         """A ``SlimkitCallback`` (a ``keras.callbacks.Callback``) to pass to ``model.fit``."""
@@ -331,6 +362,13 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
     def load_files(cls, folder: Path, entry: dict[str, Any], model: Any = None) -> Any:
         """The ``.keras`` file read in safe mode (``model`` is not needed)."""
         return saving.load_files(folder, entry)
+
+    model_file_suffixes = (".keras",)
+
+    @classmethod
+    def load_file(cls, path: Path) -> Any:
+        """A ``.keras`` file read in safe mode."""
+        return saving.load_files(Path(path).parent, {"file": Path(path).name, "keras": "keras"})
 
     def attention_blocks(self) -> list[AttentionBlock]:
         """MultiHeadAttention layers (heads of the query/key/value kernels and the output projection)."""

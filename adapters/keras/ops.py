@@ -69,6 +69,18 @@ class KerasOps:
     def full_like(self, x: Any, value: float) -> Any:
         return ops.full_like(x, value)
 
+    def exp(self, x: Any) -> Any:
+        return ops.exp(x)
+
+    def log(self, x: Any) -> Any:
+        return ops.log(x)
+
+    def sum(self, x: Any, axes: tuple[int, ...] | None) -> Any:
+        return ops.sum(x, axis=axes)
+
+    def mix_channels(self, x: Any, w: Any) -> Any:
+        return ops.moveaxis(ops.tensordot(w, x, axes=([1], [1])), 0, 1)
+
     def stop_gradient(self, x: Any) -> Any:
         return ops.stop_gradient(x)
 

@@ -30,7 +30,7 @@ def make_optimizer(k: ModuleType, settings: FineTune) -> Any:
     return rule_optimizer(k, settings.rule(), settings.learning_rate)
 
 
-def array_batches(x: np.ndarray, y: np.ndarray, order: ArrayBatches, epochs: int) -> Any:
+def array_batches(x: np.ndarray, y: np.ndarray, order: ArrayBatches, epochs: int, with_index: bool = False) -> Any:
     """A generator of ``epochs`` epochs of (x, y) batches in core's order, for
     ``fit(..., steps_per_epoch=len(order))``.
 
@@ -44,7 +44,8 @@ def array_batches(x: np.ndarray, y: np.ndarray, order: ArrayBatches, epochs: int
         for epoch in plan:
             for idx in epoch:
                 xb = take(x, idx)  # positional inputs as a tuple: tf.data cannot carry lists
-                yield (xb if isinstance(xb, tuple) and len(xb) > 1 else keras_inputs(xb)), y[idx]
+                xb = xb if isinstance(xb, tuple) and len(xb) > 1 else keras_inputs(xb)
+                yield (xb, y[idx], idx) if with_index else (xb, y[idx])
 
     return batches()
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from slimkit.adapters.torch.distilling import Distilling
 from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, QuantAdapter, StructureAdapter, StepCallback, TrainHooks
 from slimkit.adapter.saving import SavingAdapter
 from slimkit.attention import AttentionBlock
@@ -71,6 +72,7 @@ class _Epoch:
     def __iter__(self) -> Any:
         for idx in self._batches:
             index = torch.from_numpy(idx).to(self._y.device)
+            self.last_index = idx  # which samples: the distillation objective's cached targets are by sample
             yield take(self._x, index), self._y[index]
 
 
@@ -278,30 +280,44 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         x_t, y_t = to_tensors(x, self.model), torch.from_numpy(y).to(model_device(self.model))
         return [_Epoch(x_t, y_t, epoch) for epoch in self.batches(n, settings).epochs(settings.epochs)]
 
-    def fit(self, data: Any, settings: FineTune, hooks: TrainHooks, fit_fn: FitFn | None = None) -> None:
+    def fit(self, data: Any, settings: FineTune, hooks: TrainHooks, fit_fn: FitFn | None = None,
+            objective: Any = None) -> None:
         callback = self._training_callback(hooks)
         if fit_fn is not None:
+            if objective is not None:
+                from slimkit.errors import NotSupportedYetError
+
+                raise NotSupportedYetError(f"{objective.field}: distillation runs in slimkit's own training loop; "
+                                           "with fit_fn it is not supported yet (leave fit_fn out for this stage)")
             callback.run_user_fit(fit_fn, self.model, self.total_steps(data, settings))
             check_finite_weights(self.model, "after fit_fn")
             return
         epochs = self._batches(data, settings)
-        optimizer = make_optimizer(settings, self.model.parameters())
+        distill = None if objective is None else Distilling(self.model, objective, data)
+        params = [*self.model.parameters(), *(distill.parameters() if distill else [])]
+        optimizer = make_optimizer(settings, params)
         loss_fn, is_classification = make_loss(settings)
         callback.begin(sum(len(batches) for batches in epochs))
         self.model.train()
-        with BiasedBatchNormStatistics(self.model) as statistics:
-            self._train(epochs, optimizer, loss_fn, is_classification, callback, statistics)
+        try:
+            with BiasedBatchNormStatistics(self.model) as statistics:
+                self._train(epochs, optimizer, loss_fn, is_classification, callback, statistics, distill)
+        finally:
+            if distill is not None:
+                distill.close()
         self.model.eval()
         callback.close()
 
     def _train(self, epochs: list[Any], optimizer: Any, loss_fn: Any, is_classification: bool,
-               callback: StepCallback, statistics: BiasedBatchNormStatistics) -> None:
+               callback: StepCallback, statistics: BiasedBatchNormStatistics, distill: Any = None) -> None:
         for epoch, batches in enumerate(epochs, start=1):
             total, correct, seen = 0.0, 0, 0
             for xb, yb in batches:
                 optimizer.zero_grad()
                 out = first_tensor(call(self.model, to_tensors(xb, self.model)), type(self.model).__name__)
                 loss = loss_fn(out, yb)
+                if distill is not None:
+                    loss = distill.loss(loss, out, xb, getattr(batches, "last_index", None))
                 loss.backward()
                 statistics.apply()
                 optimizer.step()

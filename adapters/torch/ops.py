@@ -62,6 +62,18 @@ class TorchOps:
     def full_like(self, x: Any, value: float) -> Any:
         return torch.full_like(x, value)
 
+    def exp(self, x: Any) -> Any:
+        return torch.exp(x)
+
+    def log(self, x: Any) -> Any:
+        return torch.log(x)
+
+    def sum(self, x: Any, axes: tuple[int, ...] | None) -> Any:
+        return x.sum() if axes is None else x.sum(dim=axes)
+
+    def mix_channels(self, x: Any, w: Any) -> Any:
+        return torch.tensordot(w, x, dims=([1], [1])).movedim(0, 1)
+
     def stop_gradient(self, x: Any) -> Any:
         return x.detach()
 

@@ -178,8 +178,14 @@ class ModelAdapter(abc.ABC):
         return None if data is None else settings.epochs * self.num_batches(data, settings.batch_size)
 
     @abc.abstractmethod
-    def fit(self, data: Any, settings: FineTune, hooks: TrainHooks, fit_fn: FitFn | None = None) -> None:
-        """Fine-tunes the model, calling ``hooks`` each step; ``fit_fn`` replaces the built-in loop."""
+    def fit(self, data: Any, settings: FineTune, hooks: TrainHooks, fit_fn: FitFn | None = None,
+            objective: Any = None) -> None:
+        """Fine-tunes the model, calling ``hooks`` each step; ``fit_fn`` replaces the built-in loop.
+
+        ``objective`` (a :class:`slimkit.distill.objective.DistillObjective`) replaces the task loss by
+        the distillation loss: per batch the loop asks it for the teacher's targets (by sample index
+        for fixed arrays), reads the outputs of its ``feature_names`` layers (channels on axis 1, as
+        ``layer_outputs`` gives them), trains its projections with the model and drops them after."""
 
     # -- export ----------------------------------------------------------------------------
     @abc.abstractmethod

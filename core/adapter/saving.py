@@ -11,6 +11,18 @@ from typing import Any
 class SavingAdapter(abc.ABC):
     """Saves the adapter's model into a folder and loads such a folder back."""
 
+    #: Suffixes of the framework's own model files that :meth:`load_file` reads safely (teachers).
+    model_file_suffixes: tuple[str, ...] = ()
+
+    @classmethod
+    def load_file(cls, path: Path) -> Any:
+        """A model from one of the framework's own files (``model_file_suffixes``), loaded safely.
+
+        Raises:
+            DataError: the file cannot be loaded safely; the message names it.
+        """
+        raise NotImplementedError
+
     @abc.abstractmethod
     def save_files(self, folder: Path) -> dict[str, Any]:
         """Writes the model's files into the (new, empty) ``folder``; returns what :meth:`load_files`

@@ -32,6 +32,8 @@ class QuantContext:
     fit_fn: FitFn | None = None
     progress: TrainHooks | None = None
     verbose: bool = True
+    #: the stage's distillation objective (``slimkit.distill.objective``), for methods that train
+    objective: Any = None
 
 
 @dataclass

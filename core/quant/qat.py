@@ -37,7 +37,7 @@ class StepCounter(TrainHooks):
 
 def quantize_aware(prepared: Prepared, stage: QuantizeStage, x: np.ndarray, train_data: Any,
                    fit_fn: FitFn | None, progress: TrainHooks | None, field: str,
-                   verbose: bool = True) -> tuple[ModelAdapter, dict, dict, int]:
+                   verbose: bool = True, objective: Any = None) -> tuple[ModelAdapter, dict, dict, int]:
     """Fine-tunes ``prepared`` with fake-quant and returns the frozen model.
 
     Returns:
@@ -61,7 +61,8 @@ def quantize_aware(prepared: Prepared, stage: QuantizeStage, x: np.ndarray, trai
     if init:
         sim.set_quant_params(init)  # lsq sites start from these and keep learning
     counter = StepCounter()
-    sim.fit(train_data, stage.fine_tune, HookChain(counter, *([progress] if progress else [])), fit_fn)
+    # objective: the stage's distillation loss (distillation-aware QAT), else the task loss
+    sim.fit(train_data, stage.fine_tune, HookChain(counter, *([progress] if progress else [])), fit_fn, objective)
 
     state = sim.quant_state()
     trained = sim.without_fake_quant()
@@ -117,5 +118,5 @@ class QAT(QuantMethod):
 
     def run(self, prepared: Prepared, stage: QuantizeStage, ctx: QuantContext) -> QuantOutcome:
         model, params, ranges, steps = quantize_aware(prepared, stage, ctx.sample, ctx.train_data, ctx.fit_fn,
-                                                      ctx.progress, ctx.field, ctx.verbose)
+                                                      ctx.progress, ctx.field, ctx.verbose, ctx.objective)
         return QuantOutcome(model, params, ranges, steps)

@@ -425,7 +425,10 @@ class FakeAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
             raise DataError(f"train_data: expected an (x, y) tuple of arrays, got {type(data).__name__}")
         return math.ceil(len(data[0]) / batch_size)
 
-    def fit(self, data: Any, settings: FineTune, hooks: TrainHooks, fit_fn: FitFn | None = None) -> None:
+    def fit(self, data: Any, settings: FineTune, hooks: TrainHooks, fit_fn: FitFn | None = None,
+            objective: Any = None) -> None:
+        if objective is not None:  # numpy has no autograd: the fake trains on its own task losses only
+            raise UnsupportedModelError(f"{objective.field}: the numpy fake adapter does not distill")
         callback = self._training_callback(hooks)
         if fit_fn is not None:
             callback.run_user_fit(fit_fn, self.model, self.total_steps(data, settings))
