@@ -144,12 +144,11 @@ class LotteryPruner(Pruner):
         target = round_sparsity(self.stage.sparsity, r, self.rounds)
         masks = self.magnitude.apply(target)  # from the trained weights, as the paper ranks them
         assert self.snapshot is not None  # the rewind step precedes every pruning step
-        for name, weights in self.snapshot.items():
-            rewound = dict(weights)
-            for (layer, key), mask in masks.items():
-                if layer == name:
-                    rewound[key] = weights[key] * mask
-            self.adapter.set_weights(name, rewound)
+        rewound = {name: dict(weights) for name, weights in self.snapshot.items()}
+        for (layer, key), mask in masks.items():  # pruned weights stay zero in the raw weights too
+            rewound[layer][key] = self.snapshot[layer][key] * mask
+        for name, weights in rewound.items():
+            self.adapter.set_weights(name, weights)
         self.rows.append(RoundRow(self.path, r, target, _sparsity(masks), step, self.starts[r + 1] - step,
                                   self.rewind_step))
         self._pruned = r
