@@ -201,6 +201,10 @@ def _prune(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | Non
     stage_ft = fine_tune
     if "fine_tune" in raw:
         stage_ft = _fine_tune(raw["fine_tune"], _join(path, "fine_tune"), fine_tune or FineTune())
+    if cls.needs_training and (stage_ft is None or stage_ft.epochs == 0):
+        got = "fine_tune is null" if stage_ft is None else "fine_tune.epochs is 0"
+        raise RecipeError(f"{_join(path, 'fine_tune')}: method {name} prunes between rounds of training, so the "
+                          f"stage must fine-tune ({got}); give it fine_tune with epochs >= 1")
     distill = _stage_distill(raw, path, stage_ft)
     return PruneStage(name, sparsity, scope, schedule, stage_layers, stage_ft, options, distill)
 

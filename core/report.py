@@ -53,6 +53,24 @@ class GroupRow:
 
 
 @dataclass(frozen=True)
+class RoundRow:
+    """One round of an iterative (lottery ticket) prune stage.
+
+    Round 0 is the dense training before the first pruning (no target); round r >= 1 prunes to
+    ``target`` after ``start_step`` optimizer steps, resets the surviving weights to their values after
+    step ``rewound_to``, and trains ``steps`` steps.
+    """
+
+    stage: str  # the stage's recipe path, e.g. stages[0].prune
+    round: int
+    target: float | None  # the round's sparsity target (None for round 0)
+    achieved: float | None  # sparsity of the selected matrices' masks after the round's pruning
+    start_step: int  # optimizer steps run before the round
+    steps: int  # optimizer steps the round trains
+    rewound_to: int | None  # the step whose weights the survivors were reset to (None for round 0)
+
+
+@dataclass(frozen=True)
 class FileRow:
     """One exported file, verified against the framework's own output."""
 
@@ -125,6 +143,7 @@ class Report:
             but run in float (recurrent, attention projections without their own op, embeddings, tied
             weights); ``float_layers`` the weighted ones kept float.
         quant_exports: quantized ONNX files with their float twins' size and latency.
+        rounds: the rounds of iterative (lottery ticket) prune stages, in order.
     """
 
     framework: str
@@ -141,6 +160,7 @@ class Report:
     weight_only: list[str] = field(default_factory=list)
     float_layers: list[str] = field(default_factory=list)
     quant_exports: list[QuantExportRow] = field(default_factory=list)
+    rounds: list[RoundRow] = field(default_factory=list)
 
     @property
     def params(self) -> int:
@@ -176,6 +196,7 @@ class Report:
             "weight_only": list(self.weight_only),
             "float_layers": list(self.float_layers),
             "quant_exports": [dict(dataclasses.asdict(q), size_ratio=q.size_ratio) for q in self.quant_exports],
+            "rounds": [dataclasses.asdict(r) for r in self.rounds],
         }
 
     def to_markdown(self) -> str:
@@ -205,6 +226,14 @@ class Report:
                 target = "-" if s.target is None else f"{s.target:.1%}"
                 out.append(f"| {s.name} | {len(s.layers)} | {target} | {_pct(s.achieved)} | {_pct(s.params_removed)} "
                            f"| {s.scope} | {steps} | {_seconds(s)} |")
+        if self.rounds:
+            out += ["", "| lottery round | stage | target | achieved | from step | steps | rewound to step |",
+                    "|---|---|---:|---:|---:|---:|---:|"]
+            for r in self.rounds:
+                label = "0 (dense)" if r.round == 0 else str(r.round)
+                rewound = "-" if r.rewound_to is None else r.rewound_to
+                out.append(f"| {label} | {r.stage} | {_pct(r.target)} | {_pct(r.achieved)} | {r.start_step} | "
+                           f"{r.steps} | {rewound} |")
         if self.groups:
             out += ["", "| channel group (producers) | channels | kept |", "|---|---:|---:|"]
             out += [f"| {', '.join(g.producers)} | {g.channels} | {g.kept} |" for g in self.groups]

@@ -59,7 +59,7 @@ class MagnitudePruner(ScheduledPruner):
         self.current = 0.0
         self.total_steps = 0  # as the training loop announced it in begin()
 
-    def apply(self, target: float) -> None:
+    def apply(self, target: float) -> dict[tuple[str, str], np.ndarray]:
         """Computes masks for sparsity ``target`` from the current weights and installs them.
 
         A layer's matrices (a recurrent layer's input and recurrent kernels, an attention block's
@@ -67,6 +67,9 @@ class MagnitudePruner(ScheduledPruner):
         other selected matrix (global). Ranking a layer's matrices jointly keeps frameworks that
         store them as one tensor (PyTorch ``in_proj_weight``) and as several (Keras query, key,
         value) in agreement.
+
+        Returns:
+            (layer, weight name) -> the installed 0/1 mask in the matrix's native layout.
         """
         masks: dict[tuple[str, str], np.ndarray] = {}
         kernels: dict[tuple[str, str], np.ndarray] = {}
@@ -78,10 +81,13 @@ class MagnitudePruner(ScheduledPruner):
             kernels.update(own)
         if self.stage.scope != "layer":
             masks = magnitude_masks(kernels, target, self.stage.scope)
+        native = {}
         for layer in self.layers:
             for key, perm in layer.maskable.items():
-                self.adapter.set_mask(layer.name, from_canonical(masks[(layer.name, key)], perm), key)
+                native[(layer.name, key)] = from_canonical(masks[(layer.name, key)], perm)
+                self.adapter.set_mask(layer.name, native[(layer.name, key)], key)
         self.current = target
+        return native
 
     def finish(self) -> ModelAdapter:
         """The adapter to continue with after training: this one, pruned in place."""

@@ -31,6 +31,11 @@ class PruneContext:
     train_data: Any
     seed: int
 
+    @property
+    def stage_path(self) -> str:
+        """The stage's own recipe path (``stages[0].prune``), for messages about its keys."""
+        return self.field.rsplit(".", 1)[0] if self.field.endswith(".layers") else self.field
+
 
 class Pruner(TrainHooks):
     """Prunes one stage's layers; as :class:`TrainHooks` it follows fine-tuning.
@@ -68,6 +73,8 @@ class PruningMethod:
         sets_kernel_sparsity: ``sparsity`` is a kernel sparsity the report holds layers to (a
             channel ratio is not).
         takes_schedule: the stage's ``schedule`` drives it during fine-tuning (else the key is refused).
+        needs_training: the method works only while the stage fine-tunes (a stage without
+            ``fine_tune`` epochs is refused naming ``fine_tune``).
     """
 
     kinds: ClassVar[tuple[str, ...]] = ()
@@ -75,6 +82,7 @@ class PruningMethod:
     takes_scope: ClassVar[bool] = True
     takes_schedule: ClassVar[bool] = True
     sets_kernel_sparsity: ClassVar[bool] = True
+    needs_training: ClassVar[bool] = False
 
     def __init__(self, options: Any) -> None:
         self.options = options
@@ -94,7 +102,8 @@ class PruningMethod:
 
 #: name -> pruning method class; recipe validation (``prune.method``) reads it.
 PRUNING_METHODS: Registry[type[PruningMethod]] = Registry(
-    "pruning method", builtins=("slimkit.pruning.magnitude", "slimkit.pruning.nm", "slimkit.pruning.structured"))
+    "pruning method", builtins=("slimkit.pruning.magnitude", "slimkit.pruning.nm", "slimkit.pruning.structured",
+                                "slimkit.pruning.lottery"))
 
 
 def method_of(stage: "PruneStage") -> PruningMethod:

@@ -25,6 +25,9 @@ RECIPES = {
     "magnitude": {"fine_tune": None, "stages": [{"prune": {"sparsity": 0.5}}]},  # qat below fine-tunes
     "channel": {"fine_tune": None, "stages": [{"prune": {"method": "channel", "sparsity": 0.5, "criterion": "l1"}}]},
     "n:m": {"fine_tune": None, "stages": [{"prune": {"method": "n:m", "n": 2, "m": 4, "layers": {"exclude": ["conv1"]}}}]},
+    # 4 steps: dense training, then prune, rewind every layer of the copy and train again
+    "lottery": {"stages": [{"prune": {"method": "lottery", "sparsity": 0.5, "rounds": 1,
+                                      "fine_tune": {"epochs": 1, "batch_size": 4}}}]},
     "static": {"stages": [{"quantize": {"method": "static"}}]},
     "dynamic": {"stages": [{"quantize": {"method": "dynamic"}}]},
     "qat": {"stages": [{"quantize": {"method": "qat", "fine_tune": TUNE}}]},

@@ -55,21 +55,24 @@ def schedules() -> st.SearchStrategy:
 @st.composite
 def careful_prune(draw: Any, names: list[str]) -> dict:
     """A prune stage as a user who read the docs writes it: keys that fit its method."""
-    method = draw(st.sampled_from(["magnitude", "channel", "n:m"]))
+    method = draw(st.sampled_from(["magnitude", "channel", "n:m", "lottery"]))
     stage: dict[str, Any] = {"method": method}
-    trains = draw(st.booleans())
+    trains = method == "lottery" or draw(st.booleans())  # lottery prunes between rounds of training
     stage["fine_tune"] = {"epochs": 1, "batch_size": draw(st.sampled_from([8, 16]))} if trains else None
     if method == "n:m":
         m = draw(st.sampled_from([4, 8]))
         stage.update(n=draw(st.integers(1, m - 1)), m=m)
     else:
         stage["sparsity"] = draw(st.floats(0.0, 0.9))
-        if method == "magnitude":
+        if method in ("magnitude", "lottery"):
             stage["scope"] = draw(st.sampled_from(["global", "layer"]))
         else:
             stage["criterion"] = draw(st.sampled_from(["l1", "l2", "fpgm", "bn_scale", "random"]))
             stage["round_to"] = draw(st.sampled_from([1, 2, 4]))
-        if trains and draw(st.booleans()):
+        if method == "lottery":  # 32 samples in batches of 8, 3 epochs: 12 steps, at least 3 a round
+            stage["fine_tune"] = {"epochs": 3, "batch_size": 8}
+            stage.update(rounds=draw(st.integers(1, 3)), rewind=draw(st.floats(0.0, 0.5)))
+        elif trains and draw(st.booleans()):
             stage["schedule"] = {"begin": 0.0, "end": draw(st.floats(0.1, 1.0)), "every": draw(st.integers(1, 4))}
     if draw(st.booleans()):
         stage["layers"] = {"exclude": ["logits"]}
@@ -104,7 +107,8 @@ def careful_recipes(draw: Any, names: list[str]) -> dict:
 
 
 def prune_stages(names: list[str]) -> st.SearchStrategy:
-    return st.fixed_dictionaries({"method": often(st.sampled_from(["magnitude", "channel", "n:m"]), 10)}, optional={
+    methods = st.sampled_from(["magnitude", "channel", "n:m", "lottery"])
+    return st.fixed_dictionaries({"method": often(methods, 10)}, optional={
         "sparsity": often(st.floats(0.0, 0.95)),
         "scope": often(st.sampled_from(["global", "layer"])),
         "schedule": often(schedules()),
@@ -113,6 +117,7 @@ def prune_stages(names: list[str]) -> st.SearchStrategy:
         "criterion": often(st.sampled_from(["l1", "l2", "fpgm", "bn_scale", "taylor", "apoz", "random", "x"])),
         "round_to": often(st.integers(1, 8)),
         "n": often(st.integers(1, 4)), "m": often(st.integers(2, 8)),
+        "rounds": often(st.integers(0, 5)), "rewind": often(st.floats(-0.5, 1.5)),
     }).map(lambda d: {"prune": d})
 
 
