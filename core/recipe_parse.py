@@ -164,7 +164,7 @@ def _schedule(raw: Any, path: str) -> Schedule:
         "initial": lambda v, p: _float(v, p, 0.0, 1.0, hi_open=True),
         "power": lambda v, p: _float(v, p, 0.0, 100.0, lo_open=True),
     })
-    if sched.end < sched.begin:
+    if sched.end < sched.begin and sched.kind != "constant":  # a constant schedule has no end
         raise RecipeError(f"{path}.end: {sched.end:g} is before {path}.begin {sched.begin:g}")
     return sched
 
