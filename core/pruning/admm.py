@@ -8,8 +8,8 @@ whole channels) is split with an auxiliary ``Z in S`` and a scaled dual ``U``:
   optimizer step, ``W <- W - lr * rho * (W - Z + U)`` (``lr`` the stage's learning rate), so the training
   loops stay untouched and every framework takes the same step;
 * every ``every`` steps: ``Z <- proj_S(W + U)`` and ``U <- U + W - Z``;
-* hard projection when training ends (or ``retrain`` of the steps before, which then fine-tune with the
-  pruned weights held at zero): masks for ``target: magnitude``, channel removal and the rebuilt smaller
+* hard projection ``retrain`` (default 0.3) of the steps before training ends, which then fine-tune with
+  the pruned weights held at zero (``retrain: 0``: at the end): masks for ``target: magnitude``, channel removal and the rebuilt smaller
   model for ``target: channel``.
 
 The projections are the magnitude and channel pruners' own (:meth:`Pruner.projection`), so ADMM keeps
@@ -54,13 +54,15 @@ _CHANNEL_ONLY = ("criterion", "round_to", "samples")
 class ADMMOptions:
     """``target``: magnitude | channel; ``rho``: the penalty's strength (0, the default: ``1 /
     (learning_rate x (every + 1))``); ``every``: steps between Z/U updates; ``retrain``: fraction of the
-    fine-tuning steps run after the hard projection, pruned weights held at zero. ``criterion``,
+    fine-tuning steps run after the hard projection, pruned weights held at zero (0.3 by default: on the
+    digits CNN, 16 epochs, it lifts accuracy from 0.87 to 0.89 at 60% magnitude sparsity and from 0.60
+    to 0.79 with half the channels removed). ``criterion``,
     ``round_to``, ``samples``: as for ``method: channel`` (target channel only; weight criteria only)."""
 
     target: str = "magnitude"
     rho: float = bounded(0.0, 0.0, lo_open=True)
     every: int = bounded(10, 1, 10**6)
-    retrain: float = bounded(0.0, 0.0, 1.0, hi_open=True)
+    retrain: float = bounded(0.3, 0.0, 1.0, hi_open=True)
     criterion: str = "l2"
     round_to: int = bounded(1, 1)
     samples: int = bounded(256, 1)

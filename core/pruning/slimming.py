@@ -15,7 +15,7 @@ the L1 term for a step of size ``lr``, the stage's learning rate). Why:
   divided by Adam's running gradient scale (``sqrt(v)``), so its strength would depend on how large the
   loss gradients of each scale happen to be. With SGD the two agree to first order, so the paper's
   ``lambda`` (1e-5..1e-4 at lr 0.1 over ~60k steps) carries over; under Adam, whose own steps are about
-  ``lr`` each, values near 0.1..1 compete with the loss.
+  ``lr`` each, values near 0.3..1.5 compete with the loss (larger ones outweigh it on every scale).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class BNScaleL1:
                 f"{self.field}: over the {steps} steps before channels are chosen, bn_l1 {self.strength:g} at "
                 f"learning rate {self.amount / self.strength:g} shrinks a batch-norm scale by at most {total:.2g} "
                 "(steps x learning_rate x bn_l1), next to nothing for scales near 1; raise bn_l1 (the step is "
-                "decoupled from the optimizer: under adam, values near 0.1..1 compete with the loss)",
+                "decoupled from the optimizer: under adam, values near 0.3..1.5 compete with the loss)",
                 SlimkitWarning, stacklevel=4)
 
     def step(self) -> None:

@@ -110,6 +110,8 @@ def test_default_schedule_chooses_at_mid_training_and_a_written_one_is_kept():
     written = _recipe(regularize={"bn_l1": 0.5}, schedule={"end": 0.6}).stages[0].schedule
     assert written == Schedule(end=0.6)
     assert _recipe().stages[0].schedule == Schedule()  # no penalty: the usual gradual default
+    late = _recipe(regularize={"bn_l1": 0.5}, schedule={"kind": "constant", "begin": 0.9}).stages[0].schedule
+    assert late.begin == 0.9  # a constant schedule has no end, so it may begin after the default end 0.8
 
 
 @pytest.mark.parametrize("stage, field, words", [

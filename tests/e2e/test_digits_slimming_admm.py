@@ -78,15 +78,15 @@ def test_bn_l1_drives_the_removed_channels_scales_toward_zero(digits, framework)
 
 @pytest.mark.parametrize("framework", building("twins"))
 def test_admm_reaches_the_exact_sparsity_from_weights_already_near_it(digits, framework):
-    """120 steps, Z/U every 5: ||W - Z|| / ||W|| falls (0.17 -> 0.04), and at the hard projection the
-    weights are within a fifth of the distance the projection would have moved the starting weights
-    (0.35 -> 0.03)."""
+    """120 steps, Z/U every 5 until the hard projection at step 84 (retrain 0.3): ||W - Z|| / ||W|| falls
+    (0.17 -> 0.04), and at the projection the weights are within a fifth of the distance it would have
+    moved the starting weights (0.35 -> 0.03); the last 36 steps train with the masks."""
     pruner, result, accuracy = run_stage(framework, digits, {"method": "admm", "sparsity": 0.6, "every": 5},
                                          epochs=6)
     residuals = [r for _, r in pruner.residuals]
-    assert len(residuals) == 24 and residuals[-1] < 0.4 * residuals[0], residuals
+    assert len(residuals) == 16 and residuals[-1] < 0.4 * residuals[0], residuals
     (_, first), (step, last) = pruner.gaps
-    assert step == 120 and last < 0.2 * first, pruner.gaps
+    assert step == 84 and last < 0.2 * first, pruner.gaps
     for name in ("conv1", "conv2"):
         kernel = result.get_weights(name)["kernel"]
         assert np.count_nonzero(kernel == 0) == round(0.6 * kernel.size), name
