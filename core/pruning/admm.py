@@ -9,8 +9,8 @@ whole channels) is split with an auxiliary ``Z in S`` and a scaled dual ``U``:
   loops stay untouched and every framework takes the same step;
 * every ``every`` steps: ``Z <- proj_S(W + U)`` and ``U <- U + W - Z``;
 * hard projection ``retrain`` (default 0.3) of the steps before training ends, which then fine-tune with
-  the pruned weights held at zero (``retrain: 0``: at the end): masks for ``target: magnitude``, channel removal and the rebuilt smaller
-  model for ``target: channel``.
+  the pruned weights held at zero (``retrain: 0``: at the end): masks for ``target: magnitude``; for
+  ``target: channel`` masks, then channel removal and the rebuilt smaller model.
 
 The projections are the magnitude and channel pruners' own (:meth:`Pruner.projection`), so ADMM keeps
 the same weights those methods keep, ranked the same way (scope, criterion, round_to); only scoring what
@@ -100,7 +100,8 @@ class ADMMPruner(Pruner):
     def __init__(self, inner: Pruner, adapter: ModelAdapter, stage: "PruneStage", path: str) -> None:
         self.inner, self.adapter, self.stage, self.path = inner, adapter, stage, path
         self.options = stage.options
-        assert stage.fine_tune is not None  # recipe parsing refuses admm stages that do not fine-tune
+        if stage.fine_tune is None:  # recipe parsing refuses such stages; a hand-built one gets the same answer
+            raise RecipeError(f"{path}.method: admm works while fine-tuning, and this stage does not fine-tune")
         self.lr = stage.fine_tune.learning_rate
         self.rho = self.options.rho or auto_rho(self.lr, self.options.every)
         if self.lr * self.rho >= 1.0:
@@ -186,7 +187,8 @@ class ADMMPruner(Pruner):
         self.inner.add_to_report(report)
         if len(self.gaps) == 2:
             (_, first), (step, last) = self.gaps
-            residual = f"; ||W - Z|| / ||W|| {self.residuals[-1][1]:.3g} at the last Z update" if self.residuals else ""
+            residual = (f"; ||W - Z|| / ||W|| {self.residuals[-1][1]:.3g} at the last Z update"
+                        if self.residuals else "")
             report.notes.append(
                 f"{self.path}: admm brought the weights to within {last:.3g} (||W - proj(W)|| / ||W||) of their "
                 f"projection by step {step}, from {first:.3g} when training began{residual}")
@@ -211,7 +213,8 @@ class ADMM(PruningMethod):
         criterion = CRITERIA.get(self.options.criterion, f"{path}.criterion").impl
         if criterion.needs_gradients or criterion.needs_activations:
             weight_only = [name for name in CRITERIA.names()
-                           if not (CRITERIA.get(name).impl.needs_gradients or CRITERIA.get(name).impl.needs_activations)]
+                           if not (CRITERIA.get(name).impl.needs_gradients or
+                                   CRITERIA.get(name).impl.needs_activations)]
             raise RecipeError(f"{path}.criterion: {self.options.criterion!r} measures the model on data, and ADMM "
                               f"projects W + U, which only weight criteria ({', '.join(weight_only)}) can score")
 

@@ -21,12 +21,14 @@ the L1 term for a step of size ``lr``, the stage's learning rate). Why:
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
 from slimkit.adapter import LayerInfo, ModelAdapter
 from slimkit.errors import SlimkitWarning
 from slimkit.graph import Group
+from slimkit.pruning.channel import ChannelChoice
 from slimkit.pruning.criteria.base import member_slices
 
 #: Total shrink (steps x lr x bn_l1) below which the penalty is warned to have next to no effect.
@@ -48,6 +50,28 @@ def group_scales(adapter: ModelAdapter, group: Group) -> np.ndarray | None:
         if "gamma" in weights and "kernel" not in weights:
             rows.append(np.abs(member_slices(member, weights)[:, 0]))
     return np.mean(rows, axis=0) if rows else None
+
+
+@dataclass(frozen=True)
+class ScalesAtChoice:
+    """Batch-norm scales (mean |gamma| per channel over a group's batch norms) when the channels were
+    chosen at the target, after step ``step``: of the removed channels and of the kept ones, over every
+    group with a batch norm."""
+
+    step: int
+    removed: np.ndarray
+    kept: np.ndarray
+
+
+def scales_at_choice(adapter: ModelAdapter, choices: list[ChannelChoice], step: int) -> ScalesAtChoice | None:
+    """The scales of the channels ``choices`` remove and keep (None when no group has a batch norm)."""
+    removed, kept = [], []
+    for choice in choices:
+        scales = group_scales(adapter, choice.group)
+        if scales is not None:
+            removed.append(scales[choice.removed])
+            kept.append(scales[choice.keep])
+    return ScalesAtChoice(step, np.concatenate(removed), np.concatenate(kept)) if removed else None
 
 
 class BNScaleL1:

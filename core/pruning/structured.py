@@ -36,23 +36,13 @@ from slimkit.pruning.criteria import CRITERIA, activation_stats, criterion_of, g
 from slimkit.pruning.masks import to_canonical
 from slimkit.pruning.methods import PRUNING_METHODS, PruneContext, Pruner, PruningMethod
 from slimkit.pruning.scheduled import ScheduledPruner
-from slimkit.pruning.slimming import BNScaleL1, group_scales
+from slimkit.pruning.slimming import BNScaleL1, ScalesAtChoice, scales_at_choice
 from slimkit.recipe import FineTune, PruneStage
 from slimkit.schedules import target_step
 
 _CHUNK = 32  # calibration samples per forward pass when collecting activation statistics
 
 Values = dict[tuple[str, str], np.ndarray]  # (layer, weight) -> native array standing in for the model's
-
-
-@dataclass(frozen=True)
-class ScalesAtChoice:
-    """Batch-norm scales (mean |gamma| per channel over a group's batch norms) when the channels were
-    chosen at the target: of the removed channels and of the kept ones, over every group with a batch norm."""
-
-    step: int
-    removed: np.ndarray
-    kept: np.ndarray
 
 #: Layer kinds whose output channels define a prunable group (attention: whole heads; recurrent: units).
 SUPPORTED_KINDS = ("dense", "conv", "attention", "recurrent")
@@ -114,7 +104,8 @@ class ChannelPruner(ScheduledPruner):
         self.current = 0.0
         self.total_steps = 0
         self.steps_done = 0
-        self.scales: ScalesAtChoice | None = None
+        self.scales: ScalesAtChoice | None = None  # kept when the channels are chosen at the target
+        self.l1_last = 0  # the last step the bn_l1 penalty acts on
         if self.criterion.needs_gradients and train_data is None:
             raise DataError(f"{field}: criterion {self.options.criterion!r} needs train_data with labels")
         self.l1 = self._slimming(field.rsplit(".", 1)[0])  # field is the stage's `layers` key
@@ -125,15 +116,15 @@ class ChannelPruner(ScheduledPruner):
         if not strength:
             return None
         where = f"{path}.regularize.bn_l1"
-        l1 = BNScaleL1(self.adapter, self.groups, self.infos, strength, (self.stage.fine_tune or FineTune()).learning_rate,
-                       where)
+        lr = (self.stage.fine_tune or FineTune()).learning_rate
+        l1 = BNScaleL1(self.adapter, self.groups, self.infos, strength, lr, where)
         if not l1.entries:
             raise RecipeError(f"{where}: none of the channel groups being pruned has a batch norm (groups of "
                               f"{'; '.join(', '.join(g.producers) for g in self.groups[:5])}); network slimming "
                               "penalises batch-norm scales: select layers followed by batch norms, or remove it")
         if not self.criterion.sees_bn_scales:
-            warnings.warn(f"{where}: criterion {self.options.criterion!r} ranks channels by what the penalty on batch-norm "
-                          "scales does not change; network slimming chooses by them: criterion bn_scale",
+            warnings.warn(f"{where}: criterion {self.options.criterion!r} ranks channels by what the penalty on "
+                          "batch-norm scales does not change; network slimming chooses by them: criterion bn_scale",
                           SlimkitWarning, stacklevel=6)
         if l1.bare:
             warnings.warn(f"{where}: the channel groups of {'; '.join(', '.join(g.producers) for g in l1.bare[:5])} "
@@ -269,17 +260,6 @@ class ChannelPruner(ScheduledPruner):
         chosen afresh (ADMM re-projects, so nothing removed earlier is held)."""
         return self._masks(self.choose(target, values), self.choose_heads(target, values))
 
-    def _record_scales(self) -> None:
-        """Keeps the batch-norm scales of the removed and kept channels as they are chosen at the target."""
-        removed, kept = [], []
-        for choice in self.choices:
-            scales = group_scales(self.adapter, choice.group)
-            if scales is not None:
-                removed.append(scales[choice.removed])
-                kept.append(scales[choice.keep])
-        if removed:
-            self.scales = ScalesAtChoice(self.steps_done, np.concatenate(removed), np.concatenate(kept))
-
     def finish(self) -> ModelAdapter:
         """The adapter to continue with after training: the rebuilt smaller model."""
         return self.shrunk()
@@ -318,14 +298,14 @@ class ChannelPruner(ScheduledPruner):
         self._mask(self.choose(sparsity), self.choose_heads(sparsity))
         self.current = sparsity
         if sparsity == self.stage.sparsity and self.scales is None:
-            self._record_scales()
+            self.scales = scales_at_choice(self.adapter, self.choices, self.steps_done)
 
     def end(self) -> None:
         if self.current != self.stage.sparsity or not (self.choices or self.head_keeps):
             self._mask(self.choose(self.stage.sparsity), self.choose_heads(self.stage.sparsity))
             self.current = self.stage.sparsity
         if self.scales is None:
-            self._record_scales()
+            self.scales = scales_at_choice(self.adapter, self.choices, self.steps_done)
 
     def group_rows(self) -> list[tuple[tuple[str, ...], int, int]]:
         """(producers, channels, kept) per pruned group; an attention block's row counts heads."""

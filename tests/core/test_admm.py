@@ -102,7 +102,8 @@ def test_retrain_projects_early_and_holds_the_masks(classification_data):
     adapter, pruner = _pruner(_recipe(epochs=10, every=5, retrain=0.3, layers={"names": ["fc1"]}),
                               classification_data)
     seen = {}
-    adapter.model.step_observers.append(lambda model, step: seen.__setitem__(step, model.layer("fc1").weights["kernel"].copy()))
+    adapter.model.step_observers.append(
+        lambda model, step: seen.__setitem__(step, model.layer("fc1").weights["kernel"].copy()))
     adapter.fit(classification_data, pruner.stage.fine_tune, pruner)
     assert pruner.gaps[-1][0] == 70 and pruner.residuals[-1][0] == 70  # no Z/U update after the projection
     zeros = seen[70] == 0
@@ -145,7 +146,8 @@ def test_default_rho_and_its_bound(fake_registered, classification_data):
 
 def test_updates_that_never_come_are_warned_about(fake_registered, classification_data):
     with pytest.warns(SlimkitWarning, match=r"stages\[0\]\.prune\.every: Z and U are updated every 500 steps, and "
-                                            r"the stage has 70 steps before the hard projection; they are never updated"):
+                                            r"the stage has 70 steps before the hard projection; they are never "
+                                            r"updated"):
         slimkit.compress(make_mlp(other=False), _recipe(every=500), train_data=classification_data, verbose=False)
 
 
