@@ -86,7 +86,7 @@ class Regularize:
 
     ``bn_l1`` is network slimming's L1 strength on the batch-norm scales of the channel groups being
     pruned: after each optimizer step ``gamma <- sign(gamma) * max(|gamma| - lr * bn_l1, 0)`` (the
-    proximal step of ``bn_l1 * |gamma|``), until the channels are chosen. 0: off.
+    proximal step of ``bn_l1 * |gamma|``), until the channels are chosen. Absent (0): off.
     """
 
     bn_l1: float = bounded(0.0, 0.0, lo_open=True)

@@ -1,9 +1,10 @@
 """Pruning methods as registered plugins, and what every pruner offers the stage runner.
 
-A method (``magnitude``, ``n:m``, ``channel``, ``admm``, or one a user registers) is a class registered in
-:data:`PRUNING_METHODS` with its frozen options dataclass (the recipe keys only it takes). The
-stage runner (``slimkit.compress``) asks it for a :class:`Pruner` and drives that the same way for
-every method: one-shot, or as training hooks along the schedule, then :meth:`Pruner.finish`.
+A method (``magnitude``, ``n:m``, ``channel``, ``admm``, or one a user registers) is a class
+registered in :data:`PRUNING_METHODS` with its frozen options dataclass (the recipe keys only it
+takes). The stage runner (``slimkit.compress``) asks it for a :class:`Pruner` and drives that the
+same way for every method: one-shot, or as training hooks along the schedule, then
+:meth:`Pruner.finish`.
 """
 
 from __future__ import annotations
@@ -109,8 +110,7 @@ class PruningMethod:
 
 
 #: name -> pruning method class; recipe validation (``prune.method``) reads it.
-PRUNING_METHODS: Registry[type[PruningMethod]] = Registry(
-    "pruning method", builtins=(
+PRUNING_METHODS: Registry[type[PruningMethod]] = Registry("pruning method", builtins=(
     "slimkit.pruning.magnitude", "slimkit.pruning.nm", "slimkit.pruning.structured", "slimkit.pruning.admm"))
 
 
