@@ -15,6 +15,7 @@ from typing import Any, Mapping
 from slimkit import recipe_source
 from slimkit.errors import RecipeError
 from slimkit.optim import UpdateRule, make_rule
+from slimkit.plugins import bounded
 from slimkit.reprs import short_repr
 
 #: Neutral layer kinds a selector may name. ``conv1d``/``conv2d``/``conv3d`` narrow ``conv`` by rank.
@@ -113,13 +114,31 @@ class Distill:
 
 
 @dataclass(frozen=True)
+class Regularize:
+    """Penalties a prune stage adds to its fine-tuning (``regularize:``), each applied as a decoupled
+    step after every optimizer step, so the training loops stay untouched.
+
+    ``bn_l1`` is network slimming's L1 strength on the batch-norm scales of the channel groups being
+    pruned: after each optimizer step ``gamma <- sign(gamma) * max(|gamma| - lr * bn_l1, 0)`` (the
+    proximal step of ``bn_l1 * |gamma|``), until the channels are chosen. Absent (0): off.
+    """
+
+    bn_l1: float = bounded(0.0, 0.0, lo_open=True)
+
+    @property
+    def active(self) -> bool:
+        return self.bn_l1 > 0
+
+
+@dataclass(frozen=True)
 class PruneStage:
     """A pruning stage. ``fine_tune`` is None for one-shot pruning.
 
     ``method`` names a registered pruning method (:data:`slimkit.pruning.methods.PRUNING_METHODS`)
     and ``options`` is that method's options dataclass (``criterion``, ``round_to``, ``samples`` of
     ``channel``; ``n``, ``m`` of ``n:m``). ``sparsity`` is the fraction of weights (magnitude) or of
-    channels (channel) removed; for ``n:m`` it is implied: ``1 - n / m``.
+    channels (channel) removed; for ``n:m`` it is implied: ``1 - n / m``. ``regularize`` holds the
+    penalties fine-tuning adds (methods that take them: ``takes_regularize``).
     """
 
     method: str
@@ -129,6 +148,7 @@ class PruneStage:
     layers: LayerSelector
     fine_tune: FineTune | None
     options: Any = None
+    regularize: Regularize = Regularize()
     distill: Distill | None = None
 
     @property

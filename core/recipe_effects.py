@@ -5,7 +5,10 @@ silently ignores ``schedule`` trains something other than what was asked. The ru
 
 * **RecipeError** for a key written in a stage that cannot use it (the stage is the whole context,
   so the key can only be a mistake): ``schedule`` in a prune stage that does not fine-tune (or
-  whose method has no schedule); ``weights.learn``, ``activations.learn`` and
+  whose method has no schedule); ``regularize`` in a prune stage that does not fine-tune, whose
+  method applies no penalty (all but ``channel``) or that names none; a method's options that its
+  other options make moot (``criterion``/``round_to``/``samples`` of ``admm`` with ``target:
+  magnitude``: ``PruningMethod.idle_options``); ``weights.learn``, ``activations.learn`` and
   ``activations.momentum`` in a post-training quantize stage; ``activations.calibration``/
   ``samples``/``percentile`` where nothing is calibrated (``dynamic``; ``qat`` whose activations do
   not learn their step size); ``activations.momentum`` in ``qat`` when activations are not ``ema``;
@@ -61,14 +64,28 @@ def _refuse(path: str, why: str) -> RecipeError:
 
 
 def _prune(body: Mapping[str, Any], stage: PruneStage, path: str) -> None:
-    from slimkit.pruning.methods import PRUNING_METHODS
+    from slimkit.pruning.methods import PRUNING_METHODS, method_of
 
+    trains = stage.fine_tune is not None and stage.fine_tune.epochs > 0
+    for key, why in method_of(stage).idle_options().items():
+        if _given(body, key):
+            raise _refuse(f"{path}.{key}", why)
+    if _given(body, "regularize"):
+        where = f"{path}.regularize"
+        if not getattr(PRUNING_METHODS.get(stage.method).impl, "takes_regularize", False):
+            raise _refuse(where, f"method {stage.method} applies no penalty (channel pruning does: network "
+                                 "slimming's bn_l1)")
+        if not trains:
+            raise _refuse(where, "the penalties act during fine-tuning, and the stage does not fine-tune "
+                                 "(fine_tune is null or epochs is 0)")
+        if not stage.regularize.active:
+            raise _refuse(where, "it names no penalty (bn_l1)")
     if not _given(body, "schedule"):
         return
     where = f"{path}.schedule"
     if not getattr(PRUNING_METHODS.get(stage.method).impl, "takes_schedule", True):
         raise _refuse(where, f"method {stage.method} follows no schedule")
-    if stage.fine_tune is None or stage.fine_tune.epochs == 0:
+    if not trains:
         raise _refuse(where, "the stage does not fine-tune (fine_tune is null or epochs is 0), so the target "
                              "sparsity is applied at once; a schedule spreads it over fine-tuning steps")
     if stage.schedule.kind == "constant":

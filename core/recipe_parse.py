@@ -18,7 +18,8 @@ from slimkit.recipe_effects import check_effects
 from slimkit.reprs import short_repr
 from slimkit.recipe import (
     LAYER_KINDS, LOSSES, MAX_OPSET, MIN_OPSET, SCHEDULE_KINDS, SCOPES, ActivationQuant, Distill, DistillStage, FineTune,
-    Hint, LayerSelector, OnnxExport, PruneStage, QuantizeStage, QuantOverride, Recipe, Schedule, WeightQuant,
+    Hint, LayerSelector, OnnxExport, PruneStage, QuantizeStage, QuantOverride, Recipe, Regularize, Schedule,
+    WeightQuant,
 )
 
 #: Upper bounds of integer fields, where the frameworks bound them or a larger value can only be a
@@ -164,7 +165,7 @@ def _schedule(raw: Any, path: str) -> Schedule:
         "initial": lambda v, p: _float(v, p, 0.0, 1.0, hi_open=True),
         "power": lambda v, p: _float(v, p, 0.0, 100.0, lo_open=True),
     })
-    if sched.end < sched.begin:
+    if sched.end < sched.begin and sched.kind != "constant":  # a constant schedule has no end
         raise RecipeError(f"{path}.end: {sched.end:g} is before {path}.begin {sched.begin:g}")
     return sched
 
@@ -178,7 +179,7 @@ def _prune(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | Non
     entry = PRUNING_METHODS.get(name, _join(path, "method"))
     cls = entry.impl
     common = ("method",) + (("sparsity",) if cls.takes_sparsity else ()) + \
-        (("scope",) if cls.takes_scope else ()) + ("schedule", "layers", "fine_tune", "distill")
+        (("scope",) if cls.takes_scope else ()) + ("schedule", "layers", "fine_tune", "regularize", "distill")
     own = tuple(f.name for f in dataclasses.fields(entry.options))
     raw = _keys(raw, path, common + own)
     options = parse_options(entry.options, {k: v for k, v in raw.items() if k in own}, path)
@@ -192,7 +193,11 @@ def _prune(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | Non
     else:
         sparsity = _float(raw["sparsity"], _join(path, "sparsity"), 0.0, 1.0, hi_open=True)
     scope = _choice(raw.get("scope", "layer"), _join(path, "scope"), SCOPES)
-    schedule = _schedule(raw.get("schedule", {}), _join(path, "schedule"))
+    regularize = _regularize(raw.get("regularize", {}), _join(path, "regularize"))
+    # A penalty must act before channels are chosen by what it shapes: by default it runs over the first
+    # half of fine-tuning, the channels are chosen at once at mid-training, the second half recovers.
+    default_schedule = SLIMMING_SCHEDULE if regularize.active else Schedule()
+    schedule = _schedule(raw["schedule"], _join(path, "schedule")) if "schedule" in raw else default_schedule
     if schedule.initial > sparsity:
         raise RecipeError(
             f"{path}.schedule.initial: {schedule.initial:g} exceeds the target sparsity {sparsity:g}"
@@ -201,12 +206,22 @@ def _prune(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | Non
     stage_ft = fine_tune
     if "fine_tune" in raw:
         stage_ft = _fine_tune(raw["fine_tune"], _join(path, "fine_tune"), fine_tune or FineTune())
-    if cls.needs_training and (stage_ft is None or stage_ft.epochs == 0):
+    if cls.needs_fine_tune and (stage_ft is None or stage_ft.epochs == 0):
         got = "fine_tune is null" if stage_ft is None else "fine_tune.epochs is 0"
-        raise RecipeError(f"{_join(path, 'fine_tune')}: method {name} prunes between rounds of training, so the "
-                          f"stage must fine-tune ({got}); give it fine_tune with epochs >= 1")
+        raise RecipeError(f"{_join(path, 'fine_tune')}: method {name} works while fine-tuning, so the stage must "
+                          f"fine-tune ({got}); give it fine_tune with epochs >= 1")
     distill = _stage_distill(raw, path, stage_ft)
-    return PruneStage(name, sparsity, scope, schedule, stage_layers, stage_ft, options, distill)
+    return PruneStage(name, sparsity, scope, schedule, stage_layers, stage_ft, options, regularize, distill)
+
+
+#: The schedule of a stage with a ``regularize`` penalty and no schedule of its own.
+SLIMMING_SCHEDULE = Schedule(kind="constant", begin=0.5)
+
+
+def _regularize(raw: Any, path: str) -> Regularize:
+    if not isinstance(raw, Mapping):
+        raise RecipeError(f"{path}: expected a mapping such as {{bn_l1: 0.5}}, got {short_repr(raw)}")
+    return parse_options(Regularize, raw, path)
 
 
 def _weight_quant(raw: Any, path: str, base: WeightQuant) -> WeightQuant:

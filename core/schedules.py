@@ -36,3 +36,9 @@ def is_update_step(schedule: Schedule, step: int, total_steps: int) -> bool:
     if schedule.kind == "constant":
         return step == begin
     return step == end or (step - begin) % schedule.every == 0
+
+
+def target_step(schedule: Schedule, total_steps: int) -> int:
+    """The first step at which the schedule asks for the full target: ``begin`` (constant) or ``end``."""
+    begin, end = step_range(schedule, total_steps)
+    return begin if schedule.kind == "constant" else end

@@ -156,7 +156,7 @@ class LotteryPruner(Pruner):
 
     # Pruner ------------------------------------------------------------------------------------
     def one_shot(self) -> ModelAdapter:
-        # recipe validation refuses a lottery stage without training (needs_training)
+        # recipe validation refuses a lottery stage without training (needs_fine_tune)
         raise RecipeError(f"{self.path}.fine_tune: method lottery prunes between rounds of training; "
                           "the stage must fine-tune")
 
@@ -181,7 +181,7 @@ class Lottery(PruningMethod):
 
     kinds = SUPPORTED_KINDS
     takes_schedule = False  # the rounds decide when it prunes
-    needs_training = True
+    needs_fine_tune = True
 
     def pruner(self, adapter: ModelAdapter, layers: list[LayerInfo], stage: "PruneStage",
                ctx: PruneContext) -> Pruner:

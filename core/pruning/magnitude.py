@@ -71,23 +71,29 @@ class MagnitudePruner(ScheduledPruner):
         Returns:
             (layer, weight name) -> the installed 0/1 mask in the matrix's native layout.
         """
+        native = self.projection(target)
+        for (name, key), mask in native.items():
+            self.adapter.set_mask(name, mask, key)
+        self.current = target
+        return native
+
+    def projection(self, target: float,
+                   values: dict[tuple[str, str], np.ndarray] | None = None) -> dict[tuple[str, str], np.ndarray]:
+        """Native 0/1 masks of every selected matrix at sparsity ``target``, ranked as :meth:`apply`
+        ranks them, from ``values`` (layer, weight) -> native array, or from the model's weights."""
         masks: dict[tuple[str, str], np.ndarray] = {}
         kernels: dict[tuple[str, str], np.ndarray] = {}
         for layer in self.layers:
-            weights = self.adapter.get_weights(layer.name)
+            weights = self.adapter.get_weights(layer.name) if values is None else \
+                {key: values[(layer.name, key)] for key in layer.maskable}
             own = {(layer.name, key): to_canonical(weights[key], perm) for key, perm in layer.maskable.items()}
             if self.stage.scope == "layer":
                 masks.update(magnitude_masks(own, target, "global"))
             kernels.update(own)
         if self.stage.scope != "layer":
             masks = magnitude_masks(kernels, target, self.stage.scope)
-        native = {}
-        for layer in self.layers:
-            for key, perm in layer.maskable.items():
-                native[(layer.name, key)] = from_canonical(masks[(layer.name, key)], perm)
-                self.adapter.set_mask(layer.name, native[(layer.name, key)], key)
-        self.current = target
-        return native
+        return {(layer.name, key): from_canonical(masks[(layer.name, key)], perm)
+                for layer in self.layers for key, perm in layer.maskable.items()}
 
     def finish(self) -> ModelAdapter:
         """The adapter to continue with after training: this one, pruned in place."""

@@ -1,9 +1,10 @@
 """Pruning methods as registered plugins, and what every pruner offers the stage runner.
 
-A method (``magnitude``, ``n:m``, ``channel``, or one a user registers) is a class registered in
-:data:`PRUNING_METHODS` with its frozen options dataclass (the recipe keys only it takes). The
-stage runner (``slimkit.compress``) asks it for a :class:`Pruner` and drives that the same way for
-every method: one-shot, or as training hooks along the schedule, then :meth:`Pruner.finish`.
+A method (``magnitude``, ``n:m``, ``channel``, ``admm``, or one a user registers) is a class
+registered in :data:`PRUNING_METHODS` with its frozen options dataclass (the recipe keys only it
+takes). The stage runner (``slimkit.compress``) asks it for a :class:`Pruner` and drives that the
+same way for every method: one-shot, or as training hooks along the schedule, then
+:meth:`Pruner.finish`.
 """
 
 from __future__ import annotations
@@ -62,6 +63,13 @@ class Pruner(TrainHooks):
     def add_to_report(self, report: "Report") -> None:
         """Adds what this method has to say (channel groups, notes) to the report."""
 
+    def projection(self, target: float,
+                   values: dict[tuple[str, str], np.ndarray] | None = None) -> dict[tuple[str, str], np.ndarray]:
+        """The 0/1 masks (native layout, by ``(layer, weight)``) that prune ``values`` (the model's own
+        weights when None) to ``target`` by this method's rule; nothing is installed. Pruners that
+        ADMM can drive (``slimkit.pruning.admm``) implement it; the keys do not depend on ``values``."""
+        raise NotImplementedError
+
 
 class PruningMethod:
     """One pruning method; subclasses register with :data:`PRUNING_METHODS`.
@@ -73,22 +81,28 @@ class PruningMethod:
         sets_kernel_sparsity: ``sparsity`` is a kernel sparsity the report holds layers to (a
             channel ratio is not).
         takes_schedule: the stage's ``schedule`` drives it during fine-tuning (else the key is refused).
-        needs_training: the method works only while the stage fine-tunes (a stage without
-            ``fine_tune`` epochs is refused naming ``fine_tune``).
+        takes_regularize: its pruner applies the stage's ``regularize`` penalties (else the key is refused).
+        needs_fine_tune: it works only while training (a stage without fine-tuning is refused).
     """
 
     kinds: ClassVar[tuple[str, ...]] = ()
     takes_sparsity: ClassVar[bool] = True
     takes_scope: ClassVar[bool] = True
     takes_schedule: ClassVar[bool] = True
+    takes_regularize: ClassVar[bool] = False
+    needs_fine_tune: ClassVar[bool] = False
     sets_kernel_sparsity: ClassVar[bool] = True
-    needs_training: ClassVar[bool] = False
 
     def __init__(self, options: Any) -> None:
         self.options = options
 
     def check(self, path: str) -> None:
         """Raises RecipeError (naming ``path``) for options that do not fit together."""
+
+    def idle_options(self) -> dict[str, str]:
+        """Option keys that the other options make moot, each with why; a stage that writes one is
+        refused (``slimkit.recipe_effects``)."""
+        return {}
 
     def implied_sparsity(self) -> float | None:
         """The sparsity the options imply, for methods that do not take ``sparsity``."""
@@ -101,9 +115,9 @@ class PruningMethod:
 
 
 #: name -> pruning method class; recipe validation (``prune.method``) reads it.
-PRUNING_METHODS: Registry[type[PruningMethod]] = Registry(
-    "pruning method", builtins=("slimkit.pruning.magnitude", "slimkit.pruning.nm", "slimkit.pruning.structured",
-                                "slimkit.pruning.lottery"))
+PRUNING_METHODS: Registry[type[PruningMethod]] = Registry("pruning method", builtins=(
+    "slimkit.pruning.magnitude", "slimkit.pruning.nm", "slimkit.pruning.structured", "slimkit.pruning.lottery",
+    "slimkit.pruning.admm"))
 
 
 def method_of(stage: "PruneStage") -> PruningMethod:

@@ -3,6 +3,8 @@
 One-shot: choose the channels and rebuild a smaller model. Gradual: along the stage's schedule,
 silence the lowest-ranked channels with kernel masks (removed channels stay removed), then rebuild
 with the final choice when training ends. Rebuilding happens in the adapter from sliced weights.
+With ``regularize: {bn_l1: ...}`` (network slimming, :mod:`slimkit.pruning.slimming`) the penalty acts
+from the first step until the schedule reaches the target, so channels are chosen from scales it shaped.
 """
 
 from __future__ import annotations
@@ -34,9 +36,13 @@ from slimkit.pruning.criteria import CRITERIA, activation_stats, criterion_of, g
 from slimkit.pruning.masks import to_canonical
 from slimkit.pruning.methods import PRUNING_METHODS, PruneContext, Pruner, PruningMethod
 from slimkit.pruning.scheduled import ScheduledPruner
+from slimkit.pruning.slimming import BNScaleL1, ScalesAtChoice, scales_at_choice
 from slimkit.recipe import FineTune, PruneStage
+from slimkit.schedules import target_step
 
 _CHUNK = 32  # calibration samples per forward pass when collecting activation statistics
+
+Values = dict[tuple[str, str], np.ndarray]  # (layer, weight) -> native array standing in for the model's
 
 #: Layer kinds whose output channels define a prunable group (attention: whole heads; recurrent: units).
 SUPPORTED_KINDS = ("dense", "conv", "attention", "recurrent")
@@ -97,16 +103,48 @@ class ChannelPruner(ScheduledPruner):
         self.choices: list[ChannelChoice] = []
         self.current = 0.0
         self.total_steps = 0
+        self.steps_done = 0
+        self.scales: ScalesAtChoice | None = None  # kept when the channels are chosen at the target
+        self.l1_last = 0  # the last step the bn_l1 penalty acts on
         if self.criterion.needs_gradients and train_data is None:
             raise DataError(f"{field}: criterion {self.options.criterion!r} needs train_data with labels")
+        self.l1 = self._slimming(field.rsplit(".", 1)[0])  # field is the stage's `layers` key
+
+    def _slimming(self, path: str) -> BNScaleL1 | None:
+        """The stage's bn_l1 penalty over the groups' batch norms; refused where no group has one."""
+        strength = self.stage.regularize.bn_l1
+        if not strength:
+            return None
+        where = f"{path}.regularize.bn_l1"
+        lr = (self.stage.fine_tune or FineTune()).learning_rate
+        l1 = BNScaleL1(self.adapter, self.groups, self.infos, strength, lr, where)
+        if not l1.entries:
+            raise RecipeError(f"{where}: none of the channel groups being pruned has a batch norm (groups of "
+                              f"{'; '.join(', '.join(g.producers) for g in self.groups[:5])}); network slimming "
+                              "penalises batch-norm scales: select layers followed by batch norms, or remove it")
+        if not self.criterion.sees_bn_scales:
+            warnings.warn(f"{where}: criterion {self.options.criterion!r} ranks channels by what the penalty on "
+                          "batch-norm scales does not change; network slimming chooses by them: criterion bn_scale",
+                          SlimkitWarning, stacklevel=6)
+        if l1.bare:
+            warnings.warn(f"{where}: the channel groups of {'; '.join(', '.join(g.producers) for g in l1.bare[:5])} "
+                          "have no batch norm; the penalty does not reach them", SlimkitWarning, stacklevel=6)
+        return l1
 
     # -- choosing ----------------------------------------------------------------------------
-    def _weights(self) -> dict[str, dict[str, np.ndarray]]:
+    def _raw(self, name: str, values: Values | None) -> dict[str, np.ndarray]:
+        """A layer's native weights, with the entries of ``values`` in place of the model's."""
+        w = self.adapter.get_weights(name)
+        if values:
+            w.update({key: v for (layer, key), v in values.items() if layer == name})
+        return w
+
+    def _weights(self, values: Values | None = None) -> dict[str, dict[str, np.ndarray]]:
         layers = {m.layer for g in self.groups for m in g.members}
         out = {}
         for name in layers:
             info = self.infos[name]
-            w = self.adapter.get_weights(name)
+            w = self._raw(name, values)
             if "kernel" in w:
                 w["kernel"] = to_canonical(w["kernel"], info.kernel_perm)
             for key, perm in info.matrices.items():  # a recurrent layer's recurrent kernel, say
@@ -159,11 +197,13 @@ class ChannelPruner(ScheduledPruner):
             name = nxt.name
         return name
 
-    def choose(self, ratio: float) -> list[ChannelChoice]:
-        """Channels each group keeps at ``ratio``; channels removed earlier stay removed."""
+    def choose(self, ratio: float, values: Values | None = None) -> list[ChannelChoice]:
+        """Channels each group keeps at ``ratio``; channels removed earlier stay removed. ``values``
+        stand in for some of the model's weights (weight criteria score them; data-driven ones
+        measure the model itself)."""
         if not self.groups:
             return []
-        weights = self._weights()
+        weights = self._weights(values)
         grads = self._gradients() if self.criterion.needs_gradients else None
         stats = self._activation_stats() if self.criterion.needs_activations else None
         scores = [group_scores(self.options.criterion, g, weights, grads, stats, self.rng) for g in self.groups]
@@ -177,13 +217,13 @@ class ChannelPruner(ScheduledPruner):
                      for g, s in zip(self.groups, scores)]
         return [ChannelChoice(g, k) for g, k in zip(self.groups, keeps)]
 
-    def choose_heads(self, ratio: float) -> list[np.ndarray]:
+    def choose_heads(self, ratio: float, values: Values | None = None) -> list[np.ndarray]:
         """Heads each attention block keeps at ``ratio`` (per block, at least one), ranked by the norm of
         their weights of the criterion's ``head_norm_order`` (1 for l1, else 2: data-driven criteria score
         channels, not heads); heads removed earlier stay removed."""
         if not self.blocks:
             return []
-        raw = {name: self.adapter.get_weights(name) for name in {n for b in self.blocks for n in b.layers}}
+        raw = {name: self._raw(name, values) for name in {n for b in self.blocks for n in b.layers}}
         keeps = []
         for i, block in enumerate(self.blocks):
             scores = head_scores(block, raw, self.criterion.head_norm_order)
@@ -193,8 +233,9 @@ class ChannelPruner(ScheduledPruner):
         return keeps
 
     # -- acting --------------------------------------------------------------------------------
-    def _mask(self, choices: list[ChannelChoice], heads: list[np.ndarray]) -> None:
-        masks: dict[tuple[str, str], np.ndarray] = {}
+    def _masks(self, choices: list[ChannelChoice], heads: list[np.ndarray]) -> Values:
+        """(layer, weight) -> native 0/1 mask silencing every removed channel and head."""
+        masks: Values = {}
         for name, plan in layer_plans(choices, self.infos).items():
             info = self.infos[name]
             if "kernel" in info.shapes:
@@ -207,9 +248,17 @@ class ChannelPruner(ScheduledPruner):
             shapes = {(n, key): shape for n in block.layers for key, shape in self.infos[n].shapes.items()}
             for key, mask in head_masks(block, keep, shapes).items():
                 masks[key] = masks[key] * mask if key in masks else mask
-        for (name, weight), mask in masks.items():
+        return masks
+
+    def _mask(self, choices: list[ChannelChoice], heads: list[np.ndarray]) -> None:
+        for (name, weight), mask in self._masks(choices, heads).items():
             self.adapter.set_mask(name, mask, weight=weight)
         self.choices, self.head_keeps = choices, heads
+
+    def projection(self, target: float, values: Values | None = None) -> Values:
+        """Masks of the channels and heads that ``values`` (or the model's weights) keep at ``target``,
+        chosen afresh (ADMM re-projects, so nothing removed earlier is held)."""
+        return self._masks(self.choose(target, values), self.choose_heads(target, values))
 
     def finish(self) -> ModelAdapter:
         """The adapter to continue with after training: the rebuilt smaller model."""
@@ -232,15 +281,31 @@ class ChannelPruner(ScheduledPruner):
         self.current = self.stage.sparsity
         return self.finish()
 
-    # TrainHooks: gradual masking along the schedule.
+    # TrainHooks: gradual masking along the schedule, after the bn_l1 step of steps up to the target's.
+    def begin(self, total_steps: int) -> None:
+        super().begin(total_steps)
+        if self.l1 is not None:
+            self.l1_last = target_step(self.stage.schedule, max(1, total_steps))
+            self.l1.begin(self.l1_last)
+
+    def step_end(self, step: int) -> None:
+        self.steps_done = step
+        if self.l1 is not None and step <= self.l1_last:
+            self.l1.step()
+        super().step_end(step)
+
     def update(self, sparsity: float) -> None:
         self._mask(self.choose(sparsity), self.choose_heads(sparsity))
         self.current = sparsity
+        if sparsity == self.stage.sparsity and self.scales is None:
+            self.scales = scales_at_choice(self.adapter, self.choices, self.steps_done)
 
     def end(self) -> None:
         if self.current != self.stage.sparsity or not (self.choices or self.head_keeps):
             self._mask(self.choose(self.stage.sparsity), self.choose_heads(self.stage.sparsity))
             self.current = self.stage.sparsity
+        if self.scales is None:
+            self.scales = scales_at_choice(self.adapter, self.choices, self.steps_done)
 
     def group_rows(self) -> list[tuple[tuple[str, ...], int, int]]:
         """(producers, channels, kept) per pruned group; an attention block's row counts heads."""
@@ -256,6 +321,12 @@ class ChannelPruner(ScheduledPruner):
         report.groups += [GroupRow(*row) for row in self.group_rows()]
         report.notes += [f"channels left whole ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}): {why}"
                          for names, why in self.blocked]
+        if self.l1 is not None and self.scales is not None and len(self.scales.removed):
+            s = self.scales
+            report.notes.append(
+                f"{self.l1.field}: when the channels were chosen (step {s.step}), the removed channels' batch-norm "
+                f"scales averaged |gamma| {s.removed.mean():.3g} (largest {s.removed.max():.3g}), the kept "
+                f"channels' {s.kept.mean():.3g}")
 
 
 @dataclass(frozen=True)
@@ -275,6 +346,7 @@ class Channel(PruningMethod):
 
     kinds = SUPPORTED_KINDS
     sets_kernel_sparsity = False
+    takes_regularize = True
 
     def check(self, path: str) -> None:
         CRITERIA.get(self.options.criterion, f"{path}.criterion")

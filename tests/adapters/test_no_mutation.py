@@ -31,6 +31,10 @@ RECIPES = {
     "static": {"stages": [{"quantize": {"method": "static"}}]},
     "dynamic": {"stages": [{"quantize": {"method": "dynamic"}}]},
     "qat": {"stages": [{"quantize": {"method": "qat", "fine_tune": TUNE}}]},
+    "slimming": {"stages": [{"prune": {"method": "channel", "sparsity": 0.5, "criterion": "bn_scale",
+                                       "regularize": {"bn_l1": 20.0}, "fine_tune": TUNE}}]},
+    "admm": {"stages": [{"prune": {"method": "admm", "target": "channel", "sparsity": 0.5, "every": 1,
+                                   "retrain": 0.0, "fine_tune": TUNE}}]},
 }
 
 

@@ -217,7 +217,7 @@ def test_too_few_steps_announced_by_a_fit_fn_is_refused(fake_registered, mlp):
 
 
 @pytest.mark.parametrize("prune, top, match", [
-    ({"fine_tune": None}, {}, r"stages\[0\]\.prune\.fine_tune: method lottery prunes between rounds of training, "
+    ({"fine_tune": None}, {}, r"stages\[0\]\.prune\.fine_tune: method lottery works while fine-tuning, "
                               r"so the stage must fine-tune \(fine_tune is null\)"),
     ({"fine_tune": {"epochs": 0}}, {}, r"stages\[0\]\.prune\.fine_tune: .*\(fine_tune\.epochs is 0\)"),
     ({}, {"fine_tune": None}, r"stages\[0\]\.prune\.fine_tune: .*must fine-tune"),

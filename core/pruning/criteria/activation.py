@@ -14,6 +14,7 @@ from slimkit.pruning.criteria.base import CRITERIA, Criterion, CriterionData
 
 class _ActivationCriterion(Criterion):
     needs_activations = True
+    sees_bn_scales = True  # activations after a batch norm scale with it
 
     def per_producer(self, total: np.ndarray, zeros: np.ndarray, count: int) -> np.ndarray:
         raise NotImplementedError

@@ -44,6 +44,9 @@ class Criterion:
 
     needs_gradients: ClassVar[bool] = False
     needs_activations: ClassVar[bool] = False
+    #: Its scores depend on batch-norm scales (directly, or through the activations they scale), so a
+    #: penalty on those scales (``regularize: {bn_l1: ...}``) steers the choice.
+    sees_bn_scales: ClassVar[bool] = False
     #: Norm order whole attention heads are ranked by (heads have no per-channel data to score).
     head_norm_order: ClassVar[int] = 2
 

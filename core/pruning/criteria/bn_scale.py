@@ -11,6 +11,7 @@ from slimkit.pruning.criteria.base import CRITERIA, Criterion, CriterionData, me
 
 @CRITERIA.register("bn_scale", NoOptions)
 class BNScale(Criterion):
+    sees_bn_scales = True
     def scores(self, group: Group, data: CriterionData) -> np.ndarray:
         # Groups without a batch norm fall back to L1 so that every group still gets a ranking.
         gammas = [np.abs(member_slices(m, data.weights[m.layer])[:, 0]) for m in group.members

@@ -13,6 +13,7 @@ from slimkit.pruning.criteria.base import CRITERIA, Criterion, CriterionData, me
 @CRITERIA.register("taylor", NoOptions)
 class Taylor(Criterion):
     needs_gradients = True
+    sees_bn_scales = True  # gamma x its gradient is part of a channel's score
 
     def scores(self, group: Group, data: CriterionData) -> np.ndarray:
         grads = data.grads or {}
