@@ -265,12 +265,12 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         """
         self._require_tensorflow("fine-tuning")
         if fit_fn is not None:
-            if objective is not None:
-                from slimkit.errors import NotSupportedYetError
+            model = self.model
+            if objective is not None:  # the user compiles and fits a wrapper whose loss distills
+                from . import distilling
 
-                raise NotSupportedYetError(f"{objective.field}: distillation runs in slimkit's own training loop; "
-                                           "with fit_fn it is not supported yet (leave fit_fn out for this stage)")
-            fit_fn(self.model, self._training_callback(hooks))
+                model = distilling.user_loop_model(self._k, self.model, objective)
+            fit_fn(model, self._training_callback(hooks))
             return
         kind, x, y = kdata.split_data(self._k, data)
         if kind == "arrays":

@@ -40,10 +40,22 @@ def distilling_model(k: ModuleType, student: Any, objective: Any, task_loss: Any
                 raise RecipeError(f"{objective.field}.hints[{i}].student: the student has no top-level layer named "
                                   f"{name!r} with one output") from None
         net = k.Model(student.inputs, [student.outputs[0], *taps])
+    return _class(k)(net, bool(names), objective, task_loss)
+
+
+def user_loop_model(k: ModuleType, student: Any, objective: Any) -> Any:
+    """The model a user's ``fit_fn`` gets when its stage distills: compile and fit it as the student.
+    Its loss is ``alpha * soft + (1 - alpha) * (the loss the user compiles)``; the teacher runs on each
+    batch (the user's data may augment), through ``tf.numpy_function`` (so not under XLA)."""
+    objective.check_user_loop()
+    return _class(k)(student, False, objective, None)
+
+
+def _class(k: ModuleType) -> type:
     cls = _CLASSES.get(k.__name__)
     if cls is None:
         cls = _CLASSES[k.__name__] = _define(k)
-    return cls(net, bool(names), objective, task_loss)
+    return cls
 
 
 def _define(k: ModuleType) -> type:
@@ -64,8 +76,30 @@ def _define(k: ModuleType) -> type:
         def call(self, x: Any, training: bool = False) -> Any:
             return self.net(x, training=training)
 
+        def compile(self, *args: Any, **kwargs: Any) -> None:
+            if self._task_loss is None:  # a user's loop: the teacher runs through tf.numpy_function
+                kwargs["jit_compile"] = False
+            super().compile(*args, **kwargs)
+
+        def _user_loss(self, x: Any, y: Any, out: Any, sample_weight: Any, training: bool) -> Any:
+            import tensorflow as tf
+
+            flat = tf.nest.flatten(x)
+            objective = self._objective
+
+            def soft_targets(*arrays: Any) -> Any:
+                inputs = arrays[0] if len(arrays) == 1 else tuple(arrays)
+                return np.ascontiguousarray(objective.targets(inputs)["soft"], dtype=np.float32)
+
+            target = tf.numpy_function(soft_targets, flat, tf.float32)
+            target.set_shape(out.shape)
+            task = super().compute_loss(x, y, out, sample_weight, training=training)
+            return objective.soft(KERAS_OPS, out, target) * objective.alpha + task * (1.0 - objective.alpha)
+
         def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None,
                          training: bool = True) -> Any:
+            if self._task_loss is None:
+                return self._user_loss(x, y, y_pred, sample_weight, training)
             if self.with_features:
                 out, features = y_pred[0], list(y_pred[1:])
             else:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from slimkit.adapters.torch.distilling import Distilling
+from slimkit.adapters.torch.distilling import Distilling, UserLoopDistilling
 from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, QuantAdapter, StructureAdapter, StepCallback, TrainHooks
 from slimkit.adapter.saving import SavingAdapter
 from slimkit.attention import AttentionBlock
@@ -284,12 +284,12 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
             objective: Any = None) -> None:
         callback = self._training_callback(hooks)
         if fit_fn is not None:
-            if objective is not None:
-                from slimkit.errors import NotSupportedYetError
-
-                raise NotSupportedYetError(f"{objective.field}: distillation runs in slimkit's own training loop; "
-                                           "with fit_fn it is not supported yet (leave fit_fn out for this stage)")
-            callback.run_user_fit(fit_fn, self.model, self.total_steps(data, settings))
+            user = None if objective is None else UserLoopDistilling(self.model, objective)
+            try:
+                callback.run_user_fit(fit_fn, self.model, self.total_steps(data, settings))
+            finally:
+                if user is not None:
+                    user.close()
             check_finite_weights(self.model, "after fit_fn")
             return
         epochs = self._batches(data, settings)

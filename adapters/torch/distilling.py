@@ -64,3 +64,48 @@ class Distilling:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+
+class _SoftGradient(torch.autograd.Function):
+    """Identity forward; backward scales the user's gradient by ``1 - alpha`` and adds the soft term's."""
+
+    @staticmethod
+    def forward(ctx: Any, out: torch.Tensor, extra: torch.Tensor, keep: float) -> torch.Tensor:
+        ctx.keep = keep
+        ctx.save_for_backward(extra)
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, None, None]:
+        (extra,) = ctx.saved_tensors
+        return grad * ctx.keep + extra, None, None
+
+
+class UserLoopDistilling:
+    """Distillation through a user's ``fit_fn``: while it trains, every training-mode forward pass of
+    the student computes the teacher's targets on its inputs (per batch: the user's data may augment)
+    and returns an output whose gradient is ``(1 - alpha) * (the user's loss gradient) + alpha * (the
+    soft term's)``: the user's loss, whatever it is, becomes the distillation loss, provided it is a
+    mean over the batch and the output is used once per step. Hints are refused (their projections would
+    need the user's optimizer)."""
+
+    def __init__(self, model: nn.Module, objective: Any) -> None:
+        objective.check_user_loop()
+        self.objective = objective
+        self._handle = model.register_forward_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> Any:
+        if not module.training or not torch.is_grad_enabled() or not isinstance(output, torch.Tensor):
+            return None
+        inputs = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+        x = tuple(t.detach().cpu().numpy() for t in inputs)
+        target = torch.from_numpy(np.ascontiguousarray(self.objective.targets(x[0] if len(x) == 1 else x)["soft"]))
+        with torch.enable_grad():
+            probe = output.detach().requires_grad_(True)
+            soft = self.objective.soft(TORCH_OPS, probe, target.to(output.device)) * self.objective.alpha
+            (extra,) = torch.autograd.grad(soft, probe)
+        return _SoftGradient.apply(output, extra, 1.0 - self.objective.alpha)
+
+    def close(self) -> None:
+        """Removes the hook."""
+        self._handle.remove()

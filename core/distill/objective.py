@@ -150,6 +150,19 @@ class DistillObjective:
         return self._compute(x)
 
     # -- the loss -----------------------------------------------------------------------------------
+    def soft(self, ops: TensorOps, out: Any, target: Any) -> Any:
+        """The soft term alone (without ``alpha``): KL at the temperature, or mse for regression."""
+        if self.regression:
+            return mse(ops, out, target)
+        return soft_loss(ops, out, target, self.temperature, self.from_logits)
+
+    def check_user_loop(self) -> None:
+        """Raises NotSupportedYetError when the objective needs what a user's ``fit_fn`` cannot give:
+        hints train projections, which the user's optimizer does not know."""
+        if self.hints:
+            raise NotSupportedYetError(f"{self.field}.hints: hints with a fit_fn are not supported yet (their "
+                                       "projections would need your optimizer); leave fit_fn out, or the hints")
+
     def loss(self, ops: TensorOps, task: Any, out: Any, targets: dict[str, Any], features: list[Any],
              projections: list[Any | None]) -> Any:
         """``alpha * soft + (1 - alpha) * task + sum(weight * hint)`` over framework tensors.
@@ -162,11 +175,7 @@ class DistillObjective:
             features: the student's :attr:`feature_names` outputs, channels on axis 1.
             projections: per hint, the projection variable's value or None.
         """
-        if self.regression:
-            soft = mse(ops, out, targets["soft"])
-        else:
-            soft = soft_loss(ops, out, targets["soft"], self.temperature, self.from_logits)
-        total = soft * self.alpha + task * (1.0 - self.alpha)
+        total = self.soft(ops, out, targets["soft"]) * self.alpha + task * (1.0 - self.alpha)
         for i, hint in enumerate(self.hints):
             total = total + hint_loss(ops, features[i], targets[f"hint{i}"], projections[i]) * hint.weight
         return total

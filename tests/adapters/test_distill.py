@@ -170,3 +170,34 @@ def test_a_teacher_object_of_another_framework_is_refused(pair, digits):
                                           rf"the student a {student_fw} model; .*teacher: teacher\.onnx"):
         slimkit.compress(student, _recipe(), train_data=(_layout(digits[0], student_fw), digits[1]), teacher=teacher,
                          verbose=False)
+
+
+@pytest.mark.parametrize("fw", building("twins"))
+def test_a_users_fit_fn_distills_as_the_built_in_loop_does(fw, digits):
+    """The user's own loop (SGD 0.05, unshuffled batches, their framework's cross-entropy) with a
+    distilling stage ends where slimkit's loop with the same settings does: the user's loss became
+    ``alpha * soft + (1 - alpha) * task``. And it differs from plain training on labels."""
+    teacher, student = _models(fw)
+    x, y = _layout(digits[0], fw), digits[1]
+    settings = {"epochs": 2, "batch_size": 64, "optimizer": {"name": "sgd", "momentum": 0.0}, "learning_rate": 0.05,
+                "shuffle": False}
+    recipe = _recipe()
+    recipe["stages"][0]["distill"]["fine_tune"] = settings
+    built_in = slimkit.compress(student, recipe, train_data=(x, y), teacher=teacher, verbose=False)
+
+    def my_fit(model, callback):
+        BY_NAME[fw].user_fit(model, callback, x, y, epochs=2, batch_size=64)
+
+    users = slimkit.compress(student, recipe, train_data=(x, y), teacher=teacher, fit_fn=my_fit, verbose=False)
+    plain_recipe = _recipe(alpha=0.0)
+    plain_recipe["stages"][0]["distill"]["fine_tune"] = settings
+    plain = slimkit.compress(student, plain_recipe, train_data=(x, y), teacher=teacher, fit_fn=my_fit, verbose=False)
+    a, b, c = _weights(built_in.model), _weights(users.model), _weights(plain.model)
+    assert a.keys() == b.keys()
+    # learned weights; batch-norm statistics differ by design (PyTorch's own loop keeps Bessel's correction)
+    for key in [k for k in a if k[1] not in ("mean", "var")]:
+        assert np.abs(a[key] - b[key]).max() <= 1e-4 * max(1.0, float(np.abs(a[key]).max())), key
+    assert max(float(np.abs(a[k] - c[k]).max()) for k in a) > 1e-2  # distillation changed the training
+    with pytest.raises(slimkit.NotSupportedYetError, match=r"^stages\[0\]\.distill\.hints: hints with a fit_fn"):
+        slimkit.compress(student, _recipe(hints=[HINT]), train_data=(x, y), teacher=teacher, fit_fn=my_fit,
+                         verbose=False)
