@@ -73,7 +73,9 @@ def quantize_aware(prepared: Prepared, stage: QuantizeStage, x: np.ndarray, trai
         got = state.get(a.node, {})
         own = mode_of(a.spec.mode).frozen_activation(a.spec)
         if own is not None:  # a grid the mode defines (dorefa, bnn): nothing learned from data
-            acts[a.node], ranges[a.node] = own
+            fixed, ranges[a.node] = own
+            if fixed is not None:
+                acts[a.node] = fixed
             continue
         if learns(a.spec):
             acts[a.node] = _learned(a.node, a.spec, got)

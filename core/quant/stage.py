@@ -125,7 +125,8 @@ def fixed_plan(plan: QuantPlan) -> QuantPlan:
 
 def weight_params(adapter: ModelAdapter, plan: QuantPlan, acts: dict[str, SiteParams],
                   learned: dict[str, SiteParams] | None = None) -> dict[str, SiteParams]:
-    """Kernel params (min-max of the float kernels, or ``learned``) and bias params of every layer."""
+    """Kernel params (min-max of the float kernels, or ``learned``) and bias params of every layer whose
+    input has parameters in ``acts`` (the others keep float biases)."""
     learned = learned or {}
     out: dict[str, SiteParams] = {}
     for site in plan.layers:
@@ -133,7 +134,7 @@ def weight_params(adapter: ModelAdapter, plan: QuantPlan, acts: dict[str, SitePa
         key = f"{site.layer}/kernel"
         kernel = learned.get(key) or SiteParams.of(kernel_params(weights["kernel"], site.kernel))
         out[key] = kernel
-        if "bias" in weights and site.input is not None:
+        if "bias" in weights and site.input in acts:
             out[f"{site.layer}/bias"] = bias_params(acts[site.input].scale, kernel.scale, kernel.axis)
     return out
 
@@ -157,9 +158,10 @@ def quant_rows(plan: QuantPlan, params: dict[str, SiteParams], float_adapter: Mo
     rows = []
     for a in plan.acts:
         p = params.get(a.node)
-        if p is None:
-            rows.append(QuantRow(a.node, "activation (dynamic)", a.spec.bits, 1, float("nan"), float("nan"),
-                                 (), float("nan"), float("nan")))
+        if p is None:  # computed at run time (dynamic ranges, bnn's sign): no fixed parameters
+            lo, hi = ranges.get(a.node, (float("nan"), float("nan")))
+            rows.append(QuantRow(a.node, f"activation ({a.spec.mode})", a.spec.bits, 1, float("nan"), float("nan"),
+                                 (), lo, hi))
             continue
         lo, hi = ranges.get(a.node, _covered(p))
         rows.append(_row(a.node, "activation", a.spec.bits, p, lo, hi))

@@ -110,7 +110,8 @@ def test_a_frozen_kernel_is_its_simulation_and_the_fixed_site_reproduces_it_exac
     qmin, qmax = impl.integer_range(bits, "kernel", True)
     spec = FakeQuantSpec(qmin, qmax, True, axis, mode, bits=bits)
     values, params = impl.frozen_kernel(W, spec)
-    np.testing.assert_array_equal(values, run(Site(mode, qmin, qmax, axis=axis), W))
+    # bnn's frozen alpha is summed in float64 (the same in every layout), the simulation's in float32
+    np.testing.assert_allclose(values, run(Site(mode, qmin, qmax, axis=axis), W), rtol=1e-6, atol=0)
     assert (params.qmin, params.qmax) == (qmin, qmax) and -128 <= qmin and qmax <= 127  # int8 holds it
     assert np.all(params.zero_point == 0) and params.axis == axis
     np.testing.assert_array_equal(run(fixed(params, axis), values), values)  # what QDQ computes
@@ -252,12 +253,15 @@ def test_bnn_qat_binarizes_weights_and_activations(classification_data):
         kernel = adapter.get_weights(s.layer)["kernel"]
         scale = state[f"{s.layer}/kernel"]["scale"]
         np.testing.assert_allclose(np.abs(kernel), np.broadcast_to(scale, kernel.shape), rtol=1e-6)
-    # fc3 reads fc2's output binarized (+1 at 0): its output is that +-1 matrix times its +-alpha kernel
+    # fc3 reads fc2's output binarized (+1 at 0): its output is that +-1 matrix times its +-alpha kernel,
+    # plus its bias, float as in training (no int32 grid: nothing exports binarized activations)
+    assert state["fc3/bias"] == {} and state["fc2/bias"] == {}
     outs = adapter.layer_outputs(x[:16], ["fc2", "fc3"])
-    weights, bias = adapter.get_weights("fc3"), state["fc3/bias"]
-    bias_q = np.rint(weights["bias"] / bias["scale"]) * bias["scale"]
-    expected = np.where(outs["fc2"] >= 0, 1.0, -1.0) @ weights["kernel"].astype(np.float64) + bias_q
+    weights = adapter.get_weights("fc3")
+    expected = np.where(outs["fc2"] >= 0, 1.0, -1.0) @ weights["kernel"].astype(np.float64) + weights["bias"]
     np.testing.assert_allclose(outs["fc3"], expected, rtol=0, atol=1e-5)
+    rows = {r.site: r for r in result.report.quant}
+    assert rows["fc2"].kind == "activation (bnn)" and (rows["fc2"].range_min, rows["fc2"].range_max) == (-1.0, 1.0)
 
 
 @uses_fake

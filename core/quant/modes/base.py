@@ -58,9 +58,10 @@ class Mode:
         the mode at run time too (``dynamic``)."""
         return spec if self.runtime_range else dataclasses.replace(spec, mode="fixed")
 
-    def frozen_activation(self, spec: "FakeQuantSpec") -> "tuple[SiteParams, tuple[float, float]] | None":
-        """Parameters and covered range of a trained activation site whose grid the mode defines
-        itself (not learned from data); None for modes whose parameters come from ranges or a scale."""
+    def frozen_activation(self, spec: "FakeQuantSpec") -> "tuple[SiteParams | None, tuple[float, float]] | None":
+        """Parameters (None: the site keeps computing its mode, and the biases of the layers reading it
+        stay float) and covered range of a trained activation site whose grid the mode defines itself;
+        None for modes whose parameters come from data ranges or a learned scale."""
         return None
 
     def frozen_kernel(self, kernel: np.ndarray, spec: "FakeQuantSpec") -> "tuple[np.ndarray, SiteParams] | None":

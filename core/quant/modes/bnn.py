@@ -11,9 +11,9 @@ values are the integers -1, (0,) +1 times ``alpha``: int8 with scale ``alpha`` a
 
 Activations are ``sign(x)`` unscaled, as in BinaryNet, so they need a site that can be negative: a ReLU
 output (always +1), the model's input (BinaryNet keeps the first layer's input real-valued) and the
-model's output are refused at planning. A binarized activation stays ``bnn`` in the quantized model;
-no QuantizeLinear/DequantizeLinear pair computes ``sign``, so such a model is not exported (its
-``export_refusal``).
+model's output are refused at planning. A binarized activation stays ``bnn`` in the quantized model
+(the layers reading it keep float biases, as in training); no QuantizeLinear/DequantizeLinear pair
+computes ``sign``, so such a model is not exported (its ``export_refusal``).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class BNN(Mode):
     learnable_for = ("weights", "activations")
     bits = (1, 1)
     own_grid = True
-    keeps_mode_when_set = True  # a binarized activation computes sign in the quantized model too
+    keeps_mode_when_set = True  # parameters set on a binarized activation do not replace its sign
     export_refusal = ("it is binarized with sign() (activations.learn: bnn), which no QuantizeLinear/"
                       "DequantizeLinear pair computes, so onnxruntime cannot run it as an integer tensor (an "
                       "ONNX Sign gives 0 at 0 and runs in float); quantize activations with learn: ema or "
@@ -71,13 +71,19 @@ class BNN(Mode):
     def frozen(self, spec: FakeQuantSpec, role: str) -> FakeQuantSpec:
         return spec if role == "activation" else super().frozen(spec, role)
 
-    def frozen_activation(self, spec: FakeQuantSpec) -> tuple[SiteParams, tuple[float, float]]:
-        # +-1 on an int8 grid of step 1: the scale a following layer's int32 bias is quantized with
-        return SiteParams(np.float32(1.0), np.int32(0), -1, 1), (-1.0, 1.0)
+    def frozen_activation(self, spec: FakeQuantSpec) -> tuple[None, tuple[float, float]]:
+        # No parameters: the layers reading +-1 keep float biases, as they trained. An int32 bias in units
+        # of input scale (1) times alpha would move each bias by up to alpha / 2, and put it on the grid of
+        # the +-alpha sums, where a sum of exactly 0 then takes its sign from float rounding noise.
+        return None, (-1.0, 1.0)
 
     def frozen_kernel(self, kernel: np.ndarray, spec: FakeQuantSpec) -> tuple[np.ndarray, SiteParams]:
         kernel = np.asarray(kernel, np.float32)
-        scale = np.asarray(kernel_scale(NUMPY_OPS, kernel, spec), np.float32)
+        # alpha summed in float64: the same float32 whatever the layout (Keras (in, out), PyTorch (out, in))
+        axes = other_axes(spec, kernel)
+        mag = np.abs(kernel.astype(np.float64))
+        alpha = mag.sum(axis=axes) / np.maximum(np.count_nonzero(mag, axis=axes), 1)
+        scale = np.asarray(np.where(alpha > 0, alpha, 1.0), np.float32)
         signs = np.where(kernel >= 0, np.float32(1.0), np.float32(-1.0))
         values = np.where(kernel != 0, signs * along(NUMPY_OPS, scale, spec, kernel), 0.0).astype(np.float32)
         return values, SiteParams(scale, np.zeros(scale.shape, np.int32), -1, 1, spec.axis if scale.ndim else None)
