@@ -116,7 +116,8 @@ def learns(spec: FakeQuantSpec) -> bool:
 @QUANT_METHODS.register("qat", NoOptions)
 class QAT(QuantMethod):
     """``method: qat``: fine-tunes through fake-quant; kernels and activations in the modes the
-    recipe's ``weights.learn`` and ``activations.learn`` name; 2 to 8 bits simulated."""
+    recipe's ``weights.learn`` and ``activations.learn`` name, with the bits each mode simulates
+    (2 to 8; dorefa 1 to 8; bnn 1)."""
 
     trains = True
 
