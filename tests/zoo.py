@@ -19,9 +19,8 @@ from twins import load_canonical, random_canonical_weights
 ARCHS = ("plain", "residual", "inverted", "concat", "mlp")
 INPUT = {"plain": (8, 8, 3), "residual": (8, 8, 3), "inverted": (8, 8, 3), "concat": (8, 8, 3), "mlp": (16,),
          "binary": (16,)}
-#: Built like ARCHS but not part of the sweeps over them: ``binary``, dense layers without activations
-#: between them (BinaryNet's sign is the nonlinearity; ReLU outputs cannot be binarized).
-EXTRA_ARCHS = ("binary",)
+# INPUT also has ``binary``, built like ARCHS but not in the sweeps over them: dense layers without
+# activations between them (BinaryNet's sign is the nonlinearity; ReLU outputs cannot be binarized).
 
 
 # ---------------------------------------------------------------------------------------------- keras
