@@ -48,7 +48,8 @@ class Node:
         inputs: names of the nodes whose outputs this node reads, in order.
         channels: size of the output's channel axis (features for dense/flatten outputs).
         layer: the adapter's layer name for weighted nodes (conv, dense, depthwise_conv, batchnorm).
-        attrs: op details (``flatten``: ``spatial``, ``order``); ``type_name`` for messages.
+        attrs: op details (``flatten``: ``spatial``, ``order``; conv/dense layers that apply a ReLU or
+            ReLU6 themselves: ``fused: relu``); ``type_name`` for messages.
     """
 
     name: str

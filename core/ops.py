@@ -25,6 +25,9 @@ class TensorOps(Protocol):
     def abs(self, x: Any) -> Any:
         """Elementwise absolute value."""
 
+    def tanh(self, x: Any) -> Any:
+        """Elementwise hyperbolic tangent (DoReFa's weight transform)."""
+
     def round(self, x: Any) -> Any:
         """Round half to even (ONNX's and numpy's ``rint``)."""
 
@@ -104,6 +107,9 @@ class NumpyOps:
 
     def abs(self, x: Any) -> Any:
         return np.abs(x)
+
+    def tanh(self, x: Any) -> Any:
+        return np.tanh(x)
 
     def round(self, x: Any) -> Any:
         return np.rint(x)

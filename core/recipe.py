@@ -165,7 +165,8 @@ class WeightQuant:
     ``reduce_range`` (on by default) uses 7-bit weights ([-64, 64]): onnxruntime's u8s8 kernels on
     x86 CPUs without VNNI add pairs of u8 x s8 products in int16 and saturate with full-range
     weights, so the deployed model would silently differ from the simulated one. ``learn`` is the
-    QAT weight quantizer: ``minmax`` (range of the current weights) or ``lsq`` (learned step size).
+    QAT weight quantizer: ``minmax`` (range of the current weights), ``lsq`` (learned step size),
+    ``dorefa`` (DoReFa-Net, 1 to 8 bits) or ``bnn`` (sign times mean|w|, 1 bit).
     """
 
     bits: int = 8
@@ -181,7 +182,8 @@ class ActivationQuant:
 
     ``calibration`` picks the observer for post-training ranges over ``samples`` inputs;
     ``percentile`` is the coverage of the percentile observer. ``learn`` is the QAT activation
-    quantizer: ``ema`` (moving average of batch ranges) or ``lsq`` (learned step size).
+    quantizer: ``ema`` (moving average of batch ranges), ``lsq`` (learned step size), ``dorefa``
+    (clip to [0, 1], k bits; ReLU outputs only) or ``bnn`` (sign, 1 bit; not exportable).
     """
 
     bits: int = 8

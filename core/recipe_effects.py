@@ -13,7 +13,8 @@ silently ignores ``schedule`` trains something other than what was asked. The ru
   ``samples``/``percentile`` where nothing is calibrated (``dynamic``; ``qat`` whose activations do
   not learn their step size); ``activations.momentum`` in ``qat`` when activations are not ``ema``;
   ``activations.percentile`` with another calibration than ``percentile``;
-  ``weights.reduce_range`` with bits other than 8.
+  ``weights.reduce_range`` with bits other than 8; ``weights.symmetric``/``reduce_range`` and
+  ``activations.symmetric``/``signed`` in ``qat`` whose ``learn`` mode sets its own grid (dorefa, bnn).
 * **SlimkitWarning** for defaults written at the top level, which a later change of stages may
   make useful again: a top-level ``fine_tune`` mapping when no stage fine-tunes;
   ``export.onnx.tolerance``/``quant_tolerance``/``quant_error_ratio`` with ``verify: false``;
@@ -130,6 +131,22 @@ def _quantize(body: Mapping[str, Any], stage: QuantizeStage, path: str) -> None:
         if _given(raw_w, "reduce_range") and w.bits != 8:
             raise _refuse(f"{where}.reduce_range", f"the reduced range is for 8-bit weights (onnxruntime's u8s8 "
                                                    f"kernels), these have {w.bits} bits")
+    if not trains:
+        return
+    grids = [(where, raw_w, w.learn, ("symmetric", "reduce_range")) for where, raw_w, w in weights] + \
+            [(f"{path}.activations", body.get("activations"), stage.activations.learn, ("symmetric", "signed"))]
+    for where, raw, learn, keys in grids:
+        if not _own_grid(learn):
+            continue
+        for key in keys:
+            if _given(raw, key):
+                raise _refuse(f"{where}.{key}", f"learn {learn} defines its grid itself, from bits alone")
+
+
+def _own_grid(mode: str) -> bool:
+    from slimkit.quant.fake_quant import mode_of
+
+    return mode_of(mode).own_grid
 
 
 def _learns(mode: str) -> bool:

@@ -225,20 +225,34 @@ def _regularize(raw: Any, path: str) -> Regularize:
 
 
 def _weight_quant(raw: Any, path: str, base: WeightQuant) -> WeightQuant:
-    return _build(WeightQuant, raw, path, base, {
+    return _mode_bits(_build(WeightQuant, raw, path, base, {
         "bits": lambda v, p: _bits(v, p),
         "per_channel": _bool,
         "symmetric": _bool,
         "reduce_range": _bool,
         "learn": lambda v, p: _learn(v, p, "weights"),
-    })
+    }), path)
 
 
 def _bits(raw: Any, path: str) -> int:
     bits = _int(raw, path)
-    if not 2 <= bits <= 8:
-        raise RecipeError(f"{path}: {bits} bits is not supported; quantization simulates 2 to 8 bits")
+    if not 1 <= bits <= 8:
+        raise RecipeError(f"{path}: {bits} bits is not supported; quantization simulates 2 to 8 bits "
+                          "(1 bit with learn: bnn or dorefa)")
     return bits
+
+
+def _mode_bits(quant: Any, path: str) -> Any:
+    """``quant`` (weights or activations settings) if its ``bits`` are within what its ``learn`` mode
+    simulates (:attr:`slimkit.quant.modes.Mode.bits`)."""
+    from slimkit.quant.modes import QUANT_MODES
+
+    lo, hi = QUANT_MODES.get(quant.learn).impl.bits
+    if not lo <= quant.bits <= hi:
+        takes = f"exactly {lo} bit" if lo == hi else f"{lo} to {hi} bits"
+        hint = " (1 bit: learn bnn or dorefa)" if quant.bits < lo else ""
+        raise RecipeError(f"{path}.bits: learn {quant.learn} simulates {takes}, got {quant.bits}{hint}")
+    return quant
 
 
 def _learn(raw: Any, path: str, role: str) -> str:
@@ -269,7 +283,7 @@ def _act_quant(raw: Any, path: str) -> ActivationQuant:
     base = ActivationQuant()
     if "calibration" in raw:
         base = _calibration(raw["calibration"], _join(path, "calibration"), base)
-    return _build(ActivationQuant, {k: v for k, v in raw.items() if k != "calibration"}, path, base, {
+    return _mode_bits(_build(ActivationQuant, {k: v for k, v in raw.items() if k != "calibration"}, path, base, {
         "bits": lambda v, p: _bits(v, p),
         "symmetric": _bool,
         "signed": _bool,
@@ -277,7 +291,7 @@ def _act_quant(raw: Any, path: str) -> ActivationQuant:
         "percentile": lambda v, p: _float(v, p, 50.0, 100.0, lo_open=True),
         "learn": lambda v, p: _learn(v, p, "activations"),
         "momentum": lambda v, p: _float(v, p, 0.0, 1.0, hi_open=True),
-    })
+    }), path)
 
 
 _ACT_KEYS = ("bits", "symmetric", "signed", "calibration", "samples", "percentile", "learn", "momentum")

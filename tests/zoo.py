@@ -17,7 +17,10 @@ from frameworks import BY_NAME
 from twins import load_canonical, random_canonical_weights
 
 ARCHS = ("plain", "residual", "inverted", "concat", "mlp")
-INPUT = {"plain": (8, 8, 3), "residual": (8, 8, 3), "inverted": (8, 8, 3), "concat": (8, 8, 3), "mlp": (16,)}
+INPUT = {"plain": (8, 8, 3), "residual": (8, 8, 3), "inverted": (8, 8, 3), "concat": (8, 8, 3), "mlp": (16,),
+         "binary": (16,)}
+# INPUT also has ``binary``, built like ARCHS but not in the sweeps over them: dense layers without
+# activations between them (BinaryNet's sign is the nonlinearity; ReLU outputs cannot be binarized).
 
 
 # ---------------------------------------------------------------------------------------------- keras
@@ -64,11 +67,13 @@ def _keras(arch: str) -> Any:
         x = L.Activation("relu")(L.BatchNormalization(epsilon=1e-3, name="cat_bn")(x))
         x = L.Conv2D(16, 3, padding="same", activation="relu", name="merge")(x)
         x = L.GlobalAveragePooling2D()(x)
+    elif arch == "binary":
+        x = L.Dense(32, name="fc3")(L.Dense(32, name="fc2")(L.Dense(32, name="fc1")(inp)))
     else:
         x = L.Dense(32, activation="relu", name="fc1")(inp)
         x = L.Dense(32, activation="relu", name="fc2")(x)
         x = L.Dropout(0.1)(x)
-    out = L.Dense(10 if arch != "mlp" else 5, name="logits")(x)
+    out = L.Dense(10 if arch not in ("mlp", "binary") else 5, name="logits")(x)
     return keras.Model(inp, out, name=f"zoo_{arch}")
 
 
@@ -157,7 +162,17 @@ def _torch(arch: str) -> Any:
         def forward(self, x):
             return self.logits(self.drop(F.relu(self.fc2(F.relu(self.fc1(x))))))
 
-    return {"plain": Plain, "residual": Residual, "inverted": Inverted, "concat": Concat, "mlp": MLP}[arch]()
+    class Binary(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2, self.fc3 = nn.Linear(16, 32), nn.Linear(32, 32), nn.Linear(32, 32)
+            self.logits = nn.Linear(32, 5)
+
+        def forward(self, x):
+            return self.logits(self.fc3(self.fc2(self.fc1(x))))
+
+    return {"plain": Plain, "residual": Residual, "inverted": Inverted, "concat": Concat, "mlp": MLP,
+            "binary": Binary}[arch]()
 
 
 BUILD: dict[str, Callable[[str], Any]] = {"keras": _keras, "torch": _torch}

@@ -191,6 +191,8 @@ def describe(call: "Call", in_specs: list[Any], out_spec: Any, entries: dict[str
     out_shape = _shape(out_spec)
     rank = len(in_shape) if in_shape is not None else None
 
+    if _activation_name(getattr(op, "activation", None), k) in ("relu", "relu6"):
+        attrs["fused"] = "relu"  # the layer's output is never negative (quantization modes ask)
     if cls in (lay.Conv1D, lay.Conv2D, lay.Conv3D):
         if getattr(op, "groups", 1) != 1:
             return why(f"groups={op.groups}")

@@ -24,6 +24,9 @@ class KerasOps:
     def abs(self, x: Any) -> Any:
         return ops.abs(x)
 
+    def tanh(self, x: Any) -> Any:
+        return ops.tanh(x)
+
     def round(self, x: Any) -> Any:
         return ops.round(x)  # TensorFlow rounds half to even
 

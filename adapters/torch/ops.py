@@ -16,6 +16,9 @@ class TorchOps:
     def abs(self, x: Any) -> Any:
         return torch.abs(x)
 
+    def tanh(self, x: Any) -> Any:
+        return torch.tanh(x)
+
     def round(self, x: Any) -> Any:
         return torch.round(x)  # half to even, like np.rint
 

@@ -31,7 +31,9 @@ What onnxruntime 1.32 (CPU) makes of it, measured with ORT_ENABLE_EXTENDED and O
   op runs on 8-bit values;
 * ``DQ, DQ -> Add -> Q``: QLinearAdd (residual adds whose inputs and output are quantized);
 * int4 weights (``DequantizeLinear`` of INT4, opset 21) run, but as a float Conv/MatMul/Gemm after
-  dequantization: no integer kernel. Weight ranges narrower than 7 bits are therefore refused.
+  dequantization: no integer kernel. Weight ranges narrower than 8 bits (k-bit QAT, DoReFa, BNN's
+  +-1) are therefore written as int8, a k-bit grid in an 8-bit container, which runs the integer
+  kernels above.
 
 Dynamic plans (``dynamic``): weights are int8 as above; each layer's input is quantized at run time
 by DynamicQuantizeLinear (uint8, range ``[min(0, min x), max(0, max x)]`` of the whole tensor),

@@ -71,14 +71,14 @@ def check_act(site: str, p: "SiteParams", values: np.ndarray | None) -> QParams:
 
 
 def weight_dtype(layer: str, p: "SiteParams") -> np.dtype:
-    """The integer type of a kernel: int8 or uint8 for 7- and 8-bit ranges; ExportError otherwise."""
+    """The integer type of a kernel: int8 or uint8 for ranges within them; ExportError otherwise.
+
+    Narrower ranges (k-bit QAT weights, DoReFa's odd levels, BNN's +-1) are stored in int8 too: measured
+    on onnxruntime 1.32 CPU, DequantizeLinear of INT4 runs but Conv / Gemm / MatMul then run in float,
+    while a k-bit grid in an 8-bit container runs the same integer kernels as 8-bit weights.
+    """
     qmin, qmax = int(p.qmin), int(p.qmax)
     bits = max(1, math.ceil(math.log2(qmax - qmin + 1)))
-    if bits < 7:
-        # Measured on onnxruntime 1.32 CPU: DequantizeLinear of INT4 runs, but Conv / Gemm / MatMul
-        # then run in float; no integer kernel takes 4-bit per-channel weights.
-        raise ExportError(f"{bits}-bit weights cannot be exported for {layer}; ORT runs 8-bit "
-                          f"(integer range [{qmin}, {qmax}])")
     if -128 <= qmin and qmax <= 127:
         return np.dtype(np.int8)
     if 0 <= qmin and qmax <= 255:

@@ -20,7 +20,7 @@ import numpy as np
 
 from slimkit import deploy
 from slimkit.data import PROBE_BATCH, at_least_two, head
-from slimkit.deploy.ops import INTEGER_OPS
+from slimkit.deploy.ops import ACT_RANGES, INTEGER_OPS
 from slimkit.quant.fake_quant import mode_of
 from slimkit.quant.known_outputs import KnownOutputs
 from slimkit.adapter import ModelAdapter
@@ -36,26 +36,40 @@ from slimkit.report import QuantExportRow
 #: nodes decides ties, and the file is verified on the whole probe afterwards.
 MAPPING_SAMPLES = 2
 
+#: Kernels export as int8: any grid within it (a k-bit grid in an 8-bit container runs the same integer kernels).
+INT8 = (-128, 127)
+
 
 def site_params(adapter: ModelAdapter, plan: QuantPlan) -> dict[str, SiteParams]:
     """Every fixed site's parameters, as the model holds them.
 
     Raises:
-        ExportError: a site was never calibrated or trained, or has a bit width onnxruntime cannot run.
+        ExportError: a site was never calibrated or trained, has an integer range onnxruntime cannot run
+            (activations: not the whole 8-bit range; kernels: beyond int8), or a mode no Q/DQ pair computes.
     """
     state = adapter.quant_state()
     params: dict[str, SiteParams] = {}
     for a in plan.acts:
-        if mode_of(a.spec.mode).runtime_range:
+        mode = mode_of(a.spec.mode)
+        if mode.runtime_range:
             continue
-        if a.spec.bits != 8:
-            raise ExportError(f"activation {a.node!r} is quantized to {a.spec.bits} bits; onnxruntime runs "
-                              "8-bit activations, so only a QAT simulation of it exists (use bits: 8 to export)")
+        if mode.export_refusal:
+            raise ExportError(f"activation {a.node!r} ({plan.act_roles(a.node)}): {mode.export_refusal}")
+        if (a.spec.qmin, a.spec.qmax) not in ACT_RANGES:
+            # A k-bit range in an 8-bit container would saturate at the container's bounds, not the range's.
+            raise ExportError(
+                f"activation {a.node!r} is quantized to {a.spec.bits} bits; onnxruntime runs 8-bit activations, "
+                f"whose QuantizeLinear saturates at [0, 255] or [-128, 127], not at this site's [{a.spec.qmin}, "
+                f"{a.spec.qmax}], so only a QAT simulation of it exists (use bits: 8 to export, or learn: dorefa, "
+                "whose k-bit grid ends where its clip to [0, 1] does)")
         params[a.node] = _fixed(a.node, a.spec, state.get(a.node, {}))
     for s in plan.layers:
-        if s.kernel.bits != 8:
-            raise ExportError(f"layer {s.layer!r}: {s.kernel.bits}-bit weights were simulated, but onnxruntime's "
-                              "integer kernels take 8-bit weights; export needs weights.bits 8")
+        if not (INT8[0] <= s.kernel.qmin and s.kernel.qmax <= INT8[1]):
+            raise ExportError(
+                f"layer {s.layer!r}: its {s.kernel.bits}-bit weights lie on the integers [{s.kernel.qmin}, "
+                f"{s.kernel.qmax}] (8-bit DoReFa weights: 256 odd multiples of 1/255, with no zero level), beyond "
+                "int8, and onnxruntime's integer kernels take int8 weights; train DoReFa weights with bits 7 or "
+                "less to export")
         params[f"{s.layer}/kernel"] = _fixed(f"{s.layer}/kernel", s.kernel, state.get(f"{s.layer}/kernel", {}))
         bias = state.get(f"{s.layer}/bias", {})
         if "scale" in bias:

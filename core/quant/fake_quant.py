@@ -173,10 +173,11 @@ def mode_after_params(mode: str) -> str:
     return mode if mode_of(mode).keeps_mode_when_set else "fixed"
 
 
-def frozen_mode(mode: str) -> str:
-    """The mode a site takes when a stage freezes it: its own if its range is the tensor's at run
-    time in the deployed model too (dynamic), else ``fixed``."""
-    return mode if mode_of(mode).runtime_range else "fixed"
+def frozen_spec(spec: Any, role: str) -> Any:
+    """The spec a site of ``role`` (``kernel`` or ``activation``) takes when a stage freezes it:
+    ``fixed`` with the integer range its parameters will have, or its own mode where the deployed
+    model computes that mode too (see :meth:`slimkit.quant.modes.Mode.frozen`)."""
+    return mode_of(spec.mode).frozen(spec, role)
 
 
 def range_follows_params(mode: str) -> bool:

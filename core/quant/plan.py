@@ -35,7 +35,11 @@ from slimkit.quant.params import QuantParams
 #:   ``1 / sqrt(numel * qmax)``); the zero point stays as calibrated.
 #: - ``minmax``: kernels in QAT; scale from the current weights at every call, per channel.
 #: - ``dynamic``: activations of dynamic quantization; range of the current batch at every call.
-MODES = ("fixed", "ema", "lsq", "minmax", "dynamic")
+#: - ``dorefa``: QAT's DoReFa-Net quantizers (k-bit weights through tanh, activations clipped to [0, 1]).
+#: - ``bnn``: QAT's binarization (sign, hardtanh straight-through gradient; weights scaled by mean|w|).
+#:
+#: Appended in this order: PyTorch models store a site's mode as its index here.
+MODES = ("fixed", "ema", "lsq", "minmax", "dynamic", "dorefa", "bnn")
 
 #: Layer kinds that have integer kernels in onnxruntime.
 QUANTIZABLE_KINDS = ("conv", "depthwise_conv", "dense")
@@ -153,6 +157,13 @@ class QuantPlan:
 
         return bool(self.acts) and all(mode_of(a.spec.mode).runtime_range for a in self.acts)
 
+    def act_roles(self, node: str) -> str:
+        """What activation site ``node`` is to the plan's layers, for messages: "the input of layer 'b'
+        and the output of layer 'a'"."""
+        roles = [f"the input of layer {s.layer!r}" for s in self.layers if s.input == node] + \
+                [f"the output of layer {s.layer!r}" for s in self.layers if s.output == node]
+        return " and ".join(roles) or "read by no quantized layer"
+
     def site_keys(self) -> list[str]:
         """Every site key: activation nodes, then ``layer/kernel`` and ``layer/bias``."""
         keys = [a.node for a in self.acts]
@@ -176,6 +187,23 @@ def grid_source(graph: LayerGraph, name: str) -> str:
     while node.attrs.get("quant") == "same" and len(node.inputs) == 1:
         node = graph.by_name[node.inputs[0]]
     return node.name
+
+
+def never_negative(graph: LayerGraph, name: str) -> bool:
+    """Whether node ``name``'s output is a ReLU's (ReLU6's): an elementwise ``quant: relu`` node or a
+    layer applying one itself (``attrs["fused"] == "relu"``, Keras' ``activation="relu"``)."""
+    attrs = graph.by_name[name].attrs
+    return attrs.get("quant") == "relu" or attrs.get("fused") == "relu"
+
+
+def model_boundary(graph: LayerGraph, name: str) -> str | None:
+    """``"input"`` or ``"output"`` when node ``name``'s output is the model's input or (on its grid) its
+    only output; else None."""
+    if graph.by_name[name].op == "input":
+        return "input"
+    if any(n.op == "output" and grid_source(graph, n.inputs[0]) == name for n in graph.nodes):
+        return "output"
+    return None
 
 
 def output_end(graph: LayerGraph, readers: dict[str, list[Node]], name: str) -> str:

@@ -2,7 +2,9 @@
 
 Activations follow a moving average of batch ranges (``ema``) or learn their step size (``lsq``,
 initialised from calibration); kernels are quantized from their current range (``minmax``) or
-learn their step size too. Bits from 2 to 8 are simulated. Training runs through the adapter's
+learn their step size too. Bits from 2 to 8 are simulated. DoReFa-Net (``dorefa``, 1 to 8 bits) and
+binarization (``bnn``, 1 bit) set their grids themselves: their kernels freeze to the values they
+compute, on a grid their fixed parameters reproduce. Training runs through the adapter's
 fine-tuning path, the one pruning uses, so pruning masks keep holding. Afterwards every site is
 frozen to fixed numpy parameters: the model the stage returns computes what the export computes.
 """
@@ -70,6 +72,12 @@ def quantize_aware(prepared: Prepared, stage: QuantizeStage, x: np.ndarray, trai
     ranges: dict[str, tuple[float, float]] = {}
     for a in plan.acts:
         got = state.get(a.node, {})
+        own = mode_of(a.spec.mode).frozen_activation(a.spec)
+        if own is not None:  # a grid the mode defines (dorefa, bnn): nothing learned from data
+            fixed, ranges[a.node] = own
+            if fixed is not None:
+                acts[a.node] = fixed
+            continue
         if learns(a.spec):
             acts[a.node] = _learned(a.node, a.spec, got)
             continue
@@ -81,6 +89,13 @@ def quantize_aware(prepared: Prepared, stage: QuantizeStage, x: np.ndarray, trai
         acts[a.node] = SiteParams.of(activation_params(lo, hi, a.spec))
     learned = {f"{s.layer}/kernel": _learned(f"{s.layer}/kernel", s.kernel, state.get(f"{s.layer}/kernel", {}))
                for s in plan.layers if learns(s.kernel)}
+    for s in plan.layers:
+        # Modes that map weights to values themselves (dorefa, bnn): the kernel becomes those values,
+        # which its fixed parameters reproduce exactly (and the export writes as integers).
+        frozen = mode_of(s.kernel.mode).frozen_kernel(trained.get_weights(s.layer)["kernel"], s.kernel)
+        if frozen is not None:
+            trained.set_weights(s.layer, {"kernel": frozen[0]})
+            learned[f"{s.layer}/kernel"] = frozen[1]
     params = {**acts, **weight_params(trained, plan, acts, learned)}
     return finish(trained, plan, params), params, ranges, counter.total_steps
 
@@ -102,7 +117,8 @@ def learns(spec: FakeQuantSpec) -> bool:
 @QUANT_METHODS.register("qat", NoOptions)
 class QAT(QuantMethod):
     """``method: qat``: fine-tunes through fake-quant; kernels and activations in the modes the
-    recipe's ``weights.learn`` and ``activations.learn`` name; 2 to 8 bits simulated."""
+    recipe's ``weights.learn`` and ``activations.learn`` name, with the bits each mode simulates
+    (2 to 8; dorefa 1 to 8; bnn 1)."""
 
     trains = True
 

@@ -7,6 +7,7 @@ from fnmatch import fnmatchcase
 import numpy as np
 
 from slimkit.adapter import LayerInfo
+from slimkit.quant.fake_quant import mode_of
 from slimkit.quant.params import QuantParams, params_from_range, qrange
 from slimkit.quant.plan import FakeQuantSpec, SiteParams
 from slimkit.recipe import ActivationQuant, LayerSelector, QuantizeStage, WeightQuant
@@ -31,9 +32,10 @@ def weight_settings(stage: QuantizeStage, layer: LayerInfo) -> WeightQuant:
 
 
 def kernel_spec(w: WeightQuant, layer: LayerInfo, mode: str) -> FakeQuantSpec:
-    """The kernel's spec: signed, per channel on the native output axis unless per-tensor."""
-    # Reduce-range is about 8-bit u8s8 kernels saturating; lower widths are QAT simulations only.
-    qmin, qmax = qrange(w.bits, True, reduce_range=w.reduce_range and w.bits == 8)
+    """The kernel's spec: signed, per channel on the native output axis unless per-tensor; its integer
+    range is the mode's (``qrange``, or the grid of a mode that defines its own: dorefa, bnn)."""
+    # Reduce-range is about 8-bit u8s8 kernels saturating; lower widths fit the reduced range anyway.
+    qmin, qmax = mode_of(mode).integer_range(w.bits, "kernel", True, reduce_range=w.reduce_range and w.bits == 8)
     return FakeQuantSpec(qmin, qmax, w.symmetric, layer.out_axis if w.per_channel else None, mode,
                          bits=w.bits, signed=True)
 
@@ -46,7 +48,7 @@ def bias_spec(kernel: FakeQuantSpec) -> FakeQuantSpec:
 
 def activation_spec(a: ActivationQuant, mode: str) -> FakeQuantSpec:
     """The spec shared by every activation site, from the recipe's activation settings."""
-    qmin, qmax = qrange(a.bits, a.signed)
+    qmin, qmax = mode_of(mode).integer_range(a.bits, "activation", a.signed)
     return FakeQuantSpec(qmin, qmax, a.symmetric, None, mode, a.momentum, a.bits, a.signed)
 
 
@@ -78,5 +80,7 @@ def bias_params(input_scale: np.ndarray, kernel_scale: np.ndarray, axis: int | N
 
 def _reduced(spec: FakeQuantSpec) -> bool:
     """Whether a signed kernel spec's range is the reduced one (qrange's [-64, 64] for 8 bits)."""
+    if not 2 <= spec.bits <= 8:  # qrange's widths; a 1-bit grid (bnn, dorefa) has no reduced range
+        return False
     return (spec.qmin, spec.qmax) == qrange(spec.bits, True, reduce_range=True) and \
         (spec.qmin, spec.qmax) != qrange(spec.bits, True)

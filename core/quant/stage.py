@@ -16,7 +16,7 @@ from slimkit.data import head
 from slimkit.errors import DataError, RecipeError, UnsupportedModelError
 from slimkit.graph import LayerGraph
 from slimkit.quant.bn_fold import fold_batchnorm
-from slimkit.quant.fake_quant import frozen_mode, mode_of
+from slimkit.quant.fake_quant import frozen_spec, mode_of
 from slimkit.quant.methods import method_of
 from slimkit.quant.overrides import check_overrides
 from slimkit.quant.plan import FakeQuantSpec, QuantPlan, SiteParams, plan_sites
@@ -90,24 +90,43 @@ def prepare(work: ModelAdapter, stage: QuantizeStage, field: str, sample: np.nda
     specs = {name: spec for name, spec in specs.items() if name not in skipped}
     plan = plan_sites(graph, specs, method.activation_spec(stage.activations), stage.method,
                       method.quantizes_outputs)
+    check_act_modes(graph, plan, field)
     integer = {s.layer for s in plan.layers}
     weight_only = snap_weight_only(work, weight_only_layers(work.layers(), stage.layers, integer, skipped))
     return Prepared(work, plan, tuple(i for i in layers if i.name not in skipped), tuple(sorted(folded)), graph,
                     skipped, tuple(weight_only))
 
 
+def check_act_modes(graph: LayerGraph, plan: QuantPlan, field: str) -> None:
+    """Refuses activation sites their mode cannot quantize (:meth:`slimkit.quant.modes.Mode.site_problem`).
+
+    Raises:
+        RecipeError: naming the recipe's ``activations.learn``, the tensor, the layers reading or
+            writing it, and why.
+    """
+    for a in plan.acts:
+        problem = mode_of(a.spec.mode).site_problem(graph, a.node)
+        if problem is None:
+            continue
+        roles = plan.act_roles(a.node)
+        which = "those layers" if " and " in roles else "the layer"
+        raise RecipeError(
+            f"{field}.activations.learn: {a.spec.mode} cannot quantize tensor {a.node!r} ({roles}): "
+            f"{problem}; exclude {which} from {field}.layers (kept float) or choose another activations.learn")
+
+
 def fixed_plan(plan: QuantPlan) -> QuantPlan:
-    """The same sites, frozen: in ``fixed`` mode, except those whose range is the tensor's at run
-    time in the deployed model too (``dynamic``)."""
-    def fix(spec: FakeQuantSpec) -> FakeQuantSpec:
-        return dataclasses.replace(spec, mode=frozen_mode(spec.mode))
-    return dataclasses.replace(plan, acts=tuple(dataclasses.replace(a, spec=fix(a.spec)) for a in plan.acts),
-                               layers=tuple(dataclasses.replace(s, kernel=fix(s.kernel)) for s in plan.layers))
+    """The same sites, frozen: in ``fixed`` mode, except those the deployed model computes in their own
+    mode too (``dynamic``'s run-time range; see :meth:`slimkit.quant.modes.Mode.frozen`)."""
+    return dataclasses.replace(
+        plan, acts=tuple(dataclasses.replace(a, spec=frozen_spec(a.spec, "activation")) for a in plan.acts),
+        layers=tuple(dataclasses.replace(s, kernel=frozen_spec(s.kernel, "kernel")) for s in plan.layers))
 
 
 def weight_params(adapter: ModelAdapter, plan: QuantPlan, acts: dict[str, SiteParams],
                   learned: dict[str, SiteParams] | None = None) -> dict[str, SiteParams]:
-    """Kernel params (min-max of the float kernels, or ``learned``) and bias params of every layer."""
+    """Kernel params (min-max of the float kernels, or ``learned``) and bias params of every layer whose
+    input has parameters in ``acts`` (the others keep float biases)."""
     learned = learned or {}
     out: dict[str, SiteParams] = {}
     for site in plan.layers:
@@ -115,7 +134,7 @@ def weight_params(adapter: ModelAdapter, plan: QuantPlan, acts: dict[str, SitePa
         key = f"{site.layer}/kernel"
         kernel = learned.get(key) or SiteParams.of(kernel_params(weights["kernel"], site.kernel))
         out[key] = kernel
-        if "bias" in weights and site.input is not None:
+        if "bias" in weights and site.input in acts:
             out[f"{site.layer}/bias"] = bias_params(acts[site.input].scale, kernel.scale, kernel.axis)
     return out
 
@@ -139,9 +158,10 @@ def quant_rows(plan: QuantPlan, params: dict[str, SiteParams], float_adapter: Mo
     rows = []
     for a in plan.acts:
         p = params.get(a.node)
-        if p is None:
-            rows.append(QuantRow(a.node, "activation (dynamic)", a.spec.bits, 1, float("nan"), float("nan"),
-                                 (), float("nan"), float("nan")))
+        if p is None:  # computed at run time (dynamic ranges, bnn's sign): no fixed parameters
+            lo, hi = ranges.get(a.node, (float("nan"), float("nan")))
+            rows.append(QuantRow(a.node, f"activation ({a.spec.mode})", a.spec.bits, 1, float("nan"), float("nan"),
+                                 (), lo, hi))
             continue
         lo, hi = ranges.get(a.node, _covered(p))
         rows.append(_row(a.node, "activation", a.spec.bits, p, lo, hi))

@@ -481,10 +481,17 @@ def test_uncalibrated_activation_raises(torch_case):
             torch_case.quantize(params=dict(torch_case.params, relu1=bad))
 
 
+def test_narrow_kernel_ranges_are_written_in_int8(torch_case):
+    # a k-bit grid (QAT's 4-bit weights, DoReFa's odd levels, BNN's +-1) in an 8-bit container runs the
+    # integer kernels 8-bit weights run; onnxruntime's INT4 DequantizeLinear would leave the conv in float
+    p = torch_case.params["conv1/kernel"]
+    p4 = SiteParams(p.scale, p.zero_point, -8, 7, p.axis)
+    model, mapping = torch_case.quantize(params=dict(torch_case.params, **{"conv1/kernel": p4}))
+    q = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}[mapping.weight("conv1")]
+    assert q.dtype == np.int8 and q.min() >= -8 and q.max() <= 7 and q.min() == -8  # clipped to the 4-bit range
+
+
 def test_non_8bit_ranges_raise(torch_case):
-    p4 = SiteParams.of(params_from_range(-np.ones(8), np.ones(8), bits=4, axis=0))
-    with pytest.raises(ExportError, match="4-bit weights cannot be exported for conv1; ORT runs 8-bit"):
-        torch_case.quantize(params=dict(torch_case.params, **{"conv1/kernel": p4}))
     p16 = SiteParams(np.full(8, 1e-4, np.float32), np.zeros(8, np.int32), -32768, 32767, 0)
     with pytest.raises(ExportError, match="16-bit weights cannot be exported for conv1"):
         torch_case.quantize(params=dict(torch_case.params, **{"conv1/kernel": p16}))

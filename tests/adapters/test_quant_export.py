@@ -76,15 +76,19 @@ def test_uncalibrated_model_is_not_exported(framework, tmp_path):
 
 
 @pytest.mark.parametrize("framework", building("zoo"))
-def test_low_bit_qat_simulation_is_refused_at_export(framework, tmp_path):
+def test_low_bit_qat_activations_are_refused_at_export(framework, tmp_path):
+    # 4-bit weights alone would export (an int8 container); 6-bit activations cannot: QuantizeLinear
+    # saturates at the uint8 bounds, not at the 6-bit range's
     model = zoo.twins("mlp", seed=4)[framework]
     x = zoo.sample("mlp", framework, n=64, seed=3)
     y = np.arange(64) % 4
     recipe = {"seed": 0, "fine_tune": {"epochs": 1, "batch_size": 32},
-              "stages": [{"quantize": {"method": "qat", "weights": {"bits": 4}}}]}
+              "stages": [{"quantize": {"method": "qat", "weights": {"bits": 4}, "activations": {"bits": 6}}}]}
     result = slimkit.compress(model, recipe, train_data=(x, y), verbose=False)
-    with pytest.raises(ExportError, match="4-bit weights were simulated"):
-        result.export_onnx(tmp_path / "w4.onnx")
+    with pytest.raises(ExportError, match=r"is quantized to 6 bits; onnxruntime runs 8-bit activations, whose "
+                                          r"QuantizeLinear saturates at \[0, 255\] or \[-128, 127\], not at this "
+                                          r"site's \[0, 63\]"):
+        result.export_onnx(tmp_path / "a6.onnx")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -3,7 +3,7 @@
 Guarantees, on the contract MLP (``tests/frameworks.py``) with plans made by core
 (``slimkit.quant.plan.plan_sites`` on the adapter's graph, specs from ``slimkit.quant.specs``):
 
-* in every fake-quant mode (fixed once set, ema after training, lsq, minmax, dynamic) the adapter's
+* in every fake-quant mode (fixed once set, ema after training, lsq, minmax, dynamic, dorefa, bnn) the adapter's
   fake-quant model computes core's reference: every node's output equals the node's float op in
   numpy applied to its input as ``slimkit.quant.fake_quant.forward(NUMPY_OPS, site, ...)`` quantizes
   it, with the site in the mode and state the adapter reports (``quant_plan``, ``quant_state``);
@@ -44,6 +44,8 @@ MODES = {
     "lsq": ("lsq", "lsq", "qat", ("kernel",)),
     "minmax": ("minmax", "fixed", "qat", ("act", "bias")),
     "dynamic": ("fixed", "dynamic", "dynamic", ("kernel",)),
+    "dorefa": ("dorefa", "dorefa", "qat", ()),
+    "bnn": ("bnn", "bnn", "qat", ()),
 }
 
 

@@ -93,7 +93,8 @@ def test_lsq_first_training_batch_sets_the_scale_and_eval_before_passes_through(
 
 
 def test_setting_params_keeps_lsq_and_dynamic_and_fixes_the_rest():
-    assert [fake_quant.mode_after_params(m) for m in MODES] == ["fixed", "fixed", "lsq", "fixed", "dynamic"]
+    assert [fake_quant.mode_after_params(m) for m in MODES] == ["fixed", "fixed", "lsq", "fixed", "dynamic",
+                                                                 "fixed", "bnn"]
     assert not fake_quant.range_follows_params("dynamic") and fake_quant.range_follows_params("ema")
 
 

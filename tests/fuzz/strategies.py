@@ -123,11 +123,12 @@ def prune_stages(names: list[str]) -> st.SearchStrategy:
 
 def quantize_stages(names: list[str]) -> st.SearchStrategy:
     weights = st.fixed_dictionaries({}, optional={
-        "bits": often(st.integers(2, 8)), "per_channel": often(st.booleans()),
+        "bits": often(st.integers(1, 8)), "per_channel": often(st.booleans()),
         "symmetric": often(st.booleans()), "reduce_range": often(st.booleans()),
+        "learn": often(st.sampled_from(["minmax", "lsq", "dorefa", "bnn"])),
     })
     activations = st.fixed_dictionaries({}, optional={
-        "bits": often(st.integers(2, 8)),
+        "bits": often(st.integers(1, 8)), "learn": often(st.sampled_from(["ema", "lsq", "dorefa", "bnn"])),
         "calibration": often(st.sampled_from(["minmax", "percentile", "entropy", "mse", "kl"])),
         "samples": often(st.integers(1, 64)), "percentile": often(st.floats(90, 100)),
         "symmetric": often(st.booleans()),

@@ -1,5 +1,6 @@
 """Fake-quant modes as registered plugins, each in its own file (``fixed``, ``ema``, ``lsq``,
-``minmax``, ``dynamic``); :data:`slimkit.quant.plan.MODES` lists them in their stored order."""
+``minmax``, ``dynamic``, ``dorefa``, ``bnn``); :data:`slimkit.quant.plan.MODES` lists them in their
+stored order."""
 
 from __future__ import annotations
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from slimkit.ops import TensorOps
 from slimkit.plugins import Registry
+from slimkit.quant.params import qrange
+
+if TYPE_CHECKING:
+    from slimkit.graph import LayerGraph
+    from slimkit.quant.plan import FakeQuantSpec, SiteParams
 
 
 class Mode:
@@ -25,6 +31,17 @@ class Mode:
     exportable = False
     #: Which recipe ``learn`` keys may name this mode in QAT: ``weights``, ``activations``.
     learnable_for: tuple[str, ...] = ()
+    #: Bit widths the mode simulates (the recipe's ``bits`` bounds when ``learn`` names it).
+    bits: tuple[int, int] = (2, 8)
+    #: The mode defines its grid itself (DoReFa, BNN): ``symmetric``, ``signed`` and ``reduce_range``
+    #: have no effect on it.
+    own_grid = False
+    #: Why an export cannot write a site that stays in this mode ("" when it can, or never stays).
+    export_refusal = ""
+
+    def integer_range(self, bits: int, role: str, signed: bool, reduce_range: bool = False) -> tuple[int, int]:
+        """``(qmin, qmax)`` of a site of ``role`` (``kernel`` or ``activation``) with ``bits`` bits."""
+        return qrange(bits, signed, reduce_range=reduce_range)
 
     def state(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """What the site holds, from its variables' values (``scale``, ``zero_point``, ``range_min``,
@@ -35,10 +52,32 @@ class Mode:
         """``x`` (float32) fake-quantized; may update the site's variables when ``training``."""
         raise NotImplementedError
 
+    # -- when a stage ends ------------------------------------------------------------------------------
+    def frozen(self, spec: "FakeQuantSpec", role: str) -> "FakeQuantSpec":
+        """The site's spec once a stage freezes it: ``fixed``, except where the deployed model computes
+        the mode at run time too (``dynamic``)."""
+        return spec if self.runtime_range else dataclasses.replace(spec, mode="fixed")
+
+    def frozen_activation(self, spec: "FakeQuantSpec") -> "tuple[SiteParams | None, tuple[float, float]] | None":
+        """Parameters (None: the site keeps computing its mode, and the biases of the layers reading it
+        stay float) and covered range of a trained activation site whose grid the mode defines itself;
+        None for modes whose parameters come from data ranges or a learned scale."""
+        return None
+
+    def frozen_kernel(self, kernel: np.ndarray, spec: "FakeQuantSpec") -> "tuple[np.ndarray, SiteParams] | None":
+        """The values (native layout) and fixed parameters a trained kernel freezes to when the mode
+        maps weights to values itself (DoReFa, BNN); None: the kernel is kept and its parameters come
+        from its range or learned scale."""
+        return None
+
+    def site_problem(self, graph: "LayerGraph", node: str) -> str | None:
+        """Why the activation site at ``node`` of ``graph`` cannot take this mode, or None."""
+        return None
+
 
 #: name -> mode class.
 QUANT_MODES: Registry[type[Mode]] = Registry("fake-quant mode", builtins=tuple(
-    f"slimkit.quant.modes.{name}" for name in ("fixed", "ema", "lsq", "minmax", "dynamic")))
+    f"slimkit.quant.modes.{name}" for name in ("fixed", "ema", "lsq", "minmax", "dynamic", "dorefa", "bnn")))
 
 
 def params_state(values: dict[str, np.ndarray], scale: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -47,3 +86,8 @@ def params_state(values: dict[str, np.ndarray], scale: np.ndarray | None = None)
         return {}
     scale = np.asarray(values["scale"] if scale is None else scale, np.float32)
     return {"scale": scale.copy(), "zero_point": np.asarray(values["zero_point"]).astype(np.int32)}
+
+
+def straight_through(ops: TensorOps, value: Any, surrogate: Any) -> Any:
+    """Exactly ``value`` forward, the gradient of ``surrogate`` backward (``value`` carries none)."""
+    return ops.stop_gradient(value) + (surrogate - ops.stop_gradient(surrogate))
