@@ -201,3 +201,26 @@ def test_a_users_fit_fn_distills_as_the_built_in_loop_does(fw, digits):
     with pytest.raises(slimkit.NotSupportedYetError, match=r"^stages\[0\]\.distill\.hints: hints with a fit_fn"):
         slimkit.compress(student, _recipe(hints=[HINT]), train_data=(x, y), teacher=teacher, fit_fn=my_fit,
                          verbose=False)
+
+
+@pytest.mark.parametrize("fw", [f for f in building("twins") if BY_NAME[f].saves])
+def test_teacher_files_of_the_students_framework(fw, digits, tmp_path):
+    """A folder slimkit saved teaches a student of its framework when it loads without code (Keras);
+    a PyTorch folder needs the architecture, which a recipe cannot give: a DataError says so. A Keras
+    ``.keras`` file is loaded in safe mode."""
+    teacher, student = _models(fw)
+    data = (_layout(digits[0], fw), digits[1])
+    slimkit.compress(teacher, {"stages": [{"prune": {"sparsity": 0.3, "fine_tune": None}}]}, train_data=data,
+                     verbose=False).save(tmp_path / "teacher")
+    files = [tmp_path / "teacher"]
+    if BY_NAME[fw].channels_last:
+        teacher.save(tmp_path / "teacher.keras")
+        files.append(tmp_path / "teacher.keras")
+    for file in files:
+        recipe = _recipe(teacher=str(file))
+        if not BY_NAME[fw].channels_last:  # PyTorch: the saved folder holds weights, not the architecture
+            with pytest.raises(DataError, match=r"model="):
+                slimkit.compress(student, recipe, train_data=data, verbose=False)
+            continue
+        result = slimkit.compress(student, recipe, train_data=data, verbose=False)
+        assert any(f"teacher file {file}" in n for n in result.report.notes), result.report.notes
