@@ -283,6 +283,10 @@ class Recipe:
     fine_tune: FineTune | None
     stages: tuple[PruneStage | QuantizeStage | DistillStage, ...]
     export: OnnxExport
+    #: ``analyze:``: per-layer sensitivity settings (:mod:`slimkit.tune.analyze_recipe`); None when absent
+    analyze: Any = None
+    #: ``tune:``: the search over the stages' settings (:mod:`slimkit.tune.recipe`); None when absent
+    tune: Any = None
     #: the file the recipe was read from (relative teacher files are looked up beside it too)
     source: str | None = dataclasses.field(default=None, compare=False)
 

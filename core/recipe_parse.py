@@ -15,6 +15,10 @@ from slimkit.errors import NotSupportedYetError, RecipeError
 from slimkit.optim import OPTIMIZERS
 from slimkit.plugins import parse_options
 from slimkit.recipe_effects import check_effects
+from slimkit.recipe_fields import (
+    boolean as _bool, build as _build, check_kind as _check_kind, choice as _choice, integer as _int, join as _join,
+    keys as _keys, number as _float, selector as _selector, str_list as _str_list,
+)
 from slimkit.reprs import short_repr
 from slimkit.recipe import (
     LAYER_KINDS, LOSSES, MAX_OPSET, MIN_OPSET, SCHEDULE_KINDS, SCOPES, ActivationQuant, Distill, DistillStage, FineTune,
@@ -29,90 +33,6 @@ MAX_EPOCHS = 10_000
 MAX_BATCH_SIZE = 2**20
 MAX_SAMPLES = 2**20  # calibration inputs; calibration memory does not grow with them, time does
 MAX_EVERY = 10**6    # schedule.every, in optimizer steps
-
-
-def _keys(raw: Any, path: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
-    if not isinstance(raw, Mapping):
-        raise RecipeError(f"{path}: expected a mapping, got {type(raw).__name__} {short_repr(raw)}")
-    unknown = [k for k in raw if k not in allowed]
-    if unknown:
-        raise RecipeError(
-            f"{path}: unknown key {short_repr(unknown[0])}; allowed keys are {', '.join(allowed)}"
-        )
-    return raw
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _int(raw: Any, path: str, lo: int | None = None, hi: int | None = None) -> int:
-    if isinstance(raw, bool) or not isinstance(raw, int):
-        raise RecipeError(f"{path}: expected an integer, got {short_repr(raw)}")
-    if lo is not None and raw < lo:
-        raise RecipeError(f"{path}: {short_repr(raw)} is below the minimum {lo}")
-    if hi is not None and raw > hi:
-        raise RecipeError(f"{path}: {short_repr(raw)} is above the maximum {hi}")
-    return raw
-
-
-def _float(raw: Any, path: str, lo: float, hi: float, hi_open: bool = False, lo_open: bool = False) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-        raise RecipeError(f"{path}: expected a number, got {short_repr(raw)}")
-    try:
-        value = float(raw)
-    except OverflowError:  # an integer past float's range (10**400)
-        value = math.inf
-    if not math.isfinite(value):
-        raise RecipeError(f"{path}: expected a finite number, got {short_repr(raw)}")
-    bad_lo = value <= lo if lo_open else value < lo
-    bad_hi = value >= hi if hi_open else value > hi
-    if bad_lo or bad_hi:
-        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-        raise RecipeError(f"{path}: {short_repr(raw)} is outside {interval}")
-    return value
-
-
-def _bool(raw: Any, path: str) -> bool:
-    if not isinstance(raw, bool):
-        raise RecipeError(f"{path}: expected true or false, got {short_repr(raw)}")
-    return raw
-
-
-def _choice(raw: Any, path: str, choices: tuple[str, ...]) -> str:
-    if raw not in choices:
-        raise RecipeError(f"{path}: {short_repr(raw)} is not one of {', '.join(choices)}")
-    return raw
-
-
-def _str_list(raw: Any, path: str, check: Callable[[str, str], None] | None = None) -> tuple[str, ...]:
-    if isinstance(raw, str):
-        raw = [raw]
-    if not isinstance(raw, (list, tuple)) or not all(isinstance(s, str) for s in raw):
-        raise RecipeError(f"{path}: expected a list of strings, got {short_repr(raw)}")
-    for i, item in enumerate(raw):
-        if check is not None:
-            check(item, f"{path}[{i}]")
-    return tuple(raw)
-
-
-def _check_kind(kind: str, path: str) -> None:
-    _choice(kind, path, LAYER_KINDS)
-
-
-def _build(cls: type, raw: Any, path: str, base: Any, fields: Mapping[str, Callable[[Any, str], Any]]) -> Any:
-    """Overlays the keys present in ``raw`` on ``base`` (a dataclass instance), validating each."""
-    raw = _keys(raw, path, tuple(fields))
-    updates = {key: fields[key](value, _join(path, key)) for key, value in raw.items()}
-    return dataclasses.replace(base, **updates) if updates else base
-
-
-def _selector(raw: Any, path: str, base: LayerSelector) -> LayerSelector:
-    return _build(LayerSelector, raw, path, base, {
-        "names": lambda v, p: _str_list(v, p),
-        "kinds": lambda v, p: None if v is None else _str_list(v, p, _check_kind),
-        "exclude": lambda v, p: _str_list(v, p),
-    })
 
 
 def _fine_tune(raw: Any, path: str, base: FineTune) -> FineTune | None:
@@ -428,7 +348,7 @@ def _export(raw: Any, path: str) -> OnnxExport:
     })
 
 
-_TOP_KEYS = ("version", "seed", "layers", "fine_tune", "stages", "tune", "export")
+_TOP_KEYS = ("version", "seed", "layers", "fine_tune", "stages", "analyze", "tune", "export")
 
 
 def _inherit_teachers(stages: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -451,8 +371,6 @@ def parse_recipe(raw: Mapping[str, Any]) -> Recipe:
     if version != 1:
         raise RecipeError(f"version: {version} is not supported; this slimkit reads version 1")
     seed = _int(raw.get("seed", 0), "seed", lo=0, hi=MAX_SEED)
-    if "tune" in raw and raw["tune"] is not None:
-        raise NotSupportedYetError("tune: accuracy-driven tuning is not supported yet")
     layers = _selector(raw.get("layers", {}), "layers", LayerSelector())
     fine_tune = _fine_tune(raw.get("fine_tune", {}), "fine_tune", FineTune())
     stages_raw = raw.get("stages")
@@ -474,6 +392,11 @@ def parse_recipe(raw: Mapping[str, Any]) -> Recipe:
         raise RecipeError(f"stages[{later[0]}]: a prune stage cannot follow the quantize stage "
                           f"(stages[{quant[0]}]); prune first, then quantize")
     export = _export(raw.get("export", {}), "export")
-    recipe = Recipe(version, seed, layers, fine_tune, stages, export)
+    from slimkit.tune.analyze_recipe import parse_analyze  # these parsers import this module's helpers
+    from slimkit.tune.recipe import parse_tune
+
+    analyze = parse_analyze(raw.get("analyze"), "analyze", layers)
+    tune = parse_tune(raw.get("tune"), "tune", stages)
+    recipe = Recipe(version, seed, layers, fine_tune, stages, export, analyze, tune)
     check_effects(raw, recipe)
     return recipe

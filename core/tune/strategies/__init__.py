@@ -1,0 +1,1 @@
+"""Tuning strategies: registered plugins that propose trials (basic, sensitivity, optuna, annealing)."""
