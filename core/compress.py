@@ -114,6 +114,10 @@ def compress(
         UnsupportedModelError: the model is not a Keras or PyTorch model, or cannot be copied.
     """
     recipe = Recipe.load(recipe)
+    if recipe.tune is not None:  # a search over the recipe's settings, each trial a compress() of its own
+        from slimkit.tune.run import tune_compress
+
+        return tune_compress(model, recipe, train_data, calib_data, eval_data, eval_fn, fit_fn, verbose, teacher)
     cls = adapter_class(model)
     original = cls(model)
     _check_train_data(original, recipe, train_data, fit_fn)

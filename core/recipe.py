@@ -289,6 +289,8 @@ class Recipe:
     tune: Any = None
     #: the file the recipe was read from (relative teacher files are looked up beside it too)
     source: str | None = dataclasses.field(default=None, compare=False)
+    #: the mapping it was parsed from (the tuner writes the recipes of its trials as edits of it)
+    raw: Any = dataclasses.field(default=None, compare=False, repr=False)
 
     @classmethod
     def load(cls, source: "Recipe | Mapping[str, Any] | str | os.PathLike[str]") -> "Recipe":
@@ -319,6 +321,6 @@ class Recipe:
         recipe_source.check_size(source)
         from slimkit.recipe_parse import parse_recipe  # the parsers import this module's classes
 
-        recipe = parse_recipe(source)
+        recipe = dataclasses.replace(parse_recipe(source), raw=source)
         return dataclasses.replace(recipe, source=str(path)) if path is not None else recipe
 

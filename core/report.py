@@ -161,6 +161,8 @@ class Report:
     float_layers: list[str] = field(default_factory=list)
     quant_exports: list[QuantExportRow] = field(default_factory=list)
     rounds: list[RoundRow] = field(default_factory=list)
+    #: the tuning run that chose this model (:class:`slimkit.tune.log.TuningReport`), None without ``tune:``
+    tuning: Any = None
 
     @property
     def params(self) -> int:
@@ -197,6 +199,7 @@ class Report:
             "float_layers": list(self.float_layers),
             "quant_exports": [dict(dataclasses.asdict(q), size_ratio=q.size_ratio) for q in self.quant_exports],
             "rounds": [dataclasses.asdict(r) for r in self.rounds],
+            "tuning": None if self.tuning is None else self.tuning.to_dict(),
         }
 
     def to_markdown(self) -> str:
@@ -265,6 +268,8 @@ class Report:
             out += ["", "| file | format | bytes | gzip bytes | max abs diff |", "|---|---|---:|---:|---:|"]
             for f in self.files:
                 out.append(f"| {f.path} | {f.format} | {f.bytes} | {f.gzip_bytes} | {_num(f.max_abs_diff, '.2e')} |")
+        if self.tuning is not None:
+            out += ["", self.tuning.to_markdown()]
         return "\n".join(out)
 
     def __str__(self) -> str:
