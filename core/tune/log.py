@@ -29,6 +29,7 @@ class TrialRecord:
         feasible: it met the tolerance and the budget; ``violations`` says by how much it missed each.
         error: why the trial failed (it is kept, and never best).
         worker: the process that ran it (``pid@host``), for studies shared between processes.
+        notes: the warnings compressing it raised (a sparsity shortfall, a low int8 correlation).
     """
 
     number: int
@@ -44,6 +45,7 @@ class TrialRecord:
     violations: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     worker: str | None = None
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

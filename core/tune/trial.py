@@ -11,6 +11,7 @@ import dataclasses
 import os
 import socket
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from slimkit import deploy
 from slimkit.data import as_arrays, head, is_array_pair, n_samples, take
-from slimkit.errors import DataError, RecipeError, SlimkitError
+from slimkit.errors import DataError, RecipeError, SlimkitError, SlimkitWarning
 from slimkit.metrics import call_eval_fn
 from slimkit.recipe import PruneStage, Recipe
 from slimkit.tune.log import TrialRecord
@@ -121,12 +122,17 @@ class TrialRunner:
         # a candidate's recipe that does not parse is slimkit's own mistake, not the candidate's: it raises
         trial_recipe = dataclasses.replace(Recipe.load(raw), source=self.recipe.source)
         try:
-            result = compress(self.model, trial_recipe, train_data=self.train_data(short),
-                              calib_data=self.data.calib_data, fit_fn=self.data.fit_fn, verbose=False,
-                              teacher=self.data.teacher)
-            path = self.folder / f"trial-{number}.onnx"
-            row = result.export_onnx(path)
-            self.measure(record, result, path, row)
+            # a trial's warnings (a shortfall, a low correlation) describe that candidate: they go to its
+            # record, not to the user's console once per trial
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", SlimkitWarning)
+                result = compress(self.model, trial_recipe, train_data=self.train_data(short),
+                                  calib_data=self.data.calib_data, fit_fn=self.data.fit_fn, verbose=False,
+                                  teacher=self.data.teacher)
+                path = self.folder / f"trial-{number}.onnx"
+                row = result.export_onnx(path)
+                self.measure(record, result, path, row)
+            record.notes = [str(w.message) for w in caught if issubclass(w.category, SlimkitWarning)]
         except SlimkitError as exc:  # one failed candidate (say, an export that does not verify) is a result
             record.error = f"{type(exc).__name__}: {exc}"
             record.seconds = time.perf_counter() - start

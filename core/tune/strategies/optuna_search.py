@@ -10,6 +10,7 @@ URL) carries the whole log and every process reads the same best.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,15 +48,22 @@ def open_storage(url: str | None, field: str = "tune.storage") -> Any:
 
     if url is None:
         return optuna.storages.InMemoryStorage()
-    try:
-        if "://" in url:
-            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
+    for attempt in range(5):
+        try:
+            if "://" in url:
+                return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+            from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-        return JournalStorage(JournalFileBackend(url))
-    except Exception as exc:  # sqlalchemy, driver and file errors alike: the user's URL is at fault
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise RecipeError(f"{field}: cannot open the Optuna storage {url!r}: {text[:300]}") from exc
+            return JournalStorage(JournalFileBackend(url))
+        except Exception as exc:  # sqlalchemy, driver and file errors alike: the user's URL is at fault
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            racing = ("already exists", "UNIQUE constraint", "database is locked")
+            if any(r in text for r in racing) and attempt < 4:
+                # workers started together race to create the schema; the loser finds it made: open again
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise RecipeError(f"{field}: cannot open the Optuna storage {url!r}: {text[:300]}") from exc
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
