@@ -1,0 +1,120 @@
+"""The tuner on the digits CNN, each framework: tolerance and budget goals, the returned recipe, errors.
+
+Trials are judged on their exported ONNX files in onnxruntime, on the 450-image digits test split.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import digits
+import slimkit
+from frameworks import building
+from slimkit.tune.trial import onnx_metric
+
+TRIALS = 8
+
+
+@pytest.fixture(scope="module", params=building("examples"))
+def trained(request):
+    framework = request.param
+    (xt, yt), (xe, ye) = digits.load(framework)
+    model = digits.build(framework, seed=0)
+    digits.train(framework, model, (xt, yt), epochs=5)
+    return framework, model, (xt, yt), (xe, ye)
+
+
+def prune_quant(tolerance: float, trials: int = TRIALS) -> dict:
+    return {"version": 1, "seed": 0, "fine_tune": None,
+            "stages": [{"prune": {"method": "magnitude", "sparsity": 0.5, "scope": "layer"}},
+                       {"quantize": {"method": "static", "activations": {"samples": 128}}}],
+            "tune": {"strategy": "optuna", "sampler": "random", "tolerance": {"relative": tolerance},
+                     "max_trials": trials, "space": {"sparsity": [0.0, 0.5, 0.75, 0.9], "float_layers": True}}}
+
+
+def quant_budget(budget: dict, trials: int = 5) -> dict:
+    return {"version": 1, "seed": 0, "fine_tune": None,
+            "stages": [{"quantize": {"method": "static", "activations": {"samples": 128}}}],
+            "tune": {"strategy": "annealing", "budget": budget, "max_trials": trials,
+                     "space": {"calibration": ["minmax", "percentile"]}}}
+
+
+@pytest.fixture(scope="module")
+def tolerances(trained):
+    framework, model, train, test = trained
+    out = {}
+    for tol in (0.02, 0.002):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", slimkit.SlimkitWarning)
+            out[tol] = slimkit.compress(model, prune_quant(tol), train_data=train, eval_data=test, verbose=False)
+    return out
+
+
+def test_looser_tolerance_gives_a_more_compressed_model(trained, tolerances):
+    loose, tight = tolerances[0.02].report.tuning, tolerances[0.002].report.tuning
+    base = loose.baseline
+    for log, tol in ((loose, 0.02), (tight, 0.002)):
+        best = log.best_trial
+        assert log.met and best.feasible and best.metric >= base * (1 - tol) - 1e-12, (tol, best)
+        assert len(log.trials) == TRIALS
+    # margins seen (2-core EPYC): baseline ~0.97; both runs try the same candidates (random sampler, one
+    # seed), so the looser tolerance can only keep more of them
+    assert loose.best_trial.compression > tight.best_trial.compression, (loose.to_markdown(), tight.to_markdown())
+
+
+def test_returned_recipe_reproduces_the_tuned_metric(trained, tolerances, tmp_path):
+    framework, model, train, test = trained
+    result = tolerances[0.02]
+    assert result.recipe.tune is None
+    again = slimkit.compress(model, result.recipe, train_data=train, verbose=False)
+    again.export_onnx(tmp_path / "again.onnx")
+    metric = onnx_metric(str(tmp_path / "again.onnx"), test, "accuracy")
+    assert abs(metric - result.report.tuning.best_trial.metric) <= 0.005
+    assert result.report.metrics_after["accuracy"] == result.report.tuning.best_trial.metric
+    # the returned model is the tuned one
+    result.export_onnx(tmp_path / "tuned.onnx")
+    assert onnx_metric(str(tmp_path / "tuned.onnx"), test, "accuracy") == pytest.approx(metric, abs=0.005)
+
+
+def test_size_budget_returns_the_best_metric_that_meets_it(trained):
+    framework, model, train, test = trained
+    limit = 0.06  # MB: the float file is ~0.14 MB, every layer int8 ~0.05 MB
+    result = slimkit.compress(model, quant_budget({"size_mb": limit}), train_data=train, eval_data=test,
+                              verbose=False)
+    log = result.report.tuning
+    feasible = [t for t in log.trials if t.feasible]
+    assert log.met and feasible and all(t.size_mb <= limit for t in feasible)
+    assert log.best_trial.metric == max(t.metric for t in feasible)
+    assert log.best_trial.size_mb <= limit
+
+
+def test_impossible_budget_returns_the_closest_trial(trained):
+    framework, model, train, test = trained
+    with pytest.warns(slimkit.SlimkitWarning, match=r"no configuration met size_mb <= 0\.001 in 3 trials; the "
+                                                     r"closest was trial \d+"):
+        result = slimkit.compress(model, quant_budget({"size_mb": 0.001}, trials=3), train_data=train,
+                                  eval_data=test, verbose=False)
+    log = result.report.tuning
+    assert not log.met and log.message.startswith("no configuration met")
+    closest = min(log.trials, key=lambda t: t.violations["size_mb"])
+    assert log.best == closest.number and result.model is not None
+
+
+def test_eval_fn_that_returns_no_number_is_named(trained):
+    framework, model, train, test = trained
+    with pytest.raises(slimkit.DataError, match="eval_fn must return a finite real number"):
+        slimkit.compress(model, quant_budget({"size_mb": 1.0}), train_data=train, eval_fn=lambda m: "high",
+                         verbose=False)
+    with pytest.raises(slimkit.DataError, match="tune: needs eval_data"):
+        slimkit.compress(model, quant_budget({"size_mb": 1.0}), train_data=train, verbose=False)
+
+
+def test_unreachable_storage_is_named(trained, tmp_path):
+    framework, model, train, test = trained
+    recipe = quant_budget({"size_mb": 1.0})
+    recipe["tune"].update(strategy="optuna", storage=f"sqlite:///{tmp_path}/missing/dir/study.db")
+    with pytest.raises(slimkit.RecipeError, match=r"tune.storage: cannot open the Optuna storage 'sqlite:///"):
+        slimkit.compress(model, recipe, train_data=train, eval_data=test, verbose=False)
