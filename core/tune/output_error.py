@@ -22,13 +22,13 @@ def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
     return 10.0 * math.log10(signal / noise)
 
 
-def cosine(ref: np.ndarray, got: np.ndarray) -> float | None:
+def cosine(ref: np.ndarray, got: np.ndarray) -> float:
     """Cosine similarity of the two outputs as vectors (every sample, every value); 1 when both are all
-    zero, None when only one is."""
+    zero, 0 when only one is (nothing of the output is left, or nothing was there)."""
     ref, got = np.asarray(ref, np.float64).ravel(), np.asarray(got, np.float64).ravel()
     a, b = float(np.linalg.norm(ref)), float(np.linalg.norm(got))
     if a == 0.0 or b == 0.0:
-        return 1.0 if a == b else None
+        return 1.0 if a == b else 0.0
     return float(np.clip(np.dot(ref, got) / (a * b), -1.0, 1.0))
 
 

@@ -24,8 +24,7 @@ class SensitivityRow:
         drop: how much worse than the baseline, positive = worse (for mse: the increase).
         sqnr_db: signal-to-quantization-noise ratio at the layer's output against the float model's, in
             dB (``inf`` when equal; None when not measured).
-        cosine: cosine similarity of the layer's output with the float model's (None when not measured or
-            both are all zero).
+        cosine: cosine similarity of the layer's output with the float model's (None when not measured).
     """
 
     layer: str
