@@ -17,13 +17,14 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+import warnings
 from typing import Any, Callable
 
 import numpy as np
 
 from slimkit.adapter import ModelAdapter, StructureAdapter
 from slimkit.data import as_arrays, first_inputs, head
-from slimkit.errors import RecipeError, SlimkitError
+from slimkit.errors import RecipeError, SlimkitError, SlimkitWarning
 from slimkit.metrics import evaluate
 from slimkit.pruning.masks import from_canonical, smallest_k_mask, to_canonical
 from slimkit.pruning.methods import PRUNING_METHODS, PruneContext
@@ -216,11 +217,13 @@ def _prune_rows(work: ModelAdapter, plan: tuple[Any, list[Any]], settings: Analy
             else:
                 one = dataclasses.replace(stage, sparsity=ratio, layers=LayerSelector(names=(info.name,)))
                 try:
-                    result = method.pruner(work, [info], one, PruneContext("analyze.layers", sample, None, seed)
-                                           ).one_shot()
+                    with warnings.catch_warnings():  # groups left whole: the error below or the row says it
+                        warnings.simplefilter("ignore", SlimkitWarning)
+                        result = method.pruner(work, [info], one, PruneContext("analyze.layers", sample, None, seed)
+                                               ).one_shot()
                 except SlimkitError as exc:  # a layer the method cannot prune alone (the model's output)
-                    notes.append(f"{info.name}: not pruned by {stage.method} at {ratio:g}: {exc}")
-                    continue
+                    notes.append(f"{info.name}: not pruned by {stage.method}: {exc}")
+                    break
                 metric, drop = scorer(result)
                 got = None  # fewer channels: no output to compare value by value
             sqnr, cos = _error(refs.get(node), got)

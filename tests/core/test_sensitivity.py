@@ -204,3 +204,20 @@ def test_selector_matching_nothing_is_named(setup):
     with pytest.raises(RecipeError, match=r"^analyze.layers: selector .*matches no layer"):
         slimkit.sensitivity(model, {**STATIC, "analyze": {"layers": {"names": ["nope*"]}}}, calib_data=x,
                             verbose=False)
+
+
+def test_channel_rows_are_the_channel_method_on_one_layer(setup):
+    model, x, y = setup
+    recipe = {**STATIC, "analyze": {"prune": {"method": "channel", "ratios": [0.5]}, "quantize": None}}
+    result = slimkit.sensitivity(model, recipe, eval_data=(x, y), verbose=False)
+    assert [(r.layer, r.setting) for r in result.rows] == [("fc1", 0.5)]
+    assert result.rows[0].sqnr_db is None  # fewer channels: no output to compare value by value
+    # fc2 feeds the fake's opaque scale layer and logits is the model's output: both say why they have no rows
+    assert [n.split(":")[0] for n in result.notes] == ["fc2", "logits"]
+    assert "model output" in result.notes[1]
+    one = {"stages": [{"prune": {"method": "channel", "sparsity": 0.5, "scope": "layer", "fine_tune": None,
+                                 "layers": {"names": ["fc1"]}}}]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SlimkitWarning)
+        alone = slimkit.compress(model, one, calib_data=x, verbose=False).model
+    assert result.rows[0].metric == accuracy(alone, x, y) < 1.0
