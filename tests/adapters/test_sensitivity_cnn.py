@@ -4,10 +4,11 @@ The model is made fragile between ``pw`` and ``fc1`` (``tests/fragile.py``: one 
 matching fc1 input divided by it). The metric is the MSE against the float model's outputs on 128 digits, so
 the baseline is 0 and every drop is the error a change brings.
 
-Measured (torch and keras agree to 4 digits): int8 of fc1 alone brings MSE 0.30, of pw alone 0.28, of any
-other layer below 1e-4; fc1's output SQNR is 0 dB (nothing but its bias survives), pw's 38 dB (its output
-is the one huge channel, exact). Prune curves, the stated "monotone-ish": for every layer the MSE grows with
-the ratio (0.25 < 0.5 < 0.75), strictly in these runs.
+Measured (torch and keras agree to 4 digits): int8 of fc1 alone brings MSE 0.083, of pw alone 0.018, of any
+other layer below 1e-5; fc1's output SQNR is -0.3 dB (nothing but its bias survives: its kernel's column for
+the scaled channel rounds to zero too), pw's 44 dB (its output is dominated by the one huge channel, which is
+exact). Prune curves, the stated "monotone-ish": for every layer the MSE grows with the ratio
+(0.25 < 0.5 < 0.75), strictly in these runs (e.g. fc1 0.034, 0.035, 0.049; conv1 0.0004, 0.0042, 0.027).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 import slimkit
+from slimkit import SlimkitWarning
 from slimkit.registry import adapter_for
 from fragile import digits_images, fidelity_data, make_fragile
 from frameworks import building
@@ -38,15 +40,11 @@ def test_fragile_model_is_the_same_in_float_and_broken_in_int8(cnn):
     fragile = make_fragile(model, "pw", "fc1")
     before, after = adapter_for(model).predict(x), adapter_for(fragile).predict(x)
     assert np.abs(after - before).max() <= 1e-4 * np.abs(before).max()
-    assert adapter_for(model).predict(x) is not None  # the original is untouched
     recipe = {"stages": [{"quantize": {"method": "static", "max_float_share": 0.0}}]}
-    outputs = {}
-    for name, m in (("plain", model), ("fragile", fragile)):
-        q = slimkit.compress(m, recipe, calib_data=x[:64], verbose=False).model
-        outputs[name] = adapter_for(q).predict(x)
-    corr = {k: float(np.corrcoef(v.ravel(), before.ravel())[0, 1]) for k, v in outputs.items()}
-    assert corr["plain"] > 0.99, corr
-    assert corr["fragile"] < 0.5, corr
+    with pytest.warns(SlimkitWarning, match="int8 changes what this model computes"):
+        q = slimkit.compress(fragile, recipe, calib_data=x[:64], verbose=False).model
+    corr = float(np.corrcoef(adapter_for(q).predict(x).ravel(), before.ravel())[0, 1])
+    assert corr < 0.5, corr  # (the same recipe on the plain twin: above 0.99; its int8 rows below are benign)
 
 
 def test_quant_order_puts_the_fragile_pair_first(cnn):
