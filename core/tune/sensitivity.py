@@ -24,7 +24,7 @@ import numpy as np
 
 from slimkit.adapter import ModelAdapter, StructureAdapter
 from slimkit.data import as_arrays, first_inputs, head
-from slimkit.errors import RecipeError, SlimkitError, SlimkitWarning
+from slimkit.errors import DataError, RecipeError, SlimkitError, SlimkitWarning
 from slimkit.metrics import evaluate
 from slimkit.pruning.masks import from_canonical, smallest_k_mask, to_canonical
 from slimkit.pruning.methods import PRUNING_METHODS, PruneContext
@@ -106,6 +106,9 @@ def sensitivity(
     if pruned is not None:
         rows += _prune_rows(work, pruned, settings, scorer, sample, probe, recipe.seed, progress, notes)
     if quantized is not None:
+        if sample is None:
+            raise DataError("calib_data: quantize rows need inputs to calibrate on; pass calib_data= or "
+                            "eval_data=, or set analyze.quantize: null")
         stage = dataclasses.replace(stage, layers=LayerSelector(names=tuple(quantized)))
         rows += _quant_rows(cls.copy_of(model), stage, settings, scorer, sample, probe, progress, notes)
     return Sensitivity(scorer.name, scorer.baseline, rows, time.perf_counter() - start, notes)

@@ -8,7 +8,6 @@ differently in the frameworks' float sums, which moves an MSE by far less than t
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import slimkit
