@@ -34,6 +34,8 @@ from slimkit.quant.observers import OBSERVERS
 from slimkit.recipe import OnnxExport, QuantizeStage, Recipe
 from slimkit.report import FileRow, LayerRow, QuantExportRow, QuantRow, Report, StageRow
 from slimkit.saving import load, save
+from slimkit.tune.sensitivity import sensitivity
+from slimkit.tune.sensitivity_report import Sensitivity, SensitivityRow
 
 __version__ = "0.3.0"
 
@@ -93,7 +95,7 @@ def register_optimizer(name: str, options: type = NoOptions) -> Any:
 __all__ = [
     "CompressionResult", "DataError", "ExportError", "FileRow", "LayerInfo", "LayerRow", "ModelAdapter", "StepCallback",
     "NotSupportedYetError", "QuantExportRow", "QuantRow", "QuantizeStage", "RecipeError", "Recipe", "Report", "SlimkitError", "SlimkitWarning", "StageRow", "TrainHooks",
-    "UnsupportedModelError", "compress", "export_onnx", "load", "save",
+    "UnsupportedModelError", "compress", "export_onnx", "load", "save", "Sensitivity", "SensitivityRow", "sensitivity",
     "CRITERIA", "Criterion", "CriterionData", "NoOptions", "OBSERVERS", "OPTIMIZERS", "PRUNING_METHODS", "PruneContext",
     "Pruner", "PruningMethod", "QUANT_METHODS", "QuantContext", "QuantMethod", "QuantOutcome", "UpdateRule", "bounded",
     "member_slices", "register_criterion", "register_observer", "register_optimizer", "register_pruning_method",
