@@ -224,7 +224,9 @@ class _Analysis:
         prune = self.recipe.stages[self.space.prune_index] if self.space.prune_index is not None else None
         ratios = sorted({c for d in self.space.dims if d.name.startswith("sparsity:") for c in d.choices if c > 0})
         out: dict[str, Any] = {"quantize": {"bits": [8]} if any(isinstance(s, QuantizeStage) for s in stages) else None}
-        out["prune"] = {"method": prune.method, "ratios": ratios} if isinstance(prune, PruneStage) and ratios else None
+        # the curves of one layer pruned alone: by channels for channel pruning, by magnitude for the rest
+        method = "channel" if isinstance(prune, PruneStage) and prune.method == "channel" else "magnitude"
+        out["prune"] = {"method": method, "ratios": ratios} if isinstance(prune, PruneStage) and ratios else None
         return out
 
 
