@@ -118,6 +118,9 @@ def compress(
         from slimkit.tune.run import tune_compress
 
         return tune_compress(model, recipe, train_data, calib_data, eval_data, eval_fn, fit_fn, verbose, teacher)
+    if recipe.analyze is not None:
+        warnings.warn("analyze: compress() does not read this section; slimkit.sensitivity() and the tuner's "
+                      "strategies (with tune:) do", SlimkitWarning, stacklevel=2)
     cls = adapter_class(model)
     original = cls(model)
     _check_train_data(original, recipe, train_data, fit_fn)
