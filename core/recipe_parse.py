@@ -22,7 +22,8 @@ from slimkit.recipe_fields import (
 from slimkit.reprs import short_repr
 from slimkit.recipe import (
     LAYER_KINDS, LOSSES, MAX_OPSET, MIN_OPSET, SCHEDULE_KINDS, SCOPES, ActivationQuant, Distill, DistillStage, FineTune,
-    Hint, LayerSelector, OnnxExport, PruneOverride, PruneStage, QuantizeStage, QuantOverride, Recipe, Regularize, Schedule,
+    Hint, LayerSelector, OnnxExport, PruneOverride, PruneStage, QuantizeStage, QuantOverride, Recipe, Regularize,
+    Schedule,
     WeightQuant,
 )
 
@@ -133,7 +134,8 @@ def _prune(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | Non
                           f"fine-tune ({got}); give it fine_tune with epochs >= 1")
     distill = _stage_distill(raw, path, stage_ft)
     overrides = _prune_overrides(raw, path, name, cls, schedule)
-    return PruneStage(name, sparsity, scope, schedule, stage_layers, stage_ft, options, regularize, distill, overrides)
+    return PruneStage(name, sparsity, scope, schedule, stage_layers, stage_ft, options, regularize, distill,
+                      overrides)
 
 
 def _prune_overrides(raw: Mapping[str, Any], path: str, name: str, cls: Any,

@@ -72,7 +72,8 @@ def test_later_overrides_win():
     (prune(overrides=[over(["fc1"], "high")]), r"^stages\[0\]\.prune\.overrides\[0\]\.sparsity: expected a number"),
     (prune(overrides=[{**over(["fc1"], 0.2), "scope": "layer"}]),
      r"^stages\[0\]\.prune\.overrides\[0\]: unknown key 'scope'; allowed keys are layers, sparsity"),
-    (prune(overrides=[over(["fc1"], 0.2, kinds=["bogus"])]), r"^stages\[0\]\.prune\.overrides\[0\]\.layers\.kinds\[0\]"),
+    (prune(overrides=[over(["fc1"], 0.2, kinds=["bogus"])]),
+     r"^stages\[0\]\.prune\.overrides\[0\]\.layers\.kinds\[0\]"),
     (prune(overrides=[over(["fc1"], 0.05)], fine_tune={"epochs": 1}, schedule={"initial": 0.1}),
      r"^stages\[0\]\.prune\.overrides\[0\]\.sparsity: 0\.05 is below the schedule's initial sparsity 0\.1"),
 ])
@@ -147,8 +148,10 @@ def test_global_scope_ranks_only_the_layers_no_override_picks(mlp):
     assert zeros(model, "fc2") == round(0.1 * size(mlp, "fc2"))
     rest = ("fc1", "logits")
     assert sum(zeros(model, n) for n in rest) == round(0.6 * sum(size(mlp, n) for n in rest))
-    pruned = np.concatenate([np.abs(mlp.layer(n).weights["kernel"][model.layer(n).weights["kernel"] == 0]) for n in rest])
-    kept = np.concatenate([np.abs(mlp.layer(n).weights["kernel"][model.layer(n).weights["kernel"] != 0]) for n in rest])
+    before = {n: np.abs(mlp.layer(n).weights["kernel"]) for n in rest}
+    after = {n: model.layer(n).weights["kernel"] for n in rest}
+    pruned = np.concatenate([before[n][after[n] == 0] for n in rest])
+    kept = np.concatenate([before[n][after[n] != 0] for n in rest])
     assert pruned.max() <= kept.min()  # one threshold over fc1 and logits
     assert zeros(model, "logits") > round(0.9 * size(mlp, "logits"))  # ranked together, not layer by layer
     assert {n: result.report.layer(n).target for n in DENSE} == {"fc1": 0.6, "fc2": 0.1, "logits": 0.6}
