@@ -22,6 +22,7 @@ from slimkit.metrics import evaluate
 from slimkit.progress import ProgressPrinter
 from slimkit.pruning.methods import PruneContext
 from slimkit.pruning.methods import method_of as prune_method
+from slimkit.pruning.ratios import check_overrides, layer_ratios, requested_share
 from slimkit.quant.methods import FIDELITY_SAMPLES, QuantContext
 from slimkit.quant.methods import method_of as quant_method
 from slimkit.quant.fallback import MIN_QUANT_CORRELATION, output_correlation
@@ -149,7 +150,7 @@ def compress(
             work, row = _run_prune_stage(work, stage, context, report)
             known = None  # the model changed after the outputs were computed
             if prune_method(stage).sets_kernel_sparsity:  # a channel ratio is not a kernel sparsity target
-                targets.update({name: stage.sparsity for name in row.layers})
+                targets.update(layer_ratios(stage, [i for i in work.layers() if i.name in row.layers]))
         report.stages.append(row)
 
     compressed = cls(work.strip())
@@ -212,6 +213,7 @@ def _run_prune_stage(
     field = f"stages[{ctx.index}].prune.layers"
     method = prune_method(stage)
     layers = select_layers(work.layers(), stage.layers, method.kinds, field)
+    ratios = check_overrides(stage, method.takes_overrides, layers, f"stages[{ctx.index}].prune")
     before = _matrix_counts(work)
     pruner = method.pruner(work, layers, stage, PruneContext(field, ctx.sample, ctx.train_data, ctx.seed))
     settings = stage.fine_tune
@@ -227,7 +229,7 @@ def _run_prune_stage(
         work.fit(ctx.train_data, settings, HookChain(*hooks), ctx.fit_fn, objective)
         result = pruner.finish()
     pruner.add_to_report(report)
-    achieved, removed = _shortfall(result, stage, method, layers, before, report, field)
+    achieved, removed = _shortfall(result, stage, method, layers, before, report, field, ratios)
     row = StageRow(stage.name, tuple(layer.name for layer in layers), stage.sparsity, stage.scope,
                    trains, pruner.total_steps, time.perf_counter() - start, achieved, removed,
                    pruner.capture_seconds)
@@ -255,7 +257,8 @@ def _matrix_counts(adapter: ModelAdapter) -> dict[str, tuple[int, int]]:
 
 
 def _shortfall(result: ModelAdapter, stage: PruneStage, method: Any, layers: list[Any],
-               before: dict[str, tuple[int, int]], report: Report, field: str) -> tuple[float | None, float | None]:
+               before: dict[str, tuple[int, int]], report: Report, field: str,
+               ratios: dict[str, float] | None = None) -> tuple[float | None, float | None]:
     """What the stage achieved and the share of the model's weight matrices it removed or zeroed; warns
     (SlimkitWarning, and a report note) when that falls short of the request by more than
     :data:`SHORTFALL`, naming what held it back.
@@ -263,8 +266,10 @@ def _shortfall(result: ModelAdapter, stage: PruneStage, method: Any, layers: lis
     Magnitude-like methods reach their sparsity on the selected kernels exactly; asked for the whole
     model (the default selector), they fall short when weight matrices of kinds they do not prune
     (attention, recurrent, ...) hold much of it. Channel pruning falls short when groups are left
-    whole; it must remove at least half the requested share of the model's parameters.
+    whole; it must remove at least half the requested share of the model's parameters. With per-layer
+    ``ratios`` (overrides) the requested share is their mean weighted by the layers' weights.
     """
+    requested = requested_share(ratios or {}, stage.sparsity, {name: n for name, (n, _) in before.items()})
     after = _matrix_counts(result)
     total_before = sum(n for n, _ in before.values()) or 1
     if method.sets_kernel_sparsity:
@@ -274,22 +279,22 @@ def _shortfall(result: ModelAdapter, stage: PruneStage, method: Any, layers: lis
         kernels = [(after[n][0], after[n][1]) for n in selected if n in after]
         achieved = sum(z for _, z in kernels) / max(1, sum(n for n, _ in kernels))
         whole_model = stage.layers.names == ("*",) and not stage.layers.exclude and stage.layers.kinds is None
-        if whole_model and share < stage.sparsity - SHORTFALL:
+        if whole_model and share < requested - SHORTFALL:
             left = sorted(((n, name) for name, (n, _) in after.items() if name not in selected), reverse=True)
             names = ", ".join(f"{name} ({n} weights)" for n, name in left[:5])
             _warn(report, f"{field}: {share:.1%} of the model's weight matrices are zero, short of the requested "
-                          f"{stage.sparsity:.1%}: {stage.method} pruning does not reach {names}"
+                          f"{requested:.1%}: {stage.method} pruning does not reach {names}"
                           f"{', ...' if len(left) > 5 else ''}; select them by name or kind, if slimkit knows the kind")
         return achieved, share
     removed = 1.0 - sum(n for n, _ in after.values()) / total_before
     groups = [g for g in report.groups if g.producers and set(g.producers) & {layer.name for layer in layers}]
     channels = sum(g.channels for g in groups)
     achieved = (1.0 - sum(g.kept for g in groups) / channels) if channels else 0.0
-    if removed < stage.sparsity / 2:
+    if removed < requested / 2:
         blocked = [note for note in report.notes if note.startswith("channels left whole")]
         why = "; ".join(blocked[:3]) or "the selected layers' groups are small"
         _warn(report, f"{field}: channel pruning removed {removed:.1%} of the model's weights, less than half the "
-                      f"requested {stage.sparsity:.1%} ({why})")
+                      f"requested {requested:.1%} ({why})")
     return achieved, removed
 
 

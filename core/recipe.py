@@ -131,6 +131,15 @@ class Regularize:
 
 
 @dataclass(frozen=True)
+class PruneOverride:
+    """A sparsity (or channel ratio) for the layers a selector picks, over the stage's own
+    (``overrides:``); picked layers are pruned to it one by one, whatever the stage's ``scope``."""
+
+    layers: LayerSelector
+    sparsity: float
+
+
+@dataclass(frozen=True)
 class PruneStage:
     """A pruning stage. ``fine_tune`` is None for one-shot pruning.
 
@@ -138,7 +147,9 @@ class PruneStage:
     and ``options`` is that method's options dataclass (``criterion``, ``round_to``, ``samples`` of
     ``channel``; ``n``, ``m`` of ``n:m``). ``sparsity`` is the fraction of weights (magnitude) or of
     channels (channel) removed; for ``n:m`` it is implied: ``1 - n / m``. ``regularize`` holds the
-    penalties fine-tuning adds (methods that take them: ``takes_regularize``).
+    penalties fine-tuning adds (methods that take them: ``takes_regularize``). ``overrides`` give the
+    layers they pick their own sparsity, later ones winning (methods that take them: ``takes_overrides``);
+    a schedule brings each layer to its own value.
     """
 
     method: str
@@ -150,6 +161,7 @@ class PruneStage:
     options: Any = None
     regularize: Regularize = Regularize()
     distill: Distill | None = None
+    overrides: tuple[PruneOverride, ...] = ()
 
     @property
     def name(self) -> str:

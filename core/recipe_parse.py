@@ -22,7 +22,8 @@ from slimkit.recipe_fields import (
 from slimkit.reprs import short_repr
 from slimkit.recipe import (
     LAYER_KINDS, LOSSES, MAX_OPSET, MIN_OPSET, SCHEDULE_KINDS, SCOPES, ActivationQuant, Distill, DistillStage, FineTune,
-    Hint, LayerSelector, OnnxExport, PruneStage, QuantizeStage, QuantOverride, Recipe, Regularize, Schedule,
+    Hint, LayerSelector, OnnxExport, PruneOverride, PruneStage, QuantizeStage, QuantOverride, Recipe, Regularize,
+    Schedule,
     WeightQuant,
 )
 
@@ -99,7 +100,8 @@ def _prune(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | Non
     entry = PRUNING_METHODS.get(name, _join(path, "method"))
     cls = entry.impl
     common = ("method",) + (("sparsity",) if cls.takes_sparsity else ()) + \
-        (("scope",) if cls.takes_scope else ()) + ("schedule", "layers", "fine_tune", "regularize", "distill")
+        (("scope",) if cls.takes_scope else ()) + ("schedule", "layers", "fine_tune", "regularize", "distill",
+                                                    "overrides")
     own = tuple(f.name for f in dataclasses.fields(entry.options))
     raw = _keys(raw, path, common + own)
     options = parse_options(entry.options, {k: v for k, v in raw.items() if k in own}, path)
@@ -131,7 +133,43 @@ def _prune(raw: Any, path: str, layers: LayerSelector, fine_tune: FineTune | Non
         raise RecipeError(f"{_join(path, 'fine_tune')}: method {name} works while fine-tuning, so the stage must "
                           f"fine-tune ({got}); give it fine_tune with epochs >= 1")
     distill = _stage_distill(raw, path, stage_ft)
-    return PruneStage(name, sparsity, scope, schedule, stage_layers, stage_ft, options, regularize, distill)
+    overrides = _prune_overrides(raw, path, name, cls, schedule)
+    return PruneStage(name, sparsity, scope, schedule, stage_layers, stage_ft, options, regularize, distill,
+                      overrides)
+
+
+def _prune_overrides(raw: Mapping[str, Any], path: str, name: str, cls: Any,
+                     schedule: Schedule) -> tuple[PruneOverride, ...]:
+    """A prune stage's ``overrides``: ``[{layers: {...}, sparsity: 0.2}, ...]``, later ones winning.
+
+    A selector starts from every layer (``names: ["*"]``), not from the stage's, as the quantize
+    stage's overrides do; whether it picks one of the stage's layers is checked against the model."""
+    if "overrides" not in raw:
+        return ()
+    where = _join(path, "overrides")
+    if not cls.takes_overrides:
+        from slimkit.pruning.methods import PRUNING_METHODS
+
+        implied = " (its sparsity is implied by its options)" if not cls.takes_sparsity else ""
+        takers = [m for m in PRUNING_METHODS.names() if PRUNING_METHODS.get(m).impl.takes_overrides]
+        raise RecipeError(f"{where}: method {name} prunes every layer alike{implied} and takes no per-layer "
+                          f"overrides; remove them, or use a method that does ({', '.join(takers)})")
+    items = raw["overrides"]
+    if not isinstance(items, list):
+        raise RecipeError(f"{where}: expected a list of {{layers, sparsity}}, got {short_repr(items)}")
+    overrides = []
+    for j, item in enumerate(items):
+        here = f"{where}[{j}]"
+        item = _keys(item, here, ("layers", "sparsity"))
+        missing = [key for key in ("layers", "sparsity") if key not in item]
+        if missing:
+            raise RecipeError(f"{here}.{missing[0]}: required key is missing (an override is {{layers, sparsity}})")
+        sparsity = _float(item["sparsity"], f"{here}.sparsity", 0.0, 1.0, hi_open=True)
+        if schedule.initial > sparsity:
+            raise RecipeError(f"{here}.sparsity: {sparsity:g} is below the schedule's initial sparsity "
+                              f"{schedule.initial:g} ({path}.schedule.initial); each layer's schedule starts there")
+        overrides.append(PruneOverride(_selector(item["layers"], f"{here}.layers", LayerSelector()), sparsity))
+    return tuple(overrides)
 
 
 #: The schedule of a stage with a ``regularize`` penalty and no schedule of its own.

@@ -14,6 +14,26 @@ def _listing(layers: list[LayerInfo]) -> str:
     return ", ".join(f"{layer.name} ({layer.kind})" for layer in layers) or "(none)"
 
 
+def picks(selector: LayerSelector, layer: LayerInfo) -> bool:
+    """Whether ``selector`` picks ``layer`` (names, minus excludes, of the kinds named), whatever the
+    kinds a stage supports: how per-layer overrides within a stage's layers are matched."""
+    return (any(fnmatchcase(layer.name, g) for g in selector.names)
+            and not any(fnmatchcase(layer.name, g) for g in selector.exclude)
+            and (selector.kinds is None or any(layer.matches_kind(k) for k in selector.kinds)))
+
+
+def unmatched_override(selector: LayerSelector, layers: list[LayerInfo], field: str, verb: str) -> RecipeError:
+    """The error for an override whose selector (at ``field``) picks none of a stage's ``layers``, as a
+    stage selector matching no layer is refused: its settings would silently apply to nothing (a typo in
+    a name, say). ``verb`` says what the stage does to its layers (``quantizes``, ``prunes``)."""
+    listing = _listing(layers)
+    return RecipeError(
+        f"{field}: selector (names={list(selector.names)}, kinds="
+        f"{None if selector.kinds is None else list(selector.kinds)}, exclude={list(selector.exclude)}) matches no "
+        f"layer this stage {verb}; its layers are: {listing}"
+    )
+
+
 def select_layers(
     layers: list[LayerInfo],
     selector: LayerSelector,

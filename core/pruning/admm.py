@@ -37,6 +37,7 @@ from slimkit.plugins import bounded
 from slimkit.pruning.criteria import CRITERIA
 from slimkit.pruning.magnitude import SUPPORTED_KINDS as MAGNITUDE_KINDS, MagnitudePruner
 from slimkit.pruning.methods import PRUNING_METHODS, PruneContext, Pruner, PruningMethod
+from slimkit.pruning.ratios import FINAL
 from slimkit.pruning.structured import SUPPORTED_KINDS as CHANNEL_KINDS, ChannelPruner
 
 if TYPE_CHECKING:
@@ -134,7 +135,7 @@ class ADMMPruner(Pruner):
         return out
 
     def _project(self, values: Values) -> Values:
-        masks = self.inner.projection(self.stage.sparsity, values)
+        masks = self.inner.projection(FINAL, values)
         return {key: values[key] * masks[key] for key in values}
 
     def one_shot(self) -> ModelAdapter:
@@ -142,7 +143,7 @@ class ADMMPruner(Pruner):
 
     def begin(self, total_steps: int) -> None:
         self.total_steps = self.inner.total_steps = total_steps
-        self.keys = list(self.inner.projection(self.stage.sparsity))
+        self.keys = list(self.inner.projection(FINAL))
         w = self._weights()
         self.z = self._project(w)
         self.u = {key: np.zeros_like(value) for key, value in w.items()}
@@ -200,6 +201,7 @@ class ADMM(PruningMethod):
     projection."""
 
     takes_schedule = False  # Z/U updates every ``every`` steps; the projection is at the end
+    takes_overrides = True  # the projections are the magnitude and channel pruners', per layer
     needs_fine_tune = True
 
     def __init__(self, options: Any) -> None:

@@ -8,7 +8,8 @@ steps are split into ``rounds + 1`` equal parts:
 * part 0 trains the model as it enters the stage; after its step ``floor(rewind * length)`` (``rewind:
   0``: before any step, the weights the stage starts from) the weights of every layer are kept;
 * at the end of part r (r = 1 .. rounds) the selected matrices are pruned by magnitude (per layer or
-  global, as the stage's ``scope``) to ``s_r = 1 - (1 - s)^(r / rounds)``, so that each round removes
+  global, as the stage's ``scope``) to ``s_r = 1 - (1 - s)^(r / rounds)`` (s: each layer's own
+  sparsity where ``overrides`` give one), so that each round removes
   the same fraction of the weights that survived the one before; then every weight of the model
   (every layer, biases and batch-norm statistics included, as the paper resets the whole network) is
   reset to the kept values, pruned ones held at zero by their masks, and part r + 1 trains that ticket.
@@ -31,6 +32,7 @@ from slimkit.errors import DataError, RecipeError, SlimkitWarning
 from slimkit.plugins import bounded
 from slimkit.pruning.magnitude import SUPPORTED_KINDS, MagnitudePruner
 from slimkit.pruning.methods import PRUNING_METHODS, PruneContext, Pruner, PruningMethod
+from slimkit.pruning.ratios import FINAL
 from slimkit.report import RoundRow
 
 if TYPE_CHECKING:
@@ -126,7 +128,7 @@ class LotteryPruner(Pruner):
             # training stopped before the last rounds (a fit_fn that ran fewer steps than announced):
             # prune to the target now; nothing trains after, so the trained weights are kept, not rewound
             done = self._pruned
-            masks = self.magnitude.apply(self.stage.sparsity)
+            masks = self.magnitude.apply(FINAL)
             self.rows.append(RoundRow(self.path, self.rounds, self.stage.sparsity, _sparsity(masks), self._step, 0,
                                       None))
             self._pruned = self.rounds
@@ -142,7 +144,8 @@ class LotteryPruner(Pruner):
     def _prune_and_rewind(self, step: int) -> None:
         r = self._pruned + 1
         target = round_sparsity(self.stage.sparsity, r, self.rounds)
-        masks = self.magnitude.apply(target)  # from the trained weights, as the paper ranks them
+        # from the trained weights, as the paper ranks them; each layer on its way to its own sparsity
+        masks = self.magnitude.apply(lambda final: round_sparsity(final, r, self.rounds))
         assert self.snapshot is not None  # the rewind step precedes every pruning step
         rewound = {name: dict(weights) for name, weights in self.snapshot.items()}
         for (layer, key), mask in masks.items():  # pruned weights stay zero in the raw weights too
@@ -181,6 +184,7 @@ class Lottery(PruningMethod):
 
     kinds = SUPPORTED_KINDS
     takes_schedule = False  # the rounds decide when it prunes
+    takes_overrides = True  # each layer's rounds lead to its own sparsity
     needs_fine_tune = True
 
     def pruner(self, adapter: ModelAdapter, layers: list[LayerInfo], stage: "PruneStage",

@@ -1,7 +1,8 @@
 """Unstructured magnitude pruning: zero the smallest-magnitude kernel weights.
 
 Per-layer scope prunes each layer's kernel to the target; global scope ranks all selected kernels
-together under one threshold, so layers with many small weights give up more. During fine-tuning the
+together under one threshold, so layers with many small weights give up more. Layers an override
+picks are pruned each to its own sparsity (global scope ranks the others together). During fine-tuning the
 target grows along the stage's schedule and masks are recomputed on the schedule's update steps.
 Masked weights are already zero when masks are recomputed, so masks only ever grow.
 """
@@ -16,6 +17,7 @@ from slimkit.adapter import LayerInfo, ModelAdapter
 from slimkit.plugins import NoOptions
 from slimkit.pruning.masks import from_canonical, smallest_k_mask, to_canonical
 from slimkit.pruning.methods import PRUNING_METHODS, PruneContext, Pruner, PruningMethod
+from slimkit.pruning.ratios import FINAL, Target, at, layer_ratios, overridden, reaches_final
 from slimkit.pruning.scheduled import ScheduledPruner
 
 if TYPE_CHECKING:
@@ -50,17 +52,25 @@ def magnitude_masks(kernels: dict[Any, np.ndarray], sparsity: float, scope: str)
 
 
 class MagnitudePruner(ScheduledPruner):
-    """Drives magnitude pruning of selected layers through an adapter, one-shot or along a schedule."""
+    """Drives magnitude pruning of selected layers through an adapter, one-shot or along a schedule.
+
+    Attributes:
+        ratios: each layer's final sparsity (the stage's, or its override's).
+        own: the overridden layers: pruned each by itself to its own value, whatever the scope.
+    """
 
     def __init__(self, adapter: ModelAdapter, layers: list[LayerInfo], stage: "PruneStage") -> None:
         self.adapter = adapter
         self.layers = layers
         self.stage = stage
+        self.ratios = layer_ratios(stage, layers)
+        self.own = overridden(stage, layers)
         self.current = 0.0
+        self.at_target = False  # the last masks installed are the final ones
         self.total_steps = 0  # as the training loop announced it in begin()
 
-    def apply(self, target: float) -> dict[tuple[str, str], np.ndarray]:
-        """Computes masks for sparsity ``target`` from the current weights and installs them.
+    def apply(self, target: Target = FINAL) -> dict[tuple[str, str], np.ndarray]:
+        """Computes masks for ``target`` from the current weights and installs them.
 
         A layer's matrices (a recurrent layer's input and recurrent kernels, an attention block's
         query, key and value projections) are ranked together: per layer (layer scope) or with every
@@ -68,30 +78,39 @@ class MagnitudePruner(ScheduledPruner):
         store them as one tensor (PyTorch ``in_proj_weight``) and as several (Keras query, key,
         value) in agreement.
 
+        Args:
+            target: one sparsity for every layer, or a ramp of each layer's own final sparsity
+                (:mod:`slimkit.pruning.ratios`; the default: every layer at its final value).
+
         Returns:
             (layer, weight name) -> the installed 0/1 mask in the matrix's native layout.
         """
         native = self.projection(target)
         for (name, key), mask in native.items():
             self.adapter.set_mask(name, mask, key)
-        self.current = target
+        self.current = at(target, self.stage.sparsity)
+        self.at_target = reaches_final(target, self.ratios.values())
         return native
 
-    def projection(self, target: float,
+    def projection(self, target: Target,
                    values: dict[tuple[str, str], np.ndarray] | None = None) -> dict[tuple[str, str], np.ndarray]:
-        """Native 0/1 masks of every selected matrix at sparsity ``target``, ranked as :meth:`apply`
-        ranks them, from ``values`` (layer, weight) -> native array, or from the model's weights."""
+        """Native 0/1 masks of every selected matrix at ``target``, ranked as :meth:`apply` ranks them,
+        from ``values`` (layer, weight) -> native array, or from the model's weights.
+
+        With a ramp, each overridden layer is pruned by itself to its own value and the global scope
+        ranks only the other layers together; one number prunes every layer alike."""
         masks: dict[tuple[str, str], np.ndarray] = {}
         kernels: dict[tuple[str, str], np.ndarray] = {}
         for layer in self.layers:
             weights = self.adapter.get_weights(layer.name) if values is None else \
                 {key: values[(layer.name, key)] for key in layer.maskable}
             own = {(layer.name, key): to_canonical(weights[key], perm) for key, perm in layer.maskable.items()}
-            if self.stage.scope == "layer":
-                masks.update(magnitude_masks(own, target, "global"))
-            kernels.update(own)
-        if self.stage.scope != "layer":
-            masks = magnitude_masks(kernels, target, self.stage.scope)
+            if self.stage.scope == "layer" or (callable(target) and layer.name in self.own):
+                masks.update(magnitude_masks(own, at(target, self.ratios[layer.name]), "global"))
+            else:
+                kernels.update(own)
+        if kernels:
+            masks.update(magnitude_masks(kernels, at(target, self.stage.sparsity), "global"))
         return {(layer.name, key): from_canonical(masks[(layer.name, key)], perm)
                 for layer in self.layers for key, perm in layer.maskable.items()}
 
@@ -100,18 +119,18 @@ class MagnitudePruner(ScheduledPruner):
         return self.adapter
 
     def one_shot(self) -> ModelAdapter:
-        """Prunes to the target at once; the adapter's model is pruned in place."""
-        self.apply(self.stage.sparsity)
+        """Prunes every layer to its final sparsity at once; the adapter's model is pruned in place."""
+        self.apply(FINAL)
         return self.finish()
 
     # TrainHooks: the schedule runs over the optimizer steps of the stage's fine-tuning.
-    def update(self, sparsity: float) -> None:
-        self.apply(sparsity)
+    def update(self, target: Target) -> None:
+        self.apply(target)
 
     def end(self) -> None:
-        # Whatever the schedule's shape or the steps actually run, leave exactly the target.
-        if self.current != self.stage.sparsity:
-            self.apply(self.stage.sparsity)
+        # Whatever the schedule's shape or the steps actually run, leave exactly the targets.
+        if not self.at_target:
+            self.apply(FINAL)
 
 
 @PRUNING_METHODS.register("magnitude", NoOptions)
@@ -119,6 +138,7 @@ class Magnitude(PruningMethod):
     """``method: magnitude``: unstructured, per layer or global, one-shot or along the schedule."""
 
     kinds = SUPPORTED_KINDS
+    takes_overrides = True
 
     def pruner(self, adapter: ModelAdapter, layers: list[LayerInfo], stage: "PruneStage",
                ctx: PruneContext) -> Pruner:

@@ -18,6 +18,7 @@ from slimkit.adapter import LayerInfo, ModelAdapter, TrainHooks
 from slimkit.plugins import Registry
 
 if TYPE_CHECKING:
+    from slimkit.pruning.ratios import Target
     from slimkit.recipe import PruneStage
     from slimkit.report import Report
 
@@ -63,10 +64,12 @@ class Pruner(TrainHooks):
     def add_to_report(self, report: "Report") -> None:
         """Adds what this method has to say (channel groups, notes) to the report."""
 
-    def projection(self, target: float,
+    def projection(self, target: "Target",
                    values: dict[tuple[str, str], np.ndarray] | None = None) -> dict[tuple[str, str], np.ndarray]:
         """The 0/1 masks (native layout, by ``(layer, weight)``) that prune ``values`` (the model's own
-        weights when None) to ``target`` by this method's rule; nothing is installed. Pruners that
+        weights when None) to ``target`` by this method's rule; nothing is installed. ``target`` is one
+        sparsity for every layer, or a ramp from each layer's own final sparsity to its sparsity now
+        (:data:`slimkit.pruning.ratios.FINAL`: the stage's targets, overrides included). Pruners that
         ADMM can drive (``slimkit.pruning.admm``) implement it; the keys do not depend on ``values``."""
         raise NotImplementedError
 
@@ -82,6 +85,9 @@ class PruningMethod:
             channel ratio is not).
         takes_schedule: the stage's ``schedule`` drives it during fine-tuning (else the key is refused).
         takes_regularize: its pruner applies the stage's ``regularize`` penalties (else the key is refused).
+        takes_overrides: its pruner prunes each layer to its own ratio (``overrides``, see
+            :mod:`slimkit.pruning.ratios`; else the key is refused). Off by default: a method that
+            ignored them would silently prune every layer alike.
         needs_fine_tune: it works only while training (a stage without fine-tuning is refused).
     """
 
@@ -90,6 +96,7 @@ class PruningMethod:
     takes_scope: ClassVar[bool] = True
     takes_schedule: ClassVar[bool] = True
     takes_regularize: ClassVar[bool] = False
+    takes_overrides: ClassVar[bool] = False
     needs_fine_tune: ClassVar[bool] = False
     sets_kernel_sparsity: ClassVar[bool] = True
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from slimkit.pruning.methods import Pruner
-from slimkit.schedules import is_update_step, sparsity_at
+from slimkit.pruning.ratios import Target, schedule_ramp
+from slimkit.schedules import is_update_step
 
 if TYPE_CHECKING:
     from slimkit.recipe import PruneStage
 
 
 class ScheduledPruner(Pruner):
-    """Calls :meth:`update` with the schedule's sparsity on each of its update steps.
+    """Calls :meth:`update` with the schedule's ramp on each of its update steps: every layer follows the
+    schedule's shape to its own final sparsity.
 
     Subclasses set ``stage`` and implement ``update``; ``total_steps`` is what the training loop
     announced in ``begin``.
@@ -21,8 +23,8 @@ class ScheduledPruner(Pruner):
     stage: "PruneStage"
     total_steps: int = 0
 
-    def update(self, sparsity: float) -> None:
-        """Prunes to ``sparsity`` (masks only: training continues)."""
+    def update(self, target: Target) -> None:
+        """Prunes to ``target`` (masks only: training continues)."""
         raise NotImplementedError
 
     def begin(self, total_steps: int) -> None:
@@ -31,4 +33,4 @@ class ScheduledPruner(Pruner):
     def step_end(self, step: int) -> None:
         total = max(1, self.total_steps)
         if is_update_step(self.stage.schedule, step, total):
-            self.update(sparsity_at(self.stage.schedule, self.stage.sparsity, step, total))
+            self.update(schedule_ramp(self.stage.schedule, step, total))

@@ -35,6 +35,7 @@ from slimkit.plugins import bounded
 from slimkit.pruning.criteria import CRITERIA, activation_stats, criterion_of, group_scores
 from slimkit.pruning.masks import to_canonical
 from slimkit.pruning.methods import PRUNING_METHODS, PruneContext, Pruner, PruningMethod
+from slimkit.pruning.ratios import FINAL, Target, at, layer_ratios, overridden, reaches_final
 from slimkit.pruning.scheduled import ScheduledPruner
 from slimkit.pruning.slimming import BNScaleL1, ScalesAtChoice, scales_at_choice
 from slimkit.recipe import FineTune, PruneStage
@@ -93,6 +94,14 @@ class ChannelPruner(ScheduledPruner):
                 warnings.warn(f"{field}: channels of {', '.join(chosen)} are left whole: {why}",
                               SlimkitWarning, stacklevel=5)
         self.head_keeps: list[np.ndarray] = []
+        self.notes: list[str] = []
+        # Each group's (block's) final ratio is its producers' (projections'): one ratio per channel set.
+        self.ratios = layer_ratios(stage, selected)
+        own = overridden(stage, selected)
+        self.group_finals = [self._unit_final(g.producers, "channel group") for g in self.groups]
+        self.block_finals = [self._unit_final(b.layers, "attention block") for b in self.blocks]
+        self.group_own = [bool(own & set(g.producers)) for g in self.groups]
+        self.at_target = False  # the last masks installed are the final ones
         if not self.groups and not self.blocks:
             reasons = "; ".join(f"{', '.join(n[:3])}: {why}" for n, why in analysis.blocked[:5]) or "none"
             raise RecipeError(
@@ -130,6 +139,19 @@ class ChannelPruner(ScheduledPruner):
             warnings.warn(f"{where}: the channel groups of {'; '.join(', '.join(g.producers) for g in l1.bare[:5])} "
                           "have no batch norm; the penalty does not reach them", SlimkitWarning, stacklevel=6)
         return l1
+
+    def _unit_final(self, layers: Any, what: str) -> float:
+        """The final ratio of a channel group or attention block: its layers' own, or the smallest when
+        their overrides disagree (removing more than a layer asks for would prune it past its ratio);
+        then a report note says so."""
+        finals = {name: self.ratios[name] for name in dict.fromkeys(layers) if name in self.ratios}
+        ratio = min(finals.values(), default=self.stage.sparsity)
+        if len(set(finals.values())) > 1:
+            listed = ", ".join(f"{name} {value:.1%}" for name, value in finals.items())
+            self.notes.append(f"{self.field.rsplit('.', 1)[0]}.overrides: the {what} of {', '.join(finals)} shares "
+                              f"one set of channels among layers of different ratios ({listed}); it is pruned to "
+                              f"the smallest, {ratio:.1%}")
+        return ratio
 
     # -- choosing ----------------------------------------------------------------------------
     def _raw(self, name: str, values: Values | None) -> dict[str, np.ndarray]:
@@ -197,10 +219,12 @@ class ChannelPruner(ScheduledPruner):
             name = nxt.name
         return name
 
-    def choose(self, ratio: float, values: Values | None = None) -> list[ChannelChoice]:
-        """Channels each group keeps at ``ratio``; channels removed earlier stay removed. ``values``
-        stand in for some of the model's weights (weight criteria score them; data-driven ones
-        measure the model itself)."""
+    def choose(self, target: Target, values: Values | None = None) -> list[ChannelChoice]:
+        """Channels each group keeps at ``target`` (one ratio for every group, or a ramp of each group's
+        own final ratio: :mod:`slimkit.pruning.ratios`); channels removed earlier stay removed.
+        ``values`` stand in for some of the model's weights (weight criteria score them; data-driven
+        ones measure the model itself). With a ramp, the global scope ranks together only the groups
+        no override reaches; the others are pruned each to its own ratio."""
         if not self.groups:
             return []
         weights = self._weights(values)
@@ -209,16 +233,23 @@ class ChannelPruner(ScheduledPruner):
         scores = [group_scores(self.options.criterion, g, weights, grads, stats, self.rng) for g in self.groups]
         for previous in self.choices:  # monotone: a removed channel never comes back
             scores[self.groups.index(previous.group)][previous.removed] = -np.inf
+        keeps: list[np.ndarray | None] = [None] * len(self.groups)
         if self.stage.scope == "global":
-            finite = [np.where(np.isfinite(s), s, 0.0) for s in scores]
-            keeps = choose_global(self.groups, finite, ratio, self.options.round_to)
-        else:
-            keeps = [choose_per_group(s, rounded_keep_count(g.channels, ratio, self.options.round_to))
-                     for g, s in zip(self.groups, scores)]
+            together = [i for i, own in enumerate(self.group_own) if not (own and callable(target))]
+            if together:
+                finite = [np.where(np.isfinite(scores[i]), scores[i], 0.0) for i in together]
+                joint = choose_global([self.groups[i] for i in together], finite, at(target, self.stage.sparsity),
+                                      self.options.round_to)
+                for i, keep in zip(together, joint):
+                    keeps[i] = keep
+        for i, (group, final) in enumerate(zip(self.groups, self.group_finals)):
+            if keeps[i] is None:
+                keeps[i] = choose_per_group(scores[i], rounded_keep_count(group.channels, at(target, final),
+                                                                          self.options.round_to))
         return [ChannelChoice(g, k) for g, k in zip(self.groups, keeps)]
 
-    def choose_heads(self, ratio: float, values: Values | None = None) -> list[np.ndarray]:
-        """Heads each attention block keeps at ``ratio`` (per block, at least one), ranked by the norm of
+    def choose_heads(self, target: Target, values: Values | None = None) -> list[np.ndarray]:
+        """Heads each attention block keeps at ``target`` (per block, at least one), ranked by the norm of
         their weights of the criterion's ``head_norm_order`` (1 for l1, else 2: data-driven criteria score
         channels, not heads); heads removed earlier stay removed."""
         if not self.blocks:
@@ -229,7 +260,7 @@ class ChannelPruner(ScheduledPruner):
             scores = head_scores(block, raw, self.criterion.head_norm_order)
             if i < len(self.head_keeps):
                 scores[np.setdiff1d(np.arange(block.heads), self.head_keeps[i])] = -np.inf
-            keeps.append(choose_per_group(scores, rounded_keep_count(block.heads, ratio, 1)))
+            keeps.append(choose_per_group(scores, rounded_keep_count(block.heads, at(target, self.block_finals[i]), 1)))
         return keeps
 
     # -- acting --------------------------------------------------------------------------------
@@ -255,7 +286,7 @@ class ChannelPruner(ScheduledPruner):
             self.adapter.set_mask(name, mask, weight=weight)
         self.choices, self.head_keeps = choices, heads
 
-    def projection(self, target: float, values: Values | None = None) -> Values:
+    def projection(self, target: Target, values: Values | None = None) -> Values:
         """Masks of the channels and heads that ``values`` (or the model's weights) keep at ``target``,
         chosen afresh (ADMM re-projects, so nothing removed earlier is held)."""
         return self._masks(self.choose(target, values), self.choose_heads(target, values))
@@ -276,9 +307,10 @@ class ChannelPruner(ScheduledPruner):
         return self.adapter.shrink(weights)
 
     def one_shot(self) -> ModelAdapter:
-        self.choices = self.choose(self.stage.sparsity)
-        self.head_keeps = self.choose_heads(self.stage.sparsity)
+        self.choices = self.choose(FINAL)
+        self.head_keeps = self.choose_heads(FINAL)
         self.current = self.stage.sparsity
+        self.at_target = True
         return self.finish()
 
     # TrainHooks: gradual masking along the schedule, after the bn_l1 step of steps up to the target's.
@@ -294,16 +326,18 @@ class ChannelPruner(ScheduledPruner):
             self.l1.step()
         super().step_end(step)
 
-    def update(self, sparsity: float) -> None:
-        self._mask(self.choose(sparsity), self.choose_heads(sparsity))
-        self.current = sparsity
-        if sparsity == self.stage.sparsity and self.scales is None:
+    def update(self, target: Target) -> None:
+        self._mask(self.choose(target), self.choose_heads(target))
+        self.current = at(target, self.stage.sparsity)
+        self.at_target = reaches_final(target, self.group_finals + self.block_finals)
+        if self.at_target and self.scales is None:
             self.scales = scales_at_choice(self.adapter, self.choices, self.steps_done)
 
     def end(self) -> None:
-        if self.current != self.stage.sparsity or not (self.choices or self.head_keeps):
-            self._mask(self.choose(self.stage.sparsity), self.choose_heads(self.stage.sparsity))
+        if not self.at_target or not (self.choices or self.head_keeps):
+            self._mask(self.choose(FINAL), self.choose_heads(FINAL))
             self.current = self.stage.sparsity
+            self.at_target = True
         if self.scales is None:
             self.scales = scales_at_choice(self.adapter, self.choices, self.steps_done)
 
@@ -319,6 +353,7 @@ class ChannelPruner(ScheduledPruner):
         from slimkit.report import GroupRow
 
         report.groups += [GroupRow(*row) for row in self.group_rows()]
+        report.notes += self.notes
         report.notes += [f"channels left whole ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}): {why}"
                          for names, why in self.blocked]
         if self.l1 is not None and self.scales is not None and len(self.scales.removed):
@@ -347,6 +382,7 @@ class Channel(PruningMethod):
     kinds = SUPPORTED_KINDS
     sets_kernel_sparsity = False
     takes_regularize = True
+    takes_overrides = True  # a group's ratio is its producers' (the smallest, where they disagree)
 
     def check(self, path: str) -> None:
         CRITERIA.get(self.options.criterion, f"{path}.criterion")

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
 from typing import Sequence
 
 from slimkit.adapter import LayerInfo
-from slimkit.errors import RecipeError
-from slimkit.recipe import LayerSelector, QuantizeStage
-
-
-def picks(selector: LayerSelector, layer: LayerInfo) -> bool:
-    """Whether ``selector`` picks ``layer`` (names, minus excludes, of the kinds named)."""
-    return (any(fnmatchcase(layer.name, g) for g in selector.names)
-            and not any(fnmatchcase(layer.name, g) for g in selector.exclude)
-            and (selector.kinds is None or any(layer.matches_kind(k) for k in selector.kinds)))
+from slimkit.recipe import QuantizeStage
+from slimkit.selection import picks, unmatched_override
 
 
 def check_overrides(stage: QuantizeStage, layers: Sequence[LayerInfo], field: str) -> None:
@@ -30,12 +22,5 @@ def check_overrides(stage: QuantizeStage, layers: Sequence[LayerInfo], field: st
         RecipeError: naming the override, its selector and the layers it could have picked.
     """
     for i, override in enumerate(stage.overrides):
-        if any(picks(override.layers, layer) for layer in layers):
-            continue
-        sel = override.layers
-        listing = ", ".join(f"{layer.name} ({layer.kind})" for layer in layers) or "(none)"
-        raise RecipeError(
-            f"{field}.overrides[{i}].layers: selector (names={list(sel.names)}, kinds="
-            f"{None if sel.kinds is None else list(sel.kinds)}, exclude={list(sel.exclude)}) matches no layer "
-            f"this stage quantizes; its layers are: {listing}"
-        )
+        if not any(picks(override.layers, layer) for layer in layers):
+            raise unmatched_override(override.layers, list(layers), f"{field}.overrides[{i}].layers", "quantizes")

@@ -74,6 +74,11 @@ def careful_prune(draw: Any, names: list[str]) -> dict:
             stage.update(rounds=draw(st.integers(1, 3)), rewind=draw(st.floats(0.0, 0.5)))
         elif trains and draw(st.booleans()):
             stage["schedule"] = {"begin": 0.0, "end": draw(st.floats(0.1, 1.0)), "every": draw(st.integers(1, 4))}
+        prunable = [n for n in names if "bn" not in n and n != "logits"]
+        if prunable and draw(st.booleans()):  # per-layer ratios on layers every method may select
+            stage["overrides"] = draw(st.lists(st.fixed_dictionaries({
+                "layers": st.fixed_dictionaries({"names": st.lists(st.sampled_from(prunable), min_size=1, max_size=2)}),
+                "sparsity": st.floats(0.0, 0.9)}), min_size=1, max_size=2))
     if draw(st.booleans()):
         stage["layers"] = {"exclude": ["logits"]}
     return {"prune": stage}
@@ -118,6 +123,8 @@ def prune_stages(names: list[str]) -> st.SearchStrategy:
         "round_to": often(st.integers(1, 8)),
         "n": often(st.integers(1, 4)), "m": often(st.integers(2, 8)),
         "rounds": often(st.integers(0, 5)), "rewind": often(st.floats(-0.5, 1.5)),
+        "overrides": often(st.lists(st.fixed_dictionaries({}, optional={
+            "layers": selectors(names), "sparsity": often(st.floats(0.0, 0.95))}), max_size=2)),
     }).map(lambda d: {"prune": d})
 
 
