@@ -32,6 +32,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
+import threading
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -92,6 +93,7 @@ class ReuseCache:
         self._calibrations: dict[tuple, dict[str, Observed]] = {}
         self._counts = {kind: [0, 0] for kind in KINDS}
         self._serial = 0  # file names: never reused, whatever was dropped
+        self._lock = threading.Lock()  # trials in threads (each entering reusing(cache)) share the files
 
     @property
     def stats(self) -> dict[str, dict[str, int]]:
@@ -109,39 +111,42 @@ class ReuseCache:
 
     def float_file(self, key: tuple) -> Path | None:
         """The kept float ONNX file for ``key``, or None."""
-        path = self._files.get(key)
-        if path is None or not path.is_file():  # removed behind the cache's back: export again
-            self._files.pop(key, None)
-            return None
-        self._files.move_to_end(key)
-        return path
+        with self._lock:
+            path = self._files.get(key)
+            if path is None or not path.is_file():  # removed behind the cache's back: export again
+                self._files.pop(key, None)
+                return None
+            self._files.move_to_end(key)
+            return path
 
     def keep_float_file(self, key: tuple, source: str | os.PathLike[str]) -> None:
         """Copies ``source`` (a file just exported) into the cache under ``key``. A file the copy cannot
         be made of is simply not kept: the cache only saves time, it never fails an export."""
-        try:
-            if self._dir is None:
-                self._dir = Path(tempfile.mkdtemp(prefix="slimkit-reuse-"))
-            self._serial += 1
-            dest = self._dir / f"float-{self._serial}.onnx"
-            shutil.copyfile(source, dest)
-        except OSError:
-            return
-        self._files[key] = dest
-        self._files.move_to_end(key)
-        total = sum(p.stat().st_size for p in self._files.values() if p.is_file())
-        while total > self.max_export_bytes and len(self._files) > 1:
-            _, old = self._files.popitem(last=False)
-            total -= old.stat().st_size if old.is_file() else 0
-            old.unlink(missing_ok=True)
+        with self._lock:
+            try:
+                if self._dir is None:
+                    self._dir = Path(tempfile.mkdtemp(prefix="slimkit-reuse-"))
+                self._serial += 1
+                dest = self._dir / f"float-{self._serial}.onnx"
+                shutil.copyfile(source, dest)
+            except OSError:
+                return
+            self._files[key] = dest
+            self._files.move_to_end(key)
+            total = sum(p.stat().st_size for p in self._files.values() if p.is_file())
+            while total > self.max_export_bytes and len(self._files) > 1:
+                _, old = self._files.popitem(last=False)
+                total -= old.stat().st_size if old.is_file() else 0
+                old.unlink(missing_ok=True)
 
     def close(self) -> None:
         """Removes the kept files and forgets every statistic (the counts stay, for the report)."""
-        self._files.clear()
-        self._calibrations.clear()
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
+        with self._lock:
+            self._files.clear()
+            self._calibrations.clear()
+            if self._dir is not None:
+                shutil.rmtree(self._dir, ignore_errors=True)
+                self._dir = None
 
     def __enter__(self) -> "ReuseCache":
         return self
@@ -164,7 +169,8 @@ def reusing(cache: ReuseCache | None = None) -> Iterator[ReuseCache]:
 
     Nested blocks keep the outer cache (a tuner's run inside a user's block shares the user's). The
     cache is closed on leaving the block when this call made it; a cache passed in stays open for its
-    owner to use again and close.
+    owner to use again and close. The block covers this thread (and tasks that copy its context):
+    trials run in worker threads each enter ``reusing(cache)`` with the run's cache.
 
     Args:
         cache: the cache to fill and read; a new one when None.

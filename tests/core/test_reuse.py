@@ -228,3 +228,22 @@ def test_compress_runs_differing_in_excluded_layers_calibrate_once(fake_register
             for name, value in state.items():
                 np.testing.assert_array_equal(value, FakeAdapter(b.model).quant_state()[key][name])
         np.testing.assert_array_equal(FakeAdapter(a.model).predict(x), FakeAdapter(b.model).predict(x))
+
+
+def test_worker_threads_share_a_cache_they_enter(x):
+    from concurrent.futures import ThreadPoolExecutor
+
+    adapter = Counting(make_mlp(seed=3))
+    cache = ReuseCache()
+
+    def trial(nodes):
+        with reusing(cache):
+            return calibrate(adapter, nodes, x).ranges
+
+    with reusing(cache), ThreadPoolExecutor(1) as pool:
+        first = trial(NODES)
+        assert pool.submit(active).result() is None  # a thread does not inherit the block
+        again = pool.submit(trial, NODES[1:]).result()
+    assert cache.stats["calibration"] == {"hits": 1, "misses": 1}
+    assert again == {n: first[n] for n in NODES[1:]}
+    cache.close()
