@@ -20,6 +20,7 @@ from slimkit.data import PROBE_BATCH, as_arrays, at_least_two, head
 from slimkit.errors import ExportError
 from slimkit.quant.export import export_quantized
 from slimkit.quant.known_outputs import KnownOutputs
+from slimkit.quant.reuse import export_float
 from slimkit.recipe import MAX_OPSET, MIN_OPSET, OnnxExport
 from slimkit.registry import adapter_for
 from slimkit.report import FileRow, QuantExportRow
@@ -85,7 +86,7 @@ def export_with_report(
             diff, quant_row = export_quantized(adapter, plan, tmp, x, settings, path, known=known)
             tolerance: float | None = quant_row.tolerance
         else:
-            adapter.export_onnx(str(tmp), head(x, 1), settings.opset)
+            export_float(adapter, str(tmp), head(x, 1), settings.opset)
             diff = None
             if settings.verify:
                 batch = at_least_two(head(x, 16))  # more than one row checks the batch axis

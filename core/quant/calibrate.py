@@ -16,6 +16,7 @@ import numpy as np
 from slimkit.adapter import MODEL_OUTPUT, ModelAdapter
 from slimkit.data import all_finite, as_inputs, head, n_samples, take
 from slimkit.errors import DataError
+from slimkit.quant import reuse
 from slimkit.quant.observers import build_observer
 from slimkit.recipe import ActivationQuant
 
@@ -61,6 +62,10 @@ def calibrate_recording(
         batch_size: at most this many inputs per forward pass (fewer when their activations would
             hold more than :data:`PASS_BYTES`).
         verbose: print a progress line per quarter of the samples.
+        record: how many of the first inputs' model outputs to return.
+
+    Inside :func:`slimkit.quant.reuse.reusing`, tensors an earlier call observed on the same model,
+    inputs and settings are returned without a forward pass, and only the others are observed.
 
     Raises:
         DataError: ``x`` is empty, of the wrong shape, or contains non-finite values.
@@ -74,12 +79,45 @@ def calibrate_recording(
     x = head(x, settings.samples)
     if not all_finite(x):
         raise DataError("calib_data: contains NaN or infinite values")
+    cache = reuse.active()
+    if cache is None:
+        found = _observe(adapter, list(nodes), x, settings, batch_size, verbose, record)
+        return Calibrated(found.ranges, found.outputs)
+    return _reusing(cache, adapter, list(dict.fromkeys(nodes)), x, settings, batch_size, verbose, record)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What one run of calibration passes found: ranges, recorded outputs (None when none were asked for
+    or the adapter cannot read them so), the pass size after the first pass, and each tensor's bytes
+    per input (:data:`MODEL_OUTPUT` among them when it was read)."""
+
+    ranges: dict[str, tuple[float, float]]
+    outputs: np.ndarray | None
+    step: int
+    nbytes: dict[str, int]
+
+
+def _step(batch_size: int, per_input: int) -> int:
+    """Inputs per pass after the first: as many as fit in :data:`PASS_BYTES`, at most ``batch_size``."""
+    return max(1, min(int(batch_size), PASS_BYTES // max(1, per_input)))
+
+
+def _observe(adapter: ModelAdapter, nodes: list[str], x: np.ndarray, settings: ActivationQuant, batch_size: int,
+             verbose: bool, record: int, extra_bytes: int = 0, step: int | None = None) -> _Run:
+    """Calibration passes over ``x`` for ``nodes``, recording the outputs of the first ``record`` inputs.
+
+    ``extra_bytes``: bytes per input of tensors an earlier run observed that a single run would hold
+    too, so that the pass size (and with it the batches every observer sees) is the one a single run for
+    all of them would choose; ``step``: that pass size, when already known."""
     n = n_samples(x)
+    end = n if nodes else min(n, record)  # only outputs asked for: the passes that read them
     observers = {n: build_observer(settings.calibration, settings.calibration_options, settings) for n in nodes}
     start = time.perf_counter()
     recorded: list[np.ndarray] | None = [] if record > 0 else None
     lo, size, passes, shown = 0, 1, 0, 0
-    while lo < n:
+    nbytes: dict[str, int] = {}
+    while lo < end:
         # The first pass reads one input, which tells what every tensor of the plan costs per input;
         # later passes take as many inputs as fit in PASS_BYTES (at most batch_size), so the memory
         # held at once does not grow with the number of samples or with the model's activations.
@@ -93,14 +131,14 @@ def calibrate_recording(
             else:  # this adapter reads it only by predict: the caller runs that
                 recorded = None
         if passes == 0:
-            per_input = max(1, sum(int(np.asarray(v).nbytes) for v in outputs.values()))
-            step = max(1, min(int(batch_size), PASS_BYTES // per_input))
+            nbytes = {k: int(np.asarray(v).nbytes) for k, v in outputs.items()}
+            step = step or _step(batch_size, sum(nbytes.values()) + extra_bytes)
         del outputs
         lo, passes = lo + size, passes + 1
         size = step
-        if verbose and (lo >= n or lo >= (shown + 1) * n / 4):
-            shown = int(4 * lo / n)
-            print(f"[slimkit] calibration ({settings.calibration}): {min(lo, n)}/{n} "
+        if verbose and (lo >= end or lo >= (shown + 1) * end / 4):
+            shown = int(4 * lo / end)
+            print(f"[slimkit] calibration ({settings.calibration}): {min(lo, end)}/{end} "
                   f"samples, {len(nodes)} tensors ({time.perf_counter() - start:.1f}s)",
                   file=sys.stderr, flush=True)
     ranges = {}
@@ -108,4 +146,57 @@ def calibrate_recording(
         lo, hi = obs.range()
         ranges[name] = (float(lo), float(hi))
     kept = np.concatenate(recorded) if recorded else None
-    return Calibrated(ranges, None if kept is None else kept.astype(np.float32, copy=False))
+    return _Run(ranges, None if kept is None else kept.astype(np.float32, copy=False), int(step or 1), nbytes)
+
+
+def _reusing(cache: reuse.ReuseCache, adapter: ModelAdapter, nodes: list[str], x: np.ndarray,
+             settings: ActivationQuant, batch_size: int, verbose: bool, record: int) -> Calibrated:
+    """:func:`calibrate_recording` inside :func:`slimkit.quant.reuse.reusing`: tensors observed earlier
+    under the same key at the pass size this request implies are returned as they were; the others are
+    observed in one run of passes at that size and kept. Every range is thus the one a run without the
+    cache computes (the same observer over the same batches)."""
+    entry = cache.calibration(reuse.calibration_key(adapter, settings, x, batch_size))
+    wanted = nodes + ([MODEL_OUTPUT] if record > 0 else [])
+    rows = min(record, n_samples(x))
+    unknown = [w for w in wanted if w not in entry]
+    observed: set[str] = set()
+    if unknown:  # their size per input is learnt on the first pass; the known ones' counts towards the step
+        extra = sum(entry[w].nbytes for w in wanted if w in entry)
+        run = _observe(adapter, [u for u in unknown if u != MODEL_OUTPUT], x, settings, batch_size, verbose,
+                       record if MODEL_OUTPUT in unknown else 0, extra_bytes=extra)
+        _keep(entry, run, MODEL_OUTPUT in unknown)
+        observed.update(unknown)
+        step = run.step
+    else:
+        step = _step(batch_size, sum(entry[w].nbytes for w in wanted))
+    stale = [w for w in wanted if w not in observed and _stale(w, entry[w], step, rows)]
+    if stale:  # observed in batches of another size (a request for other tensors): observe again at this one
+        run = _observe(adapter, [s for s in stale if s != MODEL_OUTPUT], x, settings, batch_size, verbose,
+                       record if MODEL_OUTPUT in stale else 0, step=step)
+        _keep(entry, run, MODEL_OUTPUT in stale)
+        observed.update(stale)
+    fresh = sum(1 for node in nodes if node in observed)
+    cache.count("calibration", hits=int(not observed), misses=int(bool(observed)))
+    cache.count("calibration_tensors", hits=len(nodes) - fresh, misses=fresh)
+    if verbose and not observed:
+        print(f"[slimkit] calibration ({settings.calibration}): {len(nodes)} tensors reused from an earlier "
+              "run on the same model and inputs", file=sys.stderr, flush=True)
+    outputs = entry[MODEL_OUTPUT].value if record > 0 else None
+    return Calibrated({node: entry[node].value for node in nodes},
+                      None if outputs is None else outputs[:rows].copy())
+
+
+def _stale(name: str, kept: reuse.Observed, step: int, rows: int) -> bool:
+    """True when ``kept`` is not what a run at pass size ``step`` recording ``rows`` outputs would give."""
+    if name != MODEL_OUTPUT:
+        return kept.step != step
+    # outputs the adapter cannot read in calibration passes stay unreadable: nothing to observe again
+    return kept.value is not None and (kept.step != step or len(kept.value) < rows)
+
+
+def _keep(entry: dict[str, reuse.Observed], run: _Run, outputs: bool) -> None:
+    """Adds a run's ranges (and its recorded outputs, when it was asked for them) to a cache entry."""
+    for name, value in run.ranges.items():
+        entry[name] = reuse.Observed(value, run.step, run.nbytes.get(name, 0))
+    if outputs:  # None: the adapter cannot read them in these passes, which stays true
+        entry[MODEL_OUTPUT] = reuse.Observed(run.outputs, run.step, run.nbytes.get(MODEL_OUTPUT, 0))

@@ -26,6 +26,7 @@ from slimkit.quant.known_outputs import KnownOutputs
 from slimkit.adapter import ModelAdapter
 from slimkit.errors import ExportError
 from slimkit.quant.plan import QuantPlan, SiteParams, grid_source
+from slimkit.quant.reuse import export_float
 from slimkit.quant.specs import INT32_RANGE
 from slimkit.recipe import OnnxExport
 from slimkit.report import QuantExportRow
@@ -151,7 +152,7 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
     float_adapter = adapter.without_fake_quant()
     float_path = tmp.with_name(tmp.name + ".float.onnx")
     try:
-        float_adapter.export_onnx(str(float_path), head(x, 1), settings.opset)
+        export_float(float_adapter, str(float_path), head(x, 1), settings.opset)  # once per run when reusing
         probe = at_least_two(head(x, 16))
         # Tensors are found by their values on a few inputs (every tensor of the float graph is kept for
         # them, so memory grows with this count); the file is then verified on the whole probe.

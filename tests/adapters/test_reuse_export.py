@@ -1,0 +1,54 @@
+"""Reuse within a tuning run in both frameworks: two static-int8 trials that differ only in the layers
+they exclude export the float model once and calibrate once, and give the files a run without reuse gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import slimkit
+from slimkit.deploy.runtime import run
+from slimkit.quant.reuse import reusing
+from slimkit.registry import adapter_for
+from frameworks import building
+from twins import sample_input, twin_pair
+
+
+def recipe(exclude: list[str]) -> dict:
+    return {"seed": 0, "stages": [{"quantize": {"method": "static", "activations": {"samples": 32},
+                                                "layers": {"exclude": exclude}}}]}
+
+
+TRIALS = ([], ["pw", "fc1", "logits"])
+
+
+@pytest.mark.parametrize("framework", building("twins"))
+def test_trials_export_the_float_model_once_and_calibrate_once(framework, tmp_path, monkeypatch):
+    model = twin_pair("cnn", seed=5, he=True, frameworks=(framework,))[framework]
+    x = sample_input("cnn", framework, n=32, seed=1)
+    probe = sample_input("cnn", framework, n=16, seed=9)  # inputs calibration never saw
+
+    def trial(index: int, exclude: list[str], tag: str) -> np.ndarray:
+        result = slimkit.compress(model, recipe(exclude), calib_data=x, verbose=False)
+        path = tmp_path / f"{tag}{index}.onnx"
+        result.export_onnx(path)
+        return run(str(path), probe)
+
+    plain = [trial(i, e, "plain") for i, e in enumerate(TRIALS)]
+    exporter = type(adapter_for(model))
+    calls = []
+    original = exporter.export_onnx
+
+    def counted(self, path, sample, opset):
+        calls.append(path)
+        return original(self, path, sample, opset)
+
+    monkeypatch.setattr(exporter, "export_onnx", counted)
+    with reusing() as cache:
+        reused = [trial(i, e, "reused") for i, e in enumerate(TRIALS)]
+    assert len(calls) == 1
+    assert cache.stats["float_export"] == {"hits": 1, "misses": 1}
+    assert cache.stats["calibration"] == {"hits": 1, "misses": 1}
+    for a, b in zip(plain, reused):
+        np.testing.assert_allclose(b, a, atol=1e-6, rtol=0)
+    assert not np.allclose(reused[0], reused[1])  # the trials did quantize differently
