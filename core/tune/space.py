@@ -66,6 +66,13 @@ class SearchSpace:
         """The recipe's own settings."""
         return tuple((d.name, d.base) for d in self.dims)
 
+    def safest(self) -> Candidate:
+        """The candidate closest to the float model: nothing pruned, every layer float, the recipe's other
+        settings."""
+        values = {d.name: (0.0 if d.name.startswith(SPARSITY) else True) for d in self.dims
+                  if d.name.startswith((SPARSITY, FLOAT))}
+        return self.make(values)
+
     def make(self, values: Mapping[str, Any]) -> Candidate:
         """A full candidate: ``values`` over the recipe's own settings."""
         unknown = [k for k in values if k not in {d.name for d in self.dims}]

@@ -23,16 +23,18 @@ def trained(request):
     framework = request.param
     (xt, yt), (xe, ye) = digits.load(framework)
     model = digits.build(framework, seed=0)
-    digits.train(framework, model, (xt, yt), epochs=5)
+    digits.train(framework, model, (xt, yt), epochs=8)
     return framework, model, (xt, yt), (xe, ye)
 
 
 def prune_quant(tolerance: float, trials: int = TRIALS) -> dict:
+    """Per-layer sparsity (NetAdapt-style greedy steps from the sensitivity curves) over int8 layers."""
     return {"version": 1, "seed": 0, "fine_tune": None,
             "stages": [{"prune": {"method": "magnitude", "sparsity": 0.5, "scope": "layer"}},
                        {"quantize": {"method": "static", "activations": {"samples": 128}}}],
-            "tune": {"strategy": "optuna", "sampler": "random", "tolerance": {"relative": tolerance},
-                     "max_trials": trials, "space": {"sparsity": [0.0, 0.5, 0.75, 0.9], "float_layers": True}}}
+            "analyze": {"prune": {"ratios": [0.25, 0.5, 0.75, 0.9]}, "quantize": None, "samples": 64},
+            "tune": {"strategy": "sensitivity", "tolerance": {"relative": tolerance}, "max_trials": trials,
+                     "space": {"sparsity": [0.0, 0.25, 0.5, 0.75, 0.9], "float_layers": False}}}
 
 
 def quant_budget(budget: dict, trials: int = 5) -> dict:
@@ -55,13 +57,14 @@ def tolerances(trained):
 
 def test_looser_tolerance_gives_a_more_compressed_model(trained, tolerances):
     loose, tight = tolerances[0.02].report.tuning, tolerances[0.002].report.tuning
+    print(f"\n[{trained[0]}] baseline {loose.baseline:.4f}; 2%: {loose.best_trial.metric:.4f} at "
+          f"{loose.best_trial.compression:.2f}x ({len(loose.trials)} trials); 0.2%: {tight.best_trial.metric:.4f} at "
+          f"{tight.best_trial.compression:.2f}x ({len(tight.trials)} trials)")
     base = loose.baseline
     for log, tol in ((loose, 0.02), (tight, 0.002)):
         best = log.best_trial
         assert log.met and best.feasible and best.metric >= base * (1 - tol) - 1e-12, (tol, best)
-        assert len(log.trials) == TRIALS
-    # margins seen (2-core EPYC): baseline ~0.97; both runs try the same candidates (random sampler, one
-    # seed), so the looser tolerance can only keep more of them
+        assert 1 <= len(log.trials) <= TRIALS
     assert loose.best_trial.compression > tight.best_trial.compression, (loose.to_markdown(), tight.to_markdown())
 
 
@@ -99,8 +102,11 @@ def test_impossible_budget_returns_the_closest_trial(trained):
                                   eval_data=test, verbose=False)
     log = result.report.tuning
     assert not log.met and log.message.startswith("no configuration met")
-    closest = min(log.trials, key=lambda t: t.violations["size_mb"])
-    assert log.best == closest.number and result.model is not None
+    nearest = min(t.violations["size_mb"] for t in log.trials)
+    closest = [t for t in log.trials if t.violations["size_mb"] == nearest]
+    # the smallest violation; among equals the best metric
+    assert log.best_trial in closest and log.best_trial.metric == max(t.metric for t in closest)
+    assert result.model is not None
 
 
 def test_eval_fn_that_returns_no_number_is_named(trained):

@@ -1,6 +1,7 @@
 """``strategy: optuna``: a search over the space's dimensions with an Optuna sampler (TPE by default).
 
-Each dimension is a categorical parameter. The recipe's own settings are the first trial (enqueued),
+Each dimension is a categorical parameter. The recipe's own settings are the first trial and the float
+model (every layer float, nothing pruned) the second (both enqueued),
 the score the goal's (compression within the tolerance, or the metric within the budget) is maximised,
 and the tolerance and budget are constraints (the sum of the violations, <= 0 when met) that TPE
 reads through ``constraints_func``. Every trial's record is kept in the trial's user attributes, so a
@@ -102,7 +103,10 @@ class OptunaSearch(Strategy):
             raise RecipeError(f"tune.storage: cannot create or load study {name!r} in {self.ctx.storage!r}: "
                               f"{str(exc)[:300]}") from exc
         if not self.study.trials:
+            # the recipe as written, then the float model itself (every layer float, nothing pruned): a
+            # tolerance always has a trial that meets it, and the search starts from what the user chose
             self.study.enqueue_trial(dict(self.space.base()), skip_if_exists=True)
+            self.study.enqueue_trial(dict(self.space.safest()), skip_if_exists=True)
         self.trial: Any = None
         self.mine: set[int] = set()
 
