@@ -71,11 +71,13 @@ def adapter_named(framework: str) -> type[ModelAdapter] | None:
     return None
 
 
-def adapter_for_file(path: Any) -> type[ModelAdapter] | None:
-    """The adapter class that loads model files with ``path``'s suffix (``model_file_suffixes``), or None.
+def adapter_for_file(path: Any, suffixes: str = "model_file_suffixes") -> type[ModelAdapter] | None:
+    """The adapter class that loads model files with ``path``'s suffix, or None.
 
-    Adapters whose framework is already imported are asked first; the others are imported only when
-    none of those knows the suffix."""
+    ``suffixes`` names the class attribute listing the suffixes: ``model_file_suffixes`` (whole models
+    read safely), ``weights_file_suffixes`` (weights onto an architecture) or ``trusted_file_suffixes``
+    (files that may run code when loaded). Adapters whose framework is already imported are asked
+    first; the others are imported only when none of those knows the suffix."""
     suffix = str(path).lower().rsplit(".", 1)[-1] if "." in str(path) else ""
     seen: list[type[ModelAdapter]] = list(_REGISTERED)
     for loaded_first in (True, False):
@@ -87,7 +89,7 @@ def adapter_for_file(path: Any) -> type[ModelAdapter] | None:
             except ImportError:
                 continue
         for cls in seen:
-            if f".{suffix}" in getattr(cls, "model_file_suffixes", ()):
+            if f".{suffix}" in getattr(cls, suffixes, ()):
                 return cls
     return None
 

@@ -363,11 +363,12 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         """The ``.keras`` file read in safe mode (``model`` is not needed)."""
         return saving.load_files(folder, entry)
 
-    model_file_suffixes = (".keras",)
+    # legacy HDF5 files too: Keras 3 reads their configs in safe mode as well (no Lambda bytecode)
+    model_file_suffixes = (".keras", ".h5")
 
     @classmethod
     def load_file(cls, path: Path) -> Any:
-        """A ``.keras`` file read in safe mode."""
+        """A ``.keras`` (or legacy ``.h5``) file read in safe mode."""
         return saving.load_files(Path(path).parent, {"file": Path(path).name, "keras": "keras"})
 
     def attention_blocks(self) -> list[AttentionBlock]:

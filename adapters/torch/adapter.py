@@ -30,7 +30,7 @@ from slimkit.errors import DataError, ExportError, UnsupportedModelError
 from slimkit.labels import prepare_labels
 from slimkit.recipe import FineTune
 
-from slimkit.adapters.torch import attention, naming, probes, quant, saving
+from slimkit.adapters.torch import attention, files, naming, probes, quant, saving
 from slimkit.adapters.torch.graph import build_graph
 from slimkit.adapters.torch.inputs import (
     arguments, call, dynamic_axes, first_tensor, input_names, misfit, model_device, to_tensors,
@@ -355,6 +355,19 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         """The saved weights and layer shapes applied to a copy of the architecture ``model``."""
         layers = {i.name: dict(i.shapes) for i in cls(model).layers()} if model is not None else {}
         return saving.load_files(folder, entry, model, layers)
+
+    weights_file_suffixes = files.WEIGHTS_SUFFIXES
+    trusted_file_suffixes = files.TRUSTED_SUFFIXES
+
+    @classmethod
+    def load_weights_file(cls, path: Path, model: Any) -> nn.Module:
+        """A copy of ``model`` holding the state dict in ``path``, read with ``weights_only=True``."""
+        return files.load_weights_file(Path(path), model)
+
+    @classmethod
+    def load_trusted_file(cls, path: Path) -> nn.Module:
+        """A torch.export ``.pt2`` program rebuilt as modules, or a pickled module (runs the file's code)."""
+        return files.load_trusted_file(Path(path))
 
     def attention_blocks(self) -> list[AttentionBlock]:
         """nn.MultiheadAttention layers and transformers-style attention modules; see ``attention.py``."""
