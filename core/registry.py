@@ -57,17 +57,23 @@ def adapter_class(model: Any) -> type[ModelAdapter]:
 
 
 def adapter_named(framework: str) -> type[ModelAdapter] | None:
-    """The adapter class whose ``framework`` is ``framework`` (importing that framework), or None."""
+    """The adapter class whose ``framework`` is ``framework`` (importing that framework), or None.
+
+    Adapters whose framework is already imported are asked first, so that reading a PyTorch folder
+    after ``import torch`` does not import TensorFlow on the way."""
     for cls in _REGISTERED:
         if getattr(cls, "framework", None) == framework:
             return cls
-    for _, module_name, class_name in _ADAPTERS:
-        try:
-            cls = getattr(importlib.import_module(module_name), class_name)
-        except ImportError:
-            continue
-        if getattr(cls, "framework", None) == framework:
-            return cls
+    for loaded_first in (True, False):
+        for modules, module_name, class_name in _ADAPTERS:
+            if loaded_first != any(m in sys.modules for m in modules):
+                continue
+            try:
+                cls = getattr(importlib.import_module(module_name), class_name)
+            except ImportError:
+                continue
+            if getattr(cls, "framework", None) == framework:
+                return cls
     return None
 
 

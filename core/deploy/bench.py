@@ -18,12 +18,23 @@ from slimkit.deploy.runtime import feed as runtime_feed
 
 def latency_ms(path: str, x: Any, repeats: int = 30, warmup: int = 5, threads: int = 0) -> float:
     """Median wall time of one onnxruntime run on ``x``, in milliseconds."""
+    return float(np.median(latencies_ms(path, x, repeats, warmup, threads)))
+
+
+def session(path: str, threads: int = 0) -> Any:
+    """An onnxruntime CPU session for ``path`` with ``threads`` intra-op threads (0: onnxruntime's choice)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
-    sess = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def latencies_ms(path: str, x: Any, repeats: int = 30, warmup: int = 5, threads: int = 0,
+                 sess: Any = None) -> np.ndarray:
+    """Wall time of each of ``repeats`` onnxruntime runs on ``x`` (after ``warmup`` runs), in milliseconds."""
+    sess = sess if sess is not None else session(path, threads)
     feed = runtime_feed(sess.get_inputs(), x, path)
     for _ in range(warmup):
         sess.run(None, feed)
@@ -32,11 +43,17 @@ def latency_ms(path: str, x: Any, repeats: int = 30, warmup: int = 5, threads: i
         start = time.perf_counter()
         sess.run(None, feed)
         times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
+    return np.asarray(times) * 1e3
 
 
 def macs(path: str, batch: int = 1) -> int:
     """Multiply-accumulates of one forward pass at ``batch`` (Conv, Gemm and MatMul nodes)."""
+    return sum(count for _, _, _, count in node_macs(path, batch))
+
+
+def node_macs(path: str, batch: int = 1) -> list[tuple[str, str, str | None, int]]:
+    """``(node name, op type, name of its second input (the weight), MACs)`` of every Conv, Gemm and MatMul node, in
+    graph order, at ``batch`` (the dynamic batch axis of the first input fixed to it)."""
     import onnx
     from onnx import shape_inference
 
@@ -51,17 +68,45 @@ def macs(path: str, batch: int = 1) -> int:
         shapes[value.name] = [d.dim_value for d in value.type.tensor_type.shape.dim]
     for init in model.graph.initializer:
         shapes[init.name] = list(init.dims)
-    total = 0
+    rows = []
     for node in model.graph.node:
         out = shapes.get(node.output[0])
         if not out:
             continue
+        count = 0
         if node.op_type == "Conv":
             w = shapes[node.input[1]]  # (out, in/groups, *k)
-            total += int(np.prod(out)) * int(np.prod(w[1:]))
+            count = int(np.prod(out)) * int(np.prod(w[1:]))
         elif node.op_type in ("Gemm", "MatMul"):
             a = shapes.get(node.input[0])
             if a:
-                total += int(np.prod(out)) * int(a[-1])
-    return total
+                count = int(np.prod(out)) * int(a[-1])
+        else:
+            continue
+        rows.append((node.name or node.output[0], node.op_type, node.input[1] if len(node.input) > 1 else None, count))
+    return rows
 
+
+def kernel_owners(path: str, kernels: dict[str, np.ndarray]) -> dict[str, str]:
+    """Initializer name -> layer, for the initializers of ``path`` holding a layer's kernel values in any
+    layout (compared as multisets, :class:`slimkit.deploy.mapping._Signature`); layers whose kernels
+    are identical to another's are left out (they cannot be told apart by value)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from slimkit.deploy.mapping import _Signature
+
+    signatures: dict[Any, list[str]] = {}
+    for layer, kernel in kernels.items():
+        signatures.setdefault(_Signature.of(kernel), []).append(layer)
+    sizes = {sig.size for sig in signatures}
+    out = {}
+    for init in onnx.load(path).graph.initializer:
+        if int(np.prod(init.dims)) not in sizes:
+            continue
+        sig = _Signature.of(numpy_helper.to_array(init))
+        for known, layers in signatures.items():
+            if len(layers) == 1 and known.same(sig):
+                out[init.name] = layers[0]
+                break
+    return out
