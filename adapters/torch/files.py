@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import pickle
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,8 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except (OSError, SafetensorError) as exc:
             raise DataError(f"{path}: not a readable safetensors file ({exc})") from None
+    if not _torch_file(path):
+        raise DataError(f"{path}: not a readable PyTorch file (neither the zip archive torch.save writes nor a pickle)")
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -87,6 +90,16 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
         raise DataError(f"{path}: entries {', '.join(map(repr, bad[:5]))} are not tensors; a state dict maps "
                         "weight names to tensors")
     return obj
+
+
+def _torch_file(path: Path) -> bool:
+    """The file is a zip archive (torch.save's format) or starts as a pickle (the legacy format)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return zipfile.is_zipfile(path) or head[:1] == b"\x80"
 
 
 def load_trusted_file(path: Path) -> nn.Module:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from slimkit.cli.errors import EXIT_HELP, debug_option, guarded
 from slimkit.cli.loading import load_data, load_model, sample_for
 from slimkit.cli.options import input_shape_option, model_file_options, parse_shape
+from slimkit.errors import ExportError
 from slimkit.recipe import MAX_OPSET, MIN_OPSET
 
 
@@ -40,6 +43,11 @@ def export(model_path: str, onnx_path: str, data_spec: str | None, input_shape: 
     loaded = load_model(model_path, factory, trust, "MODEL")
     data = load_data(data_spec, "--data") if data_spec else None
     sample = sample_for(loaded.model, data, shape)
+    parent = Path(onnx_path).expanduser().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"--onnx {onnx_path}: cannot create the folder {parent} ({exc.strerror or exc})") from None
     row = slimkit.export_onnx(loaded.model, onnx_path, sample=sample, opset=opset, tolerance=tolerance)
     click.echo(f"wrote {row.path}: {row.bytes} bytes, max |onnxruntime - framework| {row.max_abs_diff:.2e} "
                f"(tolerance {row.tolerance:g})" if row.max_abs_diff is not None else f"wrote {row.path}: {row.bytes} bytes")

@@ -20,16 +20,19 @@ from slimkit.errors import DataError
               help="Sample inputs (.npz, .npy or module:function) to trace the model and count MACs at their shape.")
 @input_shape_option
 @model_file_options
-@click.option("--no-macs", is_flag=True, help="Skip the ONNX export that MACs are counted on (large models: seconds).")
+@click.option("--macs", "macs", type=click.Choice(["layers", "onnx", "none"]), default="layers", show_default=True,
+              help="How MACs are counted: from each conv/dense layer's output size on one sample (fast), on the "
+                   "float ONNX export (every Conv/Gemm/MatMul, attention products included; seconds on large "
+                   "models), or not at all.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @debug_option
 @guarded
 def inspect(model_path: str, data_spec: str | None, input_shape: str | None, factory: str | None, trust: bool,
-            no_macs: bool, as_json: bool) -> None:
+            macs: str, as_json: bool) -> None:
     """Describe MODEL: what slimkit can prune and quantize in it.
 
     Per layer: kind, weights (batch-norm statistics included, as Keras' count_params), sparsity of the
-    matrices pruning acts on, MACs per sample (counted on the float ONNX export), the channel group it
+    matrices pruning acts on, multiply-accumulates per sample (MACs), the channel group it
     produces, and whether int8 quantization gives it an integer kernel. Then the channel groups
     structured pruning removes channels from, and the channels it must leave whole, with why.
 
@@ -46,7 +49,8 @@ def inspect(model_path: str, data_spec: str | None, input_shape: str | None, fac
         if data is not None or shape is not None:
             raise
         sample = None  # PyTorch without --data/--input-shape: layers and weights only
-    summary = summarize(loaded.model, sample, count_macs=not no_macs)
+    what = f"--data {data_spec}" if data_spec else f"--input-shape {input_shape}" if input_shape else "sample"
+    summary = summarize(loaded.model, sample, None if macs == "none" else macs, what)
     if sample is None:
         summary.notes.append("no sample inputs (--data or --input-shape): MACs, channel groups and quantization "
                              "sites need them for this model")
@@ -61,7 +65,7 @@ def render(s: ModelSummary, title: str) -> str:
     if s.other_macs:
         body.append([OTHER_OPS, "", "", "", "", _si(s.other_macs), "", ""])
     lines = [f"{title} ({s.framework}): {s.params:,} weights, "
-             + (f"{_si(s.macs)}MACs per sample" if s.macs is not None else "MACs not counted"), ""]
+             + (f"{_si(s.macs)} MACs per sample" if s.macs is not None else "MACs not counted"), ""]
     lines += _table(head, body, right={3, 4, 5})
     if s.groups:
         lines += ["", f"channel groups structured pruning can remove channels from ({len(s.groups)}):"]
@@ -98,4 +102,4 @@ def _si(n: int | None) -> str:
     for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if n >= size:
             return f"{n / size:.2f} {unit}"
-    return f"{n} "
+    return str(n)

@@ -2,15 +2,22 @@
 channel groups structured pruning can remove (and the channels it must leave whole, with why), and the
 layers int8 quantization gives integer kernels.
 
-MACs are counted on the float ONNX export (:func:`slimkit.deploy.bench.node_macs`: Conv, Gemm, MatMul
-after shape inference), so a Keras and a PyTorch model of one network count alike; each node's count
-goes to the layer its name names (the exporters name nodes after layer paths), else to the layer whose
-kernel its weight holds, else to "other ops" (a MatMul of two activations, say).
+MACs per sample are counted in one of two ways, which agree on convolutional networks:
+
+* ``layers`` (default): each conv, depthwise conv and dense layer's output elements per sample, read
+  from one inference pass (``StructureAdapter.layer_outputs``), times its kernel's weights per output
+  channel (``in/groups x kernel size``, or the input features). Framework-neutral and fast (a ResNet50
+  in about a second); ops without weights (attention score products, recurrent steps) are not counted.
+* ``onnx``: every Conv, Gemm and MatMul of the float ONNX export after shape inference
+  (:func:`slimkit.deploy.bench.node_macs`); each node's count goes to the layer its weight's or its own
+  name names (the exporters name them after layer paths), else to the layer whose kernel its weight
+  holds, else to "other ops" (a MatMul of two activations, say). Exports take seconds on large models.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -81,16 +88,31 @@ class ModelSummary:
                 "activation_sites": self.activation_sites, "notes": list(self.notes)}
 
 
-def summarize(model: Any, sample: Any, count_macs: bool = True) -> ModelSummary:
-    """The summary of ``model`` (not modified); ``sample``: input samples for tracing and export (None:
-    no graph-based parts for frameworks that need samples to trace, and no MACs).
+#: Layer kinds whose MACs the ``layers`` count covers.
+MAC_KINDS = ("conv", "depthwise_conv", "dense")
+
+
+def summarize(model: Any, sample: Any, macs: str | None = "layers", what: str = "sample") -> ModelSummary:
+    """The summary of ``model`` (not modified).
+
+    Args:
+        model: a model of any adapter.
+        sample: input samples for tracing and counting (None: no graph-based parts for frameworks that
+            need samples to trace, and no MACs).
+        macs: how MACs are counted: ``layers``, ``onnx`` (see the module docstring) or None (not at all).
+        what: where the samples came from, for messages.
 
     Raises:
+        DataError: the samples do not fit the model.
         UnsupportedModelError: the model is of no supported framework.
     """
     from slimkit.registry import adapter_for
 
     adapter = adapter_for(model)
+    if sample is not None:
+        from slimkit.data import head
+
+        adapter.check_input(head(sample, 1), what)  # a DataError naming the shape, before any tracing
     infos = adapter.layers()
     rows = {info.name: _row(adapter, info) for info in infos}
     summary = ModelSummary(adapter.framework, sum(info.params for info in infos), None, [])
@@ -98,7 +120,9 @@ def summarize(model: Any, sample: Any, count_macs: bool = True) -> ModelSummary:
     if graph is not None:
         _groups(adapter, graph, rows, summary)
         _quant(adapter, graph, infos, rows, summary)
-    if count_macs and sample is not None:
+    if macs == "layers" and sample is not None:
+        _layer_macs(adapter, sample, infos, rows, summary)
+    elif macs == "onnx" and sample is not None:
         _macs(adapter, sample, infos, rows, summary)
     summary.layers = list(rows.values())
     return summary
@@ -174,6 +198,37 @@ def _quant(adapter: Any, graph: Any, infos: list[LayerInfo], rows: dict[str, Lay
             summary.notes.append(f"quantization sites cannot be planned: {exc}")
 
 
+def _layer_macs(adapter: Any, sample: Any, infos: list[LayerInfo], rows: dict[str, LayerSummary],
+                summary: ModelSummary) -> None:
+    """MACs of conv, depthwise and dense layers from their output sizes on one sample."""
+    from dataclasses import replace
+
+    from slimkit.data import head
+
+    if not isinstance(adapter, StructureAdapter):
+        summary.notes.append(f"MACs not counted: the {adapter.framework} adapter reads no layer outputs")
+        return
+    counted = [i for i in infos if i.kind in MAC_KINDS and "kernel" in i.shapes and i.kernel_perm]
+    try:
+        outputs = adapter.layer_outputs(head(sample, 1), [i.name for i in counted])
+    except (SlimkitError, KeyError) as exc:
+        summary.notes.append(f"MACs not counted: the layers' outputs cannot be read ({exc})")
+        return
+    total = 0
+    for info in counted:
+        out = np.asarray(outputs[info.name])
+        kernel = info.shapes["kernel"]
+        per_output = int(np.prod(kernel)) // max(1, int(kernel[info.out_axis]))  # in/groups x k, or features
+        count = int(out.size // max(1, out.shape[0])) * per_output
+        rows[info.name] = replace(rows[info.name], macs=count)
+        total += count
+    summary.macs = total
+    skipped = [i.name for i in infos if i.kind in ("attention", "recurrent")]
+    if skipped:
+        summary.notes.append(f"MACs of {', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''} are not counted "
+                             "by layer outputs (inspect --macs onnx counts every MatMul of the ONNX export)")
+
+
 def _macs(adapter: Any, sample: Any, infos: list[LayerInfo], rows: dict[str, LayerSummary],
           summary: ModelSummary) -> None:
     from dataclasses import replace
@@ -185,7 +240,8 @@ def _macs(adapter: Any, sample: Any, infos: list[LayerInfo], rows: dict[str, Lay
     fd, path = tempfile.mkstemp(suffix=".onnx", prefix=".slimkit-inspect-")
     os.close(fd)
     weighted = [i.name for i in infos if i.kind in ("conv", "depthwise_conv", "dense", "attention", "recurrent")]
-    by_length = sorted(weighted, key=len, reverse=True)  # the longest path a node names is its layer
+    # the most specific path a node names is its layer
+    by_length = sorted(weighted, key=lambda n: (len(re.split(r"[./]", n)), len(n)), reverse=True)
     bench = load_bench()
     try:
         try:
@@ -218,4 +274,18 @@ def _macs(adapter: Any, sample: Any, infos: list[LayerInfo], rows: dict[str, Lay
 
 
 def _named(onnx_name: str | None, layers: list[str], names_layer: Any) -> str | None:
-    return None if not onnx_name else next((n for n in layers if names_layer(onnx_name, n)), None)
+    """The layer an ONNX node or tensor name names: its path's parts in a row (``names_layer``), else in
+    order with gaps (torch.onnx scopes repeat parents: ``/layer1/layer1.0/downsample/downsample.0/Conv``
+    names ``layer1.0.downsample.0``); ``layers`` longest first, so the most specific path wins."""
+    if not onnx_name:
+        return None
+    found = next((n for n in layers if names_layer(onnx_name, n)), None)
+    if found is not None:
+        return found
+    have = [p for p in re.split(r"[./:]", onnx_name) if p]
+    for layer in layers:
+        want = [p for p in re.split(r"[./]", layer) if p]
+        parts = iter(have)
+        if want and all(any(h == w for h in parts) for w in want):
+            return layer
+    return None
