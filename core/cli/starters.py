@@ -10,6 +10,9 @@ seed: 0                        # batch order, initial masks, random criteria: th
 layers:                        # default selector for every stage (a stage's own `layers` overrides keys)
   kinds: [conv, dense]         # dense, conv, conv1d/2d/3d, depthwise_conv, embedding, attention, recurrent
   exclude: ["*logits*"]        # fnmatch globs on layer names: keep the classifier dense
+"""
+
+FINE_TUNE = """\
 fine_tune:                     # default training of every stage; `fine_tune: null` in a stage = one-shot
   epochs: 10
   batch_size: 32
@@ -17,7 +20,10 @@ fine_tune:                     # default training of every stage; `fine_tune: nu
   learning_rate: 1.0e-3
   loss: sparse_categorical_crossentropy   # | categorical_crossentropy | binary_crossentropy | mse
   from_logits: true            # the model outputs logits (no softmax)
-stages:
+"""
+
+NO_FINE_TUNE = """\
+# fine_tune: {epochs: 10, batch_size: 32, optimizer: adam, learning_rate: 1.0e-3}   # for stages that train
 """
 
 STAGES = {
@@ -89,6 +95,12 @@ export:
   onnx: {opset: 17, verify: true}   # the exported file is checked in onnxruntime against the framework
 """
 
+#: Methods whose stage trains with the default fine_tune (the others are post-training).
+TRAINING = ("magnitude", "channel", "lottery", "admm", "qat", "distill")
+
+
 def starter(methods: tuple[str, ...]) -> str:
     """The recipe text with a stage per method, in order (``magnitude`` when none)."""
-    return HEADER + "".join(STAGES[m] for m in (methods or ("magnitude",))) + FOOTER
+    methods = methods or ("magnitude",)
+    training = FINE_TUNE if any(m in TRAINING for m in methods) else NO_FINE_TUNE
+    return HEADER + training + "stages:\n" + "".join(STAGES[m] for m in methods) + FOOTER
