@@ -112,8 +112,9 @@ def _inputs(spec: str | None, sess: Any, batch: int) -> Any:
 def _fitted(x: Any, graph_inputs: list[Any], path: str) -> dict[str, np.ndarray]:
     """The feed for one file: arrays matched to its inputs by name (dict) or position, images moved to
     the file's channel layout when only that makes them fit."""
-    from slimkit.deploy.runtime import feed
+    from slimkit.deploy import load_runtime
 
+    feed = load_runtime().feed
     names = [i.name for i in graph_inputs]
     if isinstance(x, dict):
         arrays = list(x.values()) if set(x) != set(names) and len(x) == len(names) else [x.get(n) for n in names]

@@ -17,7 +17,6 @@ MACs per sample are counted in one of two ways, which agree on convolutional net
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -235,57 +234,20 @@ def _macs(adapter: Any, sample: Any, infos: list[LayerInfo], rows: dict[str, Lay
 
     from slimkit.data import head
     from slimkit.deploy import load_bench
-    from slimkit.deploy.mapping import names_layer
 
+    weighted = [i.name for i in infos if i.kind in ("conv", "depthwise_conv", "dense", "attention", "recurrent")]
     fd, path = tempfile.mkstemp(suffix=".onnx", prefix=".slimkit-inspect-")
     os.close(fd)
-    weighted = [i.name for i in infos if i.kind in ("conv", "depthwise_conv", "dense", "attention", "recurrent")]
-    # the most specific path a node names is its layer
-    by_length = sorted(weighted, key=lambda n: (len(re.split(r"[./]", n)), len(n)), reverse=True)
-    bench = load_bench()
     try:
-        try:
-            adapter.export_onnx(path, head(sample, 1), 17)
-            nodes = bench.node_macs(path)
-            # the weight's name first: tf2onnx names a conv with a folded batch norm after the batch norm
-            named = {name: _named(weight, by_length, names_layer) or _named(name, by_length, names_layer)
-                     for name, _op, weight, _count in nodes}
-            kernels = {}
-            if any(layer is None for layer in named.values()):  # unnamed nodes: find their kernels by value
-                kernels = bench.kernel_owners(path, {i.name: adapter.get_weights(i.name)["kernel"]
-                                                     for i in infos if "kernel" in i.shapes})
-        except SlimkitError as exc:
-            summary.notes.append(f"MACs not counted: the model does not export to ONNX ({exc})")
-            return
+        adapter.export_onnx(path, head(sample, 1), 17)
+        counts, other = load_bench().macs_by_layer(
+            path, weighted, lambda: {i.name: adapter.get_weights(i.name)["kernel"] for i in infos if "kernel" in i.shapes})
+    except SlimkitError as exc:
+        summary.notes.append(f"MACs not counted: the model does not export to ONNX ({exc})")
+        return
     finally:
         os.unlink(path)
-    counts: dict[str, int] = {}
-    other = 0
-    for name, _op, weight, count in nodes:
-        layer = named[name] or kernels.get(weight)
-        if layer is None:
-            other += count
-        else:
-            counts[layer] = counts.get(layer, 0) + count
     for layer, count in counts.items():
         rows[layer] = replace(rows[layer], macs=count)
-    summary.macs = sum(count for *_, count in nodes)
+    summary.macs = sum(counts.values()) + other
     summary.other_macs = other
-
-
-def _named(onnx_name: str | None, layers: list[str], names_layer: Any) -> str | None:
-    """The layer an ONNX node or tensor name names: its path's parts in a row (``names_layer``), else in
-    order with gaps (torch.onnx scopes repeat parents: ``/layer1/layer1.0/downsample/downsample.0/Conv``
-    names ``layer1.0.downsample.0``); ``layers`` longest first, so the most specific path wins."""
-    if not onnx_name:
-        return None
-    found = next((n for n in layers if names_layer(onnx_name, n)), None)
-    if found is not None:
-        return found
-    have = [p for p in re.split(r"[./:]", onnx_name) if p]
-    for layer in layers:
-        want = [p for p in re.split(r"[./]", layer) if p]
-        parts = iter(have)
-        if want and all(any(h == w for h in parts) for w in want):
-            return layer
-    return None

@@ -6,9 +6,9 @@ same network are counted the same way (Conv, ConvTranspose-free graphs, Gemm and
 
 from __future__ import annotations
 
+import re
 import time
-
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -110,3 +110,49 @@ def kernel_owners(path: str, kernels: dict[str, np.ndarray]) -> dict[str, str]:
                 out[init.name] = layers[0]
                 break
     return out
+
+
+def macs_by_layer(path: str, layers: list[str], kernels: Callable[[], dict[str, np.ndarray]],
+                  batch: int = 1) -> tuple[dict[str, int], int]:
+    """MACs per sample of each layer in the ONNX file ``path`` and the MACs no layer claims.
+
+    A Conv/Gemm/MatMul node belongs to the layer its weight's name names, else its own name (tf2onnx
+    names a conv whose batch norm it folded after the batch norm; both exporters name tensors and nodes
+    after layer paths), else to the layer whose kernel its weight holds (``kernels()``: layer -> kernel,
+    asked only when some node is named after no layer).
+    """
+    from slimkit.deploy.mapping import names_layer
+
+    nodes = node_macs(path, batch)
+    # the most specific path a name names is its layer
+    ordered = sorted(layers, key=lambda n: (len(re.split(r"[./]", n)), len(n)), reverse=True)
+    named = {name: _named(weight, ordered, names_layer) or _named(name, ordered, names_layer)
+             for name, _op, weight, _count in nodes}
+    owners = kernel_owners(path, kernels()) if any(layer is None for layer in named.values()) else {}
+    counts: dict[str, int] = {}
+    other = 0
+    for name, _op, weight, count in nodes:
+        layer = named[name] or owners.get(weight or "")
+        if layer is None:
+            other += count
+        else:
+            counts[layer] = counts.get(layer, 0) + count
+    return counts, other
+
+
+def _named(onnx_name: str | None, layers: list[str], names_layer: Callable[[str, str], bool]) -> str | None:
+    """The layer an ONNX node or tensor name names: its path's parts in a row (``names_layer``), else in
+    order with gaps (torch.onnx scopes repeat parents: ``/layer1/layer1.0/downsample/downsample.0/Conv``
+    names ``layer1.0.downsample.0``); ``layers`` most specific first."""
+    if not onnx_name:
+        return None
+    found = next((n for n in layers if names_layer(onnx_name, n)), None)
+    if found is not None:
+        return found
+    have = [p for p in re.split(r"[./:]", onnx_name) if p]
+    for layer in layers:
+        want = [p for p in re.split(r"[./]", layer) if p]
+        parts = iter(have)
+        if want and all(any(h == w for h in parts) for w in want):
+            return layer
+    return None
