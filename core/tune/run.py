@@ -146,7 +146,7 @@ def tune_compress(model: Any, recipe: Recipe, train_data: Any = None, calib_data
 
                 raise DataError(f"tune: the best trial ({best.number}) failed when built again: {record.error}")
             best = dataclasses.replace(best, metric=record.metric, compression=record.compression,
-                                       size_mb=record.size_mb, macs=record.macs, latency_ms=record.latency_ms,
+                                       size_mb=record.size_mb, macs=record.macs, latency_ms=record.latency_ms, steps=record.steps,
                                        feasible=record.feasible, violations=record.violations)
             log.trials = [best if t.number == best.number and t.worker == best.worker else t for t in log.trials]
         else:

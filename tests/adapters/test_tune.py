@@ -124,3 +124,42 @@ def test_unreachable_storage_is_named(trained, tmp_path):
     recipe["tune"].update(strategy="optuna", storage=f"sqlite:///{tmp_path}/missing/dir/study.db")
     with pytest.raises(slimkit.RecipeError, match=r"tune.storage: cannot open the Optuna storage 'sqlite:///"):
         slimkit.compress(model, recipe, train_data=train, eval_data=test, verbose=False)
+
+
+def test_macs_budget_with_channel_pruning(trained):
+    framework, model, train, test = trained
+    full = 337_536  # MACs per digit of the float CNN (conv1 9k, conv2 295k, fc1 33k, logits 0.6k)
+    recipe = {"version": 1, "seed": 0, "fine_tune": None,
+              "stages": [{"prune": {"method": "channel", "sparsity": 0.25, "layers": {"exclude": ["logits"]}}}],
+              "analyze": {"prune": {"method": "channel", "ratios": [0.25, 0.5, 0.75]}, "quantize": None,
+                          "samples": 64},
+              "tune": {"strategy": "sensitivity", "budget": {"macs": 0.6 * full}, "max_trials": 6,
+                       "space": {"sparsity": [0.0, 0.25, 0.5, 0.75]}}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", slimkit.SlimkitWarning)
+        result = slimkit.compress(model, recipe, train_data=train, eval_data=test, verbose=False)
+    log = result.report.tuning
+    assert log.baseline_measures["macs"] == full
+    feasible = [t for t in log.trials if t.feasible]
+    assert log.met and all(t.macs <= 0.6 * full for t in feasible)
+    assert log.best_trial.metric == max(t.metric for t in feasible)
+    assert log.best_trial.macs < full and sum(p.params for p in result.report.layers) < \
+        sum(int(w.size) for info in slimkit.registry.adapter_for(model).layers()
+            for w in slimkit.registry.adapter_for(model).get_weights(info.name).values())
+
+
+def test_trials_fine_tune_briefly_and_the_best_is_rebuilt_in_full(trained):
+    framework, model, (xt, yt), test = trained
+    train = (xt[:256], yt[:256])  # 8 batches of 32 per epoch
+    recipe = {"version": 1, "seed": 0,
+              "fine_tune": {"epochs": 2, "batch_size": 32, "learning_rate": 1e-3},
+              "stages": [{"prune": {"method": "magnitude", "sparsity": 0.5, "scope": "layer"}}],
+              "tune": {"strategy": "optuna", "sampler": "random", "tolerance": {"relative": 0.05}, "max_trials": 3,
+                       "space": {"sparsity": [0.0, 0.5, 0.75]}, "trial_fine_tune": {"steps": 3}}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", slimkit.SlimkitWarning)
+        result = slimkit.compress(model, recipe, train_data=train, eval_data=test, verbose=False)
+    log = result.report.tuning
+    others = [t for t in log.trials if t.number != log.best and t.error is None and t.settings]
+    assert others and all(t.steps == 3 for t in others if t.settings != log.best_trial.settings)
+    assert log.best_trial.steps == 16 and result.report.stages[0].steps == 16  # the recipe's 2 epochs
