@@ -128,7 +128,7 @@ def test_unreachable_storage_is_named(trained, tmp_path):
 
 def test_macs_budget_with_channel_pruning(trained):
     framework, model, train, test = trained
-    full = 337_536  # MACs per digit of the float CNN (conv1 9k, conv2 295k, fc1 33k, logits 0.6k)
+    full = 337_536  # MACs per digit of the float CNN (conv1 9k, conv2 295k, fc1 33k, logits 0.6k), on both
     recipe = {"version": 1, "seed": 0, "fine_tune": None,
               "stages": [{"prune": {"method": "channel", "sparsity": 0.25, "layers": {"exclude": ["logits"]}}}],
               "analyze": {"prune": {"method": "channel", "ratios": [0.25, 0.5, 0.75]}, "quantize": None,
@@ -154,12 +154,14 @@ def test_trials_fine_tune_briefly_and_the_best_is_rebuilt_in_full(trained):
     recipe = {"version": 1, "seed": 0,
               "fine_tune": {"epochs": 2, "batch_size": 32, "learning_rate": 1e-3},
               "stages": [{"prune": {"method": "magnitude", "sparsity": 0.5, "scope": "layer"}}],
-              "tune": {"strategy": "optuna", "sampler": "random", "tolerance": {"relative": 0.05}, "max_trials": 3,
-                       "space": {"sparsity": [0.0, 0.5, 0.75]}, "trial_fine_tune": {"steps": 3}}}
+              "tune": {"strategy": "optuna", "tolerance": {"relative": 0.5}, "max_trials": 2,
+                       "space": {"sparsity": [0.0, 0.5]}, "trial_fine_tune": {"steps": 3}}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", slimkit.SlimkitWarning)
         result = slimkit.compress(model, recipe, train_data=train, eval_data=test, verbose=False)
     log = result.report.tuning
-    others = [t for t in log.trials if t.number != log.best and t.error is None and t.settings]
-    assert others and all(t.steps == 3 for t in others if t.settings != log.best_trial.settings)
-    assert log.best_trial.steps == 16 and result.report.stages[0].steps == 16  # the recipe's 2 epochs
+    # trial 0: the recipe as written, fine-tuned 3 steps; trial 1: the float model (no prune stage, no steps)
+    assert [t.settings == {} for t in log.trials] == [True, False] and log.best == 0
+    assert result.report.stages[0].steps == 16  # the best, rebuilt with the recipe's 2 epochs
+    assert log.best_trial.steps == 16 and log.best_trial.feasible
+    assert result.report.layer("conv2").sparsity == pytest.approx(0.5, abs=1e-3)
