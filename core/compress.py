@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from slimkit.adapter import FitFn, HookChain, ModelAdapter, TrainHooks
-from slimkit.data import (PROBE_BATCH, as_arrays, as_inputs, first_inputs, head, is_array_pair, n_samples,
+from slimkit.data import (PROBE_BATCH, as_arrays, as_inputs, first_sample, head, is_array_pair, n_samples,
                           without_labels)
 from slimkit.errors import DataError, SlimkitWarning
 from slimkit.export import export_with_report
@@ -127,11 +127,7 @@ def compress(
     _check_train_data(original, recipe, train_data, fit_fn)
     metrics_before = evaluate(original, eval_data, eval_fn)
 
-    sample = first_inputs(calib_data, "calib_data", 1024, labelled=False)
-    if sample is None:
-        sample = first_inputs(train_data, "train_data", 1024, labelled=True)
-    if sample is None:
-        sample = first_inputs(eval_data, "eval_data", 1024, labelled=True)
+    sample = first_sample(calib_data, train_data, eval_data, 1024)
 
     work = cls.copy_of(model)
     work.seed(recipe.seed)

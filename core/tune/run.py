@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from slimkit.data import first_inputs, head
+from slimkit.data import first_sample, head
 from slimkit.errors import SlimkitWarning
 from slimkit.recipe import PruneStage, QuantizeStage, Recipe
 from slimkit.registry import adapter_class
@@ -51,11 +51,7 @@ def tune_compress(model: Any, recipe: Recipe, train_data: Any = None, calib_data
     name = metric_name(tune.metric, data, original)
     layers = original.layers()
     space = build_space(recipe, tune, layers)
-    sample = first_inputs(calib_data, "calib_data", 16, labelled=False)
-    if sample is None:
-        sample = first_inputs(train_data, "train_data", 16, labelled=True)
-    if sample is None:
-        sample = first_inputs(eval_data, "eval_data", 16, labelled=True)
+    sample = first_sample(calib_data, train_data, eval_data, 16)
     original_bits = sum(32 * int(w.size) for info in layers for w in original.get_weights(info.name).values())
     show = _Progress(verbose, tune.max_trials)
     with _reuse() as cache, tempfile.TemporaryDirectory(prefix="slimkit-tune-") as folder:
