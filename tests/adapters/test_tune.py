@@ -15,7 +15,7 @@ import slimkit
 from frameworks import building
 from slimkit.tune.trial import onnx_metric
 
-TRIALS = 8
+TRIALS = 6
 
 
 @pytest.fixture(scope="module", params=building("examples"))
@@ -32,7 +32,7 @@ def prune_quant(tolerance: float, trials: int = TRIALS) -> dict:
     return {"version": 1, "seed": 0, "fine_tune": None,
             "stages": [{"prune": {"method": "magnitude", "sparsity": 0.5, "scope": "layer"}},
                        {"quantize": {"method": "static", "activations": {"samples": 128}}}],
-            "analyze": {"prune": {"ratios": [0.25, 0.5, 0.75, 0.9]}, "quantize": None, "samples": 64},
+            "analyze": {"prune": {"ratios": [0.5, 0.9]}, "quantize": None, "samples": 64},
             "tune": {"strategy": "sensitivity", "tolerance": {"relative": tolerance}, "max_trials": trials,
                      "space": {"sparsity": [0.0, 0.25, 0.5, 0.75, 0.9], "float_layers": False}}}
 
