@@ -27,6 +27,7 @@ from slimkit.errors import (
 from slimkit.export import export_onnx as _export_onnx
 from slimkit.optim import OPTIMIZERS, UpdateRule
 from slimkit.plugins import NoOptions, bounded
+from slimkit.progress import get_verbosity, set_verbosity
 from slimkit.pruning.criteria import CRITERIA, Criterion, CriterionData, member_slices
 from slimkit.pruning.methods import PRUNING_METHODS, PruneContext, Pruner, PruningMethod
 from slimkit.quant.methods import QUANT_METHODS, QuantContext, QuantMethod, QuantOutcome
@@ -99,5 +100,5 @@ __all__ = [
     "CRITERIA", "Criterion", "CriterionData", "NoOptions", "OBSERVERS", "OPTIMIZERS", "PRUNING_METHODS", "PruneContext",
     "Pruner", "PruningMethod", "QUANT_METHODS", "QuantContext", "QuantMethod", "QuantOutcome", "UpdateRule", "bounded",
     "member_slices", "register_criterion", "register_observer", "register_optimizer", "register_pruning_method",
-    "register_quant_method",
+    "register_quant_method", "get_verbosity", "set_verbosity",
 ]
