@@ -22,6 +22,7 @@ import time
 from typing import Any, Callable, Iterator
 
 from slimkit.adapter import TrainHooks
+from slimkit.errors import RecipeError
 
 #: The library's logger; slimkit's handler writes its records to stderr (see :func:`set_verbosity`).
 LOGGER = logging.getLogger("slimkit")
@@ -43,10 +44,10 @@ def set_verbosity(level: str) -> None:
             WARNING, INFO or DEBUG.
 
     Raises:
-        ValueError: an unknown level name.
+        RecipeError: an unknown level name (a usage error, as a bad recipe value).
     """
     if level not in VERBOSITY:
-        raise ValueError(f"set_verbosity: level must be one of {', '.join(VERBOSITY)}, got {level!r}")
+        raise RecipeError(f"set_verbosity: level must be one of {', '.join(VERBOSITY)}, got {level!r}")
     LOGGER.setLevel(VERBOSITY[level])
 
 
