@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 
 from slimkit.adapter import TrainHooks
 from slimkit.errors import RecipeError
+from slimkit.native_logs import stderr_is_terminal
 
 #: The library's logger; slimkit's handler writes its records to stderr (see :func:`set_verbosity`).
 LOGGER = logging.getLogger("slimkit")
@@ -264,17 +265,16 @@ class _Display:
     def _start(self) -> Any:
         """A started rich Progress when the console is a terminal, else None (lines)."""
         console = self.console
-        if console is None:
-            if not _is_terminal(sys.stderr):
-                return None
+        if console is None and not stderr_is_terminal():
+            return None
         try:
             from rich.console import Console
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                        TimeElapsedColumn)
         except ImportError:  # pragma: no cover - rich is a dependency; lines are a safe fallback
             return None
-        if console is None:
-            console = Console(file=sys.stderr)
+        if console is None:  # a terminal behind slimkit's native-log filter is still one
+            console = Console(file=sys.stderr, force_terminal=True)
         if not console.is_terminal or console.is_dumb_terminal:
             return None
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -282,13 +282,6 @@ class _Display:
                             refresh_per_second=8)
         progress.start()
         return progress
-
-
-def _is_terminal(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):  # a closed or stream-less object
-        return False
 
 
 class _Handler(logging.Handler):

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
+import sys
 
 import pytest
 from rich.console import Console
@@ -166,3 +168,19 @@ def test_sensitivity_bar_on_a_terminal(capsys):
 def test_unknown_verbosity_is_refused():
     with pytest.raises(RecipeError, match="set_verbosity: level must be one of quiet, normal, debug, got 'loud'"):
         slimkit.set_verbosity("loud")
+
+
+def test_native_filter_drops_informational_lines_and_banners_only(capfd):
+    from slimkit.native_logs import filtered_stderr
+
+    with filtered_stderr():
+        os.write(2, b"I0000 00:00:1796507145.667851    6485 devices.cc:67] Number of eligible GPUs: 0\n"
+                    b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+                    b"E0000 00:00:1796507143.870227    6485 cuda_platform.cc:52] failed call to cuInit: 303\n"
+                    b"E0000 00:00:1796507143.870227    6485 kernel.cc:9] a real error\n"
+                    b"the user's own line\n")
+        print("[slimkit] a progress line", file=sys.stderr, flush=True)
+        os.write(2, b"partial ")
+        os.write(2, b"then whole\n")
+    assert capfd.readouterr().err == ("E0000 00:00:1796507143.870227    6485 kernel.cc:9] a real error\n"
+                                      "the user's own line\n[slimkit] a progress line\npartial then whole\n")
