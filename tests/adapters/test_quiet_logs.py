@@ -66,3 +66,22 @@ def test_compress_and_export_print_only_slimkit_lines(tmp_path):
 
 def test_tensorflow_imported_quietly_prints_no_banner():
     assert run(SLIMKIT_FIRST) == ["=== keras imported"]
+
+
+def test_tf2onnx_errors_are_held_unless_the_block_fails(caplog):
+    import logging
+
+    from slimkit.adapters.keras.quiet import quiet
+
+    log = logging.getLogger("tf2onnx.tfonnx")
+    before = (logging.getLogger("tf2onnx").propagate, logging.getLogger("tf2onnx").level)
+    with caplog.at_level(logging.DEBUG):
+        with quiet():
+            log.error("rewriter x: exception (recovered)")
+        assert [r.getMessage() for r in caplog.records if r.name.startswith("tf2onnx")] == []
+        with pytest.raises(RuntimeError):
+            with quiet():
+                log.error("Failed to convert node 'y'")
+                raise RuntimeError("conversion failed")
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("tf2onnx")] == ["Failed to convert node 'y'"]
+    assert (logging.getLogger("tf2onnx").propagate, logging.getLogger("tf2onnx").level) == before  # put back
