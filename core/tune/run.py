@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+from slimkit import progress
 from slimkit.data import first_sample, head
 from slimkit.errors import SlimkitWarning
 from slimkit.recipe import PruneStage, QuantizeStage, Recipe
@@ -53,7 +53,7 @@ def tune_compress(model: Any, recipe: Recipe, train_data: Any = None, calib_data
     space = build_space(recipe, tune, layers)
     sample = first_sample(calib_data, train_data, eval_data, 16)
     original_bits = sum(32 * int(w.size) for info in layers for w in original.get_weights(info.name).values())
-    show = _Progress(verbose, tune.max_trials)
+    show = _Progress(verbose, tune.max_trials, tune.strategy)
     with _reuse() as cache, tempfile.TemporaryDirectory(prefix="slimkit-tune-") as folder:
         # the float model as deployed: the baseline every trial is compared with
         base_path = Path(folder) / "float.onnx"
@@ -120,6 +120,7 @@ def tune_compress(model: Any, recipe: Recipe, train_data: Any = None, calib_data
             others = strategy.shared_records()
         finally:
             strategy.close()
+            show.finish()
         everything = log.trials + others
         best = _best(goal, everything)
         log.sensitivity_seconds = analysis.seconds
@@ -227,22 +228,28 @@ class _Analysis:
 
 
 class _Progress:
-    """One line per trial on stderr: trial n/N, its metric, compression and latency, the best so far."""
+    """A task over the trials (trial n/N, the best so far beside the bar) with a line per trial: its metric,
+    compression and latency, the best so far; summary lines go through :func:`slimkit.progress.info`."""
 
-    def __init__(self, verbose: bool, total: int) -> None:
+    def __init__(self, verbose: bool, total: int, strategy: str) -> None:
         self.verbose, self.total = verbose, total
+        self.task = progress.task(f"tune ({strategy})", total, verbose)
 
     def line(self, text: str) -> None:
-        if self.verbose:
-            print(f"[slimkit] {text}", file=sys.stderr, flush=True)
+        progress.info(text, self.verbose)
 
     def trial(self, record: TrialRecord, best: TrialRecord | None, count: int, name: str) -> None:
         if record.error is not None:
-            self.line(f"tune trial {count}/{self.total}: failed ({record.error[:120]}) ({record.seconds:.1f}s)")
+            self.task.update(count)
+            self.task.line(f"tune trial {count}/{self.total}: failed ({record.error[:120]}) ({record.seconds:.1f}s)")
             return
         mark = "meets the target" if record.feasible else "misses " + ", ".join(record.violations)
         best_text = "-" if best is None else (f"#{best.number} {name} {best.metric:.4g}, {best.compression:.2f}x"
                                               + ("" if best.feasible else " (closest)"))
-        self.line(f"tune trial {count}/{self.total}: {name} {record.metric:.4g}, {record.compression:.2f}x, "
-                  f"{record.size_mb:.3g} MB, {record.latency_ms:.3g} ms, {mark}; best {best_text} "
-                  f"({record.seconds:.1f}s)")
+        self.task.update(count, best=best_text)
+        self.task.line(f"tune trial {count}/{self.total}: {name} {record.metric:.4g}, {record.compression:.2f}x, "
+                       f"{record.size_mb:.3g} MB, {record.latency_ms:.3g} ms, {mark}; best {best_text} "
+                       f"({record.seconds:.1f}s)")
+
+    def finish(self) -> None:
+        self.task.finish()
