@@ -177,7 +177,14 @@ def _message(goal: Goal, best: TrialRecord, log: TuningReport) -> str:
            f"{best.size_mb:.3g} MB, {best.latency_ms:.3g} ms"
     if best.feasible:
         return f"best of {len(log.trials)} trials meeting {log.target}: {what}"
-    missed = ", ".join(f"{k} by {v:.1%}" if v != float("inf") else k for k, v in best.violations.items())
+    def miss(unit: str) -> str:
+        if unit == "tolerance":
+            floor = goal.floor()
+            return f"{goal.metric_name} {best.metric:.4g} against {floor:.4g}" if floor is not None else unit
+        value = {"latency_ms": best.latency_ms, "size_mb": best.size_mb, "macs": best.macs}.get(unit)
+        return f"{unit} {value:.4g}" if value is not None else unit
+
+    missed = ", ".join(miss(k) for k in best.violations)
     return f"no configuration met {log.target} in {len(log.trials)} trials; the closest was {what} (missed {missed})"
 
 
