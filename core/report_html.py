@@ -145,7 +145,7 @@ def markdown_html(markdown: str) -> str:
             continue
         heading = re.match(r"^(#{1,6})\s+(.*)$", line)
         if heading:
-            level = min(6, len(heading.group(1)) + 1)  # the page's <h1> is the report's title
+            level = max(2, len(heading.group(1)))  # the page's only <h1> is the report's title
             out.append(f"<h{level}>{_inline(heading.group(2))}</h{level}>")
         elif line:
             out.append(f"<p>{_inline(line)}</p>")
