@@ -23,6 +23,8 @@ KIND_COLOURS = {"activation": "#ff7f0e", "kernel": "#1f77b4", "bias": "#9467bd"}
 WIDTH, WIDE, DPI = 5.6, 11.4, 100
 #: Longest layer label before its middle is elided (ResNet paths are long).
 LABEL_CHARS = 38
+#: Most bars of a share plot (the largest layers; the caption sums the others).
+SHARE_ROWS = 40
 
 
 @dataclass(frozen=True)
@@ -87,14 +89,15 @@ def sparsity_plot(report: Any, mpl: Any) -> Plot | None:
     rows = [r for r in report.layers if r.kernel_params]
     if not rows or not any(r.sparsity > 0 or r.target is not None for r in rows):
         return None
-    fig, ax = _figure(mpl, WIDTH, _rows_height(len(rows)))
+    labels = [_short(r.name) for r in rows]
+    fig, ax = _layer_figure(WIDTH, labels)
     y = list(range(len(rows)))
     ax.barh(y, [100 * r.sparsity for r in rows], color=AFTER, height=0.7, label="achieved")
     targeted = [(i, r.target) for i, r in enumerate(rows) if r.target is not None]
     if targeted:
         ax.scatter([100 * t for _, t in targeted], [i for i, _ in targeted], marker="|", s=160, linewidths=2,
                    color=TARGET, zorder=3, label="target")
-    _layer_axis(ax, [r.name for r in rows])
+    _layer_axis(ax, labels)
     ax.set_xlim(0, 100)
     ax.set_xlabel("kernel sparsity (%)")
     ax.legend(loc="lower right")
@@ -110,14 +113,14 @@ def channels_plot(report: Any, mpl: Any) -> Plot | None:
     groups = list(report.groups)
     if not groups:
         return None
-    fig, ax = _figure(mpl, WIDTH, _rows_height(len(groups)))
+    labels = [f"{_short(', '.join(g.producers), LABEL_CHARS - 10)} ({g.kept}/{g.channels})" for g in groups]
+    fig, ax = _layer_figure(WIDTH, labels)
     y = list(range(len(groups)))
     ax.barh(y, [100.0] * len(groups), color=BEFORE, height=0.7, label="channels before")
     ax.barh(y, [100 * g.kept / max(1, g.channels) for g in groups], color=AFTER, height=0.7, label="kept")
-    for i, g in enumerate(groups):
-        ax.text(101, i, f"{g.kept}/{g.channels}", va="center", fontsize=7)
-    _layer_axis(ax, [", ".join(g.producers) for g in groups])
-    ax.set_xlim(0, 115)
+    # the counts go in the labels: one text per bar costs more to lay out than the bars themselves
+    _layer_axis(ax, labels)
+    ax.set_xlim(0, 100)
     ax.set_xlabel("channels kept (%)")
     ax.legend(loc="lower right")
     return _plot("channels", "Kept channels per group",
@@ -153,11 +156,21 @@ def macs_plot(report: Any, mpl: Any) -> Plot | None:
 
 def _shares_plot(mpl: Any, key: str, title: str, caption: str, names: list[str], before: list[int],
                  after: list[int]) -> Plot:
-    fig, ax = _figure(mpl, WIDTH, _rows_height(len(names), per_row=0.3))
+    total_before, total_after = max(1, sum(before)), max(1, sum(after))
+    if len(names) > SHARE_ROWS:
+        # a deep network's hundreds of layers would be unreadable: the largest are drawn, the rest summed
+        # in words (a bar for them would dwarf every other)
+        order = sorted(range(len(names)), key=lambda i: -max(before[i], after[i]))
+        keep, rest = sorted(order[:SHARE_ROWS]), order[SHARE_ROWS:]
+        caption += (f" The {SHARE_ROWS} largest of {len(names)} layers are drawn; the other {len(rest)} hold "
+                    f"{sum(before[i] for i in rest) / total_before:.1%} before and "
+                    f"{sum(after[i] for i in rest) / total_after:.1%} after.")
+        names, before, after = [names[i] for i in keep], [before[i] for i in keep], [after[i] for i in keep]
+    names = [_short(n) for n in names]
+    fig, ax = _layer_figure(WIDTH, names, per_row=0.28)
     y = list(range(len(names)))
-    tb, ta = max(1, sum(before)), max(1, sum(after))
-    ax.barh([i - 0.2 for i in y], [100 * b / tb for b in before], height=0.4, color=BEFORE, label="before")
-    ax.barh([i + 0.2 for i in y], [100 * a / ta for a in after], height=0.4, color=AFTER, label="after")
+    ax.barh([i - 0.2 for i in y], [100 * b / total_before for b in before], height=0.4, color=BEFORE, label="before")
+    ax.barh([i + 0.2 for i in y], [100 * a / total_after for a in after], height=0.4, color=AFTER, label="after")
     _layer_axis(ax, names)
     ax.set_xlabel("share of the model (%)")
     ax.legend(loc="lower right")
@@ -169,15 +182,20 @@ def quant_plot(report: Any, mpl: Any) -> Plot | None:
     rows = list(report.quant)
     if not rows:
         return None
-    fig, (left, right) = _figure(mpl, WIDE, _rows_height(len(rows)), ncols=2, sharey=True)
+    labels = [f"{_short(q.site, LABEL_CHARS - 12)} (int{q.bits}{', %d ch' % q.channels if q.channels > 1 else ''})"
+              for q in rows]
+    fig, (left, right) = _layer_figure(WIDE, labels, ncols=2, sharey=True)
     y = list(range(len(rows)))
-    for i, q in enumerate(rows):
-        colour = KIND_COLOURS.get(q.kind, AFTER)
-        left.plot([q.range_min, q.range_max], [i, i], color=colour, linewidth=4, solid_capstyle="butt")
-        if q.scale_min > 0 and q.scale_max > 0:
-            right.plot([q.scale_min, q.scale_max], [i, i], color=colour, linewidth=2, marker="o", markersize=3)
+    colours = [KIND_COLOURS.get(q.kind, AFTER) for q in rows]
+    # one collection per axis (not a line per tensor): a ResNet has hundreds of sites
+    left.hlines(y, [q.range_min for q in rows], [q.range_max for q in rows], colors=colours, linewidth=4)
+    scaled = [i for i, q in enumerate(rows) if q.scale_min > 0 and q.scale_max > 0]
+    if scaled:
+        lo, hi = [rows[i].scale_min for i in scaled], [rows[i].scale_max for i in scaled]
+        right.hlines(scaled, lo, hi, colors=[colours[i] for i in scaled], linewidth=2)
+        right.scatter(lo + hi, scaled + scaled, c=[colours[i] for i in scaled] * 2, s=9, zorder=3)
     left.axvline(0, color=TARGET, linewidth=0.6)
-    _layer_axis(left, [f"{q.site} (int{q.bits}{', %d ch' % q.channels if q.channels > 1 else ''})" for q in rows])
+    _layer_axis(left, labels)
     left.set_xlabel("calibrated float range")
     right.set_xscale("log")
     right.set_xlabel("scale (log; a span: per-channel minimum to maximum)")
@@ -419,13 +437,29 @@ def _plot(key: str, title: str, caption: str, fig: Any, wide: bool = False) -> P
 
 
 def _rows_height(n: int, per_row: float = 0.22) -> float:
+    if n > 40:  # deep networks: denser rows (labels are 7 pt)
+        per_row = min(per_row, 0.16)
     return max(2.2, 0.9 + per_row * n)
 
 
-def _layer_axis(ax: Any, names: list[str]) -> None:
-    ax.set_yticks(list(range(len(names))))
-    ax.set_yticklabels([_short(n) for n in names])
-    ax.set_ylim(len(names) - 0.5, -0.5)  # first layer on top, as in the tables
+def _layer_figure(width: float, labels: list[str], per_row: float = 0.22, **subplots: Any) -> tuple[Any, Any]:
+    """A figure with a row per layer. Its margins are set from the longest label rather than by
+    constrained layout, which measures every tick label and doubles the drawing time of a deep network."""
+    from matplotlib.figure import Figure
+
+    height = _rows_height(len(labels), per_row)
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    axes = fig.subplots(**subplots)
+    label_inches = 0.2 + 0.056 * max((len(label) for label in labels), default=4)  # 7 pt: ~0.055 in a character
+    fig.subplots_adjust(left=min(0.6, label_inches / width), right=1 - 0.2 / width, top=1 - 0.15 / height,
+                        bottom=0.5 / height, wspace=0.04)
+    return fig, axes
+
+
+def _layer_axis(ax: Any, labels: list[str]) -> None:
+    ax.set_yticks(list(range(len(labels))))
+    ax.set_yticklabels(labels)
+    ax.set_ylim(len(labels) - 0.5, -0.5)  # first layer on top, as in the tables
     ax.grid(axis="y", visible=False)
 
 

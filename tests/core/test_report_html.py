@@ -202,3 +202,13 @@ def test_drawing_leaves_the_callers_matplotlib_alone(page):
     before = (matplotlib.get_backend(), dict(matplotlib.rcParams))
     render_html(Report(framework="fake", layers=[LayerRow("fc", "dense", 10, 5, 8, 3, 0.5)]))
     assert (matplotlib.get_backend(), dict(matplotlib.rcParams)) == before
+
+
+def test_a_deep_network_draws_its_largest_layers_shares_and_says_so():
+    layers = [LayerRow(f"block{i}/conv", "conv", 100 + i, 50, 100 + i, 50, 0.5) for i in range(60)]
+    text = render_html(Report(framework="fake", layers=layers))
+    assert "The 40 largest of 60 layers are drawn; the other 20 hold" in text
+    images = figures(text)
+    assert set(images) == {"sparsity", "params"}
+    # one row per layer in the sparsity plot, drawn at a fixed density (not squeezed into a fixed height)
+    assert images["sparsity"].shape[0] > 60 * 0.15 * 100
