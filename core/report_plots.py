@@ -216,15 +216,7 @@ def quant_plot(report: Any, mpl: Any) -> Plot | None:
 
 def outcome_plot(report: Any, mpl: Any) -> Plot | None:
     """Metrics, sizes, latency and MACs before and after, with the metric against the size."""
-    metrics = _metric_pairs(report)
-    sizes, latency, macs = _size_pairs(report), _latency_pairs(report), _macs_pairs(report)
-    full = [(k, b, a) for k, b, a in metrics if b is not None and a is not None]
-    panels: list[tuple[str, Any]] = []
-    if full and sizes:
-        panels.append(("trade", (full[0], sizes[0], latency[0] if latency else None)))
-    for name, pairs in (("metrics", metrics), ("size", sizes), ("latency", latency), ("macs", macs)):
-        if pairs:
-            panels.append((name, pairs))
+    panels = outcome_panels(report)
     if not panels:
         return None
     cols = min(3, len(panels))
@@ -240,11 +232,44 @@ def outcome_plot(report: Any, mpl: Any) -> Plot | None:
     for ax in flat[len(panels):]:
         ax.set_visible(False)
     return _plot("outcome", "Metrics, size and latency",
-                 "Before (grey) and after (blue): evaluation metrics, sizes (weights, and ONNX files when "
-                 "exported), onnxruntime latency for one sample, multiply-accumulates.", fig, wide=True)
+                 "Before (grey) and after (blue): evaluation metrics, sizes (ONNX files, weights: fp32, and "
+                 "zlib-compressed when pruned, which is what zeros save), onnxruntime latency for one sample, "
+                 "multiply-accumulates. A quantized file's 'before' is its float twin (the same compressed model "
+                 "without quantization); a tuned model's is the float model's ONNX file.", fig, wide=True)
 
 
 Pair = tuple[str, Any, Any]  # label, before, after (either may be None)
+
+
+def outcome_panels(report: Any) -> list[tuple[str, Any]]:
+    """The panels of :func:`outcome_plot`, as data: ``("trade", (metric, size, latency or None))`` (the
+    metric against a size measured alike before and after), then ``("metrics" | "size" | "latency" |
+    "macs", [(label, before, after), ...])`` for those the report holds."""
+    metrics = _metric_pairs(report)
+    full = [(k, b, a) for k, b, a in metrics if b is not None and a is not None]
+    panels: list[tuple[str, Any]] = []
+    trade = _trade_pair(report)
+    if full and trade is not None:
+        panels.append(("trade", (full[0], *trade)))
+    for name, pairs in (("metrics", metrics), ("size", _size_pairs(report)), ("latency", _latency_pairs(report)),
+                        ("macs", _macs_pairs(report))):
+        if pairs:
+            panels.append((name, pairs))
+    return panels
+
+
+def _trade_pair(report: Any) -> tuple[Pair, Pair | None] | None:
+    """Sizes (and latencies) of the user's model and the result, measured alike: the tuning run's ONNX
+    files, else the weights. Weight bytes count int8 weights as float, so they stand only without
+    quantization; a quantized file's float twin is the compressed model, not the user's."""
+    tuned = [p for p in _size_pairs(report) if p[0] == _TUNED_FILE]
+    if tuned:
+        latency = [p for p in _latency_pairs(report) if p[0] == _TUNED_FILE]
+        return tuned[0], latency[0] if latency else None
+    if report.quant:
+        return None
+    weights = [p for p in _size_pairs(report) if p[0].endswith(" weights")]
+    return (weights[0], None) if weights else None
 
 
 def _metric_pairs(report: Any) -> list[Pair]:
@@ -253,15 +278,18 @@ def _metric_pairs(report: Any) -> list[Pair]:
             if _finite(report.metrics_before.get(k)) is not None or _finite(report.metrics_after.get(k)) is not None]
 
 
+_TUNED_FILE = "ONNX file (tuning)"
+
+
 def _size_pairs(report: Any) -> list[Pair]:
     """ONNX files first (what is deployed), then the weights: compressed (zeros count) and raw."""
     out: list[Pair] = []
     best = _best_trial(report)
     measures = getattr(report.tuning, "baseline_measures", None) or {}
     if best is not None and best.size_mb is not None and measures.get("size_mb") is not None:
-        out.append(("ONNX file (tuning)", measures["size_mb"] * 1e6, best.size_mb * 1e6))
+        out.append((_TUNED_FILE, measures["size_mb"] * 1e6, best.size_mb * 1e6))
     for q in report.quant_exports:
-        out.append((f"ONNX {_basename(q.path)}", q.float_bytes, q.int8_bytes))
+        out.append((f"{_basename(q.path)}: fp32/int8", q.float_bytes, q.int8_bytes))
     for kind in ("zlib", "fp32"):
         b, a = report.weight_bytes.get(f"{kind} before"), report.weight_bytes.get(f"{kind} after")
         if b is not None and a is not None:
@@ -274,10 +302,10 @@ def _latency_pairs(report: Any) -> list[Pair]:
     best = _best_trial(report)
     measures = getattr(report.tuning, "baseline_measures", None) or {}
     if best is not None and best.latency_ms is not None and measures.get("latency_ms") is not None:
-        out.append(("ONNX (tuning)", measures["latency_ms"], best.latency_ms))
+        out.append((_TUNED_FILE, measures["latency_ms"], best.latency_ms))
     for q in report.quant_exports:
         if q.float_latency_ms is not None and q.int8_latency_ms is not None:
-            out.append((f"{_basename(q.path)}", q.float_latency_ms, q.int8_latency_ms))
+            out.append((f"{_basename(q.path)}: fp32/int8", q.float_latency_ms, q.int8_latency_ms))
     return out
 
 

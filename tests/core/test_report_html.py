@@ -212,3 +212,26 @@ def test_a_deep_network_draws_its_largest_layers_shares_and_says_so():
     assert set(images) == {"sparsity", "params"}
     # one row per layer in the sparsity plot, drawn at a fixed density (not squeezed into a fixed height)
     assert images["sparsity"].shape[0] > 60 * 0.15 * 100
+
+
+def test_the_metric_is_drawn_against_sizes_measured_alike(fake_registered, mlp, classification_data):
+    from slimkit.report_plots import outcome_panels
+
+    # tuned: the float model's ONNX file against the returned one's, with their latencies
+    panels = dict(outcome_panels(full_report()))
+    assert panels["trade"] == (("accuracy", 0.95, 0.938), ("ONNX file (tuning)", 0.06e6, pytest.approx(0.034e6)),
+                               ("ONNX file (tuning)", 1.1, pytest.approx(0.76)))
+    assert panels["size"][1] == ("model.int8.onnx: fp32/int8", 40_000, 12_000)
+    assert panels["macs"] == [("ONNX graph", 1_100_000, 760_000)]
+    # pruned: the weights, compressed (what zeros save)
+    x, y = classification_data
+    pruned = slimkit.compress(mlp, {"seed": 0, "stages": [{"prune": {"sparsity": 0.75, "fine_tune": None}}]},
+                              eval_data=(x, y), verbose=False).report
+    trade = dict(outcome_panels(pruned))["trade"]
+    assert trade[1] == ("zlib weights", pruned.weight_bytes["zlib before"], pruned.weight_bytes["zlib after"])
+    assert trade[2] is None
+    # quantized without tuning: weight bytes count int8 as float, and a file's float twin is not the user's
+    # model, so no size is drawn against the metric
+    r = full_report()
+    r.tuning = None
+    assert "trade" not in dict(outcome_panels(r))
