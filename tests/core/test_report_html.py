@@ -215,7 +215,7 @@ def test_a_deep_network_draws_its_largest_layers_shares_and_says_so():
 
 
 def test_the_metric_is_drawn_against_sizes_measured_alike(fake_registered, mlp, classification_data):
-    from slimkit.report_plots import outcome_panels
+    from slimkit.report_measures import outcome_panels
 
     # tuned: the float model's ONNX file against the returned one's, with their latencies
     panels = dict(outcome_panels(full_report()))
