@@ -213,9 +213,16 @@ def sensitivity_plot(report: Any, mpl: Any) -> Plot | None:
     if not panels:
         return None
     fig, axes = figure(mpl, WIDE if len(panels) == 2 else WIDTH, 3.4, ncols=len(panels), squeeze=False)
+    dropped = []
     for ax, (action, rows) in zip(axes[0], panels):
         what = _measure(rows[0])[1]
         layers = list(dict.fromkeys(r.layer for r in rows))
+        limit = CURVES if action == "prune" else BARS
+        if len(layers) > limit:  # a deep network: its most sensitive layers, in model order
+            worst = _most_sensitive(rows, limit)
+            dropped.append(f"{action}: the {limit} most sensitive of {len(layers)} layers")
+            layers = [n for n in layers if n in worst]
+            rows = [r for r in rows if r.layer in worst]
         if action == "prune":
             for name in layers:
                 points = sorted((r.setting, _measure(r)[0]) for r in rows if r.layer == name)
@@ -233,12 +240,26 @@ def sensitivity_plot(report: Any, mpl: Any) -> Plot | None:
             ax.set_xticklabels([short(n, 22) for n in layers], rotation=30, ha="right")
         ax.set_ylabel(what)
         ax.set_title(f"{action}: {what}")
-        if len(layers) <= 12 or action == "quantize":
-            ax.legend(loc="best")
+        ax.legend(loc="best")
+    shown = f" Drawn: {'; '.join(dropped)}." if dropped else ""
     return finish("sensitivity", "Sensitivity per layer",
-                 f"One layer changed at a time, the others left as they were (baseline {sens.metric_name or '-'} "
-                 f"{'-' if sens.baseline is None else format(sens.baseline, '.4g')}); higher is worse for a drop, "
-                 "better for SQNR.", fig, wide=len(panels) == 2)
+                  f"One layer changed at a time, the others left as they were (baseline {sens.metric_name or '-'} "
+                  f"{'-' if sens.baseline is None else format(sens.baseline, '.4g')}); higher is worse for a drop, "
+                  f"better for SQNR.{shown}", fig, wide=len(panels) == 2)
+
+
+#: Most layers drawn as pruning curves (lines) and as quantization bars.
+CURVES, BARS = 10, 30
+
+
+def _most_sensitive(rows: list[Any], limit: int) -> set[str]:
+    """The ``limit`` layers whose worst row is worst: the largest drop, or the lowest SQNR."""
+    worst: dict[str, float] = {}
+    for r in rows:
+        value, what = _measure(r)
+        badness = value if what == "metric drop" else -value
+        worst[r.layer] = max(worst.get(r.layer, -math.inf), badness)
+    return set(sorted(worst, key=lambda n: -worst[n])[:limit])
 
 
 def _measure(row: Any) -> tuple[float | None, str]:

@@ -235,3 +235,17 @@ def test_the_metric_is_drawn_against_sizes_measured_alike(fake_registered, mlp, 
     r = full_report()
     r.tuning = None
     assert "trade" not in dict(outcome_panels(r))
+
+
+def test_sensitivity_of_a_deep_network_draws_its_most_sensitive_layers():
+    from slimkit.report_measures import _most_sensitive
+    from slimkit.tune.sensitivity_report import Sensitivity, SensitivityRow
+
+    rows = [SensitivityRow(f"l{i}", "conv", "prune", r, None, 0.01 * i * r, None, None)
+            for i in range(25) for r in (0.5, 0.9)]
+    rows += [SensitivityRow(f"l{i}", "conv", "quantize", 8, None, None, 40.0 - i, 0.99) for i in range(40)]
+    assert _most_sensitive([r for r in rows if r.action == "prune"], 3) == {"l24", "l23", "l22"}
+    assert _most_sensitive([r for r in rows if r.action == "quantize"], 2) == {"l39", "l38"}  # lowest SQNR
+    text = render_html(Report(framework="fake", sensitivity=Sensitivity(None, None, rows, 1.0)))
+    assert "Drawn: prune: the 10 most sensitive of 25 layers; quantize: the 30 most sensitive of 40 layers." in text
+    assert "sensitivity" in figures(text)
