@@ -134,7 +134,7 @@ def _pairs_axis(ax: Any, name: str, unit: str, pairs: list[Pair]) -> None:
     ax.set_xticks(x)
     ax.set_xticklabels([short(label, 22) for label, _, _ in pairs], rotation=20, ha="right")
     ax.set_title(name + (f" ({unit})" if unit else ""))
-    if unit == "bytes":
+    if unit in ("bytes", "MACs per sample"):
         ax.yaxis.set_major_formatter(count_formatter())
     ax.legend(loc="best")
 
