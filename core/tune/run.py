@@ -162,6 +162,7 @@ def tune_compress(model: Any, recipe: Recipe, train_data: Any = None, calib_data
     report.metrics_before = {name: baseline}
     report.metrics_after = {name: best.metric} if best.metric is not None else {}
     report.tuning = log
+    report.sensitivity = analysis.computed  # the curves the strategy read, if it asked for them
     report.files = []  # the trial's file lived in the run's temporary folder
     plain = dataclasses.replace(Recipe.load(final_raw), source=recipe.source)
     return CompressionResult(result.model, report, plain, result.sample, result.known)
@@ -221,6 +222,11 @@ class _Analysis:
                                       eval_fn=self.data.eval_fn, calib_data=self.data.calib_data,
                                       verbose=self.verbose)
             self.seconds = time.perf_counter() - start
+        return self._value
+
+    @property
+    def computed(self) -> Any:
+        """The analysis if a strategy asked for it, else None (never runs it)."""
         return self._value
 
     def default_analysis(self) -> dict[str, Any]:

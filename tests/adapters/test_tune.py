@@ -165,3 +165,21 @@ def test_trials_fine_tune_briefly_and_the_best_is_rebuilt_in_full(trained):
     assert result.report.stages[0].steps == 16  # the best, rebuilt with the recipe's 2 epochs
     assert log.best_trial.steps == 16 and log.best_trial.feasible
     assert result.report.layer("conv2").sparsity == pytest.approx(0.5, abs=1e-3)
+
+
+def test_report_carries_the_curves_the_strategy_read_and_draws_them(tolerances, tmp_path):
+    import json
+
+    from slimkit.report_html import write_html
+
+    report = tolerances[0.02].report
+    sens = report.sensitivity
+    assert isinstance(sens, slimkit.Sensitivity)  # the sensitivity strategy asked for the analysis
+    ratios = prune_quant(0.02)["analyze"]["prune"]["ratios"]
+    assert {r.setting for r in sens.rows if r.action == "prune"} == set(ratios)
+    data = json.loads((report.to_json(tmp_path / "report.json")).read_text())
+    assert data["schema"] == 1 and len(data["sensitivity"]["rows"]) == len(sens.rows)
+    assert len(data["tuning"]["trials"]) == len(report.tuning.trials)
+    page = write_html(report, tmp_path / "report.html").read_text()
+    for key in ("sparsity", "quant", "outcome", "tuning", "sensitivity"):
+        assert f'<figure id="plot-{key}"' in page, key
