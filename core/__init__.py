@@ -11,7 +11,14 @@ Public API::
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
+
+# TensorFlow reads its C++ log level once, when it loads: imported before it, slimkit keeps the runtime's
+# informational lines (device lists, "Starting new session" at every export) out of the output. Warnings
+# and errors still show, and a level the user set is kept. See README "Progress and logging".
+if "tensorflow" not in sys.modules:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from slimkit.adapter import LayerInfo, ModelAdapter, StepCallback, TrainHooks
 from slimkit.compress import CompressionResult, compress
@@ -27,6 +34,8 @@ from slimkit.errors import (
 from slimkit.export import export_onnx as _export_onnx
 from slimkit.optim import OPTIMIZERS, UpdateRule
 from slimkit.plugins import NoOptions, bounded
+from slimkit.native_logs import filtered_stderr as quiet_native_logs
+from slimkit.progress import get_verbosity, set_verbosity
 from slimkit.pruning.criteria import CRITERIA, Criterion, CriterionData, member_slices
 from slimkit.pruning.methods import PRUNING_METHODS, PruneContext, Pruner, PruningMethod
 from slimkit.quant.methods import QUANT_METHODS, QuantContext, QuantMethod, QuantOutcome
@@ -99,5 +108,5 @@ __all__ = [
     "CRITERIA", "Criterion", "CriterionData", "NoOptions", "OBSERVERS", "OPTIMIZERS", "PRUNING_METHODS", "PruneContext",
     "Pruner", "PruningMethod", "QUANT_METHODS", "QuantContext", "QuantMethod", "QuantOutcome", "UpdateRule", "bounded",
     "member_slices", "register_criterion", "register_observer", "register_optimizer", "register_pruning_method",
-    "register_quant_method",
+    "register_quant_method", "get_verbosity", "set_verbosity", "quiet_native_logs",
 ]

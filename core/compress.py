@@ -14,11 +14,12 @@ from typing import Any, Callable
 import numpy as np
 
 from slimkit.adapter import FitFn, HookChain, ModelAdapter, TrainHooks
-from slimkit.data import (PROBE_BATCH, as_arrays, as_inputs, first_inputs, head, is_array_pair, n_samples,
+from slimkit.data import (PROBE_BATCH, as_arrays, as_inputs, first_sample, head, is_array_pair, n_samples,
                           without_labels)
 from slimkit.errors import DataError, SlimkitWarning
 from slimkit.export import export_with_report
 from slimkit.metrics import evaluate
+from slimkit import progress as _progress
 from slimkit.progress import ProgressPrinter
 from slimkit.pruning.methods import PruneContext
 from slimkit.pruning.methods import method_of as prune_method
@@ -102,7 +103,8 @@ def compress(
         eval_fn: ``callable(model) -> float`` (higher is better), reported as ``eval_fn``.
         fit_fn: replaces the built-in training loop: ``fit_fn(model, callback)``; see
             :data:`slimkit.adapter.FitFn` for what ``callback`` is.
-        verbose: print progress lines while fine-tuning.
+        verbose: show progress (bars on a terminal, lines elsewhere; see :mod:`slimkit.progress`);
+            False shows nothing for this call.
         teacher: the teacher of ``distill`` settings that name no file: a model of ``model``'s framework
             (only run, in inference mode; never changed), or a file name.
 
@@ -114,60 +116,60 @@ def compress(
         DataError: data missing, empty or of the wrong shape.
         UnsupportedModelError: the model is not a Keras or PyTorch model, or cannot be copied.
     """
-    recipe = Recipe.load(recipe)
-    if recipe.tune is not None:  # a search over the recipe's settings, each trial a compress() of its own
-        from slimkit.tune.run import tune_compress
+    with _progress.session():  # bars left open by an exception are closed on the way out
+        recipe = Recipe.load(recipe)
+        if recipe.tune is not None:  # a search over the recipe's settings, each trial a compress() of its own
+            from slimkit.tune.run import tune_compress
 
-        return tune_compress(model, recipe, train_data, calib_data, eval_data, eval_fn, fit_fn, verbose, teacher)
-    if recipe.analyze is not None:
-        warnings.warn("analyze: compress() does not read this section; slimkit.sensitivity() and the tuner's "
-                      "strategies (with tune:) do", SlimkitWarning, stacklevel=2)
-    cls = adapter_class(model)
-    original = cls(model)
-    _check_train_data(original, recipe, train_data, fit_fn)
-    metrics_before = evaluate(original, eval_data, eval_fn)
+            return tune_compress(model, recipe, train_data, calib_data, eval_data, eval_fn, fit_fn, verbose, teacher)
+        if recipe.analyze is not None:
+            warnings.warn("analyze: compress() does not read this section; slimkit.sensitivity() and the tuner's "
+                          "strategies (with tune:) do", SlimkitWarning, stacklevel=2)
+        cls = adapter_class(model)
+        original = cls(model)
+        _check_train_data(original, recipe, train_data, fit_fn)
+        metrics_before = evaluate(original, eval_data, eval_fn)
 
-    sample = first_inputs(calib_data, "calib_data", 1024, labelled=False)
-    if sample is None:
-        sample = first_inputs(train_data, "train_data", 1024, labelled=True)
-    if sample is None:
-        sample = first_inputs(eval_data, "eval_data", 1024, labelled=True)
+        sample = first_sample(calib_data, train_data, eval_data, 1024)
 
-    work = cls.copy_of(model)
-    work.seed(recipe.seed)
-    report = Report(framework=cls.framework, metrics_before=metrics_before)
-    targets: dict[str, float] = {}
-    known: KnownOutputs | None = None
-    teachers = Teachers(teacher, cls, recipe.source)
-    for index, stage in enumerate(recipe.stages):
-        context = _StageContext(index, len(recipe.stages), train_data, fit_fn, verbose, sample, recipe.seed, teachers)
-        if isinstance(stage, DistillStage):
-            work, row = run_distill_stage(work, stage, context, report)
-            known = None
-        elif isinstance(stage, QuantizeStage):
-            work, row, known = _run_quant_stage(work, stage, context, report, tuple(targets))
-        else:
-            work, row = _run_prune_stage(work, stage, context, report)
-            known = None  # the model changed after the outputs were computed
-            if prune_method(stage).sets_kernel_sparsity:  # a channel ratio is not a kernel sparsity target
-                targets.update(layer_ratios(stage, [i for i in work.layers() if i.name in row.layers]))
-        report.stages.append(row)
+        work = cls.copy_of(model)
+        work.seed(recipe.seed)
+        report = Report(framework=cls.framework, metrics_before=metrics_before)
+        targets: dict[str, float] = {}
+        known: KnownOutputs | None = None
+        teachers = Teachers(teacher, cls, recipe.source)
+        for index, stage in enumerate(recipe.stages):
+            context = _StageContext(index, len(recipe.stages), train_data, fit_fn, verbose, sample, recipe.seed,
+                                    teachers)
+            if isinstance(stage, DistillStage):
+                work, row = run_distill_stage(work, stage, context, report)
+                known = None
+            elif isinstance(stage, QuantizeStage):
+                work, row, known = _run_quant_stage(work, stage, context, report, tuple(targets))
+            else:
+                work, row = _run_prune_stage(work, stage, context, report)
+                known = None  # the model changed after the outputs were computed
+                if prune_method(stage).sets_kernel_sparsity:  # a channel ratio is not a kernel sparsity target
+                    targets.update(layer_ratios(stage, [i for i in work.layers() if i.name in row.layers]))
+            report.stages.append(row)
+            _progress.debug(f"stage {index + 1}/{len(recipe.stages)} {stage.name}: {row.seconds:.2f}s, "
+                            f"{row.steps} steps")
 
-    compressed = cls(work.strip())
-    if known is not None:  # export reuses the outputs while the returned model still holds these arrays
-        known = dataclasses.replace(known, digest=model_digest(compressed))
-    report.metrics_after = evaluate(compressed, eval_data, eval_fn)
-    report.layers = _layer_rows(compressed, targets)
-    # zlib sizes show what zeroed kernel entries save. Recipes that leave no zeros (quantize-only: the
-    # deployed size is the int8 file's; channel pruning: removed channels already shrink the fp32 bytes)
-    # skip compressing every weight twice, seconds for a ResNet50 and most of a channel-pruning run.
-    pruned = any(isinstance(stage, PruneStage) and prune_method(stage).sets_kernel_sparsity
-                 for stage in recipe.stages)
-    before, after = _weight_sizes(original, pruned), _weight_sizes(compressed, pruned)
-    report.weight_bytes = {"fp32 before": before[0], "fp32 after": after[0]}
-    if pruned:
-        report.weight_bytes.update({"zlib before": before[1], "zlib after": after[1]})
-    return CompressionResult(compressed.model, report, recipe, None if sample is None else head(sample, 16), known)
+        compressed = cls(work.strip())
+        if known is not None:  # export reuses the outputs while the returned model still holds these arrays
+            known = dataclasses.replace(known, digest=model_digest(compressed))
+        report.metrics_after = evaluate(compressed, eval_data, eval_fn)
+        report.layers = _layer_rows(compressed, targets)
+        # zlib sizes show what zeroed kernel entries save. Recipes that leave no zeros (quantize-only: the
+        # deployed size is the int8 file's; channel pruning: removed channels already shrink the fp32 bytes)
+        # skip compressing every weight twice, seconds for a ResNet50 and most of a channel-pruning run.
+        pruned = any(isinstance(stage, PruneStage) and prune_method(stage).sets_kernel_sparsity
+                     for stage in recipe.stages)
+        before, after = _weight_sizes(original, pruned), _weight_sizes(compressed, pruned)
+        report.weight_bytes = {"fp32 before": before[0], "fp32 after": after[0]}
+        if pruned:
+            report.weight_bytes.update({"zlib before": before[1], "zlib after": after[1]})
+        return CompressionResult(compressed.model, report, recipe, None if sample is None else head(sample, 16), known)
 
 
 def _check_train_data(adapter: ModelAdapter, recipe: Recipe, train_data: Any, fit_fn: FitFn | None) -> None:
@@ -221,10 +223,9 @@ def _run_prune_stage(
     if not trains:
         result = pruner.one_shot()
     else:
-        hooks: list[TrainHooks] = [pruner]
-        if ctx.verbose:
-            label = f"stage {ctx.index + 1}/{ctx.count} {stage.name}"
-            hooks.append(ProgressPrinter(label, settings.epochs, lambda: f"sparsity {pruner.current:.3f}"))
+        label = f"stage {ctx.index + 1}/{ctx.count} {stage.name}"
+        status = lambda: f"sparsity {pruner.current:.3f}"  # noqa: E731 - read at each epoch's line
+        hooks: list[TrainHooks] = [pruner, ProgressPrinter(label, settings.epochs, status, ctx.verbose)]
         objective = ctx.objective(stage.distill, settings, f"stages[{ctx.index}].prune.distill", work)
         work.fit(ctx.train_data, settings, HookChain(*hooks), ctx.fit_fn, objective)
         result = pruner.finish()
@@ -344,8 +345,9 @@ def _run_quant_stage(
     method = quant_method(stage)
     prepared = prepare(work, stage, field, ctx.sample, masked)
     progress = None
-    if ctx.verbose and method.trains and stage.fine_tune is not None:
-        progress = ProgressPrinter(f"stage {ctx.index + 1}/{ctx.count} {stage.name}", stage.fine_tune.epochs)
+    if method.trains and stage.fine_tune is not None:
+        progress = ProgressPrinter(f"stage {ctx.index + 1}/{ctx.count} {stage.name}", stage.fine_tune.epochs,
+                                   enabled=ctx.verbose)
     objective = ctx.objective(stage.distill, stage.fine_tune, f"{field}.distill", prepared.adapter) \
         if method.trains else None
     outcome = method.run(prepared, stage, QuantContext(field, ctx.sample, ctx.train_data, ctx.fit_fn, progress,

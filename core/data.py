@@ -215,3 +215,15 @@ def _array(v: Any, what: str) -> np.ndarray:
     if a.dtype.kind not in "biuf":
         raise DataError(f"{what}: x must be numeric, got dtype {a.dtype}")
     return a
+
+
+def first_sample(calib_data: Any, train_data: Any, eval_data: Any, count: int) -> Inputs | None:
+    """The first ``count`` inputs for calibration, tracing and verification: from ``calib_data``, else the
+    training data's inputs, else the evaluation data's; None when none is numpy data."""
+    sample = first_inputs(calib_data, "calib_data", count, labelled=False)
+    if sample is None:
+        sample = first_inputs(train_data, "train_data", count, labelled=True)
+    if sample is None:
+        sample = first_inputs(eval_data, "eval_data", count, labelled=True)
+    return sample
+

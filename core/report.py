@@ -1,10 +1,19 @@
-"""What a compression run did, as data (``to_dict``) and as a readable table (``to_markdown``)."""
+"""What a compression run did, as data (``to_dict``, ``to_json``), as readable tables (``to_markdown``)
+and as a page of plots (``to_html``, :mod:`slimkit.report_html`)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+#: Version of the layout ``Report.to_dict`` writes (its ``"schema"`` key). Raised when a key is renamed,
+#: removed or changes meaning; new keys may appear without a change.
+SCHEMA_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -18,6 +27,11 @@ class LayerRow:
     kernel_params: int  # the matrices pruning targets: the kernel, every matrix of a recurrent or attention layer
     kernel_nonzeros: int
     target: float | None  # the kernel sparsity a stage aimed at, None if no stage touched the layer
+    # What the report's producer knew besides: the layer's weights before compression (channel pruning
+    # shrinks shapes), and multiply-accumulates per sample after and before. None when not measured.
+    params_before: int | None = None
+    macs: int | None = None
+    macs_before: int | None = None
 
     @property
     def sparsity(self) -> float:
@@ -144,6 +158,10 @@ class Report:
             weights); ``float_layers`` the weighted ones kept float.
         quant_exports: quantized ONNX files with their float twins' size and latency.
         rounds: the rounds of iterative (lottery ticket) prune stages, in order.
+        tuning: the tuning run that chose this model (:class:`slimkit.tune.log.TuningReport`), None
+            without ``tune:``.
+        sensitivity: a per-layer sensitivity analysis (:class:`slimkit.Sensitivity`) when one was run
+            (a tuning strategy that reads the curves, or one attached by the caller), else None.
     """
 
     framework: str
@@ -161,8 +179,8 @@ class Report:
     float_layers: list[str] = field(default_factory=list)
     quant_exports: list[QuantExportRow] = field(default_factory=list)
     rounds: list[RoundRow] = field(default_factory=list)
-    #: the tuning run that chose this model (:class:`slimkit.tune.log.TuningReport`), None without ``tune:``
     tuning: Any = None
+    sensitivity: Any = None
 
     @property
     def params(self) -> int:
@@ -180,8 +198,14 @@ class Report:
         raise KeyError(f"no layer named {name!r} in the report; layers: {[r.name for r in self.layers]}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON-serialisable) of everything in the report."""
-        return {
+        """Plain dict of everything in the report, versioned by its ``"schema"`` key (:data:`SCHEMA_VERSION`).
+
+        Always JSON-serialisable as strict JSON: tuples become lists, numpy scalars Python numbers, and a
+        float that is not finite (a diverged loss, an exact layer's SQNR) the string ``"nan"``, ``"inf"``
+        or ``"-inf"`` (``float()`` reads each back), since JSON has no such numbers.
+        """
+        return _jsonable({
+            "schema": SCHEMA_VERSION,
             "framework": self.framework,
             "params": self.params,
             "nonzeros": self.nonzeros,
@@ -200,7 +224,34 @@ class Report:
             "quant_exports": [dict(dataclasses.asdict(q), size_ratio=q.size_ratio) for q in self.quant_exports],
             "rounds": [dataclasses.asdict(r) for r in self.rounds],
             "tuning": None if self.tuning is None else self.tuning.to_dict(),
-        }
+            "sensitivity": None if self.sensitivity is None else self.sensitivity.to_dict(),
+        })
+
+    def to_json(self, path: str | os.PathLike[str]) -> Path:
+        """Writes :meth:`to_dict` as JSON, atomically (the file is absent, the old one or the new one).
+
+        Returns:
+            ``path`` as a Path.
+
+        Raises:
+            ExportError: ``path`` cannot be written (a directory, a missing or read-only directory);
+                the message names it.
+        """
+        from slimkit.staging import check_target, staged
+
+        path = Path(path)
+        target = check_target(path, "report.json")
+        text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
+        with staged(target, "report.json") as out:
+            out.path.write_text(text + "\n", encoding="utf-8")
+            out.commit()
+        return path
+
+    def to_html(self, path: str | os.PathLike[str]) -> Path:
+        """Writes a self-contained HTML page of plots and tables (:func:`slimkit.report_html.write_html`)."""
+        from slimkit.report_html import write_html
+
+        return write_html(self, path)
 
     def to_markdown(self) -> str:
         """Readable tables: layers, totals, metrics, stages and files."""
@@ -270,10 +321,36 @@ class Report:
                 out.append(f"| {f.path} | {f.format} | {f.bytes} | {f.gzip_bytes} | {_num(f.max_abs_diff, '.2e')} |")
         if self.tuning is not None:
             out += ["", self.tuning.to_markdown()]
+        if self.sensitivity is not None:
+            out += ["", "### " + self.sensitivity.to_markdown().rstrip("\n")]
         return "\n".join(out)
 
     def __str__(self) -> str:
         return self.to_markdown()
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data: see :meth:`Report.to_dict`. Anything else becomes its ``str``, so
+    that a report never fails to serialise over one odd value (a user's eval_fn returning a tensor)."""
+    if value is None or isinstance(value, (bool, str, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else ("nan" if math.isnan(value) else ("inf" if value > 0 else "-inf"))
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "size", 1) == 1:  # numpy (or framework) scalars
+        try:
+            return _jsonable(value.item())
+        except (TypeError, ValueError):
+            pass
+    if hasattr(value, "tolist"):  # small arrays kept as lists rather than their repr
+        try:
+            return _jsonable(value.tolist())
+        except (TypeError, ValueError):
+            pass
+    return str(value)
 
 
 def _num(value: float | None, fmt: str = ".4f") -> str:

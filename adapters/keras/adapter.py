@@ -284,34 +284,36 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
             hooks.begin(0)
             hooks.end()
             return
-        k = self._k
-        if objective is not None:
-            self._fit_distilling(kind, data, x, y, settings, hooks, objective)
-            return
-        self.model.compile(
-            optimizer=training.make_optimizer(k, settings),
-            loss=training.make_loss(k, settings),
-            metrics=training.make_metrics(k, settings),
-        )
-        callback = self._training_callback(hooks)
-        if kind == "arrays":
-            # Batches in core's order (slimkit.batches), the same as every other adapter's.
-            order = self.batches(n_samples(x), settings)
-            self.model.fit(training.array_batches(x, y, order, settings.epochs), epochs=settings.epochs,
-                           steps_per_epoch=len(order), shuffle=False, verbose=0, callbacks=[callback])
-        else:
-            import tensorflow as tf
+        # the runtime's own lines (a dataset notice at the first fit) stay out of the progress output
+        with quiet(native=True):
+            k = self._k
+            if objective is not None:
+                self._fit_distilling(kind, data, x, y, settings, hooks, objective)
+                return
+            self.model.compile(
+                optimizer=training.make_optimizer(k, settings),
+                loss=training.make_loss(k, settings),
+                metrics=training.make_metrics(k, settings),
+            )
+            callback = self._training_callback(hooks)
+            if kind == "arrays":
+                # Batches in core's order (slimkit.batches), the same as every other adapter's.
+                order = self.batches(n_samples(x), settings)
+                self.model.fit(training.array_batches(x, y, order, settings.epochs), epochs=settings.epochs,
+                               steps_per_epoch=len(order), shuffle=False, verbose=0, callbacks=[callback])
+            else:
+                import tensorflow as tf
 
-            # Datasets and PyDatasets shuffle themselves; Keras warns if asked to. Only their first batch
-            # was checked up front: a later one TensorFlow cannot train on (class ids out of range for the
-            # loss, a shape that changes) surfaces here.
-            try:
-                self.model.fit(data, epochs=settings.epochs, shuffle=False, verbose=0, callbacks=[callback])
-            except tf.errors.InvalidArgumentError as exc:
-                first = (exc.message or str(exc)).strip().splitlines()[0][:300]
-                raise DataError(f"train_data: TensorFlow could not train on a batch after the first (which was "
-                                f"checked): {first}; check every batch's labels against loss "
-                                f"{settings.loss!r} and the model's outputs") from exc
+                # Datasets and PyDatasets shuffle themselves; Keras warns if asked to. Only their first batch
+                # was checked up front: a later one TensorFlow cannot train on (class ids out of range for the
+                # loss, a shape that changes) surfaces here.
+                try:
+                    self.model.fit(data, epochs=settings.epochs, shuffle=False, verbose=0, callbacks=[callback])
+                except tf.errors.InvalidArgumentError as exc:
+                    first = (exc.message or str(exc)).strip().splitlines()[0][:300]
+                    raise DataError(f"train_data: TensorFlow could not train on a batch after the first (which was "
+                                    f"checked): {first}; check every batch's labels against loss "
+                                    f"{settings.loss!r} and the model's outputs") from exc
 
     def _fit_distilling(self, kind: str, data: Any, x: Any, y: Any, settings: FineTune, hooks: TrainHooks,
                         objective: Any) -> None:
@@ -541,7 +543,7 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
             )
         sample = as_inputs(sample, "sample")
         self.check_input(sample, "sample")
-        with quiet():
+        with quiet(native=True):
             export.export_onnx(self.model, path, sample, opset, kdata.declared_inputs(self.model))
 
     # -- internals -------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from slimkit.attention import AttentionBlock
 from slimkit.data import as_arrays, as_inputs, head, is_array_pair, leaves, n_samples, take
 from slimkit.errors import DataError, ExportError, UnsupportedModelError
 from slimkit.labels import prepare_labels
+from slimkit.quant.reuse import remembered_graph
 from slimkit.recipe import FineTune
 
 from slimkit.adapters.torch import attention, files, naming, probes, quant, saving
@@ -341,8 +342,12 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         """The model captured (``torch.fx``, else ``torch.export`` on the sample) and shaped on ``sample``
         (required); see ``graph.py`` and ``capture.py``. The sample is kept for :meth:`with_fake_quant`,
         which must capture the same graph."""
-        graph = build_graph(self.model, sample)
-        self._sample = head(as_inputs(sample, "sample"), 2)
+        if sample is None:
+            return build_graph(self.model, sample)  # refuses, naming why
+        sample = head(as_inputs(sample, "graph: sample"), 2)  # all the capture reads
+        # a tuning run's trials capture the same float model again: once per run inside reusing()
+        graph = remembered_graph(self, sample, lambda: build_graph(self.model, sample))
+        self._sample = sample
         return graph
 
     # -- saving ----------------------------------------------------------------------------

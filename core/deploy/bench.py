@@ -52,8 +52,8 @@ def macs(path: str, batch: int = 1) -> int:
 
 
 def node_macs(path: str, batch: int = 1) -> list[tuple[str, str, str | None, int]]:
-    """``(node name, op type, name of its second input (the weight), MACs)`` of every Conv, Gemm and MatMul node, in
-    graph order, at ``batch`` (the dynamic batch axis of the first input fixed to it)."""
+    """``(node name, op type, name of its second input (the weight), MACs)`` of every Conv, Gemm and MatMul
+    node, in graph order, at ``batch`` (the dynamic batch axis of the first input fixed to it)."""
     import onnx
     from onnx import shape_inference
 
@@ -63,15 +63,17 @@ def node_macs(path: str, batch: int = 1) -> list[tuple[str, str, str | None, int
     if dims and not dims[0].HasField("dim_value"):
         dims[0].dim_value = batch  # fix the dynamic batch so shapes infer to numbers
     model = shape_inference.infer_shapes(model)
-    shapes = {}
+    inits = {init.name for init in model.graph.initializer}
+    shapes: dict[str, list[int | None]] = {}
     for value in list(model.graph.value_info) + list(model.graph.output) + list(model.graph.input):
-        shapes[value.name] = [d.dim_value for d in value.type.tensor_type.shape.dim]
+        shapes[value.name] = [d.dim_value if d.HasField("dim_value") else None
+                              for d in value.type.tensor_type.shape.dim]
     for init in model.graph.initializer:
         shapes[init.name] = list(init.dims)
     rows = []
     for node in model.graph.node:
-        out = shapes.get(node.output[0])
-        if not out:
+        out = _batched(shapes.get(node.output[0]), batch)
+        if out is None:
             continue
         count = 0
         if node.op_type == "Conv":
@@ -79,12 +81,27 @@ def node_macs(path: str, batch: int = 1) -> list[tuple[str, str, str | None, int
             count = int(np.prod(out)) * int(np.prod(w[1:]))
         elif node.op_type in ("Gemm", "MatMul"):
             a = shapes.get(node.input[0])
-            if a:
-                count = int(np.prod(out)) * int(a[-1])
+            k = a[-1] if a and a[-1] else None
+            if k is None and len(node.input) > 1 and node.input[1] in inits:
+                # a reshape before it left the input's width symbolic (tf2onnx): the weight gives it
+                w = shapes[node.input[1]]
+                transposed = any(att.name == "transB" and att.i for att in node.attribute)
+                k = w[-1] if transposed else w[0]
+            if k:
+                count = int(np.prod(out)) * int(k)
         else:
             continue
         rows.append((node.name or node.output[0], node.op_type, node.input[1] if len(node.input) > 1 else None, count))
     return rows
+
+
+def _batched(shape: list[int | None] | None, batch: int) -> list[int] | None:
+    """``shape`` with an unknown leading axis read as the batch (exporters name it afresh after a reshape);
+    None when it is unknown or another axis is."""
+    if not shape:
+        return None
+    dims = [batch if (i == 0 and d is None) else d for i, d in enumerate(shape)]
+    return None if any(d is None for d in dims) else [int(d) for d in dims]
 
 
 def kernel_owners(path: str, kernels: dict[str, np.ndarray]) -> dict[str, str]:

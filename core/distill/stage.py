@@ -49,9 +49,8 @@ def run_distill_stage(work: ModelAdapter, stage: DistillStage, ctx: Any, report:
     spec = stage.distill
     objective = ctx.objective(spec, stage.fine_tune, field, work)
     steps = _Steps()
-    hooks: list[TrainHooks] = [steps]
-    if ctx.verbose:
-        hooks.append(ProgressPrinter(f"stage {ctx.index + 1}/{ctx.count} distill", stage.fine_tune.epochs))
+    hooks: list[TrainHooks] = [steps, ProgressPrinter(f"stage {ctx.index + 1}/{ctx.count} distill",
+                                                      stage.fine_tune.epochs, enabled=ctx.verbose)]
     work.fit(ctx.train_data, stage.fine_tune, HookChain(*hooks), ctx.fit_fn, objective)
     hints = ", ".join(f"{h.student} -> {h.teacher}" + (
         f" (through a learned {h.projection.shape[1]}->{h.projection.shape[0]} projection, dropped from the model)"

@@ -7,12 +7,12 @@ in small batches so memory stays bounded however large the model's activations a
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from slimkit import progress
 from slimkit.adapter import MODEL_OUTPUT, ModelAdapter
 from slimkit.data import all_finite, as_inputs, head, n_samples, take
 from slimkit.errors import DataError
@@ -61,7 +61,7 @@ def calibrate_recording(
         field: the recipe path, for messages.
         batch_size: at most this many inputs per forward pass (fewer when their activations would
             hold more than :data:`PASS_BYTES`).
-        verbose: print a progress line per quarter of the samples.
+        verbose: show progress (a bar, or a line per quarter of the samples).
         record: how many of the first inputs' model outputs to return.
 
     Inside :func:`slimkit.quant.reuse.reusing`, tensors an earlier call observed on the same model,
@@ -117,6 +117,8 @@ def _observe(adapter: ModelAdapter, nodes: list[str], x: np.ndarray, settings: A
     recorded: list[np.ndarray] | None = [] if record > 0 else None
     lo, size, passes, shown = 0, 1, 0, 0
     nbytes: dict[str, int] = {}
+    label = f"calibration ({settings.calibration})"
+    bar = progress.task(label, end, verbose, tensors=len(nodes))
     while lo < end:
         # The first pass reads one input, which tells what every tensor of the plan costs per input;
         # later passes take as many inputs as fit in PASS_BYTES (at most batch_size), so the memory
@@ -136,11 +138,12 @@ def _observe(adapter: ModelAdapter, nodes: list[str], x: np.ndarray, settings: A
         del outputs
         lo, passes = lo + size, passes + 1
         size = step
-        if verbose and (lo >= end or lo >= (shown + 1) * end / 4):
+        bar.update(min(lo, end))
+        if lo >= end or lo >= (shown + 1) * end / 4:  # a line per quarter of the samples
             shown = int(4 * lo / end)
-            print(f"[slimkit] calibration ({settings.calibration}): {min(lo, end)}/{end} "
-                  f"samples, {len(nodes)} tensors ({time.perf_counter() - start:.1f}s)",
-                  file=sys.stderr, flush=True)
+            bar.line(f"{label}: {min(lo, end)}/{end} samples, {len(nodes)} tensors "
+                     f"({time.perf_counter() - start:.1f}s)")
+    bar.finish()
     ranges = {}
     for name, obs in observers.items():
         lo, hi = obs.range()
@@ -178,9 +181,9 @@ def _reusing(cache: reuse.ReuseCache, adapter: ModelAdapter, nodes: list[str], x
     fresh = sum(1 for node in nodes if node in observed)
     cache.count("calibration", hits=int(not observed), misses=int(bool(observed)))
     cache.count("calibration_tensors", hits=len(nodes) - fresh, misses=fresh)
-    if verbose and not observed:
-        print(f"[slimkit] calibration ({settings.calibration}): {len(nodes)} tensors reused from an earlier "
-              "run on the same model and inputs", file=sys.stderr, flush=True)
+    if not observed:
+        progress.info(f"calibration ({settings.calibration}): {len(nodes)} tensors reused from an earlier "
+                      "run on the same model and inputs", verbose)
     outputs = entry[MODEL_OUTPUT].value if record > 0 else None
     return Calibrated({node: entry[node].value for node in nodes},
                       None if outputs is None else outputs[:rows].copy())

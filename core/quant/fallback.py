@@ -18,12 +18,12 @@ keep them on the grid) is put back: onnxruntime would quantize its weights anywa
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
+from slimkit import progress
 from slimkit.adapter import ModelAdapter
 from slimkit.data import PROBE_BATCH
 from slimkit.graph import LayerGraph
@@ -102,7 +102,7 @@ def fall_back(
         x: the inputs to compare outputs on.
         target: the correlation to reach.
         max_share: at most this share of the plan's layers is kept float.
-        verbose: print a line per trial.
+        verbose: show a line per trial.
         reference: the float model's outputs on the first rows of ``x``, when calibration read them.
 
     Returns:
@@ -125,9 +125,8 @@ def fall_back(
             r = output_correlation(ref, got)
             cache[k] = (r, sub, sub_params, model, tuple(n for n in order if n in floated), got)
             if verbose and k:
-                print(f"[slimkit] fallback: {len(cache[k][4])} of {len(order)} layers float, outputs correlate "
-                      f"{format_correlation(r)} with the float model's (target {target})",
-                      file=sys.stderr, flush=True)
+                progress.info(f"fallback: {len(cache[k][4])} of {len(order)} layers float, outputs correlate "
+                              f"{format_correlation(r)} with the float model's (target {target})")
         r = cache[k][0]
         return -1.0 if r is None else r
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import copy
 import dataclasses
 import os
 import shutil
@@ -37,7 +38,7 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 
@@ -46,9 +47,10 @@ from slimkit.data import Inputs, leaves
 from slimkit.quant.known_outputs import model_digest
 from slimkit.recipe import ActivationQuant
 
-#: What :attr:`ReuseCache.stats` counts: float exports, calibration calls (a hit ran no forward pass) and
-#: the tensors those calls asked for (a hit was observed by an earlier call).
-KINDS = ("float_export", "calibration", "calibration_tensors")
+#: What :attr:`ReuseCache.stats` counts: float exports, calibration calls (a hit ran no forward pass), the
+#: tensors those calls asked for (a hit was observed by an earlier call), and graph captures of adapters
+#: that remember them (PyTorch: a torch.fx/torch.export capture and shape propagation, seconds on a ResNet50).
+KINDS = ("float_export", "calibration", "calibration_tensors", "graph")
 
 #: Float ONNX files a cache keeps on disk before dropping the least recently used: a tuning run's
 #: pruning trials each give a new float model, and 20 ResNet50 files would take 2 GB.
@@ -56,6 +58,8 @@ MAX_EXPORT_BYTES = 2 * 2**30
 
 #: ActivationQuant fields that configure trained (QAT) quantizers; calibration observers never read them.
 _NOT_OBSERVED = frozenset({"learn", "momentum"})
+
+T = TypeVar("T")
 
 _ACTIVE: contextvars.ContextVar["ReuseCache | None"] = contextvars.ContextVar("slimkit_reuse", default=None)
 
@@ -91,6 +95,7 @@ class ReuseCache:
         self._dir: Path | None = None
         self._files: OrderedDict[tuple, Path] = OrderedDict()
         self._calibrations: dict[tuple, dict[str, Observed]] = {}
+        self._values: dict[tuple, Any] = {}
         self._counts = {kind: [0, 0] for kind in KINDS}
         self._serial = 0  # file names: never reused, whatever was dropped
         self._lock = threading.Lock()  # trials in threads (each entering reusing(cache)) share the files
@@ -108,6 +113,17 @@ class ReuseCache:
     def calibration(self, key: tuple) -> dict[str, Observed]:
         """The statistics observed under ``key`` (tensor name -> :class:`Observed`); callers add to it."""
         return self._calibrations.setdefault(key, {})
+
+    def remember(self, kind: str, key: tuple, build: Callable[[], T]) -> T:
+        """``build()``'s value for ``key``, built once: every call gets its own deep copy, so that a caller
+        changing what it got changes neither the kept value nor another caller's."""
+        if key in self._values:
+            self.count(kind, hits=1)
+            return copy.deepcopy(self._values[key])
+        value = build()
+        self._values[key] = copy.deepcopy(value)
+        self.count(kind, misses=1)
+        return value
 
     def float_file(self, key: tuple) -> Path | None:
         """The kept float ONNX file for ``key``, or None."""
@@ -144,6 +160,7 @@ class ReuseCache:
         with self._lock:
             self._files.clear()
             self._calibrations.clear()
+            self._values.clear()
             if self._dir is not None:
                 shutil.rmtree(self._dir, ignore_errors=True)
                 self._dir = None
@@ -221,6 +238,15 @@ def calibration_key(adapter: ModelAdapter, settings: ActivationQuant, x: Inputs,
     observed = tuple((f.name, repr(getattr(settings, f.name))) for f in dataclasses.fields(settings)
                      if f.name not in _NOT_OBSERVED)
     return "calibration", model_key(adapter), observed, int(batch_size), inputs_digest(x)
+
+
+def remembered_graph(adapter: ModelAdapter, sample: Inputs, build: Callable[[], T]) -> T:
+    """``build()`` (the adapter's graph of its model traced on ``sample``), or inside :func:`reusing` a copy
+    of the graph an earlier call with the same model and sample built. For adapters whose capture is costly."""
+    cache = active()
+    if cache is None:
+        return build()
+    return cache.remember("graph", ("graph", model_key(adapter), inputs_digest(sample)), build)
 
 
 def export_float(adapter: ModelAdapter, path: str, sample: Inputs, opset: int) -> None:

@@ -25,7 +25,7 @@ class TrialRecord:
         size_mb: the ONNX file's size in MB (10^6 bytes); ``gzip_mb`` its gzip size (what zeros save).
         macs: multiply-accumulates per sample counted on the ONNX graph.
         latency_ms: onnxruntime's latency for one sample on this machine.
-        seconds: the trial's wall time.
+        seconds: the trial's wall time; ``steps``: the optimizer steps its stages took (fine-tuning, QAT).
         feasible: it met the tolerance and the budget; ``violations`` says by how much it missed each.
         error: why the trial failed (it is kept, and never best).
         worker: the process that ran it (``pid@host``), for studies shared between processes.
@@ -41,6 +41,7 @@ class TrialRecord:
     macs: int | None = None
     latency_ms: float | None = None
     seconds: float = 0.0
+    steps: int = 0
     feasible: bool = False
     violations: dict[str, float] = field(default_factory=dict)
     error: str | None = None

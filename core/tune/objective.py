@@ -52,7 +52,10 @@ class Goal:
             else:
                 short = (floor - metric) if self.higher_is_better else (metric - floor)
                 if short > 1e-12:
-                    out["tolerance"] = short / max(abs(self.baseline or 0.0), 1e-12)
+                    # relative to the baseline, or to the allowed margin where the baseline is near 0 (an
+                    # error metric against the float model)
+                    scale = max(abs(self.baseline or 0.0), abs((self.baseline or 0.0) - floor), 1e-12)
+                    out["tolerance"] = short / scale
         if self.tune.budget is not None:
             for unit, limit in self.tune.budget.items():
                 value = measured.get(unit)

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from slimkit.data import first_inputs, head
+from slimkit import progress
+from slimkit.data import first_sample, head
 from slimkit.errors import SlimkitWarning
 from slimkit.recipe import PruneStage, QuantizeStage, Recipe
 from slimkit.registry import adapter_class
@@ -51,13 +51,9 @@ def tune_compress(model: Any, recipe: Recipe, train_data: Any = None, calib_data
     name = metric_name(tune.metric, data, original)
     layers = original.layers()
     space = build_space(recipe, tune, layers)
-    sample = first_inputs(calib_data, "calib_data", 16, labelled=False)
-    if sample is None:
-        sample = first_inputs(train_data, "train_data", 16, labelled=True)
-    if sample is None:
-        sample = first_inputs(eval_data, "eval_data", 16, labelled=True)
+    sample = first_sample(calib_data, train_data, eval_data, 16)
     original_bits = sum(32 * int(w.size) for info in layers for w in original.get_weights(info.name).values())
-    show = _Progress(verbose, tune.max_trials)
+    show = _Progress(verbose, tune.max_trials, tune.strategy)
     with _reuse() as cache, tempfile.TemporaryDirectory(prefix="slimkit-tune-") as folder:
         # the float model as deployed: the baseline every trial is compared with
         base_path = Path(folder) / "float.onnx"
@@ -124,6 +120,7 @@ def tune_compress(model: Any, recipe: Recipe, train_data: Any = None, calib_data
             others = strategy.shared_records()
         finally:
             strategy.close()
+            show.finish()
         everything = log.trials + others
         best = _best(goal, everything)
         log.sensitivity_seconds = analysis.seconds
@@ -146,7 +143,7 @@ def tune_compress(model: Any, recipe: Recipe, train_data: Any = None, calib_data
 
                 raise DataError(f"tune: the best trial ({best.number}) failed when built again: {record.error}")
             best = dataclasses.replace(best, metric=record.metric, compression=record.compression,
-                                       size_mb=record.size_mb, macs=record.macs, latency_ms=record.latency_ms,
+                                       size_mb=record.size_mb, macs=record.macs, latency_ms=record.latency_ms, steps=record.steps,
                                        feasible=record.feasible, violations=record.violations)
             log.trials = [best if t.number == best.number and t.worker == best.worker else t for t in log.trials]
         else:
@@ -165,6 +162,7 @@ def tune_compress(model: Any, recipe: Recipe, train_data: Any = None, calib_data
     report.metrics_before = {name: baseline}
     report.metrics_after = {name: best.metric} if best.metric is not None else {}
     report.tuning = log
+    report.sensitivity = analysis.computed  # the curves the strategy read, if it asked for them
     report.files = []  # the trial's file lived in the run's temporary folder
     plain = dataclasses.replace(Recipe.load(final_raw), source=recipe.source)
     return CompressionResult(result.model, report, plain, result.sample, result.known)
@@ -180,7 +178,14 @@ def _message(goal: Goal, best: TrialRecord, log: TuningReport) -> str:
            f"{best.size_mb:.3g} MB, {best.latency_ms:.3g} ms"
     if best.feasible:
         return f"best of {len(log.trials)} trials meeting {log.target}: {what}"
-    missed = ", ".join(f"{k} by {v:.1%}" if v != float("inf") else k for k, v in best.violations.items())
+    def miss(unit: str) -> str:
+        if unit == "tolerance":
+            floor = goal.floor()
+            return f"{goal.metric_name} {best.metric:.4g} against {floor:.4g}" if floor is not None else unit
+        value = {"latency_ms": best.latency_ms, "size_mb": best.size_mb, "macs": best.macs}.get(unit)
+        return f"{unit} {value:.4g}" if value is not None else unit
+
+    missed = ", ".join(miss(k) for k in best.violations)
     return f"no configuration met {log.target} in {len(log.trials)} trials; the closest was {what} (missed {missed})"
 
 
@@ -219,6 +224,11 @@ class _Analysis:
             self.seconds = time.perf_counter() - start
         return self._value
 
+    @property
+    def computed(self) -> Any:
+        """The analysis if a strategy asked for it, else None (never runs it)."""
+        return self._value
+
     def default_analysis(self) -> dict[str, Any]:
         stages = self.recipe.stages
         prune = self.recipe.stages[self.space.prune_index] if self.space.prune_index is not None else None
@@ -231,22 +241,28 @@ class _Analysis:
 
 
 class _Progress:
-    """One line per trial on stderr: trial n/N, its metric, compression and latency, the best so far."""
+    """A task over the trials (trial n/N, the best so far beside the bar) with a line per trial: its metric,
+    compression and latency, the best so far; summary lines go through :func:`slimkit.progress.info`."""
 
-    def __init__(self, verbose: bool, total: int) -> None:
+    def __init__(self, verbose: bool, total: int, strategy: str) -> None:
         self.verbose, self.total = verbose, total
+        self.task = progress.task(f"tune ({strategy})", total, verbose)
 
     def line(self, text: str) -> None:
-        if self.verbose:
-            print(f"[slimkit] {text}", file=sys.stderr, flush=True)
+        progress.info(text, self.verbose)
 
     def trial(self, record: TrialRecord, best: TrialRecord | None, count: int, name: str) -> None:
         if record.error is not None:
-            self.line(f"tune trial {count}/{self.total}: failed ({record.error[:120]}) ({record.seconds:.1f}s)")
+            self.task.update(count)
+            self.task.line(f"tune trial {count}/{self.total}: failed ({record.error[:120]}) ({record.seconds:.1f}s)")
             return
         mark = "meets the target" if record.feasible else "misses " + ", ".join(record.violations)
         best_text = "-" if best is None else (f"#{best.number} {name} {best.metric:.4g}, {best.compression:.2f}x"
                                               + ("" if best.feasible else " (closest)"))
-        self.line(f"tune trial {count}/{self.total}: {name} {record.metric:.4g}, {record.compression:.2f}x, "
-                  f"{record.size_mb:.3g} MB, {record.latency_ms:.3g} ms, {mark}; best {best_text} "
-                  f"({record.seconds:.1f}s)")
+        self.task.update(count, best=best_text)
+        self.task.line(f"tune trial {count}/{self.total}: {name} {record.metric:.4g}, {record.compression:.2f}x, "
+                       f"{record.size_mb:.3g} MB, {record.latency_ms:.3g} ms, {mark}; best {best_text} "
+                       f"({record.seconds:.1f}s)")
+
+    def finish(self) -> None:
+        self.task.finish()

@@ -15,13 +15,13 @@ evaluates it. The user's model is only copied.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 import warnings
 from typing import Any, Callable
 
 import numpy as np
 
+from slimkit import progress
 from slimkit.adapter import ModelAdapter, StructureAdapter
 from slimkit.data import as_arrays, first_inputs, head
 from slimkit.errors import DataError, RecipeError, SlimkitError, SlimkitWarning
@@ -67,7 +67,7 @@ def sensitivity(
         eval_data: ``(x, y)``: the metric is accuracy (class ids) or MSE (targets).
         eval_fn: ``callable(model) -> float``, higher is better; used instead of ``eval_data``'s metric.
         calib_data: inputs for calibration and output errors; default: ``eval_data``'s inputs.
-        verbose: print one line per step to stderr.
+        verbose: show progress (a bar, or a line per row); False shows nothing.
 
     Returns:
         Rows per (layer, action, setting); ``metric``/``drop`` are None without ``eval_data`` or
@@ -77,41 +77,42 @@ def sensitivity(
         RecipeError: a malformed recipe, or ``analyze.layers`` matching no layer either action handles.
         DataError: quantize rows without any inputs to calibrate on, or bad eval data.
     """
-    start = time.perf_counter()
-    recipe = Recipe.load(_DEFAULT_RECIPE if recipe is None else recipe)
-    settings = analyze_of(recipe)
-    cls = adapter_class(model)
-    work = cls.copy_of(model)
-    work.seed(recipe.seed)
-    scorer = _Scorer(work, eval_data, eval_fn)
-    stage = _quant_stage(recipe, settings)
-    count = settings.samples or stage.activations.samples
-    sample = first_inputs(calib_data, "calib_data", count, labelled=False)
-    if sample is None:
-        sample = first_inputs(eval_data, "eval_data", count, labelled=True)
-    probe = head(sample, FIDELITY_SAMPLES) if sample is not None and settings.output_error else None
-
-    pruned = _prune_plan(work, recipe, settings)
-    quantized = _quant_layers(work, stage, settings)
-    if pruned is None and quantized is None:  # run a selection again for its error, naming the selector
-        kinds = quant_method(stage).kinds if settings.quantize is not None else PRUNING_METHODS.get(
-            settings.prune.method or "magnitude").impl.kinds
-        select_layers(work.layers(), settings.layers, kinds, "analyze.layers")
-        raise RecipeError("analyze.layers: no selected layer has a kernel to prune")
-    notes: list[str] = []
-    steps = ((len(pruned[1]) * len(settings.prune.ratios)) if pruned else 0) + \
-        ((len(quantized) * len(settings.quantize.bits)) if quantized else 0)
-    progress = _Progress(steps, scorer.name, verbose, start)
-    rows: list[SensitivityRow] = []
-    if pruned is not None:
-        rows += _prune_rows(work, pruned, settings, scorer, sample, probe, recipe.seed, progress, notes)
-    if quantized is not None:
+    with progress.session():  # a bar left open by an exception is closed on the way out
+        start = time.perf_counter()
+        recipe = Recipe.load(_DEFAULT_RECIPE if recipe is None else recipe)
+        settings = analyze_of(recipe)
+        cls = adapter_class(model)
+        work = cls.copy_of(model)
+        work.seed(recipe.seed)
+        scorer = _Scorer(work, eval_data, eval_fn)
+        stage = _quant_stage(recipe, settings)
+        count = settings.samples or stage.activations.samples
+        sample = first_inputs(calib_data, "calib_data", count, labelled=False)
         if sample is None:
-            raise DataError("calib_data: quantize rows need inputs to calibrate on; pass calib_data= or "
-                            "eval_data=, or set analyze.quantize: null")
-        stage = dataclasses.replace(stage, layers=LayerSelector(names=tuple(quantized)))
-        rows += _quant_rows(cls.copy_of(model), stage, settings, scorer, sample, probe, progress, notes)
-    return Sensitivity(scorer.name, scorer.baseline, rows, time.perf_counter() - start, notes)
+            sample = first_inputs(eval_data, "eval_data", count, labelled=True)
+        probe = head(sample, FIDELITY_SAMPLES) if sample is not None and settings.output_error else None
+
+        pruned = _prune_plan(work, recipe, settings)
+        quantized = _quant_layers(work, stage, settings)
+        if pruned is None and quantized is None:  # run a selection again for its error, naming the selector
+            kinds = quant_method(stage).kinds if settings.quantize is not None else PRUNING_METHODS.get(
+                settings.prune.method or "magnitude").impl.kinds
+            select_layers(work.layers(), settings.layers, kinds, "analyze.layers")
+            raise RecipeError("analyze.layers: no selected layer has a kernel to prune")
+        notes: list[str] = []
+        steps = ((len(pruned[1]) * len(settings.prune.ratios)) if pruned else 0) + \
+            ((len(quantized) * len(settings.quantize.bits)) if quantized else 0)
+        tracker = _Progress(steps, scorer.name, verbose, start)
+        rows: list[SensitivityRow] = []
+        if pruned is not None:
+            rows += _prune_rows(work, pruned, settings, scorer, sample, probe, recipe.seed, tracker, notes)
+        if quantized is not None:
+            if sample is None:
+                raise DataError("calib_data: quantize rows need inputs to calibrate on; pass calib_data= or "
+                                "eval_data=, or set analyze.quantize: null")
+            stage = dataclasses.replace(stage, layers=LayerSelector(names=tuple(quantized)))
+            rows += _quant_rows(cls.copy_of(model), stage, settings, scorer, sample, probe, tracker, notes)
+        return Sensitivity(scorer.name, scorer.baseline, rows, time.perf_counter() - start, notes)
 
 
 class _Scorer:
@@ -137,22 +138,25 @@ class _Scorer:
 
 
 class _Progress:
-    """One stderr line per step: ``[slimkit] sensitivity 3/24: conv2 prune 0.50 accuracy 0.91 ...``."""
+    """A task over the rows, with a line per row: ``sensitivity 3/24: conv2 prune 0.50  accuracy 0.91 ...``."""
 
     def __init__(self, total: int, metric: str | None, verbose: bool, start: float) -> None:
-        self.total, self.metric, self.verbose, self.start, self.done = total, metric, verbose, start, 0
+        self.total, self.metric, self.start, self.done = total, metric, start, 0
+        self.task = progress.task("sensitivity", total, verbose)
 
     def row(self, row: SensitivityRow) -> SensitivityRow:
         self.done += 1
-        if self.verbose:
-            setting = f"{row.setting:.2f}" if row.action == "prune" else f"int{int(row.setting)}"
-            parts = [f"[slimkit] sensitivity {self.done}/{self.total}: {row.layer} {row.action} {setting}"]
-            if row.metric is not None:
-                parts.append(f"{self.metric} {row.metric:.4f} (drop {row.drop:+.4f})")
-            if row.sqnr_db is not None:
-                parts.append(f"SQNR {row.sqnr_db:.1f} dB")
-            parts.append(f"({time.perf_counter() - self.start:.1f}s)")
-            print("  ".join(parts), file=sys.stderr, flush=True)
+        setting = f"{row.setting:.2f}" if row.action == "prune" else f"int{int(row.setting)}"
+        parts = [f"sensitivity {self.done}/{self.total}: {row.layer} {row.action} {setting}"]
+        if row.metric is not None:
+            parts.append(f"{self.metric} {row.metric:.4f} (drop {row.drop:+.4f})")
+        if row.sqnr_db is not None:
+            parts.append(f"SQNR {row.sqnr_db:.1f} dB")
+        parts.append(f"({time.perf_counter() - self.start:.1f}s)")
+        self.task.update(self.done, status=f"{row.layer} {row.action} {setting}")
+        self.task.line("  ".join(parts))
+        if self.done >= self.total:
+            self.task.finish()
         return row
 
 

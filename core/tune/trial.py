@@ -154,6 +154,7 @@ class TrialRunner:
         else:
             record.latency_ms = exports[-1].int8_latency_ms
         record.compression = self.original_bits / max(1, deployed_bits(result.report))
+        record.steps = sum(int(stage.steps or 0) for stage in result.report.stages)
         record.metric = self.metric(result.model, str(path))
         record.violations = self.goal.violations(record.metric, {
             "latency_ms": record.latency_ms, "size_mb": record.size_mb, "macs": record.macs})

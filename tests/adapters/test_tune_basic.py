@@ -46,3 +46,21 @@ def test_basic_falls_back_the_fragile_layer_first(fragile):
     assert all(t.settings.get("float:fc1") is True for t in log.trials[1:])
     assert log.met and log.best_trial.settings.get("float:fc1") is True and log.best_trial in floated
     assert log.best_trial.metric <= 0.002 and log.sensitivity_seconds is not None
+
+
+def test_impossible_tolerance_returns_the_closest_trial(fragile):
+    fw, model = fragile
+    x = digits_images(fw, 128)
+    # int8 everywhere is held (float_layers: false) and int8 destroys this model: no ratio can meet it
+    recipe = {"version": 1, "seed": 0, "fine_tune": None,
+              "stages": [{"prune": {"method": "magnitude", "sparsity": 0.25, "scope": "layer"}},
+                         {"quantize": {"method": "static", "activations": {"samples": 64}}}],
+              "analyze": {"prune": {"ratios": [0.5]}, "quantize": None, "samples": 64},
+              "tune": {"strategy": "sensitivity", "tolerance": {"absolute": 0.002}, "max_trials": 2,
+                       "space": {"sparsity": [0.0, 0.25, 0.5], "float_layers": False}}}
+    with pytest.warns(slimkit.SlimkitWarning, match=r"no configuration met mse <= 0\.002\d* in \d trials; the closest "
+                                                     r"was trial \d+: mse"):
+        result = slimkit.compress(model, recipe, calib_data=x, eval_data=fidelity_data(model, x), verbose=False)
+    log = result.report.tuning
+    assert not log.met and all(not t.feasible for t in log.trials)
+    assert log.best_trial.violations["tolerance"] == min(t.violations["tolerance"] for t in log.trials)

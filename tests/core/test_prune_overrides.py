@@ -281,3 +281,37 @@ def test_a_group_whose_producers_disagree_takes_the_smallest_ratio_and_says_so()
     assert rows == {("fc1", "fc2"): (12, 9), ("fc3",): (12, 3)}
     assert ("stages[0].prune.overrides: the channel group of fc1, fc2 shares one set of channels among layers of "
             "different ratios (fc1 25.0%, fc2 50.0%); it is pruned to the smallest, 25.0%") in result.report.notes
+
+
+class SilencedLog(TrainHooks):
+    """Each dense layer's silenced output channels (all-zero kernel columns) after every step."""
+
+    def __init__(self, adapter, names):
+        self.adapter, self.names, self.counts = adapter, names, []
+
+    def step_end(self, step):
+        self.counts.append({n: int(np.sum(~self.adapter.get_weights(n)["kernel"].any(axis=0))) for n in self.names})
+
+
+def test_channel_groups_follow_the_schedule_to_their_own_ratio(classification_data):
+    from slimkit.pruning.channel import rounded_keep_count
+    from slimkit.pruning.structured import ChannelPruner
+
+    adapter = FakeAdapter(make_mlp((8, 16, 12, 4), batchnorm=True, other=False))
+    stage = Recipe.load(prune(method="channel", sparsity=0.75, fine_tune={"epochs": 1}, overrides=[over(["fc2"], 0.25)],
+                              schedule={"begin": 0.0, "end": 0.5, "every": 2})).stages[0]
+    layers = [l for l in adapter.layers() if l.name in ("fc1", "fc2")]
+    pruner = ChannelPruner(adapter, layers, stage, "stages[0].prune.layers", classification_data[0][:32], None, 0)
+    log = SilencedLog(adapter, ["fc1", "fc2"])
+    adapter.fit(classification_data, FineTune(epochs=2, batch_size=20, learning_rate=0.05), HookChain(pruner, log))
+    total, finals, channels = 20, {"fc1": 0.75, "fc2": 0.25}, {"fc1": 16, "fc2": 12}
+    updates = sorted(set(range(1, 10, 2)) | {10})  # begin at step 1 (0 rounds up), end at step 10
+    silenced = {n: 0 for n in finals}
+    for step, counts in enumerate(log.counts, start=1):
+        if step in updates:
+            ratios = {n: sparsity_at(stage.schedule, finals[n], step, total) for n in finals}
+            silenced = {n: channels[n] - rounded_keep_count(channels[n], ratios[n], 1) for n in finals}
+        assert counts == silenced, step
+    assert log.counts[-1] == {"fc1": 12, "fc2": 3}
+    shrunk = pruner.finish()  # rebuilt with the final choice
+    assert shrunk.get_weights("fc1")["kernel"].shape == (8, 4) and shrunk.get_weights("fc2")["kernel"].shape == (4, 9)

@@ -54,7 +54,8 @@ def test_to_dict_round_trips_through_json():
     assert (data["params"], data["nonzeros"]) == (r.params, r.nonzeros)
     conv = data["layers"][0]
     assert conv == {"name": "conv1", "kind": "conv", "params": 880, "nonzeros": 180, "kernel_params": 864,
-                    "kernel_nonzeros": 164, "target": 0.8, "sparsity": pytest.approx(1 - 164 / 864)}
+                    "kernel_nonzeros": 164, "target": 0.8, "params_before": None, "macs": None, "macs_before": None,
+                    "sparsity": pytest.approx(1 - 164 / 864)}
     assert data["layers"][1]["target"] is None
     assert data["stages"][0] == {"name": "prune:magnitude", "layers": ["conv1"], "target": 0.8,
                                  "scope": "global", "fine_tuned": True, "steps": 120, "seconds": 1.5,

@@ -247,3 +247,23 @@ def test_worker_threads_share_a_cache_they_enter(x):
     assert cache.stats["calibration"] == {"hits": 1, "misses": 1}
     assert again == {n: first[n] for n in NODES[1:]}
     cache.close()
+
+
+def test_remembered_values_are_copies(x):
+    from slimkit.quant.reuse import remembered_graph
+
+    adapter = Counting(make_mlp(seed=3))
+    built = []
+
+    def build():
+        built.append(1)
+        return adapter.graph(x[:2])
+
+    with reusing() as cache:
+        first = remembered_graph(adapter, x[:2], build)
+        first.nodes.clear()  # a caller changing its graph changes no other caller's
+        again = remembered_graph(adapter, x[:2], build)
+        other = remembered_graph(adapter, x[2:4], build)  # another sample: captured again
+    assert len(built) == 2 and again.nodes == other.nodes == adapter.graph(x[:2]).nodes
+    assert cache.stats["graph"] == {"hits": 1, "misses": 2}
+    assert remembered_graph(adapter, x[:2], build) is not None and len(built) == 3  # outside: always built
