@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
+import importlib.util
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 from slimkit.cli.errors import EXIT_HELP, debug_option, guarded
 from slimkit.cli.loading import LoadedModel, load_data, load_model
 from slimkit.cli.options import model_file_options
-from slimkit.errors import DataError, ExportError, RecipeError
+from slimkit.errors import DataError, ExportError, RecipeError, SlimkitWarning
 
 #: What compress writes into --out.
 MODEL_DIR, ONNX_FILE = "model", "model.onnx"
@@ -60,7 +61,9 @@ def compress(model_path: str, recipe_path: str, data_spec: str | None, eval_spec
 
     if quiet and verbose:
         raise click.UsageError("--quiet and --verbose exclude each other")
-    logging.getLogger("slimkit").setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    from slimkit.progress import set_verbosity
+
+    set_verbosity("debug" if verbose else "quiet" if quiet else "normal")
     recipe = _recipe(recipe_path, seed)  # before any framework loads: recipe errors come fast
     loaded = load_model(model_path, factory, trust, "--model")
     train = load_data(data_spec, "--data") if data_spec else None
@@ -127,18 +130,17 @@ def _reload_check(result: Any, loaded: LoadedModel, saved: Path) -> float:
 
 
 def _write_reports(report: Any, out: Path) -> list[Path]:
-    """report.json, report.md and (once slimkit.report_html exists) report.html."""
+    """report.json, report.md and report.html (skipped, with a warning, without matplotlib)."""
     paths = [out / REPORT_JSON, out / REPORT_MD]
     paths[0].write_text(json.dumps(report.to_dict(), indent=2, default=_plain) + "\n", encoding="utf-8")
     paths[1].write_text(report.to_markdown() + "\n", encoding="utf-8")
-    # REPORT HTML: the single call site for the HTML report (slimkit.report_html, issue 15 item 3); until that
-    # module lands, compress writes report.json and report.md only.
-    try:
-        from slimkit import report_html  # type: ignore[attr-defined]
-    except ImportError:
+    if importlib.util.find_spec("matplotlib") is None:  # the report extra: the HTML page's plots need it
+        warnings.warn(f"{out / REPORT_HTML} not written: its plots need matplotlib (pip install 'slimkit[report]')",
+                      SlimkitWarning, stacklevel=2)
         return paths
-    report_html.write_html(report, out / REPORT_HTML)
-    return [*paths, out / REPORT_HTML]
+    from slimkit.report_html import write_html
+
+    return [*paths, write_html(report, out / REPORT_HTML)]
 
 
 def _plain(value: Any) -> Any:

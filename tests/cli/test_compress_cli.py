@@ -34,7 +34,7 @@ def test_compress_writes_model_onnx_and_reports(files, tmp_path, case):
                    "--data", files / data_file, "--eval-data", files / data_file, "--out", out)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
-    for name in ("model/slimkit.json", "model.onnx", "report.json", "report.md"):
+    for name in ("model/slimkit.json", "model.onnx", "report.json", "report.md", "report.html"):
         assert (out / name).is_file(), name
     report = json.loads((out / "report.json").read_text())
     assert report["framework"] == framework
