@@ -13,6 +13,7 @@ after every update inside the compiled train step, so pruned weights stay exactl
 from __future__ import annotations
 
 import sys
+import zipfile
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Iterator
@@ -371,7 +372,10 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
     @classmethod
     def load_file(cls, path: Path) -> Any:
         """A ``.keras`` (or legacy ``.h5``) file read in safe mode."""
-        return saving.load_files(Path(path).parent, {"file": Path(path).name, "keras": "keras"})
+        path = Path(path)
+        if path.suffix.lower() == ".keras" and path.is_file() and not zipfile.is_zipfile(path):
+            raise DataError(f"{path} is not a .keras file: Keras writes those as zip archives")
+        return saving.load_files(path.parent, {"file": path.name, "keras": "keras"})
 
     def attention_blocks(self) -> list[AttentionBlock]:
         """MultiHeadAttention layers (heads of the query/key/value kernels and the output projection)."""

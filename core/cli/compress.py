@@ -4,7 +4,6 @@ verified ONNX file and the report."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import importlib.util
 import warnings
 from pathlib import Path
@@ -78,6 +77,7 @@ def compress(model_path: str, recipe_path: str, data_spec: str | None, eval_spec
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ExportError(f"--out {out_dir}: cannot create the folder ({exc.strerror or exc})") from None
+    _add_layer_measures(result, loaded.model)
     saved = result.save(out / MODEL_DIR)
     diff = _reload_check(result, loaded, saved)
     result.report.notes.append(f"{saved} reads back (slimkit.load) to the compressed model: max |difference| "
@@ -129,10 +129,28 @@ def _reload_check(result: Any, loaded: LoadedModel, saved: Path) -> float:
     return diff
 
 
+def _add_layer_measures(result: Any, original: Any) -> None:
+    """Each report row's weights before and MACs before and after (conv and dense layers), for the
+    report's tables and plots; left out when the layers' outputs cannot be read."""
+    from slimkit.cli.summary import layer_macs
+    from slimkit.errors import SlimkitError
+    from slimkit.registry import adapter_for
+
+    if result.sample is None:
+        return
+    before_adapter = adapter_for(original)
+    try:
+        before, after = layer_macs(before_adapter, result.sample), layer_macs(adapter_for(result.model), result.sample)
+    except (SlimkitError, KeyError):
+        before, after = {}, {}
+    params = {info.name: info.params for info in before_adapter.layers()}
+    result.report.layers = [dataclasses.replace(row, params_before=params.get(row.name), macs=after.get(row.name),
+                                                macs_before=before.get(row.name)) for row in result.report.layers]
+
+
 def _write_reports(report: Any, out: Path) -> list[Path]:
     """report.json, report.md and report.html (skipped, with a warning, without matplotlib)."""
-    paths = [out / REPORT_JSON, out / REPORT_MD]
-    paths[0].write_text(json.dumps(report.to_dict(), indent=2, default=_plain) + "\n", encoding="utf-8")
+    paths = [report.to_json(out / REPORT_JSON), out / REPORT_MD]
     paths[1].write_text(report.to_markdown() + "\n", encoding="utf-8")
     if importlib.util.find_spec("matplotlib") is None:  # the report extra: the HTML page's plots need it
         warnings.warn(f"{out / REPORT_HTML} not written: its plots need matplotlib (pip install 'slimkit[report]')",
@@ -141,15 +159,6 @@ def _write_reports(report: Any, out: Path) -> list[Path]:
     from slimkit.report_html import write_html
 
     return [*paths, write_html(report, out / REPORT_HTML)]
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars and arrays in the report as JSON numbers and lists."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _summary(report: Any, paths: list[Path]) -> None:

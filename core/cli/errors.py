@@ -7,6 +7,7 @@ and exits with the code of its class.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import traceback
@@ -16,6 +17,7 @@ from typing import Any, Callable, TypeVar
 import click
 
 from slimkit.errors import DataError, ExportError, RecipeError, SlimkitError, SlimkitWarning, UnsupportedModelError
+from slimkit.native_logs import filtered_stderr
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # a SlimkitError of no class below (a plugin's), or a bug in slimkit
@@ -60,7 +62,7 @@ def debug_option(fn: F) -> F:
 def guarded(fn: F) -> F:
     """Runs a command body: SlimkitError -> its message on stderr and its exit code; any other exception
     -> an internal-error line and exit 1. Warnings: slimkit's own print as ``slimkit: warning: ...``
-    lines, the frameworks' are shown only with ``--debug``."""
+    lines, the frameworks' (and their native log banners) are shown only with ``--debug``."""
 
     @functools.wraps(fn)
     def run(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
@@ -71,8 +73,11 @@ def guarded(fn: F) -> F:
                 warnings.simplefilter("ignore")
                 warnings.simplefilter("default", SlimkitWarning)
             warnings.showwarning = _show_warning
+            # frameworks' native banners (TensorFlow's as it loads for a Keras file) stay off the terminal
+            quiet_native = contextlib.nullcontext() if debug else filtered_stderr()
             try:
-                return fn(*args, **kwargs)
+                with quiet_native:
+                    return fn(*args, **kwargs)
             except (click.exceptions.Exit, click.ClickException, click.Abort):
                 raise
             except KeyboardInterrupt:

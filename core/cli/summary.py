@@ -197,31 +197,42 @@ def _quant(adapter: Any, graph: Any, infos: list[LayerInfo], rows: dict[str, Lay
             summary.notes.append(f"quantization sites cannot be planned: {exc}")
 
 
+def layer_macs(adapter: Any, sample: Any) -> dict[str, int]:
+    """MACs per sample of each conv, depthwise conv and dense layer of ``adapter``'s model, from its
+    output size on the first sample of ``sample`` times its kernel's weights per output channel.
+
+    Raises:
+        UnsupportedModelError: the adapter reads no layer outputs.
+        DataError: the sample does not fit the model.
+    """
+    from slimkit.adapter import require
+    from slimkit.data import head
+
+    require(adapter, StructureAdapter, "counting MACs from layer outputs")
+    counted = [i for i in adapter.layers() if i.kind in MAC_KINDS and "kernel" in i.shapes and i.kernel_perm]
+    outputs = adapter.layer_outputs(head(sample, 1), [i.name for i in counted])
+    counts = {}
+    for info in counted:
+        out = np.asarray(outputs[info.name])
+        kernel = info.shapes["kernel"]
+        per_output = int(np.prod(kernel)) // max(1, int(kernel[info.out_axis]))  # in/groups x k, or features
+        counts[info.name] = int(out.size // max(1, out.shape[0])) * per_output
+    return counts
+
+
 def _layer_macs(adapter: Any, sample: Any, infos: list[LayerInfo], rows: dict[str, LayerSummary],
                 summary: ModelSummary) -> None:
     """MACs of conv, depthwise and dense layers from their output sizes on one sample."""
     from dataclasses import replace
 
-    from slimkit.data import head
-
-    if not isinstance(adapter, StructureAdapter):
-        summary.notes.append(f"MACs not counted: the {adapter.framework} adapter reads no layer outputs")
-        return
-    counted = [i for i in infos if i.kind in MAC_KINDS and "kernel" in i.shapes and i.kernel_perm]
     try:
-        outputs = adapter.layer_outputs(head(sample, 1), [i.name for i in counted])
+        counts = layer_macs(adapter, sample)
     except (SlimkitError, KeyError) as exc:
         summary.notes.append(f"MACs not counted: the layers' outputs cannot be read ({exc})")
         return
-    total = 0
-    for info in counted:
-        out = np.asarray(outputs[info.name])
-        kernel = info.shapes["kernel"]
-        per_output = int(np.prod(kernel)) // max(1, int(kernel[info.out_axis]))  # in/groups x k, or features
-        count = int(out.size // max(1, out.shape[0])) * per_output
-        rows[info.name] = replace(rows[info.name], macs=count)
-        total += count
-    summary.macs = total
+    for name, count in counts.items():
+        rows[name] = replace(rows[name], macs=count)
+    summary.macs = sum(counts.values())
     skipped = [i.name for i in infos if i.kind in ("attention", "recurrent")]
     if skipped:
         summary.notes.append(f"MACs of {', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''} are not counted "
