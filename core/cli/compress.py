@@ -13,7 +13,7 @@ import click
 import numpy as np
 
 from slimkit.cli.errors import EXIT_HELP, debug_option, guarded
-from slimkit.cli.loading import LoadedModel, load_data, load_model
+from slimkit.cli.loading import LoadedModel, inputs_of, load_data, load_model
 from slimkit.cli.options import model_file_options
 from slimkit.errors import DataError, ExportError, RecipeError, SlimkitWarning
 
@@ -30,9 +30,10 @@ RELOAD_TOLERANCE = 1e-5
               help="The model: .keras / .h5 file, PyTorch state dict with --factory, .pt2 with "
                    "--trust-model-file, or a folder slimkit saved.")
 @click.option("--recipe", "recipe_path", required=True, metavar="FILE", help="The recipe (YAML).")
-@click.option("--data", "data_spec", metavar="FILE|MODULE:FN",
-              help="Training and calibration data: .npz with x and y (or arrays named after the model's "
-                   "inputs), .npy of inputs, or module:function returning (x, y) arrays or a loader.")
+@click.option("--data", "data_spec", required=True, metavar="FILE|MODULE:FN",
+              help="Training and calibration data, and the samples export verifies with: .npz with x and y "
+                   "(or arrays named after the model's inputs), .npy of inputs (recipes that do not train), or "
+                   "module:function returning numpy arrays, (x, y), or a loader.")
 @click.option("--eval-data", "eval_spec", metavar="FILE|MODULE:FN",
               help="Labelled data for the accuracy before and after (same forms as --data).")
 @click.option("--out", "out_dir", required=True, metavar="DIR",
@@ -44,7 +45,7 @@ RELOAD_TOLERANCE = 1e-5
 @click.option("--verbose", "-v", is_flag=True, help="Also print slimkit's debug log lines.")
 @debug_option
 @guarded
-def compress(model_path: str, recipe_path: str, data_spec: str | None, eval_spec: str | None, out_dir: str,
+def compress(model_path: str, recipe_path: str, data_spec: str, eval_spec: str | None, out_dir: str,
              factory: str | None, trust: bool, seed: int | None, quiet: bool, verbose: bool) -> None:
     """Compress a model file as a recipe says.
 
@@ -65,12 +66,15 @@ def compress(model_path: str, recipe_path: str, data_spec: str | None, eval_spec
     set_verbosity("debug" if verbose else "quiet" if quiet else "normal")
     recipe = _recipe(recipe_path, seed)  # before any framework loads: recipe errors come fast
     loaded = load_model(model_path, factory, trust, "--model")
-    train = load_data(data_spec, "--data") if data_spec else None
+    train = load_data(data_spec, "--data")
     if isinstance(train, np.ndarray) or isinstance(train, dict):
         train = (train, None)  # inputs only: calibration and one-shot stages need no labels
     evaluation = load_data(eval_spec, "--eval-data") if eval_spec else None
     if isinstance(evaluation, (np.ndarray, dict)):
         raise DataError(f"--eval-data {eval_spec}: holds inputs only; accuracy needs labels (an .npz with x and y)")
+    if inputs_of(train, "--data", 1) is None and (evaluation is None or inputs_of(evaluation, "--eval-data", 1) is None):
+        raise DataError(f"--data {data_spec}: a loader gives no samples ahead to export and verify the model with; "
+                        "pass --eval-data as an .npz file (or return numpy arrays)")
     result = slimkit.compress(loaded.model, recipe, train_data=train, eval_data=evaluation, verbose=not quiet)
     out = Path(out_dir)
     try:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli.cli_data import digits
 from cli.cli_run import RECIPE
 
 
@@ -20,14 +21,6 @@ class Files:
 
     def __truediv__(self, name: str) -> Path:
         return self.root / name
-
-
-def digits() -> tuple[np.ndarray, np.ndarray]:
-    """The first 256 digits as NCHW float32 images in [0, 1] and their labels."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    return (d.images[:256, None] / 16.0).astype(np.float32), d.target[:256].astype(np.int64)
 
 
 @pytest.fixture(scope="session")

@@ -58,7 +58,10 @@ CASES = [
     ("compress-eval-without-labels", ["compress", "--model", "{cnn.pt}", *FACTORY, "--recipe", "{recipe.yaml}",
                                       "--data", "{digits_nchw.npz}", "--eval-data", "{inputs_nchw.npy}", "--out",
                                       "{out}"], 3, "needs labels"),
-    ("compress-usage", ["compress", "--model", "{cnn.keras}", "--recipe", "{recipe.yaml}"], 2, "--out"),
+    ("compress-usage", ["compress", "--model", "{cnn.keras}", "--recipe", "{recipe.yaml}", "--data",
+                        "{digits_nhwc.npz}"], 2, "--out"),
+    ("compress-loader-without-samples", ["compress", "--model", "{cnn.pt}", *FACTORY, "--recipe", "{recipe.yaml}",
+                                         "--data", "cli.cli_data:digits_loader", "--out", "{out}"], 3, "--eval-data"),
     # inspect
     ("inspect-missing", ["inspect", "{absent.keras}"], 4, "no such file"),
     ("inspect-corrupt", ["inspect", "{corrupt.keras}"], 4, "corrupt.keras"),

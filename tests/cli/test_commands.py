@@ -39,7 +39,7 @@ def test_inspect_reports_layers_macs_groups_and_int8(files, model, extra):
 
 def test_export_writes_a_verified_file(files, tmp_path):
     code, out, err = invoke("export", files / "cnn.pt", "--factory", "twins:torch_cnn", "--onnx",
-                            tmp_path / "sub" / "cnn.onnx", "--data", files / "inputs_nchw.npy")
+                            tmp_path / "sub" / "cnn.onnx", "--data", "cli.cli_data:digits_arrays")
     assert code == 0, err
     assert (tmp_path / "sub" / "cnn.onnx").is_file() and "max |onnxruntime - framework|" in out
 
