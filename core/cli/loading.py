@@ -175,8 +175,8 @@ def _load_file(path: Path, build: Callable[..., Any] | None, factory: str | None
             "it with --factory")
     if weights is not None:
         raise UnsupportedModelError(
-            f"{option} {path} holds weights only (a state dict); pass --factory module:callable that builds the "
-            "architecture (or, for a whole pickled model you trust, --trust-model-file)")
+            f"{option} {path}: slimkit reads a {suffix} file as a state dict (weights only) onto the architecture "
+            "--factory module:callable builds; for a whole pickled model you trust, pass --trust-model-file")
     if build is not None:
         raise UnsupportedModelError(f"{option} {path}: --factory applies to PyTorch state dicts (.pt, .pth, .bin, "
                                     ".safetensors), not to {suffix or 'suffix-less'} files")

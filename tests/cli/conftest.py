@@ -39,6 +39,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
     np.savez(root / "wrong_shape.npz", x=np.zeros((8, 5, 5, 2), np.float32), y=y[:8])
     models = twin_pair("cnn", he=True)
     models["keras"].save(root / "cnn.keras")
+    models["keras"].save(root / "cnn.h5")  # legacy HDF5
+    torch.save(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), root / "whole.pt")  # pickled
     torch_model = models["torch"].eval()
     torch.save(torch_model.state_dict(), root / "cnn.pt")
     torch.export.save(torch.export.export(torch_model, (torch.from_numpy(x[:2]),)), root / "cnn.pt2")

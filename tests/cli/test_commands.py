@@ -37,6 +37,17 @@ def test_inspect_reports_layers_macs_groups_and_int8(files, model, extra):
     assert code == 0 and "18.24 k MACs per sample" in text and "channels left whole" in text
 
 
+def test_inspect_reads_legacy_h5_and_trusted_pickles(files):
+    code, out, err = invoke("inspect", files / "cnn.h5", "--json")
+    assert code == 0, err
+    assert json.loads(out)["params"] == 1210
+    code, out, err = invoke("inspect", files / "whole.pt", "--trust-model-file", "--input-shape", "1,8,8", "--json")
+    assert code == 0, err
+    assert json.loads(out)["macs"] == 640
+    code, _, err = invoke("inspect", files / "whole.pt", "--input-shape", "1,8,8")  # never unpickled untrusted
+    assert code == 4 and "--factory" in err and "--trust-model-file" in err
+
+
 def test_export_writes_a_verified_file(files, tmp_path):
     code, out, err = invoke("export", files / "cnn.pt", "--factory", "twins:torch_cnn", "--onnx",
                             tmp_path / "sub" / "cnn.onnx", "--data", "cli.cli_data:digits_arrays")
