@@ -39,8 +39,8 @@ class LayerSummary:
             2 or more dimensions); None for layers with none (batch norms).
         macs: multiply-accumulates per sample (None when not counted).
         group: index into :attr:`ModelSummary.groups` of the channel group it produces, or None.
-        quant: ``int8`` (integer kernel), ``weight-only`` (kernel snapped to int8, runs in float), or
-            ``float`` with why.
+        quant: ``int8`` (integer kernel), ``weight-only (why)`` (kernel snapped to int8, runs in float),
+            ``float``, or ``-`` when unknown (no graph to plan sites on).
     """
 
     name: str
@@ -50,7 +50,7 @@ class LayerSummary:
     sparsity: float | None
     macs: int | None = None
     group: int | None = None
-    quant: str = "float"
+    quant: str = "-"
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,8 @@ def _graph(adapter: Any, sample: Any, summary: ModelSummary) -> Any:
     try:
         return adapter.graph(sample)
     except SlimkitError as exc:
-        summary.notes.append(f"no graph, so no channel groups or quantization sites: {exc}")
+        if sample is not None:  # without samples the caller says what they would give
+            summary.notes.append(f"no graph, so no channel groups or quantization sites: {exc}")
         return None
 
 
