@@ -57,17 +57,30 @@ def compress(model_path: str, recipe_path: str, data_spec: str, eval_spec: str |
       slimkit compress --model cnn.pt --factory models:make_cnn --recipe prune.yaml \\
                        --data digits.npz --eval-data test.npz --out out/
     """
-    import slimkit
+    from slimkit.progress import get_verbosity, set_verbosity
 
     if quiet and verbose:
         raise click.UsageError("--quiet and --verbose exclude each other")
-    from slimkit.progress import set_verbosity
-
+    before = get_verbosity()
     set_verbosity("debug" if verbose else "quiet" if quiet else "normal")
+    try:
+        _compress(model_path, recipe_path, data_spec, eval_spec, Path(out_dir), factory, trust, seed, quiet)
+    finally:
+        set_verbosity(before)  # the process's setting (a caller running main() in-process keeps its own)
+
+
+def _compress(model_path: str, recipe_path: str, data_spec: str, eval_spec: str | None, out: Path,
+              factory: str | None, trust: bool, seed: int | None, quiet: bool) -> None:
+    import slimkit
+
     recipe = _recipe(recipe_path, seed)  # before any framework loads: recipe errors come fast
+    try:  # before the work: a folder that cannot be made fails now, not after compressing
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
     loaded = load_model(model_path, factory, trust, "--model")
     train = load_data(data_spec, "--data")
-    if isinstance(train, np.ndarray) or isinstance(train, dict):
+    if isinstance(train, (np.ndarray, dict)):
         train = (train, None)  # inputs only: calibration and one-shot stages need no labels
     evaluation = load_data(eval_spec, "--eval-data") if eval_spec else None
     if isinstance(evaluation, (np.ndarray, dict)):
@@ -76,11 +89,6 @@ def compress(model_path: str, recipe_path: str, data_spec: str, eval_spec: str |
         raise DataError(f"--data {data_spec}: a loader gives no samples ahead to export and verify the model with; "
                         "pass --eval-data as an .npz file (or return numpy arrays)")
     result = slimkit.compress(loaded.model, recipe, train_data=train, eval_data=evaluation, verbose=not quiet)
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ExportError(f"--out {out_dir}: cannot create the folder ({exc.strerror or exc})") from None
     _add_layer_measures(result, loaded.model)
     saved = result.save(out / MODEL_DIR)
     diff = _reload_check(result, loaded, saved)

@@ -58,6 +58,8 @@ CASES = [
     ("compress-eval-without-labels", ["compress", "--model", "{cnn.pt}", *FACTORY, "--recipe", "{recipe.yaml}",
                                       "--data", "{digits_nchw.npz}", "--eval-data", "{inputs_nchw.npy}", "--out",
                                       "{out}"], 3, "needs labels"),
+    ("compress-out-is-a-file", ["compress", "--model", "{cnn.keras}", "--recipe", "{recipe.yaml}", "--data",
+                                "{digits_nhwc.npz}", "--out", "{model.txt}"], 5, "cannot create the folder"),
     ("compress-usage", ["compress", "--model", "{cnn.keras}", "--recipe", "{recipe.yaml}", "--data",
                         "{digits_nhwc.npz}"], 2, "--out"),
     ("compress-loader-without-samples", ["compress", "--model", "{cnn.pt}", *FACTORY, "--recipe", "{recipe.yaml}",

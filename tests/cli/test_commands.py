@@ -97,12 +97,16 @@ def test_recipe_check_without_a_model(files):
 
 
 def test_compress_seed_and_quiet(files, tmp_path):
-    """--seed replaces the recipe's seed; --quiet prints nothing on success."""
+    """--seed replaces the recipe's seed; --quiet prints nothing on success (and leaves the process's
+    verbosity as it was)."""
+    from slimkit.progress import get_verbosity
+
+    before = get_verbosity()
     code, out, err = invoke("compress", "--model", files / "cnn.pt", "--factory", "twins:torch_cnn", "--recipe",
                             files / "recipe.yaml", "--data", files / "inputs_nchw.npy", "--out", tmp_path,
                             "--seed", "7", "--quiet")
     assert code == 0, err
-    assert out == ""
+    assert out == "" and get_verbosity() == before
     report = json.loads((tmp_path / "report.json").read_text())
     assert any("reads back" in note for note in report["notes"])
     assert np.isclose({r["name"]: r["sparsity"] for r in report["layers"]}["fc1"], 0.5, atol=0.01)
