@@ -165,7 +165,9 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
     recipe = {"version": 1, "seed": 0,
               "stages": [{"quantize": {"method": "static", "activations": {"samples": job["calib"]}}}],
               "tune": tune}
-    out["tune"] = tune
+    out["tune"] = dict(tune)
+    if job.get("log"):
+        tune["log"] = job["log"]  # rewritten after every trial: a run stopped early keeps its trials
     load = os.getloadavg()[0]
     start = time.perf_counter()
     result = slimkit.compress(model, recipe, calib_data=calib, eval_data=(held, labels), verbose=True)
@@ -185,8 +187,22 @@ def run_worker(job: dict[str, Any]) -> dict[str, Any]:
                           text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT)]
     if proc.returncode or not lines:
-        return {"error": f"exit {proc.returncode}", **job}
+        return {"error": f"exit {proc.returncode}", **partial(job)}
     return {**json.loads(lines[-1][len(RESULT):]), **job}
+
+
+def partial(job: dict[str, Any]) -> dict[str, Any]:
+    """A stopped run's job, with the trials its log kept (``partial_log``, ``partial_markdown``)."""
+    path = Path(job["log"]) if job.get("log") else None
+    if path is None or not path.exists():
+        return job
+    from slimkit.tune.log import TrialRecord, TuningReport
+
+    raw = json.loads(path.read_text())
+    report = TuningReport(**{k: v for k, v in raw.items() if k != "trials"})
+    report.trials = [TrialRecord.from_dict(t) for t in raw["trials"]]
+    report.message = report.message or f"stopped after {len(report.trials)} trials"
+    return {**job, "partial_log": raw, "partial_markdown": report.to_markdown()}
 
 
 def fmt(value: Any, spec: str = ".1f") -> str:
@@ -215,8 +231,11 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace, header: str) 
              "|---|---|---|---|---:|---:|---|---|---:|---|---|---|"]
     for res in results:
         if "error" in res:
-            lines.append(f"| {res['run']} | {res['framework']} | {res['strategy']} | - | - | - | - | - | - | "
-                         f"worker failed: {res['error']} | - | - |")
+            done = (res.get("partial_log") or {}).get("trials", [])
+            seconds = [t["seconds"] for t in done]
+            timing = f"{sum(seconds):.0f} / {sum(seconds) / len(seconds):.1f} / -" if seconds else "-"
+            lines.append(f"| {res['run']} | {res['framework']} | {res['strategy']} | - | {len(done)} finished | - | "
+                         f"{timing} | - | - | stopped: {res['error']} | - | - |")
             continue
         s, log = summary(res), res["log"]
         best = s["best"]
@@ -232,6 +251,9 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace, header: str) 
     lines.append("")
     for res in results:
         if "error" in res:
+            if res.get("partial_markdown"):
+                lines += [f"## {res['run']}, {res['framework']}: stopped ({res['error']}), the trials it finished",
+                          "", res["partial_markdown"], ""]
             continue
         base = res["log"]["baseline_measures"]
         extra = ""
@@ -277,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     if args.collect:
         order = {(r, f): i for i, (r, f) in enumerate((r, f) for r in RUNS for f in FRAMEWORKS)}
-        results = [json.loads(p.read_text()) for p in sorted(args.collect.glob("*.json"))]
+        results = [json.loads(p.read_text()) for p in sorted(args.collect.glob("*.json"))
+                   if not p.name.endswith(".trials.json")]
         results.sort(key=lambda r: order.get((r["run"], r["framework"]), 99))
         return machine.emit(table(results, args, header(args, results)), args.out)
     common = {"size": args.size, "calib": args.calib, "heldout": args.heldout, "bn_batches": args.bn_batches,
@@ -292,9 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for job in jobs:
         print(f"--- {job['run']} run, {job['framework']}, {job['trials']} trials", file=sys.stderr, flush=True)
-        results.append(run_worker(job))
         if args.save:
             args.save.mkdir(parents=True, exist_ok=True)
+            job["log"] = str(args.save.resolve() / f"{job['run']}-{job['framework']}.trials.json")
+        results.append(run_worker(job))
+        if args.save:
             (args.save / f"{job['run']}-{job['framework']}.json").write_text(json.dumps(results[-1]))
     return machine.emit(table(results, args, header(args, results, load_before)), args.out)
 
