@@ -17,7 +17,7 @@ from slimkit.adapter import MODEL_OUTPUT, ModelAdapter
 from slimkit.data import all_finite, as_inputs, head, n_samples, take
 from slimkit.errors import DataError
 from slimkit.quant import reuse
-from slimkit.quant.observers import build_observer
+from slimkit.quant.observers import OBSERVERS, build_observer
 from slimkit.recipe import ActivationQuant
 
 
@@ -172,7 +172,8 @@ def _reusing(cache: reuse.ReuseCache, adapter: ModelAdapter, nodes: list[str], x
         step = run.step
     else:
         step = _step(batch_size, sum(entry[w].nbytes for w in wanted))
-    stale = [w for w in wanted if w not in observed and _stale(w, entry[w], step, rows)]
+    invariant = bool(getattr(OBSERVERS.get(settings.calibration).impl, "batch_invariant", False))
+    stale = [w for w in wanted if w not in observed and _stale(w, entry[w], step, rows, invariant)]
     if stale:  # observed in batches of another size (a request for other tensors): observe again at this one
         run = _observe(adapter, [s for s in stale if s != MODEL_OUTPUT], x, settings, batch_size, verbose,
                        record if MODEL_OUTPUT in stale else 0, step=step)
@@ -189,10 +190,13 @@ def _reusing(cache: reuse.ReuseCache, adapter: ModelAdapter, nodes: list[str], x
                       None if outputs is None else outputs[:rows].copy())
 
 
-def _stale(name: str, kept: reuse.Observed, step: int, rows: int) -> bool:
-    """True when ``kept`` is not what a run at pass size ``step`` recording ``rows`` outputs would give."""
+def _stale(name: str, kept: reuse.Observed, step: int, rows: int, invariant: bool = False) -> bool:
+    """True when ``kept`` is not what a run at pass size ``step`` recording ``rows`` outputs would give.
+
+    ``invariant``: the observer's result does not depend on how inputs are batched (min-max: the range
+    of the union is the range of the ranges), so any pass size gives it."""
     if name != MODEL_OUTPUT:
-        return kept.step != step
+        return not invariant and kept.step != step
     # outputs the adapter cannot read in calibration passes stay unreadable: nothing to observe again
     return kept.value is not None and (kept.step != step or len(kept.value) < rows)
 

@@ -76,6 +76,7 @@ def tune_compress(model: Any, recipe: Recipe, train_data: Any = None, calib_data
         show.line(f"tune ({tune.strategy}): baseline {name} {baseline:.4g}, float ONNX {measures['size_mb']:.3g} MB, "
                   f"{measures['latency_ms']:.3g} ms; target {log.target}; {len(space.dims)} settings searched")
         runner = TrialRunner(model, recipe, space, data, goal, Path(folder), sample, original_bits)
+        runner.base_macs = measures["macs"]
         analysis = _Analysis(model, recipe, space, data, verbose)
         ctx = StrategyContext(goal, recipe.seed, analysis.get, tune.storage, tune.study, tune.max_trials)
         entry = STRATEGIES.get(tune.strategy, "tune.strategy")

@@ -84,6 +84,11 @@ class TrialRunner:
         self.original_bits = original_bits
         self.worker = worker_name()
         tune = recipe.tune
+        from slimkit.pruning.methods import method_of
+
+        self.count_macs = (tune.budget is not None and tune.budget.macs is not None) or any(
+            isinstance(s, PruneStage) and not method_of(s).sets_kernel_sparsity for s in recipe.stages)
+        self.base_macs: int | None = None  # the float model's, set by the run once measured
         self.careful_latency = tune.budget is not None and tune.budget.latency_ms is not None
 
     def recipe_of(self, candidate: Candidate, short: bool) -> dict[str, Any]:
@@ -145,7 +150,9 @@ class TrialRunner:
         bench = deploy.load_bench()
         record.size_mb = row.bytes / 1e6
         record.gzip_mb = row.gzip_bytes / 1e6
-        record.macs = int(bench.macs(str(path)))
+        # MACs change only when channels are removed; counting them reads the whole graph (a second on a
+        # ResNet50), so other trials carry the float model's count
+        record.macs = int(bench.macs(str(path))) if self.count_macs or self.base_macs is None else self.base_macs
         one = head(self.sample, 1)
         exports = result.report.quant_exports
         if self.careful_latency or not exports or exports[-1].int8_latency_ms is None:

@@ -150,6 +150,20 @@ def test_tensors_seen_in_batches_of_another_size_are_observed_again(x, monkeypat
     assert got.ranges == calibrate(Counting(make_mlp(seed=3)), NODES[1:], x, settings).ranges
 
 
+def test_minmax_ranges_are_reused_whatever_the_pass_size(x, monkeypatch):
+    # min-max over batches is the same whatever they hold: a request whose pass size differs (a trial that
+    # keeps other layers float asks for fewer tensors) is answered from the cache, equal to a fresh run
+    monkeypatch.setattr(calibration, "PASS_BYTES", 1600)
+    settings = ActivationQuant(samples=40, calibration="minmax")
+    adapter = Counting(make_mlp(seed=3))
+    with reusing() as cache:
+        calibrate(adapter, NODES, x, settings)
+        adapter.passes.clear()
+        got = calibrate(adapter, NODES[1:], x, settings)
+        assert adapter.passes == [] and cache.stats["calibration"]["hits"] == 1
+    assert got.ranges == calibrate(Counting(make_mlp(seed=3)), NODES[1:], x, settings).ranges
+
+
 def test_nothing_is_cached_outside_reusing(x, tmp_path):
     adapter = Counting(make_mlp(seed=3))
     assert active() is None

@@ -37,6 +37,9 @@ class HistogramObserver(MinMaxObserver):
         ValueError: If ``axis`` is not None or ``bins < 1``.
     """
 
+    #: the bins are laid out from the first batch and widened by later ones: batching changes the result
+    batch_invariant = False
+
     def __init__(self, bins: int = 2048, absolute: bool = True, axis: int | None = None) -> None:
         if axis is not None:
             raise ValueError(f"{type(self).__name__} is per-tensor only: axis must be None, got {axis}")

@@ -20,6 +20,9 @@ class MinMaxObserver:
             per-tensor.
     """
 
+    #: the range over all batches is the range of the batches' ranges: batching does not change it
+    batch_invariant = True
+
     def __init__(self, axis: int | None = None) -> None:
         self.axis = axis
         self._min: np.ndarray | None = None
