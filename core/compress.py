@@ -71,10 +71,11 @@ class CompressionResult:
             path: destination file, written atomically.
             sample: inputs for tracing and verification; defaults to samples kept from the data.
         """
+        own = sample is None  # the samples compress() ran through this model: known to fit it
         sample = self.sample if sample is None else sample
         if sample is None:
             raise DataError("sample: no numpy data was given to compress(); pass sample= to export_onnx")
-        row, quant_row = export_with_report(self.model, path, sample, self.recipe.export, self.known)
+        row, quant_row = export_with_report(self.model, path, sample, self.recipe.export, self.known, checked=own)
         self.report.files.append(row)
         if quant_row is not None:
             self.report.quant_exports.append(quant_row)

@@ -64,11 +64,14 @@ def export_with_report(
     sample: Any,
     settings: OnnxExport | None = None,
     known: KnownOutputs | None = None,
+    checked: bool = False,
 ) -> tuple[FileRow, QuantExportRow | None]:
     """:func:`export_onnx`, also returning the quantized export's row (None for a float model).
 
     ``known``: outputs the quantize stage computed on the first samples, reused for verification while
-    they still describe the model (see :mod:`slimkit.quant.known_outputs`)."""
+    they still describe the model (see :mod:`slimkit.quant.known_outputs`). ``checked``: ``sample`` is known
+    to fit the model (compress ran it), so the trial run that checks it is skipped (on a fake-quant PyTorch
+    ResNet50, seconds: every weight's quantizer runs)."""
     settings = settings or OnnxExport()
     path = Path(path)
     target = check_target(path, "export_onnx")  # before any work: a bad path fails in milliseconds
@@ -77,7 +80,8 @@ def export_with_report(
                           "both exporters write (export.onnx.opset)")
     adapter = adapter_for(model)
     x, _ = as_arrays(sample, "sample", need_labels=False)
-    adapter.check_input(x, "sample")
+    if not checked:
+        adapter.check_input(x, "sample")
     plan = adapter.quant_plan()
     quant_row = None
     with staged(target, "export_onnx") as out:

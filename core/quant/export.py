@@ -192,7 +192,7 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
             # The report's indication, not a benchmark (benchmarks/ interleaves rounds): a median of 5
             # runs after one warm-up keeps this near 0.3 s on a ResNet50, which every export pays.
             one = head(x, 1)
-            lat_f = deploy.load_bench().latency_ms(str(float_path), one, repeats=5, warmup=1)
+            lat_f = _float_latency(float_adapter, str(float_path), one, settings.opset)
             lat_q = deploy.load_bench().latency_ms(str(tmp), one, repeats=5, warmup=1)
         row = QuantExportRow(str(dest), os.path.getsize(float_path), os.path.getsize(tmp), lat_f, lat_q,
                              integer_ops, diff, step, bound, fidelity.ort_rms, fidelity.sim_rms,
@@ -210,3 +210,18 @@ def _outputs(adapter: ModelAdapter, float_adapter: ModelAdapter, probe: np.ndarr
     if recorded is not None:
         return recorded
     return float_adapter.predict(probe, PROBE_BATCH), adapter.predict(probe, PROBE_BATCH)
+
+
+def _float_latency(float_adapter: ModelAdapter, path: str, one: Any, opset: int) -> float:
+    """The float file's latency; within a tuning run (``reusing``) measured once per float file, which
+    every trial of the run exports identically."""
+    from slimkit.quant import reuse
+
+    def measure() -> float:
+        return deploy.load_bench().latency_ms(path, one, repeats=5, warmup=1)
+
+    cache = reuse.active()
+    if cache is None:
+        return measure()
+    return cache.remember("float_latency", ("float_latency",) + reuse.export_key(float_adapter, one, opset), measure)
+

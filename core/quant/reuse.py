@@ -49,8 +49,9 @@ from slimkit.recipe import ActivationQuant
 
 #: What :attr:`ReuseCache.stats` counts: float exports, calibration calls (a hit ran no forward pass), the
 #: tensors those calls asked for (a hit was observed by an earlier call), and graph captures of adapters
-#: that remember them (PyTorch: a torch.fx/torch.export capture and shape propagation, seconds on a ResNet50).
-KINDS = ("float_export", "calibration", "calibration_tensors", "graph")
+#: that remember them (PyTorch: a torch.fx/torch.export capture and shape propagation, seconds on a ResNet50),
+#: and the float file's latency that every quantized export reports next to its own.
+KINDS = ("float_export", "calibration", "calibration_tensors", "graph", "float_latency")
 
 #: Float ONNX files a cache keeps on disk before dropping the least recently used: a tuning run's
 #: pruning trials each give a new float model, and 20 ResNet50 files would take 2 GB.
