@@ -16,7 +16,11 @@ import numpy as np
 
 
 class TensorOps(Protocol):
-    """Operations on a framework's tensors (``Any`` below: the framework's tensor or variable type)."""
+    """Operations on a framework's tensors (``Any`` below: the framework's tensor or variable type).
+
+    Optional, read with ``getattr``: ``fake_quantize_frozen(x, scale, zero_point, qmin, qmax)``, a fused
+    inference path of :func:`slimkit.quant.fake_quant.fake_quantize` giving the same values, or None where
+    it does not apply (TorchOps: while autograd records)."""
 
     # -- arithmetic the operators do not cover -------------------------------------------------------
     def sqrt(self, x: Any) -> Any:

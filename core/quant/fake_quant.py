@@ -50,7 +50,16 @@ class SiteState(Protocol):
 
 # ---------------------------------------------------------------------------------------- arithmetic
 def fake_quantize(ops: TensorOps, x: Any, scale: Any, zero_point: Any, qmin: int, qmax: int) -> Any:
-    """``(clip(round(x / scale) + zp, qmin, qmax) - zp) * scale``, rounding straight-through."""
+    """``(clip(round(x / scale) + zp, qmin, qmax) - zp) * scale``, rounding straight-through.
+
+    Ops may offer ``fake_quantize_frozen(x, scale, zero_point, qmin, qmax)``: the same values in fewer
+    passes when no gradient is recorded (inference: calibration checks, fidelity, verification), or
+    None to take this path."""
+    frozen = getattr(ops, "fake_quantize_frozen", None)
+    if frozen is not None:
+        out = frozen(x, scale, zero_point, float(qmin), float(qmax))
+        if out is not None:
+            return out
     v = x / scale
     rounded = v + ops.stop_gradient(ops.round(v) - v)
     q = ops.clip(rounded + zero_point, float(qmin), float(qmax))
