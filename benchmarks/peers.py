@@ -49,7 +49,7 @@ import peers_digits  # noqa: E402
 import speed  # noqa: E402
 from quantization import agreement, ort_logits, short_error  # noqa: E402
 
-SECTIONS = ("digits", "ptq", "structured")
+SECTIONS = ("digits", "ptq", "structured", "zoo")
 RESULTS = HERE / "results"
 PEER_DISTS = ("onnxruntime", "onnx", "keras", "tensorflow", "tf_keras", "tensorflow-model-optimization",
               "tf2onnx", "torch", "torch-pruning")
@@ -102,7 +102,7 @@ def measure(files: dict[str, dict[str, Any]], x: np.ndarray, rounds: int, gz: bo
     for key, ms in lat.items():
         files[key]["ms"] = ms
     outs = {}
-    for key, path in ok.items():
+    for key, path in ok.items() if (ref is not None or y is not None) else ():
         try:
             outs[key] = ort_logits(str(path), x)
         except Exception as exc:
@@ -149,7 +149,8 @@ DIGITS_LABELS = {
     ("keras", "prune"): lambda i: {"comparison": "magnitude 80%, digits CNN",
                                    "peer": f"tfmot {i.get('tfmot', '?')} prune_low_magnitude (tf_keras)"},
     ("keras", "qat"): lambda i: {"comparison": "QAT int8, digits CNN",
-                                 "peer": f"tfmot {i.get('tfmot', '?')} quantize_model (tf_keras, tf2onnx QDQ)"},
+                                 "peer": f"tfmot {i.get('tfmot', '?')} quantize_model (tf_keras, tf2onnx QDQ)",
+                                 "note": "tf2onnx keeps tfmot's weights float, quantized as the file runs"},
     ("keras", "int8"): lambda i: {"comparison": "int8 Dense layers (slimkit dynamic), digits CNN",
                                   "peer": f"Keras {i.get('keras', '?')} model.quantize(\"int8\")"},
     ("torch", "prune"): lambda i: {"comparison": "magnitude 80%, digits CNN",
@@ -218,6 +219,68 @@ def structured_row(work: Path, size: int, rounds: int, timing_rounds: int) -> di
     return row
 
 
+def zoo_rows(work: Path, names: list[str]) -> list[dict[str, Any]]:
+    """zoo.py's static int8 cases (its ``corr`` against its ``ort_corr``), then Keras' own int8 where it
+    reaches furthest: zoo.py's Keras token model (Embedding, MultiHeadAttention's EinsumDense, Dense)."""
+    import zoo
+
+    specs, rows = {s.name: s for s in zoo.model_specs()}, []
+    for name in names:
+        log(f"zoo: {name} static")
+        case = work / f"zoo-{name}"
+        case.mkdir()
+        out = zoo.run_case(specs[name], "static", case)
+        n = out.numbers
+        ours = {"quality": n["corr"]} if "corr" in n else {"error": f"{out.status}: {zoo.one_line(out.reason, 120)}"}
+        theirs = ({"quality": n["ort_corr"]} if n.get("ort_corr") is not None
+                  else {"error": n.get("ort_error", "onnxruntime's output shape differs")})
+        rows.append({"comparison": f"static int8, zoo.py {name}", "framework": specs[name].framework,
+                     "peer": "onnxruntime quantize_static (zoo.py's ORT r)", "quality_kind": "Pearson r w/ fp32",
+                     "slimkit": ours, "peer_side": theirs,
+                     "note": f"zoo.py case {out.status} in {out.seconds:.1f} s (both quantizers)"})
+    rows.append(keras_int8_tokens(work))
+    return rows
+
+
+def keras_int8_tokens(work: Path) -> dict[str, Any]:
+    import warnings
+
+    import keras
+    import zoo
+    import zoo_models
+
+    import slimkit
+
+    row = {"comparison": "int8 (slimkit dynamic), zoo.py keras-mha", "framework": "keras",
+           "peer": f"Keras {keras.__version__} model.quantize(\"int8\")", "quality_kind": "Pearson r w/ fp32",
+           "size_kind": "file"}
+    try:
+        model, x = zoo_models.keras_sequence("mha")
+        ref = zoo_models.framework_logits(model, x)
+        sides: dict[str, dict[str, Any]] = {}
+        start = time.perf_counter()
+        res = slimkit.compress(model, {"stages": [{"quantize": {"method": "dynamic"}}]}, calib_data=x, verbose=False)
+        sides["slimkit"] = {"seconds": time.perf_counter() - start, "onnx": str(work / "mha_slimkit.onnx")}
+        res.export_onnx(sides["slimkit"]["onnx"])
+        start = time.perf_counter()
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            copy.quantize("int8")
+        sides["peer"] = {"seconds": time.perf_counter() - start, "onnx": str(work / "mha_keras.onnx")}
+        copy(x[:1])
+        copy.export(sides["peer"]["onnx"], format="onnx", verbose=False)
+        measure(sides, x, 3, gz=False)
+        for side in sides.values():
+            side["quality"] = float(np.corrcoef(zoo.ort_logits(Path(side["onnx"]), x).ravel(), ref.ravel())[0, 1])
+        row.update({"slimkit": strip(sides["slimkit"]), "peer_side": strip(sides["peer"]),
+                    "note": "random weights, 16 token sequences"})
+    except Exception as exc:
+        row.update({"slimkit": {"error": short_error(exc)}, "peer_side": {"error": short_error(exc)}})
+    return row
+
+
 # -------------------------------------------------------------------------------------------- table
 def pair(row: dict[str, Any], key: str, fmt: str, scale: float = 1.0) -> tuple[str, str]:
     """``"slimkit / peer"`` and their ratio for one measure, or the error that stands for them."""
@@ -236,7 +299,7 @@ def table(rows: list[dict[str, Any]]) -> str:
              "| ORT ms slimkit / peer | latency x | wall s slimkit / peer | time x | notes |",
              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        quality, _ = pair(r, "quality", ".1%")
+        quality, _ = pair(r, "quality", ".4f" if r.get("quality_kind", "").startswith("Pearson") else ".1%")
         if r.get("quality_kind") == "top-1 agree w/ peer" and "quality" in r["slimkit"]:
             quality = f"{r['slimkit']['quality']:.1%}"  # the peer's own result is the reference
         size_key = "gzip_bytes" if r.get("size_kind") == "gzip" else "bytes"
@@ -249,6 +312,11 @@ def table(rows: list[dict[str, Any]]) -> str:
         sp = [r[k].get("sparsity") for k in ("slimkit", "peer_side")]
         if None not in sp:
             notes.append(f"sparsity {sp[0]:.0%} / {sp[1]:.0%}")
+        a, b = r["slimkit"], r["peer_side"]
+        if "vs_fp32_rel_diff" in a and "vs_fp32_rel_diff" in b:
+            notes.append(f"max |diff| / max |fp32 logit| {a['vs_fp32_rel_diff']:.3g} / {b['vs_fp32_rel_diff']:.3g}")
+        if "rss_gb" in a and "rss_gb" in b:
+            notes.append(f"peak RSS GB {a['rss_gb']:.2f} / {b['rss_gb']:.2f}")
         if "fp32" in r and "quality" in r["fp32"] and r.get("quality_kind") == "test acc":
             notes.append(f"fp32 {r['fp32']['quality']:.1%}")
         lines.append(f"| {r['comparison']} | {r['framework']} | {r['peer']} | {r.get('quality_kind', '-')} | {quality} "
@@ -282,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=224, help="image size of the ResNet50/MobileNetV2 rows")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved latency rounds (20 runs each)")
     parser.add_argument("--timing-rounds", type=int, default=3, help="timed rounds of the channel-pruning row")
+    parser.add_argument("--zoo", default="MobileNetV3Small,hf-ViT,hf-GPT-2", help="zoo.py models of the static rows")
     parser.add_argument("--quick", action="store_true", help="smoke test: 64x64 images, MobileNetV2 only, 1 round")
     parser.add_argument("--json", type=Path, default=None, help="default: benchmarks/results/peers.json "
                         "(not written with --quick unless given)")
@@ -292,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--sections: choose from {','.join(SECTIONS)}")
     if args.quick:
         args.size, args.rounds, args.timing_rounds, args.ptq_models = 64, 1, 1, "mobilenet_v2_0.35"
+        args.zoo = "hf-ViT"
     elif args.json is None and args.out is None:
         args.json, args.out = RESULTS / "peers.json", RESULTS / "peers.md"
     peers_digits.check_recipe()
@@ -307,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         if "structured" in sections:
             log("structured: slimkit vs Torch-Pruning")
             rows.append(structured_row(work, args.size, args.rounds, args.timing_rounds))
+        if "zoo" in sections:
+            rows += zoo_rows(work, [n for n in args.zoo.split(",") if n])
     wall, others, load_after = time.perf_counter() - start, use.others(), os.getloadavg()
     command = "python benchmarks/peers.py" + (" " + " ".join(argv) if argv else "")
     record = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "command": command,
