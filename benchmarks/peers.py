@@ -7,19 +7,27 @@ It runs the other benchmarks' code with small settings and adds the digits jobs 
   Keras 3's own ``model.quantize("int8")`` (Dense layers) against slimkit's dynamic int8 of those layers.
 * post-training static int8 of ResNet50 and MobileNetV2 (width 0.35 by default), Keras and PyTorch,
   against onnxruntime's ``quant_pre_process`` + ``quantize_static`` on the same fp32 export:
-  ``speed.py``'s workers (one fresh process per tool; its seconds exclude model building), quality =
-  top-1 agreement with the fp32 file on 16 other random images (random weights, so no accuracy).
+  ``speed.py``'s workers (one fresh process per run, the fastest of ``--timing-rounds`` kept; model
+  building not timed); quality = top-1 agreement with the fp32 file on 16 other random images (random
+  weights: no accuracy to measure).
 * channel pruning of the torchvision-shaped PyTorch ResNet50 (50%, L1, round_to 8) against Torch-Pruning:
   ``prune_speed.py``'s two sides; quality = top-1 agreement of the two pruned models with each other
-  (they should keep the same channels), time = median of the rounds.
+  (they should keep the same channels), time = the fastest of the rounds.
+* ``zoo.py``'s static int8 cases (``--zoo``: its Pearson r of slimkit's int8 logits against its ``ORT r``),
+  and Keras' ``model.quantize("int8")`` on zoo.py's Keras token model (Embedding, MultiHeadAttention,
+  Dense) against slimkit's dynamic int8.
 
 Every result is an ONNX file measured here in onnxruntime: size (pruned files: gzip size, since
 zeros compress and a dense file holds them), median batch-1 latency (files of one comparison
 interleaved over rounds), and the compression step's wall time (exports not included). The load average
-before and after, and the CPU other processes used during the run, are recorded: the machine may be shared.
+before and after, and the CPU other processes used during the run and during each timed step, are
+recorded: the machine may be shared, and PyTorch's threads in particular slow down several-fold when
+another process takes a core.
 
-Run:  python benchmarks/peers.py [--quick] [--sections digits,ptq,structured] [--ptq-models resnet50,mobilenet_v2_0.35]
-          [--rounds 3] [--json benchmarks/results/peers.json] [--out benchmarks/results/peers.md]
+Run:  python benchmarks/peers.py [--quick] [--sections ptq,digits,structured,zoo] [--rounds 5]
+          [--timing-rounds 2] [--ptq-models resnet50,mobilenet_v2_0.35] [--frameworks keras,torch]
+          [--zoo MobileNetV3Small,hf-ViT,hf-GPT-2] [--json FILE] [--out FILE]
+A full run (no --quick, no --json/--out) writes benchmarks/results/peers.json and peers.md.
 Needs the ``bench`` extra (tensorflow-model-optimization, torch-pruning).
 """
 
@@ -49,37 +57,13 @@ import peers_digits  # noqa: E402
 import speed  # noqa: E402
 from quantization import agreement, ort_logits, short_error  # noqa: E402
 
-SECTIONS = ("digits", "ptq", "structured", "zoo")
+SECTIONS = ("ptq", "digits", "structured", "zoo")
 RESULTS = HERE / "results"
 PEER_DISTS = ("onnxruntime", "onnx", "keras", "tensorflow", "tf_keras", "tensorflow-model-optimization",
               "tf2onnx", "torch", "torch-pruning")
 
 
 # ---------------------------------------------------------------------------------------- measuring
-class CpuUse:
-    """CPU time other processes used since construction, in cores (this process and its waited children
-    excluded): whether the run shared the machine."""
-
-    def __init__(self) -> None:
-        self.start = self._sample()
-
-    @staticmethod
-    def _sample() -> tuple[float, float, float]:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-        t = os.times()
-        return ((user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK"),
-                t.user + t.system + t.children_user + t.children_system, time.perf_counter())
-
-    def others(self) -> float | None:
-        try:
-            end = self._sample()
-        except (OSError, ValueError):
-            return None
-        total, mine, wall = (e - s for e, s in zip(end, self.start))
-        return max(0.0, (total - mine) / wall) if wall > 0 else None
-
-
 def measure(files: dict[str, dict[str, Any]], x: np.ndarray, rounds: int, gz: bool,
             ref: str | None = None, y: np.ndarray | None = None) -> None:
     """Adds size, latency and quality to every side that has an ``onnx`` file, in place.
@@ -120,14 +104,14 @@ def strip(side: dict[str, Any]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------- sections
-def digits_rows(work: Path, rounds: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def digits_rows(work: Path, rounds: int, runs: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     import digits
 
     rows, info = [], {}
     for framework, run in (("keras", peers_digits.keras_jobs), ("torch", peers_digits.torch_jobs)):
         log(f"digits: {framework}")
         try:
-            jobs = run(work)
+            jobs = run(work, runs)
         except Exception as exc:
             rows.append({"comparison": f"digits CNN ({framework})", "framework": framework, "peer": "-",
                          "slimkit": {"error": short_error(exc)}, "peer_side": {"error": short_error(exc)}})
@@ -158,19 +142,32 @@ DIGITS_LABELS = {
 }
 
 
-def ptq_rows(work: Path, models: list[str], frameworks: list[str], size: int, rounds: int) -> list[dict[str, Any]]:
+def ptq_rows(work: Path, models: list[str], frameworks: list[str], size: int, rounds: int,
+             timing_rounds: int) -> list[dict[str, Any]]:
+    """speed.py's fp32 / ort / slimkit workers, ``timing_rounds`` times with ORT and slimkit alternating
+    which goes first; each side keeps its fastest run (the one least slowed by other work) with the
+    other processes' load during it."""
     rows = []
     for framework in frameworks:
         for model in models:
             case = work / f"ptq-{framework}-{model}"
             case.mkdir()
+            runs: dict[str, list[dict[str, Any]]] = {"fp32": [], "ort": [], "slimkit": []}
+            for rnd in range(timing_rounds):
+                order = ("fp32", "ort", "slimkit") if rnd % 2 == 0 else ("fp32", "slimkit", "ort")
+                for tool in order[rnd > 0:]:  # fp32 first (ORT quantizes its file), exported once
+                    job = {"tool": tool, "framework": framework, "model": model, "size": size, "work": str(case)}
+                    load = machine.OtherLoad()
+                    res = speed.run_worker(job)
+                    runs[tool].append({**res, "other_cores": load.cores()})
+                    log(f"ptq {framework} {model} {tool}: {runs[tool][-1]}")
             sides: dict[str, dict[str, Any]] = {}
-            for tool in ("fp32", "ort", "slimkit"):  # fp32 first: ORT quantizes that file
-                job = {"tool": tool, "framework": framework, "model": model, "size": size, "work": str(case)}
-                res = speed.run_worker(job)
+            for tool, done in runs.items():
+                good = [r for r in done if "error" not in r]
                 name = case / ("fp32.onnx" if tool == "fp32" else f"{tool}.int8.onnx")
-                sides[tool] = {"error": res["error"]} if "error" in res else {"onnx": str(name), **res}
-                log(f"ptq {framework} {model} {tool}: {res}")
+                sides[tool] = ({"error": done[-1]["error"]} if not good else
+                               {"onnx": str(name), **min(good, key=lambda r: r["seconds"]),
+                                "all_seconds": [r["seconds"] for r in good]})
             x = np.random.default_rng(2).normal(size=(16, size, size, 3)).astype(np.float32)
             x = x if framework == "keras" else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
             measure(sides, x, rounds, gz=False, ref="fp32")
@@ -194,17 +191,25 @@ def structured_row(work: Path, size: int, rounds: int, timing_rounds: int) -> di
     try:
         prune_speed.run_slimkit(prune_speed.fresh_model(), x, 0.5)  # untimed: first-call costs, as prune_speed.py
         prune_speed.run_torch_pruning(prune_speed.fresh_model(), x, 0.5)
-        ours_s, theirs_s = [], []
+        ours_s, theirs_s, ours_load, theirs_load = [], [], [], []
         for _ in range(timing_rounds):
-            ours, seconds, _capture = prune_speed.run_slimkit(prune_speed.fresh_model(), x, 0.5)
+            model, load = prune_speed.fresh_model(), machine.OtherLoad()
+            ours, seconds, _capture = prune_speed.run_slimkit(model, x, 0.5)
             ours_s.append(seconds)
-            theirs, seconds = prune_speed.run_torch_pruning(prune_speed.fresh_model(), x, 0.5)
+            ours_load.append(load.cores() or 0.0)
+            model, load = prune_speed.fresh_model(), machine.OtherLoad()
+            theirs, seconds = prune_speed.run_torch_pruning(model, x, 0.5)
             theirs_s.append(seconds)
+            theirs_load.append(load.cores() or 0.0)
         same = prune_speed.kept_agreement(ours, theirs)
         import torch
 
         example = torch.from_numpy(x[:1])
-        sides = {"peer": {"seconds": statistics.median(theirs_s)}, "slimkit": {"seconds": statistics.median(ours_s)}}
+        fast = {k: min(range(len(t)), key=t.__getitem__) for k, t in (("peer", theirs_s), ("slimkit", ours_s))}
+        sides = {"peer": {"seconds": theirs_s[fast["peer"]], "other_cores": theirs_load[fast["peer"]],
+                          "all_seconds": theirs_s},
+                 "slimkit": {"seconds": ours_s[fast["slimkit"]], "other_cores": ours_load[fast["slimkit"]],
+                             "all_seconds": ours_s}}
         for key, model in (("peer", theirs), ("slimkit", ours)):
             macs, params = tp.utils.count_ops_and_params(model, example)
             sides[key].update({"onnx": str(work / f"structured_{key}.onnx"), "params": int(params), "macs": int(macs)})
@@ -258,17 +263,18 @@ def keras_int8_tokens(work: Path) -> dict[str, Any]:
         model, x = zoo_models.keras_sequence("mha")
         ref = zoo_models.framework_logits(model, x)
         sides: dict[str, dict[str, Any]] = {}
-        start = time.perf_counter()
-        res = slimkit.compress(model, {"stages": [{"quantize": {"method": "dynamic"}}]}, calib_data=x, verbose=False)
-        sides["slimkit"] = {"seconds": time.perf_counter() - start, "onnx": str(work / "mha_slimkit.onnx")}
+        with peers_digits.Clock() as clock:
+            res = slimkit.compress(model, {"stages": [{"quantize": {"method": "dynamic"}}]}, calib_data=x,
+                                   verbose=False)
+        sides["slimkit"] = {**clock.record(), "onnx": str(work / "mha_slimkit.onnx")}
         res.export_onnx(sides["slimkit"]["onnx"])
-        start = time.perf_counter()
-        copy = keras.models.clone_model(model)
-        copy.set_weights(model.get_weights())
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            copy.quantize("int8")
-        sides["peer"] = {"seconds": time.perf_counter() - start, "onnx": str(work / "mha_keras.onnx")}
+        with peers_digits.Clock() as clock:
+            copy = keras.models.clone_model(model)
+            copy.set_weights(model.get_weights())
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                copy.quantize("int8")
+        sides["peer"] = {**clock.record(), "onnx": str(work / "mha_keras.onnx")}
         copy(x[:1])
         copy.export(sides["peer"]["onnx"], format="onnx", verbose=False)
         measure(sides, x, 3, gz=False)
@@ -315,6 +321,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         a, b = r["slimkit"], r["peer_side"]
         if "vs_fp32_rel_diff" in a and "vs_fp32_rel_diff" in b:
             notes.append(f"max |diff| / max |fp32 logit| {a['vs_fp32_rel_diff']:.3g} / {b['vs_fp32_rel_diff']:.3g}")
+        if a.get("other_cores") is not None and b.get("other_cores") is not None:
+            notes.append(f"other processes' cores while timing {a['other_cores']:.1f} / {b['other_cores']:.1f}")
         if "rss_gb" in a and "rss_gb" in b:
             notes.append(f"peak RSS GB {a['rss_gb']:.2f} / {b['rss_gb']:.2f}")
         if "fp32" in r and "quality" in r["fp32"] and r.get("quality_kind") == "test acc":
@@ -348,8 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ptq-models", default="resnet50,mobilenet_v2_0.35", help="speed.py's model names")
     parser.add_argument("--frameworks", default="keras,torch", help="for the post-training int8 rows")
     parser.add_argument("--size", type=int, default=224, help="image size of the ResNet50/MobileNetV2 rows")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved latency rounds (20 runs each)")
-    parser.add_argument("--timing-rounds", type=int, default=3, help="timed rounds of the channel-pruning row")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved latency rounds (20 runs each)")
+    parser.add_argument("--timing-rounds", type=int, default=2, help="timed runs of every compression "
+                        "step but zoo.py's (the fastest is kept)")
     parser.add_argument("--zoo", default="MobileNetV3Small,hf-ViT,hf-GPT-2", help="zoo.py models of the static rows")
     parser.add_argument("--quick", action="store_true", help="smoke test: 64x64 images, MobileNetV2 only, 1 round")
     parser.add_argument("--json", type=Path, default=None, help="default: benchmarks/results/peers.json "
@@ -366,20 +375,21 @@ def main(argv: list[str] | None = None) -> int:
         args.json, args.out = RESULTS / "peers.json", RESULTS / "peers.md"
     peers_digits.check_recipe()
 
-    load_before, use, start = os.getloadavg(), CpuUse(), time.perf_counter()
+    load_before, use, start = os.getloadavg(), machine.OtherLoad(), time.perf_counter()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        if "ptq" in sections:  # first: a worker's peak RSS starts from this process's size when it forks
+            rows += ptq_rows(work, args.ptq_models.split(","), args.frameworks.split(","), args.size, args.rounds,
+                             args.timing_rounds)
         if "digits" in sections:
-            rows += digits_rows(work, args.rounds)[0]
-        if "ptq" in sections:
-            rows += ptq_rows(work, args.ptq_models.split(","), args.frameworks.split(","), args.size, args.rounds)
+            rows += digits_rows(work, args.rounds, args.timing_rounds)[0]
         if "structured" in sections:
             log("structured: slimkit vs Torch-Pruning")
             rows.append(structured_row(work, args.size, args.rounds, args.timing_rounds))
         if "zoo" in sections:
             rows += zoo_rows(work, [n for n in args.zoo.split(",") if n])
-    wall, others, load_after = time.perf_counter() - start, use.others(), os.getloadavg()
+    wall, others, load_after = time.perf_counter() - start, use.cores(), os.getloadavg()
     command = "python benchmarks/peers.py" + (" " + " ".join(argv) if argv else "")
     record = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "command": command,
               "machine": machine.cpu(), "versions": versions(), "wall_seconds": wall,
@@ -398,8 +408,11 @@ def main(argv: list[str] | None = None) -> int:
         "test accuracy in onnxruntime (450 images); random-weight models: top-1 agreement with the fp32 file or "
         "with the peer's result on 16 random images. Sizes are ONNX files (pruned digits: gzip of the file). "
         "ORT ms: median batch-1 latency, default threads, files of a row interleaved. Wall s: the compression "
-        "step alone (fine-tuning included, export excluded); static int8 rows: one fresh process each "
-        "(speed.py's workers); channel row: median of the timed rounds (prune_speed.py's sides).", "",
+        "step alone (fine-tuning included, export excluded), the fastest of the timed runs (a shared "
+        "machine slows some runs several-fold); static int8 rows: speed.py's workers, one fresh process per run (slimkit: compress + verified export; ORT: "
+        "quant_pre_process + quantize_static); channel row: prune_speed.py's "
+        "sides in this process after one untimed run each. Other processes' "
+        "cores: CPU used by everything else on the machine during that timed run.", "",
         table(rows), ""])
     print(text)
     if args.json:
