@@ -147,34 +147,37 @@ def ptq_rows(work: Path, models: list[str], frameworks: list[str], size: int, ro
     """speed.py's fp32 / ort / slimkit workers, ``timing_rounds`` times with ORT and slimkit alternating
     which goes first; each side keeps its fastest run (the one least slowed by other work) with the
     other processes' load during it."""
+    cases = [(framework, model) for framework in frameworks for model in models]
+    runs: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
+    for framework, model in cases:  # every worker before any measuring here: a forked worker's peak RSS
+        case = work / f"ptq-{framework}-{model}"  # starts at this process's size, which ORT sessions grow
+        case.mkdir()
+        runs[(framework, model)] = {"fp32": [], "ort": [], "slimkit": []}
+        for rnd in range(timing_rounds):
+            order = ("fp32", "ort", "slimkit") if rnd % 2 == 0 else ("fp32", "slimkit", "ort")
+            for tool in order[rnd > 0:]:  # fp32 first (ORT quantizes its file), exported once
+                job = {"tool": tool, "framework": framework, "model": model, "size": size, "work": str(case)}
+                load = machine.OtherLoad()
+                res = speed.run_worker(job)
+                runs[(framework, model)][tool].append({**res, "other_cores": load.cores()})
+                log(f"ptq {framework} {model} {tool}: {runs[(framework, model)][tool][-1]}")
     rows = []
-    for framework in frameworks:
-        for model in models:
-            case = work / f"ptq-{framework}-{model}"
-            case.mkdir()
-            runs: dict[str, list[dict[str, Any]]] = {"fp32": [], "ort": [], "slimkit": []}
-            for rnd in range(timing_rounds):
-                order = ("fp32", "ort", "slimkit") if rnd % 2 == 0 else ("fp32", "slimkit", "ort")
-                for tool in order[rnd > 0:]:  # fp32 first (ORT quantizes its file), exported once
-                    job = {"tool": tool, "framework": framework, "model": model, "size": size, "work": str(case)}
-                    load = machine.OtherLoad()
-                    res = speed.run_worker(job)
-                    runs[tool].append({**res, "other_cores": load.cores()})
-                    log(f"ptq {framework} {model} {tool}: {runs[tool][-1]}")
-            sides: dict[str, dict[str, Any]] = {}
-            for tool, done in runs.items():
-                good = [r for r in done if "error" not in r]
-                name = case / ("fp32.onnx" if tool == "fp32" else f"{tool}.int8.onnx")
-                sides[tool] = ({"error": done[-1]["error"]} if not good else
-                               {"onnx": str(name), **min(good, key=lambda r: r["seconds"]),
-                                "all_seconds": [r["seconds"] for r in good]})
-            x = np.random.default_rng(2).normal(size=(16, size, size, 3)).astype(np.float32)
-            x = x if framework == "keras" else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-            measure(sides, x, rounds, gz=False, ref="fp32")
-            rows.append({"comparison": f"static int8, {model} {size}x{size}", "framework": framework,
-                         "peer": f"onnxruntime {importlib.metadata.version('onnxruntime')} quantize_static",
-                         "quality_kind": "top-1 agree w/ fp32", "size_kind": "file", "fp32": strip(sides["fp32"]),
-                         "slimkit": strip(sides["slimkit"]), "peer_side": strip(sides["ort"])})
+    for framework, model in cases:
+        case = work / f"ptq-{framework}-{model}"
+        sides: dict[str, dict[str, Any]] = {}
+        for tool, done in runs[(framework, model)].items():
+            good = [r for r in done if "error" not in r]
+            name = case / ("fp32.onnx" if tool == "fp32" else f"{tool}.int8.onnx")
+            sides[tool] = ({"error": done[-1]["error"]} if not good else
+                           {"onnx": str(name), **min(good, key=lambda r: r["seconds"]),
+                            "all_seconds": [r["seconds"] for r in good]})
+        x = np.random.default_rng(2).normal(size=(16, size, size, 3)).astype(np.float32)
+        x = x if framework == "keras" else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        measure(sides, x, rounds, gz=False, ref="fp32")
+        rows.append({"comparison": f"static int8, {model} {size}x{size}", "framework": framework,
+                     "peer": f"onnxruntime {importlib.metadata.version('onnxruntime')} quantize_static",
+                     "quality_kind": "top-1 agree w/ fp32", "size_kind": "file", "fp32": strip(sides["fp32"]),
+                     "slimkit": strip(sides["slimkit"]), "peer_side": strip(sides["ort"])})
     return rows
 
 
