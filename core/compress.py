@@ -160,7 +160,10 @@ def compress(
         if known is not None:  # export reuses the outputs while the returned model still holds these arrays
             known = dataclasses.replace(known, digest=model_digest(compressed))
         report.metrics_after = evaluate(compressed, eval_data, eval_fn)
-        report.layers = _layer_rows(compressed, targets)
+        # each layer's size in the user's model: what channel pruning shrank it from (the report's shares)
+        sizes = {info.name: sum(int(np.prod(shape)) for shape in info.shapes.values()) for info in original.layers()}
+        report.layers = [dataclasses.replace(row, params_before=sizes.get(row.name))
+                         for row in _layer_rows(compressed, targets)]
         # zlib sizes show what zeroed kernel entries save. Recipes that leave no zeros (quantize-only: the
         # deployed size is the int8 file's; channel pruning: removed channels already shrink the fp32 bytes)
         # skip compressing every weight twice, seconds for a ResNet50 and most of a channel-pruning run.

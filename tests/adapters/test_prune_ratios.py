@@ -45,3 +45,6 @@ def test_each_layer_reaches_its_override(framework):
     kernels = twins.canonical_kernels(result.model)
     assert kernels["conv1"].shape[0] == 6 and kernels["conv2"].shape[:2] == (8, 6)
     assert kernels["logits"].shape == (10, 8) and shapes["bn1"]["gamma"] == (6,)
+    # the report keeps each layer's size before: conv1 (no bias, a batch norm follows) had 8 3x3x1 filters, now 6
+    conv1 = result.report.layer("conv1")
+    assert (conv1.params_before, conv1.params) == (8 * 9, 6 * 9)
