@@ -179,7 +179,10 @@ def test_native_filter_drops_informational_lines_and_banners_only(capfd):
                     b"E0000 00:00:1796507143.870227    6485 cuda_platform.cc:52] failed call to cuInit: 303\n"
                     b"E0000 00:00:1796507143.870227    6485 kernel.cc:9] a real error\n"
                     b"the user's own line\n")
-        print("[slimkit] a progress line", file=sys.stderr, flush=True)
+        # one write of the whole line: print's text and newline are two writes, and the filter's thread may
+        # write its line between them
+        sys.stderr.write("[slimkit] a progress line\n")
+        sys.stderr.flush()
         os.write(2, b"partial ")
         os.write(2, b"then whole\n")
     # (under capfd, sys.stderr writes to pytest's file directly: only the descriptor's lines keep their order)
