@@ -202,9 +202,12 @@ def _space(raw: Any, path: str, stages: tuple[Any, ...]) -> Space:
         bits = raw["bits"] if isinstance(raw["bits"], list) else [raw["bits"]]
         space = replace(space, bits=tuple(sorted({integer(v, f"{join(path, 'bits')}[{i}]", 2, 8)
                                                   for i, v in enumerate(bits)}, reverse=True)))
-        quant = [s for s in stages if s.name.startswith("quantize:")]
-        if any(b != 8 for b in space.bits) and not any(s.method == "qat" for s in quant):
-            raise RecipeError(f"{join(path, 'bits')}: bit widths below 8 are trained and simulated by method qat; "
+        from slimkit.quant.methods import method_of
+        from slimkit.recipe import QuantizeStage
+
+        trained = [s for s in stages if isinstance(s, QuantizeStage) and method_of(s).trains]
+        if any(b != 8 for b in space.bits) and not trained:
+            raise RecipeError(f"{join(path, 'bits')}: bit widths below 8 are trained and simulated by a method that trains (qat): "
                               "post-training quantization (static, dynamic) exports 8-bit weights only")
     return space
 

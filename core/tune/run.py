@@ -236,7 +236,10 @@ class _Analysis:
         ratios = sorted({c for d in self.space.dims if d.name.startswith("sparsity:") for c in d.choices if c > 0})
         out: dict[str, Any] = {"quantize": {"bits": [8]} if any(isinstance(s, QuantizeStage) for s in stages) else None}
         # the curves of one layer pruned alone: by channels for channel pruning, by magnitude for the rest
-        method = "channel" if isinstance(prune, PruneStage) and prune.method == "channel" else "magnitude"
+        from slimkit.pruning.methods import method_of
+
+        removes_channels = isinstance(prune, PruneStage) and not method_of(prune).sets_kernel_sparsity
+        method = "channel" if removes_channels else "magnitude"
         out["prune"] = {"method": method, "ratios": ratios} if isinstance(prune, PruneStage) and ratios else None
         return out
 

@@ -209,11 +209,11 @@ def _prune_rows(work: ModelAdapter, plan: tuple[Any, list[Any]], settings: Analy
     rows = []
     for info in layers:
         node = nodes.get(info.name)
-        if stage.method == "magnitude":
+        if method.sets_kernel_sparsity:  # zero the kernel in place; else run the method
             original = work.get_weights(info.name)["kernel"]
             canonical = to_canonical(original, info.kernel_perm)
         for ratio in settings.prune.ratios:
-            if stage.method == "magnitude":
+            if method.sets_kernel_sparsity:  # zero the kernel in place; else run the method
                 mask = smallest_k_mask(np.abs(canonical), int(round(ratio * canonical.size)))
                 work.set_weights(info.name, {"kernel": from_canonical(canonical * mask, info.kernel_perm)})
                 try:

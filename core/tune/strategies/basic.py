@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from slimkit.errors import RecipeError
+from slimkit.recipe import QuantizeStage
 from slimkit.tune.space import FLOAT, Candidate
 from slimkit.tune.strategies.base import STRATEGIES
 from slimkit.tune.strategies.stepwise import Stepwise
@@ -31,7 +32,7 @@ class Basic(Stepwise):
 
     @classmethod
     def check(cls, tune: Any, stages: tuple[Any, ...], path: str) -> None:
-        if not any(s.name.startswith("quantize:") for s in stages):
+        if not any(isinstance(s, QuantizeStage) for s in stages):
             raise RecipeError(f"{path}.strategy: basic tunes a quantize stage (layers kept float, calibration); "
                               "the recipe has none: use strategy sensitivity, optuna or annealing for pruning")
         if not tune.space.float_layers:

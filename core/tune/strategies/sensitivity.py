@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from slimkit.errors import RecipeError
+from slimkit.recipe import PruneStage
 from slimkit.tune.space import SPARSITY, Candidate
 from slimkit.tune.strategies.base import STRATEGIES
 from slimkit.tune.strategies.stepwise import Stepwise
@@ -39,7 +40,7 @@ class Sensitivity(Stepwise):
 
     @classmethod
     def check(cls, tune: Any, stages: tuple[Any, ...], path: str) -> None:
-        if not any(s.name.startswith("prune:") for s in stages):
+        if not any(isinstance(s, PruneStage) for s in stages):
             raise RecipeError(f"{path}.strategy: sensitivity sets per-layer pruning ratios; the recipe has no prune "
                               "stage (for quantization use strategy basic)")
 
