@@ -48,6 +48,7 @@ import slimkit  # noqa: E402
 from slimkit.deploy.bench import latency_ms  # noqa: E402
 
 from structured import MODELS, build  # noqa: E402  (same models, seeds and layouts as the pruning benchmark)
+import machine  # noqa: E402  (OtherLoad: other processes' CPU during a timing)
 
 FRAMEWORKS = ("keras", "torch")
 # slimkit's post-training recipe; ORT's quantize_static below is configured to match it.
@@ -125,31 +126,6 @@ def ort_logits(path: str, x: np.ndarray) -> np.ndarray:
     return np.asarray(sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float32)})[0])
 
 
-class OtherCpu:
-    """CPU time other processes used since construction, in cores: a check that timings were not shared."""
-
-    def __init__(self) -> None:
-        self.start = self._sample()
-
-    @staticmethod
-    def _sample() -> tuple[float, float, float] | None:
-        try:
-            fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        except (OSError, ValueError):
-            return None
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-        mine = os.times()
-        return ((user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK"),
-                mine.user + mine.system, time.perf_counter())
-
-    def cores(self) -> float | None:
-        end = self._sample()
-        if self.start is None or end is None or end[2] <= self.start[2]:
-            return None
-        total, mine, wall = (e - s for e, s in zip(end, self.start))
-        return max(0.0, (total - mine) / wall)
-
-
 def agreement(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
     ref, out = ref.reshape(len(ref), -1), out.reshape(len(out), -1)
     return {"max_abs_diff": float(np.max(np.abs(ref - out))),
@@ -199,7 +175,7 @@ def wait_idle(limit_s: float, threshold: float = IDLE_CORES) -> None:
     """Waits (at most ``limit_s``) until other processes use less than ``threshold`` cores for a second."""
     deadline = time.perf_counter() + limit_s
     while time.perf_counter() < deadline:
-        probe = OtherCpu()
+        probe = machine.OtherLoad()
         time.sleep(1.0)
         used = probe.cores()
         if used is None or used < threshold:
@@ -217,7 +193,7 @@ def time_files(files: dict[str, dict[str, Any]], x: np.ndarray, args: argparse.N
     for _attempt in range(3 if args.wait_idle else 1):
         if args.wait_idle:
             wait_idle(args.wait_idle)
-        busy = OtherCpu()
+        busy = machine.OtherLoad()
         lat: dict[str, list[float]] = {label: [] for label, f in files.items() if "error" not in f}
         for _ in range(max(1, args.rounds)):
             for label in lat:
