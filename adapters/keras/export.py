@@ -12,6 +12,7 @@ compiles them with XLA on CPU, which tf2onnx cannot read) and exact GELU ``erf``
 from __future__ import annotations
 
 import contextlib
+import os
 import io
 from typing import Any, Iterator
 
@@ -114,14 +115,43 @@ def _convert(tf: Any, tf2onnx: Any, forward: Any, specs: list[Any], names: list[
     frozen = convert_variables_to_constants_v2(concrete, lower_control_flow=False, aggressive_inlining=True)
     inputs = [t.name for t in frozen.inputs if t.dtype != tf.resource]
     outputs = [t.name for t in frozen.outputs]
+    graph_def = frozen.graph.as_graph_def()
     with contextlib.redirect_stdout(io.StringIO()):
-        proto, _ = tf2onnx.convert.from_graph_def(frozen.graph.as_graph_def(), input_names=inputs,
-                                                  output_names=outputs, opset=opset)
+        try:
+            with _optimizers_uncaught():
+                proto, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=inputs, output_names=outputs,
+                                                          opset=opset)
+        except Exception:  # an optimizer failed: convert again, tf2onnx skipping the optimizers that fail
+            proto, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=inputs, output_names=outputs,
+                                                      opset=opset)
     for old, new in zip(inputs, names):
         _rename(proto.graph, old, new)
     if len(outputs) == 1:
         _rename(proto.graph, outputs[0], "output")
     return proto
+
+
+@contextlib.contextmanager
+def _optimizers_uncaught() -> Iterator[None]:
+    """tf2onnx without its guard around each graph optimizer.
+
+    By default tf2onnx deep-copies the whole graph, weights included, before each of its dozen optimizers
+    and every round of them, to restore it if one fails: 8 of the 25 s of a ResNet50 conversion. Any
+    value of ``TF2ONNX_CATCH_ERRORS`` turns the guard off (tf2onnx 1.17 compares the variable's name, not
+    its value, with "TRUE"); the caller converts again with the guard if an optimizer fails.
+    """
+    from tf2onnx import constants
+
+    name = constants.ENV_TF2ONNX_CATCH_ERRORS
+    saved = os.environ.get(name)
+    os.environ[name] = "FALSE"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved
 
 
 def _rename(graph: Any, old: str, new: str) -> None:
