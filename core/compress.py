@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from slimkit import checks
 from slimkit.adapter import FitFn, HookChain, ModelAdapter, TrainHooks
 from slimkit.data import (PROBE_BATCH, as_arrays, as_inputs, first_sample, head, is_array_pair, n_samples,
                           without_labels)
@@ -24,7 +25,7 @@ from slimkit.progress import ProgressPrinter
 from slimkit.pruning.methods import PruneContext
 from slimkit.pruning.methods import method_of as prune_method
 from slimkit.pruning.ratios import check_overrides, layer_ratios, requested_share
-from slimkit.quant.methods import FIDELITY_SAMPLES, QuantContext
+from slimkit.quant.methods import QuantContext
 from slimkit.quant.methods import method_of as quant_method
 from slimkit.quant.fallback import MIN_QUANT_CORRELATION, output_correlation
 from slimkit.quant.known_outputs import KnownOutputs, model_digest, outputs_on
@@ -312,7 +313,7 @@ def _fidelity(float_model: ModelAdapter, quantized: ModelAdapter, sample: Any, r
     Returns the outputs compared, for export."""
     if sample is None:
         return None
-    x = head(sample, FIDELITY_SAMPLES)
+    x = head(sample, checks.fidelity_samples())
     if outputs is None:
         outputs = outputs_on(float_model, x, reference), quantized.predict(x, PROBE_BATCH)
     known = KnownOutputs(x, *outputs) if all(isinstance(o, np.ndarray) for o in outputs) else None

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from slimkit import deploy
+from slimkit import checks, deploy
 from slimkit.data import PROBE_BATCH, as_arrays, at_least_two, head
 from slimkit.errors import ExportError
 from slimkit.quant.export import export_quantized
@@ -93,14 +93,14 @@ def export_with_report(
             export_float(adapter, str(tmp), head(x, 1), settings.opset)
             diff = None
             if settings.verify:
-                batch = at_least_two(head(x, 16))  # more than one row checks the batch axis
+                batch = at_least_two(head(x, checks.probe_samples()))  # more than one row checks the batch axis
                 diff = verify(adapter.predict(batch, PROBE_BATCH), deploy.load_runtime().run(str(tmp), batch), settings,
                               path)
             tolerance = settings.tolerance if settings.verify else None
         out.commit()
     data = target.read_bytes()
-    row = FileRow(str(path), "onnx-qdq" if plan is not None else "onnx", len(data), len(gzip.compress(data, 6)),
-                  diff, tolerance)
+    packed = len(gzip.compress(data, 6)) if checks.measure_gzip() else None
+    row = FileRow(str(path), "onnx-qdq" if plan is not None else "onnx", len(data), packed, diff, tolerance)
     return row, quant_row
 
 

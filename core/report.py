@@ -86,12 +86,13 @@ class RoundRow:
 
 @dataclass(frozen=True)
 class FileRow:
-    """One exported file, verified against the framework's own output."""
+    """One exported file, verified against the framework's own output; ``gzip_bytes`` None where it was
+    not measured (a tuning trial's file, see :mod:`slimkit.checks`)."""
 
     path: str
     format: str
     bytes: int
-    gzip_bytes: int
+    gzip_bytes: int | None
     max_abs_diff: float | None
     tolerance: float | None
 
@@ -318,7 +319,7 @@ class Report:
         if self.files:
             out += ["", "| file | format | bytes | gzip bytes | max abs diff |", "|---|---|---:|---:|---:|"]
             for f in self.files:
-                out.append(f"| {f.path} | {f.format} | {f.bytes} | {f.gzip_bytes} | {_num(f.max_abs_diff, '.2e')} |")
+                out.append(f"| {f.path} | {f.format} | {f.bytes} | {_num(f.gzip_bytes, 'd')} | {_num(f.max_abs_diff, '.2e')} |")
         if self.tuning is not None:
             out += ["", self.tuning.to_markdown()]
         if self.sensitivity is not None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from slimkit import deploy
+from slimkit import checks, deploy
 from slimkit.data import PROBE_BATCH, at_least_two, head
 from slimkit.deploy.ops import ACT_RANGES, INTEGER_OPS
 from slimkit.quant.fake_quant import mode_of
@@ -153,7 +153,7 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
     float_path = tmp.with_name(tmp.name + ".float.onnx")
     try:
         export_float(float_adapter, str(float_path), head(x, 1), settings.opset)  # once per run when reusing
-        probe = at_least_two(head(x, 16))
+        probe = at_least_two(head(x, checks.probe_samples()))
         # Tensors are found by their values on a few inputs (every tensor of the float graph is kept for
         # them, so memory grows with this count); the file is then verified on the whole probe.
         few = at_least_two(head(x, MAPPING_SAMPLES))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from slimkit import checks
 from slimkit.adapter import ModelAdapter
 from slimkit.data import head
 from slimkit.plugins import bounded
@@ -37,7 +38,7 @@ def quantize_static(prepared: Prepared, stage: QuantizeStage, x: np.ndarray, fie
     """
     nodes = [a.node for a in prepared.plan.acts]
     found = calibrate_recording(prepared.adapter, nodes, x, stage.activations, field, verbose=verbose,
-                                record=FIDELITY_SAMPLES)
+                                record=checks.fidelity_samples())
     acts = calibrated_acts(prepared.plan, found.ranges)
     params = {**acts, **weight_params(prepared.adapter, prepared.plan, acts)}
     return finish(prepared.adapter, prepared.plan, params), params, found.ranges, found.outputs

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from slimkit import progress
+from slimkit.checks import quick_checks
 from slimkit.data import first_sample, head
 from slimkit.errors import SlimkitWarning
 from slimkit.recipe import PruneStage, QuantizeStage, Recipe
@@ -27,7 +28,7 @@ from slimkit.tune.log import TrialRecord, TuningReport
 from slimkit.tune.objective import Goal
 from slimkit.tune.space import SearchSpace, build_space
 from slimkit.tune.strategies.base import STRATEGIES, StrategyContext
-from slimkit.tune.trial import Data, TrialRunner, metric_name, onnx_metric
+from slimkit.tune.trial import Data, TrialRunner, metric_name, onnx_metric, zeroes_kernels
 
 
 def tune_compress(model: Any, recipe: Recipe, train_data: Any = None, calib_data: Any = None, eval_data: Any = None,
@@ -57,7 +58,8 @@ def tune_compress(model: Any, recipe: Recipe, train_data: Any = None, calib_data
     with _reuse() as cache, tempfile.TemporaryDirectory(prefix="slimkit-tune-") as folder:
         # the float model as deployed: the baseline every trial is compared with
         base_path = Path(folder) / "float.onnx"
-        row = export_onnx(model, base_path, sample, recipe.export)
+        with quick_checks(gzip=zeroes_kernels(recipe)):  # as every trial's file is checked and measured
+            row = export_onnx(model, base_path, sample, recipe.export)
         from slimkit import deploy
 
         if name == "eval_fn":
@@ -67,7 +69,7 @@ def tune_compress(model: Any, recipe: Recipe, train_data: Any = None, calib_data
         else:
             baseline = onnx_metric(str(base_path), eval_data, name)
         careful = tune.budget is not None and tune.budget.latency_ms is not None
-        measures = {"size_mb": row.bytes / 1e6, "gzip_mb": row.gzip_bytes / 1e6,
+        measures = {"size_mb": row.bytes / 1e6, "gzip_mb": None if row.gzip_bytes is None else row.gzip_bytes / 1e6,
                     "macs": int(deploy.load_bench().macs(str(base_path))),
                     "latency_ms": deploy.load_bench().latency_ms(str(base_path), head(sample, 1),
                                                                  repeats=30 if careful else 10, warmup=5 if careful else 2)}

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from slimkit import deploy
+from slimkit import checks, deploy
 from slimkit.data import as_arrays, head, is_array_pair, n_samples, take
 from slimkit.errors import DataError, RecipeError, SlimkitError, SlimkitWarning
 from slimkit.metrics import call_eval_fn
@@ -69,6 +69,14 @@ def metric_name(tune_metric: str | None, data: Data, adapter: Any) -> str:
     return next(iter(evaluate(adapter, (head(x, 2), y[:2]))))
 
 
+def zeroes_kernels(recipe: Recipe) -> bool:
+    """Whether a stage of ``recipe`` zeroes kernel entries: only then do files' gzip sizes tell something
+    (what the zeros save), so only then are trials' files gzipped."""
+    from slimkit.pruning.methods import method_of
+
+    return any(isinstance(s, PruneStage) and method_of(s).sets_kernel_sparsity for s in recipe.stages)
+
+
 class TrialRunner:
     """Runs candidates of one search space and measures them against one goal."""
 
@@ -90,6 +98,7 @@ class TrialRunner:
             isinstance(s, PruneStage) and not method_of(s).sets_kernel_sparsity for s in recipe.stages)
         self.base_macs: int | None = None  # the float model's, set by the run once measured
         self.careful_latency = tune.budget is not None and tune.budget.latency_ms is not None
+        self.zeros = zeroes_kernels(recipe)
 
     def recipe_of(self, candidate: Candidate, short: bool) -> dict[str, Any]:
         """The candidate's plain recipe; ``short``: with the prune stages' fine-tuning cut to
@@ -129,7 +138,7 @@ class TrialRunner:
         try:
             # a trial's warnings (a shortfall, a low correlation) describe that candidate: they go to its
             # record, not to the user's console once per trial
-            with warnings.catch_warnings(record=True) as caught:
+            with warnings.catch_warnings(record=True) as caught, checks.quick_checks(gzip=self.zeros):
                 warnings.simplefilter("always", SlimkitWarning)
                 result = compress(self.model, trial_recipe, train_data=self.train_data(short),
                                   calib_data=self.data.calib_data, fit_fn=self.data.fit_fn, verbose=False,
@@ -149,7 +158,7 @@ class TrialRunner:
         """Fills the record's measurements from the trial's file and model."""
         bench = deploy.load_bench()
         record.size_mb = row.bytes / 1e6
-        record.gzip_mb = row.gzip_bytes / 1e6
+        record.gzip_mb = None if row.gzip_bytes is None else row.gzip_bytes / 1e6
         # MACs change only when channels are removed; counting them reads the whole graph (a second on a
         # ResNet50), so other trials carry the float model's count
         record.macs = int(bench.macs(str(path))) if self.count_macs or self.base_macs is None else self.base_macs

@@ -92,6 +92,10 @@ def test_size_budget_returns_the_best_metric_that_meets_it(trained):
     assert log.met and feasible and all(t.size_mb <= limit for t in feasible)
     assert log.best_trial.metric == max(t.metric for t in feasible)
     assert log.best_trial.size_mb <= limit
+    # a quantize-only recipe zeroes nothing: the trials' files are not gzipped (see slimkit.checks)
+    assert all(t.gzip_mb is None for t in log.trials) and log.baseline_measures["gzip_mb"] is None
+    # the returned model's fidelity was checked on 2 inputs in its trial; its export verifies in full
+    assert any("on 2 calibration inputs" in n for n in result.report.notes), result.report.notes
 
 
 def test_impossible_budget_returns_the_closest_trial(trained):
@@ -165,6 +169,8 @@ def test_trials_fine_tune_briefly_and_the_best_is_rebuilt_in_full(trained):
     assert result.report.stages[0].steps == 16  # the best, rebuilt with the recipe's 2 epochs
     assert log.best_trial.steps == 16 and log.best_trial.feasible
     assert result.report.layer("conv2").sparsity == pytest.approx(0.5, abs=1e-3)
+    # zeroed kernel entries: the trials' gzip sizes say what they save
+    assert all(t.gzip_mb is not None and 0 < t.gzip_mb < t.size_mb for t in log.trials)
 
 
 def test_report_carries_the_curves_the_strategy_read_and_draws_them(tolerances, tmp_path):
