@@ -166,8 +166,8 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
               "stages": [{"quantize": {"method": "static", "activations": {"samples": job["calib"]}}}],
               "tune": tune}
     out["tune"] = dict(tune)
-    if job.get("log"):
-        tune["log"] = job["log"]  # rewritten after every trial: a run stopped early keeps its trials
+    if job.get("log_path"):
+        tune["log"] = job["log_path"]  # rewritten after every trial: a run stopped early keeps its trials
     load = os.getloadavg()[0]
     start = time.perf_counter()
     result = slimkit.compress(model, recipe, calib_data=calib, eval_data=(held, labels), verbose=True)
@@ -193,7 +193,7 @@ def run_worker(job: dict[str, Any]) -> dict[str, Any]:
 
 def partial(job: dict[str, Any]) -> dict[str, Any]:
     """A stopped run's job, with the trials its log kept (``partial_log``, ``partial_markdown``)."""
-    path = Path(job["log"]) if job.get("log") else None
+    path = Path(job["log_path"]) if job.get("log_path") else None
     if path is None or not path.exists():
         return job
     from slimkit.tune.log import TrialRecord, TuningReport
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--- {job['run']} run, {job['framework']}, {job['trials']} trials", file=sys.stderr, flush=True)
         if args.save:
             args.save.mkdir(parents=True, exist_ok=True)
-            job["log"] = str(args.save.resolve() / f"{job['run']}-{job['framework']}.trials.json")
+            job["log_path"] = str(args.save.resolve() / f"{job['run']}-{job['framework']}.trials.json")
         results.append(run_worker(job))
         if args.save:
             (args.save / f"{job['run']}-{job['framework']}.json").write_text(json.dumps(results[-1]))
