@@ -89,6 +89,25 @@ class _FirstTensor(nn.Module):
         return first_tensor(out, type(self.model).__name__)
 
 
+def _refuse_foreign_parametrizations(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Raises UnsupportedModelError for a parametrization over several tensors (weight_norm splits the weight
+    into ``original0``/``original1``): masks and fake-quant read and write the one tensor under a
+    parametrization, which such a tensor does not have. Parametrizations of one tensor (spectral_norm, the
+    user's own) are read through, as masks are."""
+    if not parametrize.is_parametrized(module):
+        return
+    for tensor, plist in module.parametrizations.items():
+        if not hasattr(plist, "original"):
+            foreign = [type(p).__name__ for p in plist if not isinstance(p, (_Mask, quant.FakeQuant))]
+            layer = naming.layer_name(model, name) if name else type(module).__name__
+            kind = type(module).__bases__[0].__name__  # parametrize subclasses the module's own class
+            raise UnsupportedModelError(
+                f"layer {layer!r} ({kind}): its {tensor!r} is computed from several tensors by a parametrization "
+                f"({', '.join(foreign)}, as torch.nn.utils.parametrizations.weight_norm does), which slimkit's "
+                "pruning masks and quantization cannot read or write; bake it into the plain tensor first with "
+                f"torch.nn.utils.parametrize.remove_parametrizations(module, {tensor!r}) (the values stay the same)")
+
+
 class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
     """Adapter for ``torch.nn.Module``; data is numpy in PyTorch's layout (NCHW for images)."""
 
@@ -130,6 +149,7 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
             if isinstance(module, (parametrize.ParametrizationList, _Mask, quant.FakeQuant)) or \
                     ".parametrizations" in name:
                 continue
+            _refuse_foreign_parametrizations(self.model, name, module)
             own = self._own_weights(module)
             if not own:
                 continue

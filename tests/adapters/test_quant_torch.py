@@ -392,3 +392,27 @@ def test_batch_norm_after_a_grouped_convolution_is_folded_before_static_int8(tmp
     result.export_onnx(tmp_path / "grouped.onnx")
     reference = slimkit.registry.adapter_for(model).predict(x)
     assert np.corrcoef(run(str(tmp_path / "grouped.onnx"), x).ravel(), reference.ravel())[0, 1] > 0.99
+
+
+def test_weight_norm_is_refused_by_name_and_the_model_is_untouched():
+    import slimkit
+    from torch.nn.utils import parametrizations
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    model[2] = parametrizations.weight_norm(model[2])  # weight = g * v / |v|: two tensors under it
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = np.random.default_rng(0).normal(size=(32, 8)).astype(np.float32)
+    for recipe in ({"stages": [{"prune": {"method": "magnitude", "sparsity": 0.5, "fine_tune": None}}]},
+                   {"stages": [{"quantize": {"method": "static"}}]}):
+        with pytest.raises(UnsupportedModelError, match=r"layer '2' \(Linear\): its 'weight' is computed from several "
+                                                         r"tensors by a parametrization \(_WeightNorm.*"
+                                                         r"remove_parametrizations\(module, 'weight'\)"):
+            slimkit.compress(model, recipe, calib_data=x, verbose=False)
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    # baked in as the message says, the same model compresses
+    torch.nn.utils.parametrize.remove_parametrizations(model[2], "weight")
+    result = slimkit.compress(model, {"stages": [{"prune": {"method": "magnitude", "sparsity": 0.5,
+                                                            "fine_tune": None}}]}, calib_data=x, verbose=False)
+    assert result.report.layer("2").sparsity == pytest.approx(0.5, abs=0.02)
