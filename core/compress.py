@@ -24,6 +24,7 @@ from slimkit import progress as _progress
 from slimkit.progress import ProgressPrinter
 from slimkit.pruning.methods import PruneContext
 from slimkit.pruning.methods import method_of as prune_method
+from slimkit.pruning.methods import zeroes_kernels
 from slimkit.pruning.ratios import check_overrides, layer_ratios, requested_share
 from slimkit.quant.methods import QuantContext
 from slimkit.quant.methods import method_of as quant_method
@@ -168,8 +169,7 @@ def compress(
         # zlib sizes show what zeroed kernel entries save. Recipes that leave no zeros (quantize-only: the
         # deployed size is the int8 file's; channel pruning: removed channels already shrink the fp32 bytes)
         # skip compressing every weight twice, seconds for a ResNet50 and most of a channel-pruning run.
-        pruned = any(isinstance(stage, PruneStage) and prune_method(stage).sets_kernel_sparsity
-                     for stage in recipe.stages)
+        pruned = zeroes_kernels(recipe.stages)
         before, after = _weight_sizes(original, pruned), _weight_sizes(compressed, pruned)
         report.weight_bytes = {"fp32 before": before[0], "fp32 after": after[0]}
         if pruned:

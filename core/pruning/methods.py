@@ -130,3 +130,11 @@ PRUNING_METHODS: Registry[type[PruningMethod]] = Registry("pruning method", buil
 def method_of(stage: "PruneStage") -> PruningMethod:
     """The registered method of ``stage`` with the stage's options."""
     return PRUNING_METHODS.get(stage.method).impl(stage.options)
+
+
+def zeroes_kernels(stages: Any) -> bool:
+    """Whether a prune stage among ``stages`` zeroes kernel entries (rather than removing channels): only
+    then do compressed sizes (zlib of the weights, gzip of files) tell something, what the zeros save."""
+    from slimkit.recipe import PruneStage
+
+    return any(isinstance(s, PruneStage) and method_of(s).sets_kernel_sparsity for s in stages)

@@ -28,7 +28,8 @@ from slimkit.tune.log import TrialRecord, TuningReport
 from slimkit.tune.objective import Goal
 from slimkit.tune.space import SearchSpace, build_space
 from slimkit.tune.strategies.base import STRATEGIES, StrategyContext
-from slimkit.tune.trial import Data, TrialRunner, metric_name, onnx_metric, zeroes_kernels
+from slimkit.pruning.methods import zeroes_kernels
+from slimkit.tune.trial import Data, TrialRunner, metric_name, onnx_metric
 
 
 def tune_compress(model: Any, recipe: Recipe, train_data: Any = None, calib_data: Any = None, eval_data: Any = None,
@@ -58,7 +59,7 @@ def tune_compress(model: Any, recipe: Recipe, train_data: Any = None, calib_data
     with _reuse() as cache, tempfile.TemporaryDirectory(prefix="slimkit-tune-") as folder:
         # the float model as deployed: the baseline every trial is compared with
         base_path = Path(folder) / "float.onnx"
-        with quick_checks(gzip=zeroes_kernels(recipe)):  # as every trial's file is checked and measured
+        with quick_checks(gzip=zeroes_kernels(recipe.stages)):  # as every trial's file is checked and measured
             row = export_onnx(model, base_path, sample, recipe.export)
         from slimkit import deploy
 

@@ -21,6 +21,7 @@ from slimkit import checks, deploy
 from slimkit.data import as_arrays, head, is_array_pair, n_samples, take
 from slimkit.errors import DataError, RecipeError, SlimkitError, SlimkitWarning
 from slimkit.metrics import call_eval_fn
+from slimkit.pruning.methods import zeroes_kernels
 from slimkit.recipe import PruneStage, Recipe
 from slimkit.tune.log import TrialRecord
 from slimkit.tune.objective import Goal
@@ -69,14 +70,6 @@ def metric_name(tune_metric: str | None, data: Data, adapter: Any) -> str:
     return next(iter(evaluate(adapter, (head(x, 2), y[:2]))))
 
 
-def zeroes_kernels(recipe: Recipe) -> bool:
-    """Whether a stage of ``recipe`` zeroes kernel entries: only then do files' gzip sizes tell something
-    (what the zeros save), so only then are trials' files gzipped."""
-    from slimkit.pruning.methods import method_of
-
-    return any(isinstance(s, PruneStage) and method_of(s).sets_kernel_sparsity for s in recipe.stages)
-
-
 class TrialRunner:
     """Runs candidates of one search space and measures them against one goal."""
 
@@ -98,7 +91,7 @@ class TrialRunner:
             isinstance(s, PruneStage) and not method_of(s).sets_kernel_sparsity for s in recipe.stages)
         self.base_macs: int | None = None  # the float model's, set by the run once measured
         self.careful_latency = tune.budget is not None and tune.budget.latency_ms is not None
-        self.zeros = zeroes_kernels(recipe)
+        self.zeros = zeroes_kernels(recipe.stages)  # only then are trials' files gzipped
 
     def recipe_of(self, candidate: Candidate, short: bool) -> dict[str, Any]:
         """The candidate's plain recipe; ``short``: with the prune stages' fine-tuning cut to
