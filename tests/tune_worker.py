@@ -20,6 +20,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 def main() -> None:
     storage, study, max_trials, log = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     sleep = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
+    import signal
+
+    # Ctrl-C as on a terminal: a process started in the background by a non-interactive shell inherits
+    # SIGINT ignored, and Python then installs no KeyboardInterrupt handler (the test's SIGINT would be lost)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import numpy as np
     import torch
 
