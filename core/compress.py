@@ -15,6 +15,7 @@ import numpy as np
 
 from slimkit import checks
 from slimkit.adapter import FitFn, HookChain, ModelAdapter, TrainHooks
+from slimkit.adapter.collective import LOCAL, Collective, joined, on_writer
 from slimkit.data import (PROBE_BATCH, as_arrays, as_inputs, first_sample, head, is_array_pair, n_samples,
                           without_labels)
 from slimkit.errors import DataError, SlimkitWarning
@@ -58,26 +59,36 @@ class CompressionResult:
     sample: np.ndarray | None
     #: the quantize stage's float and simulated outputs on the first samples, which export reuses
     known: KnownOutputs | None = field(default=None, repr=False, compare=False)
+    #: the distributed job that produced it: only its writer rank writes files
+    collective: Collective = field(default=LOCAL, repr=False, compare=False)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Saves the compressed model into the folder ``path``, loadable with :func:`slimkit.load`
-        (safely: safetensors for PyTorch, Keras safe mode); see :mod:`slimkit.saving`."""
+        (safely: safetensors for PyTorch, Keras safe mode); see :mod:`slimkit.saving`. In a distributed
+        job rank 0 writes it and every rank returns once it is written."""
         from slimkit.saving import save
 
-        return save(self.model, path)
+        return on_writer(self.collective, str(path), lambda: save(self.model, path)) or Path(path)
 
-    def export_onnx(self, path: str | os.PathLike[str], sample: Any = None) -> FileRow:
+    def export_onnx(self, path: str | os.PathLike[str], sample: Any = None) -> FileRow | None:
         """Exports the compressed model with the recipe's export settings, verified in onnxruntime.
 
         Args:
             path: destination file, written atomically.
             sample: inputs for tracing and verification; defaults to samples kept from the data.
+
+        In a distributed job rank 0 writes and verifies the file, and every rank returns once it is
+        written: the row on rank 0, None on the others.
         """
         own = sample is None  # the samples compress() ran through this model: known to fit it
         sample = self.sample if sample is None else sample
         if sample is None:
             raise DataError("sample: no numpy data was given to compress(); pass sample= to export_onnx")
-        row, quant_row = export_with_report(self.model, path, sample, self.recipe.export, self.known, checked=own)
+        done = on_writer(self.collective, str(path), lambda: export_with_report(
+            self.model, path, sample, self.recipe.export, self.known, checked=own))
+        if done is None:
+            return None
+        row, quant_row = done
         self.report.files.append(row)
         if quant_row is not None:
             self.report.quant_exports.append(quant_row)
@@ -130,51 +141,63 @@ def compress(
                           "strategies (with tune:) do", SlimkitWarning, stacklevel=2)
         cls = adapter_class(model)
         original = cls(model)
-        _check_train_data(original, recipe, train_data, fit_fn)
-        metrics_before = evaluate(original, eval_data, eval_fn)
+        coll = original.collective(recipe.distributed)
+        with joined(coll):  # only the writer rank shows progress; the others' output would repeat it
+            return _compress(cls, original, model, recipe, train_data, calib_data, eval_data, eval_fn, fit_fn,
+                             verbose and coll.is_writer, teacher, coll)
 
-        sample = first_sample(calib_data, train_data, eval_data, 1024)
 
-        work = cls.copy_of(model)
-        work.seed(recipe.seed)
-        report = Report(framework=cls.framework, metrics_before=metrics_before)
-        targets: dict[str, float] = {}
-        known: KnownOutputs | None = None
-        teachers = Teachers(teacher, cls, recipe.source)
-        for index, stage in enumerate(recipe.stages):
-            context = _StageContext(index, len(recipe.stages), train_data, fit_fn, verbose, sample, recipe.seed,
-                                    teachers)
-            if isinstance(stage, DistillStage):
-                work, row = run_distill_stage(work, stage, context, report)
-                known = None
-            elif isinstance(stage, QuantizeStage):
-                work, row, known = _run_quant_stage(work, stage, context, report, tuple(targets))
-            else:
-                work, row = _run_prune_stage(work, stage, context, report)
-                known = None  # the model changed after the outputs were computed
-                if prune_method(stage).sets_kernel_sparsity:  # a channel ratio is not a kernel sparsity target
-                    targets.update(layer_ratios(stage, [i for i in work.layers() if i.name in row.layers]))
-            report.stages.append(row)
-            _progress.debug(f"stage {index + 1}/{len(recipe.stages)} {stage.name}: {row.seconds:.2f}s, "
-                            f"{row.steps} steps")
+def _compress(cls: type[ModelAdapter], original: ModelAdapter, model: Any, recipe: Recipe, train_data: Any,
+              calib_data: Any, eval_data: Any, eval_fn: Callable[[Any], float] | None, fit_fn: FitFn | None,
+              verbose: bool, teacher: Any, coll: Collective) -> CompressionResult:
+    """:func:`compress` after the recipe is loaded and the job's collective is known."""
+    _check_train_data(original, recipe, train_data, fit_fn)
+    metrics_before = evaluate(original, eval_data, eval_fn)
 
-        compressed = cls(work.strip())
-        if known is not None:  # export reuses the outputs while the returned model still holds these arrays
-            known = dataclasses.replace(known, digest=model_digest(compressed))
-        report.metrics_after = evaluate(compressed, eval_data, eval_fn)
-        # each layer's size in the user's model: what channel pruning shrank it from (the report's shares)
-        sizes = {info.name: sum(int(np.prod(shape)) for shape in info.shapes.values()) for info in original.layers()}
-        report.layers = [dataclasses.replace(row, params_before=sizes.get(row.name))
-                         for row in _layer_rows(compressed, targets)]
-        # zlib sizes show what zeroed kernel entries save. Recipes that leave no zeros (quantize-only: the
-        # deployed size is the int8 file's; channel pruning: removed channels already shrink the fp32 bytes)
-        # skip compressing every weight twice, seconds for a ResNet50 and most of a channel-pruning run.
-        pruned = zeroes_kernels(recipe.stages)
-        before, after = _weight_sizes(original, pruned), _weight_sizes(compressed, pruned)
-        report.weight_bytes = {"fp32 before": before[0], "fp32 after": after[0]}
-        if pruned:
-            report.weight_bytes.update({"zlib before": before[1], "zlib after": after[1]})
-        return CompressionResult(compressed.model, report, recipe, None if sample is None else head(sample, 16), known)
+    sample = first_sample(calib_data, train_data, eval_data, 1024)
+
+    work = cls.copy_of(model)
+    work.seed(recipe.seed)
+    report = Report(framework=cls.framework, metrics_before=metrics_before)
+    targets: dict[str, float] = {}
+    known: KnownOutputs | None = None
+    teachers = Teachers(teacher, cls, recipe.source)
+    for index, stage in enumerate(recipe.stages):
+        context = _StageContext(index, len(recipe.stages), train_data, fit_fn, verbose, sample, recipe.seed,
+                                teachers)
+        if isinstance(stage, DistillStage):
+            work, row = run_distill_stage(work, stage, context, report)
+            known = None
+        elif isinstance(stage, QuantizeStage):
+            work, row, known = _run_quant_stage(work, stage, context, report, tuple(targets))
+        else:
+            work, row = _run_prune_stage(work, stage, context, report)
+            known = None  # the model changed after the outputs were computed
+            if prune_method(stage).sets_kernel_sparsity:  # a channel ratio is not a kernel sparsity target
+                targets.update(layer_ratios(stage, [i for i in work.layers() if i.name in row.layers]))
+        report.stages.append(row)
+        _progress.debug(f"stage {index + 1}/{len(recipe.stages)} {stage.name}: {row.seconds:.2f}s, "
+                        f"{row.steps} steps")
+
+    compressed = cls(work.strip())
+    if known is not None:  # export reuses the outputs while the returned model still holds these arrays
+        known = dataclasses.replace(known, digest=model_digest(compressed))
+    report.metrics_after = evaluate(compressed, eval_data, eval_fn)
+    # each layer's size in the user's model: what channel pruning shrank it from (the report's shares)
+    sizes = {info.name: sum(int(np.prod(shape)) for shape in info.shapes.values()) for info in original.layers()}
+    report.layers = [dataclasses.replace(row, params_before=sizes.get(row.name))
+                     for row in _layer_rows(compressed, targets)]
+    # zlib sizes show what zeroed kernel entries save. Recipes that leave no zeros (quantize-only: the
+    # deployed size is the int8 file's; channel pruning: removed channels already shrink the fp32 bytes)
+    # skip compressing every weight twice, seconds for a ResNet50 and most of a channel-pruning run.
+    pruned = zeroes_kernels(recipe.stages)
+    before, after = _weight_sizes(original, pruned), _weight_sizes(compressed, pruned)
+    report.weight_bytes = {"fp32 before": before[0], "fp32 after": after[0]}
+    if pruned:
+        report.weight_bytes.update({"zlib before": before[1], "zlib after": after[1]})
+    report._collective = coll  # to_json/to_html write on the writer rank only
+    return CompressionResult(compressed.model, report, recipe, None if sample is None else head(sample, 16), known,
+                             coll)
 
 
 def _check_train_data(adapter: ModelAdapter, recipe: Recipe, train_data: Any, fit_fn: FitFn | None) -> None:

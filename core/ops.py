@@ -99,6 +99,11 @@ class TensorOps(Protocol):
     def read(self, variable: Any) -> Any:
         """A variable's current value as a tensor that carries its gradient."""
 
+    def across_replicas(self, x: Any, op: str) -> Any:
+        """``x`` reduced with ``op`` (``min``, ``max`` or ``mean``) over the replicas of the training step
+        running now, with no gradient: what one process would have computed on the global batch from
+        statistics each replica computed on its share. The identity outside distributed training."""
+
     def assign(self, target: Any, value: Any) -> None:
         """Overwrites a variable (a parameter, optimizer or quantizer state) in place, untracked."""
 
@@ -177,6 +182,9 @@ class NumpyOps:
 
     def read(self, variable: Any) -> Any:
         return np.array(variable, copy=True)
+
+    def across_replicas(self, x: Any, op: str) -> Any:
+        return x
 
     def assign(self, target: Any, value: Any) -> None:
         target[...] = value

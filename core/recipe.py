@@ -62,10 +62,26 @@ class FineTune:
     from_logits: bool = True
     shuffle: bool = True
     optimizer_options: Any = None
+    #: in a distributed job, batch norms compute their batch statistics over the global batch (every
+    #: replica's share) instead of each replica's own; no effect in a single process
+    sync_batchnorm: bool = False
 
     def rule(self) -> UpdateRule:
         """The optimizer's update rule with its options."""
         return make_rule(self.optimizer, self.optimizer_options)
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """How slimkit's collectives behave in a distributed job (ignored in a single process).
+
+    Attributes:
+        timeout_s: how long a rank waits for the others in one collective (a gradient all-reduce, a
+            calibration merge, the wait for the writer's files) before it stops with DistributedError:
+            a rank that failed or hangs stops the job in bounded time.
+    """
+
+    timeout_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -299,6 +315,8 @@ class Recipe:
     analyze: Any = None
     #: ``tune:``: the search over the stages' settings (:mod:`slimkit.tune.recipe`); None when absent
     tune: Any = None
+    #: ``distributed:``: collective settings of a multi-process job
+    distributed: Distributed = Distributed()
     #: the file the recipe was read from (relative teacher files are looked up beside it too)
     source: str | None = dataclasses.field(default=None, compare=False)
     #: the mapping it was parsed from (the tuner writes the recipes of its trials as edits of it)

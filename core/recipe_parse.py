@@ -22,7 +22,7 @@ from slimkit.recipe_fields import (
 from slimkit.reprs import short_repr
 from slimkit.recipe import (
     LAYER_KINDS, LOSSES, MAX_OPSET, MIN_OPSET, SCHEDULE_KINDS, SCOPES, ActivationQuant, Distill, DistillStage, FineTune,
-    Hint, LayerSelector, OnnxExport, PruneOverride, PruneStage, QuantizeStage, QuantOverride, Recipe, Regularize,
+    Distributed, Hint, LayerSelector, OnnxExport, PruneOverride, PruneStage, QuantizeStage, QuantOverride, Recipe, Regularize,
     Schedule,
     WeightQuant,
 )
@@ -50,10 +50,18 @@ def _fine_tune(raw: Any, path: str, base: FineTune) -> FineTune | None:
         "loss": lambda v, p: _choice(v, p, LOSSES),
         "from_logits": _bool,
         "shuffle": _bool,
+        "sync_batchnorm": _bool,
     })
 
 
-_FINE_TUNE_KEYS = ("epochs", "batch_size", "optimizer", "learning_rate", "loss", "from_logits", "shuffle")
+_FINE_TUNE_KEYS = ("epochs", "batch_size", "optimizer", "learning_rate", "loss", "from_logits", "shuffle",
+                   "sync_batchnorm")
+
+
+def _distributed(raw: Any, path: str) -> Distributed:
+    return _build(Distributed, raw, path, Distributed(), {
+        "timeout_s": lambda v, p: _float(v, p, 1.0, 86400.0),
+    })
 
 
 def _optimizer(raw: Any, path: str, base: FineTune) -> FineTune:
@@ -386,7 +394,7 @@ def _export(raw: Any, path: str) -> OnnxExport:
     })
 
 
-_TOP_KEYS = ("version", "seed", "layers", "fine_tune", "stages", "analyze", "tune", "export")
+_TOP_KEYS = ("version", "seed", "layers", "fine_tune", "stages", "analyze", "tune", "export", "distributed")
 
 
 def _inherit_teachers(stages: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -435,6 +443,7 @@ def parse_recipe(raw: Mapping[str, Any]) -> Recipe:
 
     analyze = parse_analyze(raw.get("analyze"), "analyze", layers)
     tune = parse_tune(raw.get("tune"), "tune", stages)
-    recipe = Recipe(version, seed, layers, fine_tune, stages, export, analyze, tune)
+    recipe = Recipe(version, seed, layers, fine_tune, stages, export, analyze, tune,
+                    distributed=_distributed(raw.get("distributed", {}), "distributed"))
     check_effects(raw, recipe)
     return recipe

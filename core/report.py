@@ -238,21 +238,28 @@ class Report:
             ExportError: ``path`` cannot be written (a directory, a missing or read-only directory);
                 the message names it.
         """
+        from slimkit.adapter.collective import on_writer
         from slimkit.staging import check_target, staged
 
         path = Path(path)
-        target = check_target(path, "report.json")
-        text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
-        with staged(target, "report.json") as out:
-            out.path.write_text(text + "\n", encoding="utf-8")
-            out.commit()
+
+        def write() -> None:
+            target = check_target(path, "report.json")
+            text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
+            with staged(target, "report.json") as out:
+                out.path.write_text(text + "\n", encoding="utf-8")
+                out.commit()
+
+        on_writer(getattr(self, "_collective", None), "report.json", write)  # rank 0 of a distributed job
         return path
 
     def to_html(self, path: str | os.PathLike[str]) -> Path:
         """Writes a self-contained HTML page of plots and tables (:func:`slimkit.report_html.write_html`)."""
+        from slimkit.adapter.collective import on_writer
         from slimkit.report_html import write_html
 
-        return write_html(self, path)
+        on_writer(getattr(self, "_collective", None), "report.html", lambda: write_html(self, path))
+        return Path(path)
 
     def to_markdown(self) -> str:
         """Readable tables: layers, totals, metrics, stages and files."""

@@ -13,9 +13,10 @@ from typing import Any, ClassVar, Iterator
 
 import numpy as np
 
+from slimkit.adapter.collective import LOCAL, Collective
 from slimkit.adapter.hooks import FitFn, TrainHooks
 from slimkit.batches import ArrayBatches
-from slimkit.recipe import FineTune
+from slimkit.recipe import Distributed, FineTune
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,15 @@ class ModelAdapter(abc.ABC):
         the distillation loss: per batch the loop asks it for the teacher's targets (by sample index
         for fixed arrays), reads the outputs of its ``feature_names`` layers (channels on axis 1, as
         ``layer_outputs`` gives them), trains its projections with the model and drops them after."""
+
+    def collective(self, settings: Distributed) -> Collective:
+        """The ranks of the distributed job this process belongs to, found from the framework's own engine
+        (an initialised process group, the model's tf.distribute strategy), with ``settings``' timeout;
+        :data:`~slimkit.adapter.collective.LOCAL` in a single process (the default). An adapter that
+        returns a job of several ranks also splits every global training batch across them, keeps the
+        working copy's weights identical on every rank, and reduces statistics a training step gathers
+        (:meth:`slimkit.ops.TensorOps.across_replicas`)."""
+        return LOCAL
 
     # -- export ----------------------------------------------------------------------------
     @abc.abstractmethod

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from slimkit.adapter import LayerInfo, ModelAdapter, QuantAdapter, StructureAdapter, require
+from slimkit.adapter.collective import mean_over_ranks
 from slimkit.attention import AttentionBlock, head_masks, head_scores, slice_heads
 from slimkit.data import as_arrays, head, is_array_pair, n_samples, take
 from slimkit.errors import DataError, RecipeError, SlimkitWarning, UnsupportedModelError
@@ -231,6 +232,8 @@ class ChannelPruner(ScheduledPruner):
         grads = self._gradients() if self.criterion.needs_gradients else None
         stats = self._activation_stats() if self.criterion.needs_activations else None
         scores = [group_scores(self.options.criterion, g, weights, grads, stats, self.rng) for g in self.groups]
+        if grads is not None or stats is not None:  # each rank measured its own data: decide alike on all
+            scores = mean_over_ranks(scores, f"{self.options.criterion} channel scores")
         for previous in self.choices:  # monotone: a removed channel never comes back
             scores[self.groups.index(previous.group)][previous.removed] = -np.inf
         keeps: list[np.ndarray | None] = [None] * len(self.groups)

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from slimkit import progress
-from slimkit.adapter import MODEL_OUTPUT, ModelAdapter
+from slimkit.adapter import MODEL_OUTPUT, ModelAdapter, collective
 from slimkit.data import all_finite, as_inputs, head, n_samples, take
-from slimkit.errors import DataError
+from slimkit.errors import DataError, PluginError
 from slimkit.quant import reuse
 from slimkit.quant.observers import OBSERVERS, build_observer
 from slimkit.recipe import ActivationQuant
@@ -144,12 +144,27 @@ def _observe(adapter: ModelAdapter, nodes: list[str], x: np.ndarray, settings: A
             bar.line(f"{label}: {min(lo, end)}/{end} samples, {len(nodes)} tensors "
                      f"({time.perf_counter() - start:.1f}s)")
     bar.finish()
+    _merge_ranks(observers, settings)
     ranges = {}
     for name, obs in observers.items():
         lo, hi = obs.range()
         ranges[name] = (float(lo), float(hi))
     kept = np.concatenate(recorded) if recorded else None
     return _Run(ranges, None if kept is None else kept.astype(np.float32, copy=False), int(step or 1), nbytes)
+
+
+def _merge_ranks(observers: dict[str, object], settings: ActivationQuant) -> None:
+    """In a distributed job, every rank's observers become those of one process that saw all the ranks'
+    calibration inputs (each rank calibrates on its own share)."""
+    coll = collective.current()
+    if coll.size <= 1:
+        return
+    for name in sorted(observers):  # the same order on every rank
+        merge = getattr(observers[name], "merge", None)
+        if merge is None:
+            raise PluginError(f"activations.calibration: observer {settings.calibration!r} has no merge(collective, "
+                              f"what) method, which calibration across {coll.size} ranks needs")
+        merge(coll, f"calibration of {name!r} across ranks")
 
 
 def _reusing(cache: reuse.ReuseCache, adapter: ModelAdapter, nodes: list[str], x: np.ndarray,

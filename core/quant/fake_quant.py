@@ -128,6 +128,13 @@ def value_range(ops: TensorOps, site: SiteState, x: Any) -> tuple[Any, Any]:
     return ops.amin(x, axes), ops.amax(x, axes)
 
 
+def batch_range(ops: TensorOps, site: SiteState, x: Any) -> tuple[Any, Any]:
+    """:func:`value_range` of a training batch: over the global batch when the step is split over
+    replicas (each observed its share), so every replica updates the site's state alike."""
+    lo, hi = value_range(ops, site, x)
+    return ops.across_replicas(lo, "min"), ops.across_replicas(hi, "max")
+
+
 def quantize_with(ops: TensorOps, site: SiteState, x: Any, scale: Any, zero_point: Any) -> Any:
     """``x`` fake-quantized with per-site parameters broadcast along its channel axis."""
     return fake_quantize(ops, x, along(ops, scale, site, x), along(ops, zero_point, site, x), site.qmin, site.qmax)

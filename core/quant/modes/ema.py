@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from slimkit.ops import TensorOps
-from slimkit.quant.fake_quant import along, quantize_with, range_params, value_range
+from slimkit.quant.fake_quant import along, batch_range, quantize_with, range_params
 from slimkit.plugins import NoOptions
 from slimkit.quant.modes.base import QUANT_MODES, Mode
 
@@ -23,7 +23,7 @@ class EMA(Mode):
     def forward(self, ops: TensorOps, site: Any, x: Any, training: bool) -> Any:
         lo, hi = ops.read(site.range_min), ops.read(site.range_max)
         if training:
-            bmin, bmax = value_range(ops, site, x)
+            bmin, bmax = batch_range(ops, site, x)
             m = float(site.momentum)
             lo = ops.where(ops.isnan(lo), bmin, lo * m + bmin * (1.0 - m))
             hi = ops.where(ops.isnan(hi), bmax, hi * m + bmax * (1.0 - m))

@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 
 from slimkit.ops import TensorOps
-from slimkit.quant.fake_quant import LSQ_MIN_SCALE, channel_axis, other_axes, quantize_with, range_params, value_range
+from slimkit.quant.fake_quant import (
+    LSQ_MIN_SCALE, batch_range, channel_axis, other_axes, quantize_with, range_params, value_range,
+)
 from slimkit.plugins import NoOptions
 from slimkit.quant.modes.base import QUANT_MODES, Mode, params_state
 
@@ -48,7 +50,10 @@ class LSQ(Mode):
             data = ops.stop_gradient(x)
             init_scale = ops.mean(ops.abs(data), other_axes(site, data)) * (2.0 / max(site.qmax, 1) ** 0.5)
             init_scale = ops.maximum(init_scale, LSQ_MIN_SCALE)
-            _, init_zp = range_params(ops, *value_range(ops, site, data), site.qmin, site.qmax, site.symmetric)
+            observed = value_range(ops, site, data)
+            if site.role == "activation":  # a batch split over replicas starts every replica alike
+                init_scale, observed = ops.across_replicas(init_scale, "mean"), batch_range(ops, site, data)
+            _, init_zp = range_params(ops, *observed, site.qmin, site.qmax, site.symmetric)
             ops.assign(site.scale, ops.where(ready, ops.stop_gradient(ops.read(site.scale)), init_scale))
             ops.assign(site.zero_point, ops.where(ready, ops.read(site.zero_point), init_zp))
             ops.assign(site.ready, ops.full_like(ops.read(site.ready), 1.0))

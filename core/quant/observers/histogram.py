@@ -98,6 +98,23 @@ class HistogramObserver(MinMaxObserver):
             self._rebin(min(lo, self.lo), max(hi, self.hi))
         self.counts += np.bincount(self._bin_of(v, self.lo, self.hi), minlength=self.bins)
 
+    def merge(self, collective: Any, what: str) -> None:
+        """Sums every rank's histogram over edges the ranks agree on first (the union of their
+        ranges; each rank re-bins its counts onto them), so the result is within one bin of a single
+        process's histogram over all the batches, whose edges grew batch by batch."""
+        super().merge(collective, what)
+        mine = np.array([self.lo, -self.hi] if self._seen else [np.inf, np.inf], np.float64)
+        lo, neg_hi = collective.all_reduce(mine, "min", what)
+        if not np.isfinite(lo):
+            return  # no rank saw data
+        if self._seen:
+            if lo < self.lo or -neg_hi > self.hi:
+                self._rebin(float(lo), float(-neg_hi))
+        else:
+            self.lo, self.hi = float(lo), float(-neg_hi)
+        self.counts = np.asarray(collective.all_reduce(self.counts, "sum", what), np.float64)
+        self._seen = True
+
     def _require_data(self) -> None:
         if not self._seen or self.total <= 0:
             raise ValueError(f"{type(self).__name__} observed no data: call update() before range()")

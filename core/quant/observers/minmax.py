@@ -64,6 +64,21 @@ class MinMaxObserver:
             raise ValueError(f"{type(self).__name__} observed no data: call update() before range()")
         return self._min.copy(), self._max.copy()
 
+    def merge(self, collective: Any, what: str) -> None:
+        """Makes this observer the one a single process would have after every rank's batches: the
+        range of the ranks' ranges (exact). A rank that observed nothing contributes nothing.
+
+        Args:
+            collective: a :class:`slimkit.adapter.collective.Collective`.
+            what: the feature, for error messages.
+        """
+        lo = np.float32(np.inf) if self._min is None else self._min
+        hi = np.float32(-np.inf) if self._max is None else self._max
+        lo = collective.all_reduce(np.asarray(lo, np.float32), "min", what)
+        hi = collective.all_reduce(np.asarray(hi, np.float32), "max", what)
+        if np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)):
+            self._min, self._max = np.asarray(lo, np.float32), np.asarray(hi, np.float32)
+
     def params(self, **kwargs: Any) -> QuantParams:
         """``params_from_range(*self.range(), axis=self.axis, **kwargs)``."""
         return params_from_range(*self.range(), axis=self.axis, **kwargs)
