@@ -18,7 +18,7 @@ from slimkit.adapter import FitFn, HookChain, ModelAdapter, TrainHooks
 from slimkit.adapter.collective import LOCAL, Collective, joined, on_writer
 from slimkit.data import (PROBE_BATCH, as_arrays, as_inputs, first_sample, head, is_array_pair, n_samples,
                           without_labels)
-from slimkit.errors import DataError, SlimkitWarning
+from slimkit.errors import DataError, NotSupportedYetError, SlimkitWarning
 from slimkit.export import export_with_report
 from slimkit.metrics import evaluate
 from slimkit import progress as _progress
@@ -135,6 +135,11 @@ def compress(
         if recipe.tune is not None:  # a search over the recipe's settings, each trial a compress() of its own
             from slimkit.tune.run import tune_compress
 
+            ranks = adapter_class(model)(model).collective(recipe.distributed).size
+            if ranks > 1:  # each rank would measure its own trials and the searches would part ways
+                raise NotSupportedYetError(f"tune: tuning inside a distributed job ({ranks} ranks) is not supported; "
+                                           "run the tuner in one process, then the recipe it returns in the job")
+
             return tune_compress(model, recipe, train_data, calib_data, eval_data, eval_fn, fit_fn, verbose, teacher)
         if recipe.analyze is not None:
             warnings.warn("analyze: compress() does not read this section; slimkit.sensitivity() and the tuner's "
@@ -143,8 +148,12 @@ def compress(
         original = cls(model)
         coll = original.collective(recipe.distributed)
         with joined(coll):  # only the writer rank shows progress; the others' output would repeat it
-            return _compress(cls, original, model, recipe, train_data, calib_data, eval_data, eval_fn, fit_fn,
-                             verbose and coll.is_writer, teacher, coll)
+            try:
+                return _compress(cls, original, model, recipe, train_data, calib_data, eval_data, eval_fn, fit_fn,
+                                 verbose and coll.is_writer, teacher, coll)
+            except BaseException as exc:  # the other ranks' errors name this one
+                coll.announce(exc)
+                raise
 
 
 def _compress(cls: type[ModelAdapter], original: ModelAdapter, model: Any, recipe: Recipe, train_data: Any,

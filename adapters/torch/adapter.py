@@ -10,6 +10,7 @@ activation fake-quant modules; weights read and written here are the float ones,
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 import sys
@@ -22,6 +23,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from slimkit.adapters.torch.distilling import Distilling, UserLoopDistilling
+from slimkit.adapter import collective
+from slimkit.adapter.collective import Collective
 from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, QuantAdapter, StructureAdapter, StepCallback, TrainHooks
 from slimkit.adapter.saving import SavingAdapter
 from slimkit.attention import AttentionBlock
@@ -29,14 +32,15 @@ from slimkit.data import as_arrays, as_inputs, head, is_array_pair, leaves, n_sa
 from slimkit.errors import DataError, ExportError, UnsupportedModelError
 from slimkit.labels import prepare_labels
 from slimkit.quant.reuse import remembered_graph
-from slimkit.recipe import FineTune
+from slimkit.recipe import Distributed, FineTune
 
-from slimkit.adapters.torch import attention, files, naming, probes, quant, saving
+from slimkit.adapters.torch import attention, distributed, files, naming, probes, quant, saving
 from slimkit.adapters.torch.graph import build_graph
 from slimkit.adapters.torch.inputs import (
     arguments, call, dynamic_axes, first_tensor, input_names, misfit, model_device, to_tensors,
 )
 from slimkit.adapters.torch.isolation import check_dtype, drop_instrumentation, inference
+from slimkit.adapters.torch.epochs import Epoch, LoaderShare
 from slimkit.adapters.torch.loaders import CheckedLoader, loader_length
 from slimkit.adapters.torch.rebuild import independent_copy, shrink_model
 from slimkit.adapters.torch.training import (
@@ -59,22 +63,6 @@ class _Mask(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return weight * self.mask
-
-
-class _Epoch:
-    """One epoch of (x, y) tensor batches, gathered lazily from index batches (x in any input form)."""
-
-    def __init__(self, x: Any, y: torch.Tensor, batches: list[np.ndarray]) -> None:
-        self._x, self._y, self._batches = x, y, batches
-
-    def __len__(self) -> int:
-        return len(self._batches)
-
-    def __iter__(self) -> Any:
-        for idx in self._batches:
-            index = torch.from_numpy(idx).to(self._y.device)
-            self.last_index = idx  # which samples: the distillation objective's cached targets are by sample
-            yield take(self._x, index), self._y[index]
 
 
 class _FirstTensor(nn.Module):
@@ -137,7 +125,14 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
             ) from exc
         adapter = cls(drop_instrumentation(clone))
         adapter._owned = True
+        job = collective.current()
+        if isinstance(job, distributed.TorchCollective):  # every rank starts from rank 0's weights
+            job.broadcast_module(adapter.model, "copying the model")
         return adapter
+
+    def collective(self, settings: Distributed) -> Collective:
+        """The ``torch.distributed`` job this process is a rank of (``distributed.py``), or LOCAL."""
+        return distributed.job(settings)
 
     # -- discovery -------------------------------------------------------------------------
     def _module(self, name: str) -> nn.Module:
@@ -288,58 +283,92 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
             f"train_data: expected an (x, y) tuple of arrays or a torch DataLoader, got {type(data).__name__}"
         )
 
-    def _batches(self, data: Any, settings: FineTune) -> Any:
+    def _batches(self, data: Any, settings: FineTune, job: distributed.TorchCollective | None = None) -> Any:
         """A DataLoader's batches converted and checked (``loaders.py``), or (x, y) arrays as one list of
         tensor batches per epoch, drawn in core's order (``slimkit.batches``); labels in core's form
-        (``slimkit.labels``) either way."""
+        (``slimkit.labels``) either way. In a distributed job (``job``), this rank's share of each."""
         if isinstance(data, torch.utils.data.DataLoader):
-            return [CheckedLoader(data, self.model, settings.loss)] * settings.epochs
+            checked = CheckedLoader(data, self.model, settings.loss)
+            return [checked if job is None else LoaderShare(checked, data, job)] * settings.epochs
         x, y = as_arrays(data, "train_data", need_labels=True)
         self.check_input(x, "train_data")
         n = n_samples(x)
         y = prepare_labels(np.asarray(y), settings.loss, tuple(self._run(head(x, 2)).shape[1:]), n)
         x_t, y_t = to_tensors(x, self.model), torch.from_numpy(y).to(model_device(self.model))
-        return [_Epoch(x_t, y_t, epoch) for epoch in self.batches(n, settings).epochs(settings.epochs)]
+        return [Epoch(x_t, y_t, epoch, job) for epoch in self.batches(n, settings).epochs(settings.epochs)]
 
     def fit(self, data: Any, settings: FineTune, hooks: TrainHooks, fit_fn: FitFn | None = None,
             objective: Any = None) -> None:
         callback = self._training_callback(hooks)
+        job = self._job()
         if fit_fn is not None:
             user = None if objective is None else UserLoopDistilling(self.model, objective)
             try:
-                callback.run_user_fit(fit_fn, self.model, self.total_steps(data, settings))
+                with distributed.training_step_group(job.group if job else None):
+                    callback.run_user_fit(fit_fn, self.model, self.total_steps(data, settings))
             finally:
                 if user is not None:
                     user.close()
             check_finite_weights(self.model, "after fit_fn")
             return
-        epochs = self._batches(data, settings)
+        epochs = self._batches(data, settings, job)
         distill = None if objective is None else Distilling(self.model, objective, data)
-        params = [*self.model.parameters(), *(distill.parameters() if distill else [])]
-        optimizer = make_optimizer(settings, params)
+        extras = list(distill.parameters()) if distill else []
+        optimizer = make_optimizer(settings, [*self.model.parameters(), *extras])
         loss_fn, is_classification = make_loss(settings)
         callback.begin(sum(len(batches) for batches in epochs))
         self.model.train()
         try:
-            with BiasedBatchNormStatistics(self.model) as statistics:
-                self._train(epochs, optimizer, loss_fn, is_classification, callback, statistics, distill)
+            if job is None:
+                with BiasedBatchNormStatistics(self.model) as statistics:
+                    self._train(epochs, optimizer, loss_fn, is_classification, callback, statistics, distill)
+            else:
+                self._train_job(job, settings, epochs, optimizer, loss_fn, is_classification, callback, distill)
         finally:
             if distill is not None:
                 distill.close()
         self.model.eval()
         callback.close()
 
+    def _job(self) -> distributed.TorchCollective | None:
+        """The distributed job of the running compress call, if it is a torch.distributed one."""
+        job = collective.current()
+        return job if isinstance(job, distributed.TorchCollective) else None
+
+    def _train_job(self, job: distributed.TorchCollective, settings: FineTune, epochs: list[Any], optimizer: Any,
+                   loss_fn: Any, is_classification: bool, callback: StepCallback, distill: Any) -> None:
+        """:meth:`_train` on this rank's share of every global batch, the model wrapped in DDP over slimkit's
+        group; batch norms synchronised when ``fine_tune.sync_batchnorm`` asks, else their running
+        statistics averaged over the ranks at the end (what a mirrored variable holds in Keras)."""
+        synced = settings.sync_batchnorm
+        ddp = distributed.DDPRunner(self.model, job)
+        with (distributed.SyncedBatchNorm(self.model, job) if synced else contextlib.nullcontext()) as sync, \
+                BiasedBatchNormStatistics(self.model, skip=sync.modules if sync else ()) as statistics, \
+                distributed.training_step_group(job.group), job.failures("fine-tuning"):
+            self._train(epochs, optimizer, loss_fn, is_classification, callback, statistics, distill,
+                        runner=ddp.current, job=job)
+        if not synced:
+            distributed.average_batchnorm_statistics(self.model, job)
+        distributed.check_agreement(self.model, job, "fine-tuning")
+
     def _train(self, epochs: list[Any], optimizer: Any, loss_fn: Any, is_classification: bool,
-               callback: StepCallback, statistics: BiasedBatchNormStatistics, distill: Any = None) -> None:
+               callback: StepCallback, statistics: BiasedBatchNormStatistics, distill: Any = None,
+               runner: Any = None, job: distributed.TorchCollective | None = None) -> None:
+        """The training loop; ``runner()`` gives the module each step calls (the model, or DDP over it)."""
+        extras = [p for p in (distill.parameters() if distill else []) if p.requires_grad]
         for epoch, batches in enumerate(epochs, start=1):
             total, correct, seen = 0.0, 0, 0
             for xb, yb in batches:
                 optimizer.zero_grad()
-                out = first_tensor(call(self.model, to_tensors(xb, self.model)), type(self.model).__name__)
+                module = self.model if runner is None else runner()
+                out = first_tensor(call(module, to_tensors(xb, self.model)), type(self.model).__name__)
                 loss = loss_fn(out, yb)
                 if distill is not None:
                     loss = distill.loss(loss, out, xb, getattr(batches, "last_index", None))
-                loss.backward()
+                weight = 1.0 if job is None else distributed.loss_weight(len(yb), batches.global_count, job)
+                (loss * weight if job is not None else loss).backward()  # DDP averages: weigh by share
+                if job is not None:
+                    distributed.average_gradients(extras, job)
                 statistics.apply()
                 optimizer.step()
                 callback.step()

@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from slimkit.adapters.torch import distributed
+
 
 class TorchOps:
     """PyTorch's tensor operations for core code; ``assign`` writes in place outside autograd."""
@@ -92,6 +94,10 @@ class TorchOps:
 
     def read(self, variable: Any) -> Any:
         return variable
+
+    def across_replicas(self, x: Any, op: str) -> Any:
+        group = distributed.active_group()
+        return x if group is None else distributed.reduce_across(x, op, group)
 
     def assign(self, target: Any, value: Any) -> None:
         with torch.no_grad():

@@ -102,15 +102,16 @@ class BiasedBatchNormStatistics:
     statistics are left alone.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, skip: Iterable[nn.Module] = ()) -> None:
         self._model = model
+        self._skip = {id(m) for m in skip}  # batch norms that update their statistics by slimkit's rule already
         self._handles: list[Any] = []
         self._pending: list[tuple[nn.Module, torch.Tensor]] = []
 
     def __enter__(self) -> "BiasedBatchNormStatistics":
         for module in self._model.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats \
-                    and module.momentum is not None:
+                    and module.momentum is not None and id(module) not in self._skip:
                 self._handles.append(module.register_forward_hook(self._measure))
         return self
 

@@ -58,6 +58,10 @@ class Collective(abc.ABC):
     def broadcast(self, value: np.ndarray, what: str) -> np.ndarray:
         """The writer's ``value`` on every rank (same shape and dtype everywhere)."""
 
+    def announce(self, exc: BaseException) -> None:
+        """Tells the other ranks, where the engine allows, that this rank failed with ``exc`` (so their
+        DistributedError names it); compress calls it with any error leaving this rank's run."""
+
     def barrier(self, what: str) -> None:
         """Returns once every rank reached it."""
         self.all_reduce(np.zeros(1, np.float32), "sum", what)
