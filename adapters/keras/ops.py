@@ -7,6 +7,7 @@ tf_keras variables, which are ``tf.Variable`` objects that ``keras.ops`` accepts
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable
 
 from keras import ops
@@ -89,6 +90,22 @@ class KerasOps:
 
     def read(self, variable: Any) -> Any:
         return ops.convert_to_tensor(variable)
+
+    def across_replicas(self, x: Any, op: str) -> Any:
+        """Inside a training step that tf.distribute runs on several replicas, ``x`` reduced over them
+        (``mean`` by all-reduce; ``min`` and ``max`` over an all-gather, which has no such reduction); the
+        identity everywhere else (no strategy, one replica, inference outside replicas)."""
+        tf = sys.modules.get("tensorflow")
+        context = tf.distribute.get_replica_context() if tf is not None else None
+        if context is None or context.num_replicas_in_sync <= 1:
+            return x
+        x = tf.stop_gradient(tf.convert_to_tensor(x))
+        if op == "mean":
+            return context.all_reduce(tf.distribute.ReduceOp.MEAN, x)
+        if op not in ("min", "max"):
+            raise ValueError(f"across_replicas: unknown reduction {op!r}; expected min, max or mean")
+        every = context.all_gather(tf.expand_dims(x, 0), axis=0)
+        return tf.reduce_min(every, axis=0) if op == "min" else tf.reduce_max(every, axis=0)
 
     def assign(self, target: Any, value: Any) -> None:
         if self._assign is not None:
