@@ -40,6 +40,36 @@ def make_model(seed: int = 0) -> nn.Module:
     ).eval()
 
 
+class SpareHead(nn.Module):
+    """The CNN with a head its forward never uses (as models with several heads have): DDP must be told."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = make_model()
+        self.spare = nn.Linear(10, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def make_bert() -> nn.Module:
+    """A Hugging Face BERT classifier from a tiny config (random weights; no dropout, which draws
+    differently on every rank)."""
+    import transformers
+
+    torch.manual_seed(1)
+    config = transformers.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=64, num_labels=3, hidden_dropout_prob=0.0,
+                                     attention_probs_dropout_prob=0.0)
+    return transformers.BertForSequenceClassification(config).eval()
+
+
+def text(n: int = 64) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = {"input_ids": rng.integers(0, 64, (n, 12)), "attention_mask": np.ones((n, 12), np.int64)}
+    return x, rng.integers(0, 3, n)
+
+
 def digits(n: int = 256) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
@@ -56,6 +86,11 @@ def recipe(scenario: str) -> dict:
         return {"seed": 3, "fine_tune": fine_tune, "stages": [stage]}
     if scenario == "prune_local_bn":  # batch norms each on their rank's share; statistics averaged after
         return dict(recipe("prune"), fine_tune=dict(fine_tune, epochs=1, sync_batchnorm=False))
+    if scenario == "spare":
+        return dict(recipe("prune"), fine_tune=dict(fine_tune, epochs=1))
+    if scenario == "bert":
+        return {"seed": 7, "fine_tune": {"epochs": 1, "batch_size": 16, "learning_rate": 1e-3},
+                "stages": [{"prune": {"method": "magnitude", "sparsity": 0.5, "schedule": {"every": 2}}}]}
     if scenario == "tune":
         return {"fine_tune": None, "stages": [{"quantize": {"method": "static"}}],
                 "tune": {"strategy": "basic", "tolerance": {"relative": 0.01}, "max_trials": 2}}
@@ -117,6 +152,10 @@ def main() -> None:
         {"row": None if row is None else row.path, "files": sorted(p.name for p in out.iterdir())}))
     result = slimkit.compress(model, recipe("prune_local_bn"), train_data=(x, y), verbose=False)
     np.savez(out / f"rank{rank}_prune_local_bn.npz", **state(result.model))
+    result = slimkit.compress(SpareHead(), recipe("spare"), train_data=(x, y), verbose=False)
+    np.savez(out / f"rank{rank}_spare.npz", **state(result.model))
+    result = slimkit.compress(make_bert(), recipe("bert"), train_data=text(), verbose=False)
+    np.savez(out / f"rank{rank}_bert.npz", **state(result.model))
     try:
         slimkit.compress(model, recipe("tune"), calib_data=x, eval_data=(x, y), verbose=False)
         refused = None

@@ -354,14 +354,16 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
     def _train(self, epochs: list[Any], optimizer: Any, loss_fn: Any, is_classification: bool,
                callback: StepCallback, statistics: BiasedBatchNormStatistics, distill: Any = None,
                runner: Any = None, job: distributed.TorchCollective | None = None) -> None:
-        """The training loop; ``runner()`` gives the module each step calls (the model, or DDP over it)."""
+        """The training loop; ``runner(inputs)`` gives the module a step calls (DDP over the model), else
+        the model itself."""
         extras = [p for p in (distill.parameters() if distill else []) if p.requires_grad]
         for epoch, batches in enumerate(epochs, start=1):
             total, correct, seen = 0.0, 0, 0
             for xb, yb in batches:
                 optimizer.zero_grad()
-                module = self.model if runner is None else runner()
-                out = first_tensor(call(module, to_tensors(xb, self.model)), type(self.model).__name__)
+                inputs = to_tensors(xb, self.model)
+                module = self.model if runner is None else runner(inputs)
+                out = first_tensor(call(module, inputs), type(self.model).__name__)
                 loss = loss_fn(out, yb)
                 if distill is not None:
                     loss = distill.loss(loss, out, xb, getattr(batches, "last_index", None))

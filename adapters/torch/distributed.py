@@ -145,15 +145,21 @@ class DDPRunner:
     training changed its parametrizations (pruning installs a mask on a layer mid-training): DDP hooks the
     gradients of the tensors it found when it was built, and a tensor computed through a new
     parametrization would never report its gradient to it. Buffers stay each rank's own (no
-    ``broadcast_buffers``): slimkit reduces them itself (batch norms, fake-quant ranges)."""
+    ``broadcast_buffers``): slimkit reduces them itself (batch norms, fake-quant ranges).
+
+    DDP must know whether some parameters get no gradient (a pooler beside the logits, a head the loss does
+    not read): told wrongly, it would step with gradients it never averaged. Each build finds out with one
+    forward and backward in eval mode on the step's inputs (no statistics move), agreed over the ranks;
+    ``find_unused_parameters`` (an extra graph traversal every step) is set only for such models."""
 
     def __init__(self, model: nn.Module, collective: TorchCollective) -> None:
         self._model, self._coll = model, collective
         self._signature: tuple[Any, ...] | None = None
         self._ddp: nn.Module | None = None
 
-    def current(self) -> nn.Module:
-        """The DDP module for the model as it is now (every rank changes it at the same step)."""
+    def current(self, inputs: Any) -> nn.Module:
+        """The DDP module for the model as it is now (every rank changes it at the same step), about to
+        run on ``inputs`` (tensors)."""
         from torch.nn.parallel import DistributedDataParallel
         from torch.nn.utils import parametrize
 
@@ -163,10 +169,23 @@ class DDPRunner:
         if signature != self._signature:
             self._ddp = None  # the old wrapper's gradient hooks go with it
             with self._coll.failures("fine-tuning (wrapping the model in DistributedDataParallel)"):
+                unused = self._unused(inputs)
                 self._ddp = DistributedDataParallel(self._model, process_group=self._coll.group,
-                                                    broadcast_buffers=False)
+                                                    broadcast_buffers=False, find_unused_parameters=unused)
             self._signature = signature
         return self._ddp
+
+    def _unused(self, inputs: Any) -> bool:
+        """True when some trained parameter gets no gradient from the model's output, on any rank."""
+        from slimkit.adapters.torch.inputs import call, first_tensor
+        from slimkit.adapters.torch.isolation import inference
+
+        params = [p for p in self._model.parameters() if p.requires_grad]
+        with inference(self._model, suspend_hooks=False), torch.enable_grad():
+            out = first_tensor(call(self._model, inputs), type(self._model).__name__)
+            grads = torch.autograd.grad(out.float().sum(), params, allow_unused=True)
+        mine = any(g is None for g in grads)
+        return bool(self._coll.all_reduce(np.array([float(mine)]), "max", "finding unused parameters")[0])
 
 
 def share(batch: np.ndarray, collective: TorchCollective) -> np.ndarray:

@@ -47,11 +47,11 @@ def job(tmp_path_factory) -> Path:
     return out
 
 
-def _single(scenario: str, **data) -> slimkit.CompressionResult:
+def _single(scenario: str, model: torch.nn.Module | None = None, **data) -> slimkit.CompressionResult:
     torch.set_num_threads(1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return slimkit.compress(worker.make_model(), worker.recipe(scenario), verbose=False, **data)
+        return slimkit.compress(model or worker.make_model(), worker.recipe(scenario), verbose=False, **data)
 
 
 def _ranks(job: Path, scenario: str) -> list[dict[str, np.ndarray]]:
@@ -79,6 +79,24 @@ def test_magnitude_pruning_with_fine_tuning_matches_one_process(job: Path) -> No
     assert sparsity == pytest.approx(0.6, abs=0.02)
     # batch norms trained on global-batch statistics: the running statistics moved, alike everywhere
     assert not np.allclose(single["1.running_var"], 1.0)
+
+
+def test_a_model_with_parameters_its_forward_never_uses(job: Path) -> None:
+    x, y = worker.digits()
+    single = worker.state(_single("spare", model=worker.SpareHead(), train_data=(x, y)).model)
+    ranks = _ranks(job, "spare")
+    _assert_same(ranks, single)
+    assert np.count_nonzero(single["body.0.weight"] == 0) > 0
+
+
+def test_a_hugging_face_bert_prunes_alike_on_every_rank_and_in_one_process(job: Path) -> None:
+    pytest.importorskip("transformers")
+    x, y = worker.text()
+    single = worker.state(_single("bert", model=worker.make_bert(), train_data=(x, y)).model)
+    ranks = _ranks(job, "bert")
+    _assert_same(ranks, single)
+    query = "bert.encoder.layer.0.attention.self.query.weight"
+    assert np.mean(single[query] == 0) == pytest.approx(0.5, abs=0.05)
 
 
 def test_qat_with_a_distributed_sampler_matches_one_process(job: Path) -> None:
