@@ -123,17 +123,19 @@ def propagate_shapes(model: nn.Module, gm: fx.GraphModule, sample: Any) -> None:
         with inference(model, suspend_hooks=False), torch.no_grad():
             gm.eval()
             try:
-                call(model, x)
-            except Exception as exc:
-                shapes = [tuple(t.shape) for t in leaves(x)]
-                raise DataError(
-                    f"graph: sample of shape {shapes[0] if len(shapes) == 1 else shapes} does not fit "
-                    f"{type(model).__qualname__} ({_first_line(exc)})"
-                ) from exc
-            try:
                 with contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints tracebacks itself
                     ShapeProp(gm).propagate(*placeholder_args(gm, x))
             except Exception as exc:
+                # Only now the model itself runs on the sample (a forward pass fewer on every capture when
+                # all is well): a sample it refuses is the user's data, else the trace is at fault.
+                try:
+                    call(model, x)
+                except Exception as own:
+                    shapes = [tuple(t.shape) for t in leaves(x)]
+                    raise DataError(
+                        f"graph: sample of shape {shapes[0] if len(shapes) == 1 else shapes} does not fit "
+                        f"{type(model).__qualname__} ({_first_line(own)})"
+                    ) from own
                 cause = exc.__cause__ or exc
                 raise UnsupportedModelError(
                     f"the torch.fx trace of {type(model).__qualname__} fails on the sample although the model "
