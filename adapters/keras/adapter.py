@@ -27,9 +27,11 @@ from slimkit.data import as_inputs, map_inputs, n_samples, take
 from slimkit.errors import DataError, ExportError, UnsupportedModelError
 from slimkit.graph import LayerGraph
 from slimkit.labels import prepare_labels
-from slimkit.recipe import FineTune
+from slimkit.adapter.collective import Collective
+from slimkit.recipe import Distributed, FineTune
 
 from . import data as kdata
+from . import distributed as kdist
 from . import export, rebuild, saving, training
 from . import graph as kgraph
 from .layer_copy import ZeroInit
@@ -70,6 +72,7 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         # (walker, graph, trace, node -> call) of the model's call graph; structure never changes
         self._structure: tuple[kgraph.Walker, LayerGraph, kgraph.Trace, dict[str, str]] | None = None
         self._fake_quant: bool | None = None
+        self._plain: dict[int, Any] = {}  # predict's traced function for a model under a strategy
 
     # -- discovery -------------------------------------------------------------------------
     @classmethod
@@ -88,7 +91,9 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         Raises:
             UnsupportedModelError: the model is not built, or cannot be copied.
         """
-        clone = independent_copy(model)
+        with kdist.creating():  # under the running job's strategy, if any
+            clone = independent_copy(model)
+        kdist.same_weights(clone)
         return cls(clone)
 
     def layers(self) -> list[LayerInfo]:
@@ -173,7 +178,8 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         ops = sys.modules["tensorflow"] if self._k.__name__ == "tf_keras" else self._k.ops
         if record is None:
             label = name if weight == "kernel" else f"{name}/{weight}"
-            variable = new_mask_variable(self._k, values, label)
+            with kdist.creating():
+                variable = new_mask_variable(self._k, values, label)
             original = target.constraint
             set_constraint(target, MaskConstraint(variable, original, ops))
             record = self._masks[(name, weight)] = Mask(variable, target, original)
@@ -202,7 +208,8 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
             if not self._masks:
                 return self.model
             zeros = ZeroInit(k)
-            clone = clone_structure(self.model, k, zeros)
+            with kdist.creating():
+                clone = clone_structure(self.model, k, zeros)
             clone.set_weights(self.model.get_weights())
             zeros.restore()
             return clone
@@ -235,7 +242,10 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         if short:
             x = map_inputs(x, lambda a: np.concatenate([a, np.repeat(a[-1:], short, axis=0)]))
         with quiet():  # retracing notices: slimkit predicts with many models in turn
-            out = self.model.predict(kdata.keras_inputs(x), batch_size=batch, verbose=0)
+            if kdist.runs_distributed(self.model):  # each process alone: no replicas, no collective
+                out = kdist.plain_predict(self.model, self._plain, x, batch, n)
+            else:
+                out = self.model.predict(kdata.keras_inputs(x), batch_size=batch, verbose=0)
         kdata.single_output(self.model, out)
         return np.asarray(out, dtype=np.float32)[:n]
 
@@ -289,14 +299,26 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         with quiet(native=True):
             k = self._k
             if objective is not None:
+                if kdist.active() is not None:
+                    raise UnsupportedModelError("distillation under a tf.distribute strategy is not supported for "
+                                                "Keras models; distill outside the strategy, or pass fit_fn")
                 self._fit_distilling(kind, data, x, y, settings, hooks, objective)
                 return
-            self.model.compile(
-                optimizer=training.make_optimizer(k, settings),
-                loss=training.make_loss(k, settings),
-                metrics=training.make_metrics(k, settings),
-            )
+            def compile_model() -> None:
+                self.model.compile(optimizer=training.make_optimizer(k, settings), loss=training.make_loss(k, settings),
+                                   metrics=training.make_metrics(k, settings))
+
             callback = self._training_callback(hooks)
+            job = kdist.active()
+            if job is not None:  # the global batches split over the strategy's replicas
+                if kind == "arrays":
+                    order = self.batches(n_samples(x), settings)
+                    plan = [idx for epoch in order.epochs(settings.epochs) for idx in epoch]
+                    kdist.fit_arrays(self.model, k, job, x, y, plan, len(order), settings, callback, compile_model)
+                else:
+                    kdist.fit_dataset(self.model, k, job, data, settings, callback, compile_model)
+                return
+            compile_model()
             if kind == "arrays":
                 # Batches in core's order (slimkit.batches), the same as every other adapter's.
                 order = self.batches(n_samples(x), settings)
@@ -405,7 +427,8 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
             )
         walker, graph, trace, _ = self._graph_parts()
         arrays = {name: {key: np.asarray(v) for key, v in ws.items()} for name, ws in weights.items()}
-        model = rebuild.shrink_model(self.model, self._k, graph, trace, self._walk(), arrays, tuple(drop))
+        with kdist.creating():
+            model = rebuild.shrink_model(self.model, self._k, graph, trace, self._walk(), arrays, tuple(drop))
         return self.derived(KerasAdapter(model))
 
     def layer_outputs(self, x: np.ndarray, names: list[str], batch_size: int = 256) -> dict[str, np.ndarray]:
@@ -475,7 +498,8 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         from . import quant  # imports Keras: only once quantization is used
 
         _, _, trace, source = self._graph_parts()
-        model = quant.fake_quant_model(self.model, k, trace, source, self._walk(), plan)
+        with kdist.creating():
+            model = quant.fake_quant_model(self.model, k, trace, source, self._walk(), plan)
         adapter = self.derived(KerasAdapter(model))
         for (name, weight), record in self._masks.items():
             adapter.set_mask(name, record.variable.numpy(), weight)
@@ -526,7 +550,14 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
             return self.derived(KerasAdapter.copy_of(self.model))
         from . import quant
 
-        return self.derived(KerasAdapter(quant.float_model(self.model, self._k)))
+        with kdist.creating():
+            return self.derived(KerasAdapter(quant.float_model(self.model, self._k)))
+
+    def collective(self, settings: Distributed) -> Collective:
+        """The job of the tf.distribute strategy the model was built under (or the one in scope): one rank
+        per worker of a MultiWorkerMirroredStrategy, one for a strategy within a process; LOCAL without
+        one. Training then runs under it; see :mod:`.distributed`."""
+        return kdist.job_of(self.model, settings.timeout_s)
 
     # -- export ----------------------------------------------------------------------------
     def export_onnx(self, path: str, sample: np.ndarray, opset: int) -> None:
