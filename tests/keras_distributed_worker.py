@@ -41,7 +41,7 @@ def build_model():
     import keras
 
     keras.utils.set_random_seed(7)
-    inputs = keras.Input((8, 8, 3))
+    inputs = keras.Input((8, 8, 3), name="pixels")  # named: default names count the models built before
     # no bias ahead of the batch norm: its gradient is zero up to rounding, which Adam would turn into
     # steps of the learning rate's size in whichever direction the rounding points
     h = keras.layers.Conv2D(6, 3, use_bias=False, name="conv")(inputs)
