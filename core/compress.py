@@ -132,21 +132,20 @@ def compress(
     """
     with _progress.session():  # bars left open by an exception are closed on the way out
         recipe = Recipe.load(recipe)
+        cls = adapter_class(model)
+        original = cls(model)
+        coll = original.collective(recipe.distributed)
         if recipe.tune is not None:  # a search over the recipe's settings, each trial a compress() of its own
             from slimkit.tune.run import tune_compress
 
-            ranks = adapter_class(model)(model).collective(recipe.distributed).size
-            if ranks > 1:  # each rank would measure its own trials and the searches would part ways
-                raise NotSupportedYetError(f"tune: tuning inside a distributed job ({ranks} ranks) is not supported; "
-                                           "run the tuner in one process, then the recipe it returns in the job")
-
+            if coll.size > 1:  # each rank would measure its own trials and the searches would part ways
+                raise NotSupportedYetError(f"tune: tuning inside a distributed job ({coll.size} ranks) is not "
+                                           "supported; run the tuner in one process, then the recipe it returns in "
+                                           "the job")
             return tune_compress(model, recipe, train_data, calib_data, eval_data, eval_fn, fit_fn, verbose, teacher)
         if recipe.analyze is not None:
             warnings.warn("analyze: compress() does not read this section; slimkit.sensitivity() and the tuner's "
                           "strategies (with tune:) do", SlimkitWarning, stacklevel=2)
-        cls = adapter_class(model)
-        original = cls(model)
-        coll = original.collective(recipe.distributed)
         with joined(coll):  # only the writer rank shows progress; the others' output would repeat it
             try:
                 return _compress(cls, original, model, recipe, train_data, calib_data, eval_data, eval_fn, fit_fn,
@@ -204,7 +203,7 @@ def _compress(cls: type[ModelAdapter], original: ModelAdapter, model: Any, recip
     report.weight_bytes = {"fp32 before": before[0], "fp32 after": after[0]}
     if pruned:
         report.weight_bytes.update({"zlib before": before[1], "zlib after": after[1]})
-    report._collective = coll  # to_json/to_html write on the writer rank only
+    report.collective = coll  # to_json/to_html write on the writer rank only
     return CompressionResult(compressed.model, report, recipe, None if sample is None else head(sample, 16), known,
                              coll)
 

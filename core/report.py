@@ -182,6 +182,9 @@ class Report:
     rounds: list[RoundRow] = field(default_factory=list)
     tuning: Any = None
     sensitivity: Any = None
+    #: the distributed job that made it (:class:`slimkit.adapter.collective.Collective`): only its writer rank
+    #: writes the files; None for a report built by hand
+    collective: Any = field(default=None, repr=False, compare=False)
 
     @property
     def params(self) -> int:
@@ -250,7 +253,7 @@ class Report:
                 out.path.write_text(text + "\n", encoding="utf-8")
                 out.commit()
 
-        on_writer(getattr(self, "_collective", None), "report.json", write)  # rank 0 of a distributed job
+        on_writer(self.collective, "report.json", write)  # rank 0 of a distributed job
         return path
 
     def to_html(self, path: str | os.PathLike[str]) -> Path:
@@ -258,7 +261,7 @@ class Report:
         from slimkit.adapter.collective import on_writer
         from slimkit.report_html import write_html
 
-        on_writer(getattr(self, "_collective", None), "report.html", lambda: write_html(self, path))
+        on_writer(self.collective, "report.html", lambda: write_html(self, path))
         return Path(path)
 
     def to_markdown(self) -> str:

@@ -62,10 +62,6 @@ class StrategyJob(Collective):
             return value
         return self._gather(value, what)[0].astype(value.dtype, copy=False)
 
-    def barrier(self, what: str) -> None:
-        if self.size > 1:
-            self._gather(np.zeros(1, np.float32), what)
-
     def _gather(self, value: np.ndarray, what: str) -> np.ndarray:
         """Every worker's ``value``, stacked in rank order (one all-gather over the strategy)."""
         import tensorflow as tf

@@ -11,9 +11,11 @@ name it in their :class:`~slimkit.adapter.collective.DistributedError`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import types
-from typing import Any
+import warnings
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -21,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 from slimkit.adapter.collective import LOCAL, Collective, DistributedError
+from slimkit.errors import SlimkitWarning
 from slimkit.recipe import Distributed
 
 _OPS = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}
@@ -77,9 +80,23 @@ class TorchCollective(Collective):
             for tensor in [*module.parameters(), *module.buffers()]:
                 dist.broadcast(tensor.data, src=0, group=self.group)
 
-    def failures(self, what: str) -> "_Failures":
-        """Context turning a failed collective into DistributedError naming the rank that failed."""
-        return _Failures(self, what)
+    @contextlib.contextmanager
+    def failures(self, what: str) -> Iterator[None]:
+        """Context turning a failed collective into DistributedError naming the rank that failed; any other
+        error (a user's failing loader) goes up as it is."""
+        try:
+            yield
+        except Exception as exc:
+            if not _engine_error(exc):
+                raise
+            failed = self.failed_ranks()
+            if failed:
+                who = "; ".join(f"rank {r} failed with {msg}" for r, msg in sorted(failed.items()))
+            else:
+                who = (f"another rank stopped or did not answer within distributed.timeout_s = {self.timeout_s:g} s "
+                       "(rank 0 holds the job's store: if it is gone, rank 0 stopped)")
+            raise DistributedError(f"{what}: {who}; rank {self.rank} of {self.size} stops here "
+                                   f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
 
     def announce(self, exc: BaseException) -> None:
         """Records in the job's store that this rank failed, and why, for the others' errors (a rank that
@@ -117,27 +134,6 @@ def _engine_error(exc: BaseException) -> bool:
     if isinstance(exc, dist.DistError):
         return True
     return isinstance(exc, RuntimeError) and any(sign in str(exc) for sign in _GLOO_SIGNS)
-
-
-class _Failures:
-    def __init__(self, collective: TorchCollective, what: str) -> None:
-        self._coll, self._what = collective, what
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or not _engine_error(exc):  # a user's error (a failing loader) goes up as it is
-            return False
-        coll = self._coll
-        failed = coll.failed_ranks()
-        if failed:
-            who = "; ".join(f"rank {r} failed with {msg}" for r, msg in sorted(failed.items()))
-        else:
-            who = (f"another rank stopped or did not answer within distributed.timeout_s = {coll.timeout_s:g} s "
-                   "(rank 0 holds the job's store: if it is gone, rank 0 stopped)")
-        raise DistributedError(f"{self._what}: {who}; rank {coll.rank} of {coll.size} stops here "
-                               f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
 
 
 class DDPRunner:
@@ -283,39 +279,35 @@ def active_group() -> Any:
     return _TRAINING[-1] if _TRAINING else None
 
 
+def _average(tensors: list[torch.Tensor], collective: TorchCollective, what: str) -> None:
+    """Each tensor replaced by its mean over the ranks, in place."""
+    with collective.failures(what), torch.no_grad():
+        for tensor in tensors:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=collective.group)
+            tensor.div_(collective.size)
+
 
 def average_gradients(params: list[torch.nn.Parameter], collective: TorchCollective) -> None:
     """Averages the gradients of parameters outside the DDP module (distillation projections)."""
-    with collective.failures("averaging the distillation projections' gradients"):
-        for p in params:
-            if p.grad is not None:
-                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM, group=collective.group)
-                p.grad.div_(collective.size)
+    _average([p.grad for p in params if p.grad is not None], collective,
+             "averaging the distillation projections' gradients")
 
 
 def average_batchnorm_statistics(model: nn.Module, collective: TorchCollective) -> None:
     """Running means and variances averaged over the ranks: each rank's batch norms followed only its own
     share of every batch (an exponential average is linear, so this is the average of the ranks' every
     update, as Keras keeps a mirrored batch norm's moving statistics)."""
-    with collective.failures("averaging batch-norm statistics"), torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
-                for stat in (module.running_mean, module.running_var):
-                    dist.all_reduce(stat, op=dist.ReduceOp.SUM, group=collective.group)
-                    stat.div_(collective.size)
+    _average([stat for module in model.modules()
+              if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None
+              for stat in (module.running_mean, module.running_var)], collective, "averaging batch-norm statistics")
 
 
 def check_agreement(model: nn.Module, collective: TorchCollective, what: str) -> None:
     """Makes sure every rank holds the same model after ``what``; if a rank drifted (state slimkit does not
-    know how to reduce, a user's buffer), rank 0's is copied to every rank with a warning naming it."""
-    import warnings
-
-    from slimkit.errors import SlimkitWarning
-
+    know how to reduce, a user's buffer), rank 0's is copied to every rank with a warning."""
     state = [t.detach().cpu().numpy() for t in [*model.parameters(), *model.buffers()]]
     if collective.agree(state, what):
         return
-    names = [n for n, _ in [*model.named_parameters(), *model.named_buffers()]]
-    warnings.warn(f"{what}: the ranks' models differ after training (in one of {len(names)} tensors); rank 0's "
+    warnings.warn(f"{what}: the ranks' models differ after training (in one of {len(state)} tensors); rank 0's "
                   "weights and buffers are copied to every rank", SlimkitWarning, stacklevel=3)
     collective.broadcast_module(model, what)

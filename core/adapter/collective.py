@@ -62,10 +62,6 @@ class Collective(abc.ABC):
         """Tells the other ranks, where the engine allows, that this rank failed with ``exc`` (so their
         DistributedError names it); compress calls it with any error leaving this rank's run."""
 
-    def barrier(self, what: str) -> None:
-        """Returns once every rank reached it."""
-        self.all_reduce(np.zeros(1, np.float32), "sum", what)
-
     def agree(self, arrays: Iterable[np.ndarray], what: str) -> bool:
         """True when every rank holds the same ``arrays`` (a digest compared across ranks)."""
         digest = hashlib.sha256()
@@ -90,9 +86,6 @@ class Local(Collective):
 
     def broadcast(self, value: np.ndarray, what: str) -> np.ndarray:
         return np.asarray(value)
-
-    def barrier(self, what: str) -> None:
-        return None
 
     def agree(self, arrays: Iterable[np.ndarray], what: str) -> bool:
         return True
