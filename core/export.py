@@ -8,14 +8,13 @@ file, and a killed one leaves only a temporary file the next write into that dir
 
 from __future__ import annotations
 
-import gzip
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from slimkit import checks, deploy
+from slimkit import checks, deferred, deploy
 from slimkit.data import PROBE_BATCH, as_arrays, at_least_two, head
 from slimkit.errors import ExportError
 from slimkit.quant.export import export_quantized
@@ -98,9 +97,9 @@ def export_with_report(
                               path)
             tolerance = settings.tolerance if settings.verify else None
         out.commit()
-    data = target.read_bytes()
-    packed = len(gzip.compress(data, 6)) if checks.measure_gzip() else None
-    row = FileRow(str(path), "onnx-qdq" if plan is not None else "onnx", len(data), packed, diff, tolerance)
+    packed = deferred.of_file(target, deferred.gzip_size) if checks.measure_gzip() else None
+    row = FileRow(str(path), "onnx-qdq" if plan is not None else "onnx", target.stat().st_size, packed, diff,
+                  tolerance)
     return row, quant_row
 
 

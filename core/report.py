@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slimkit.deferred import Deferred
+
 #: Version of the layout ``Report.to_dict`` writes (its ``"schema"`` key). Raised when a key is renamed,
 #: removed or changes meaning; new keys may appear without a change.
 SCHEMA_VERSION = 1
@@ -87,12 +89,13 @@ class RoundRow:
 @dataclass(frozen=True)
 class FileRow:
     """One exported file, verified against the framework's own output; ``gzip_bytes`` None where it was
-    not measured (a tuning trial's file, see :mod:`slimkit.checks`)."""
+    not measured (a tuning trial's file, see :mod:`slimkit.checks`). The gzip size is measured from the
+    file when first read (see :mod:`slimkit.deferred`): None if the file changed or is gone by then."""
 
     path: str
     format: str
     bytes: int
-    gzip_bytes: int | None
+    gzip_bytes: int | None = Deferred()  # type: ignore[assignment]  # required; measured on first read
     max_abs_diff: float | None
     tolerance: float | None
 
@@ -118,13 +121,16 @@ class QuantRow:
 
 @dataclass(frozen=True)
 class QuantExportRow:
-    """A quantized ONNX export next to its float twin: sizes, latency and what onnxruntime fused."""
+    """A quantized ONNX export next to its float twin: sizes, latency and what onnxruntime fused.
+
+    The latencies (onnxruntime, one sample, median of a few runs on this machine) are measured when first
+    read (see :mod:`slimkit.deferred`): None if the int8 file changed or is gone by then."""
 
     path: str
     float_bytes: int
     int8_bytes: int
-    float_latency_ms: float | None
-    int8_latency_ms: float | None
+    float_latency_ms: float | None = Deferred()  # type: ignore[assignment]  # required; measured on first read
+    int8_latency_ms: float | None = Deferred()  # type: ignore[assignment]
     integer_ops: dict[str, int]
     max_abs_diff: float
     output_step: float | None  # the scale of the output tensor, if it is quantized

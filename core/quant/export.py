@@ -13,12 +13,14 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from slimkit import checks, deploy
+from slimkit import checks, deferred, deploy
 from slimkit.data import PROBE_BATCH, at_least_two, head
 from slimkit.deploy.ops import ACT_RANGES, INTEGER_OPS
 from slimkit.quant.fake_quant import mode_of
@@ -128,7 +130,7 @@ class _Fidelity:
 
 
 def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.ndarray,
-                     settings: OnnxExport, dest: Path, measure: bool = True,
+                     settings: OnnxExport, dest: Path,
                      known: KnownOutputs | None = None) -> tuple[float, QuantExportRow]:
     """Writes the QDQ model for ``adapter``'s fake-quant model to ``tmp`` and verifies it.
 
@@ -150,7 +152,10 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
         plan = dataclasses.replace(plan, output_grid=known.output_grid)
     params = site_params(adapter, plan)
     float_adapter = adapter.without_fake_quant()
-    float_path = tmp.with_name(tmp.name + ".float.onnx")
+    # The float twin stays (in a folder of its own) until its latency is read: see slimkit.deferred.
+    folder = Path(tempfile.mkdtemp(prefix="slimkit-float-"))
+    float_path = folder / "model.onnx"
+    kept = False
     try:
         export_float(float_adapter, str(float_path), head(x, 1), settings.opset)  # once per run when reusing
         probe = at_least_two(head(x, checks.probe_samples()))
@@ -187,19 +192,20 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
         optimized = inspect.optimized_model(str(tmp)).graph
         ops = collections.Counter(n.op_type for n in optimized.node)
         integer_ops = {k: int(v) for k, v in ops.items() if k in INTEGER_OPS}
-        lat_f = lat_q = None
-        if measure:
-            # The report's indication, not a benchmark (benchmarks/ interleaves rounds): a median of 5
-            # runs after one warm-up keeps this near 0.3 s on a ResNet50, which every export pays.
-            one = head(x, 1)
-            lat_f = _float_latency(float_adapter, str(float_path), one, settings.opset)
-            lat_q = deploy.load_bench().latency_ms(str(tmp), one, repeats=5, warmup=1)
+        # The report's indication, not a benchmark (benchmarks/ interleaves rounds): a median of 5 runs
+        # after one warm-up, taken when the row is first read, so an export does not wait for it.
+        one = head(x, 1)
+        lat_f = _float_latency(float_adapter, float_path, folder, one, settings.opset)
+        kept = isinstance(lat_f, deferred.Pending)
+        lat_q = deferred.of_file(dest, lambda p: deploy.load_bench().latency_ms(str(p), one, repeats=5, warmup=1),
+                                 written=tmp)
         row = QuantExportRow(str(dest), os.path.getsize(float_path), os.path.getsize(tmp), lat_f, lat_q,
                              integer_ops, diff, step, bound, fidelity.ort_rms, fidelity.sim_rms,
                              inspect.float_between_quantized(optimized))
         return diff, row
     finally:
-        float_path.unlink(missing_ok=True)
+        if not kept:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _outputs(adapter: ModelAdapter, float_adapter: ModelAdapter, probe: np.ndarray,
@@ -212,16 +218,17 @@ def _outputs(adapter: ModelAdapter, float_adapter: ModelAdapter, probe: np.ndarr
     return float_adapter.predict(probe, PROBE_BATCH), adapter.predict(probe, PROBE_BATCH)
 
 
-def _float_latency(float_adapter: ModelAdapter, path: str, one: Any, opset: int) -> float:
-    """The float file's latency; within a tuning run (``reusing``) measured once per float file, which
-    every trial of the run exports identically."""
+def _float_latency(float_adapter: ModelAdapter, path: Path, folder: Path, one: Any, opset: int) -> Any:
+    """The float file's latency, measured when first read (the file kept in ``folder`` until then);
+    within a tuning run (``reusing``) measured once per float file, which every trial of the run exports
+    identically (those trials' files go at once)."""
     from slimkit.quant import reuse
 
-    def measure() -> float:
-        return deploy.load_bench().latency_ms(path, one, repeats=5, warmup=1)
+    def measure(p: Path) -> float:
+        return deploy.load_bench().latency_ms(str(p), one, repeats=5, warmup=1)
 
     cache = reuse.active()
     if cache is None:
-        return measure()
-    return cache.remember("float_latency", ("float_latency",) + reuse.export_key(float_adapter, one, opset), measure)
-
+        return deferred.of_file(path, measure, owned_folder=folder)
+    return cache.remember("float_latency", ("float_latency",) + reuse.export_key(float_adapter, one, opset),
+                          lambda: measure(path))
