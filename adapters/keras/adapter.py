@@ -23,7 +23,7 @@ import numpy as np
 from slimkit.adapter.saving import SavingAdapter
 from slimkit.attention import AttentionBlock
 from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, QuantAdapter, StructureAdapter, TrainHooks
-from slimkit.data import as_inputs, map_inputs, n_samples, take
+from slimkit.data import as_inputs, n_samples, take
 from slimkit.errors import DataError, ExportError, UnsupportedModelError
 from slimkit.graph import LayerGraph
 from slimkit.labels import prepare_labels
@@ -32,7 +32,7 @@ from slimkit.recipe import Distributed, FineTune
 
 from . import data as kdata
 from . import distributed as kdist
-from . import export, rebuild, saving, training
+from . import export, predicting, rebuild, saving, training
 from . import graph as kgraph
 from .layer_copy import ZeroInit
 from .layers import LayerEntry, attention_blocks, walk
@@ -232,22 +232,10 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         kdata.check_input(self.model, x, what, self._good_inputs)
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Inference-mode (``training=False``) outputs for ``x`` as float32."""
+        """Inference-mode (``training=False``) outputs for ``x`` as float32; see ``predicting.py``."""
         x = as_inputs(x, "inputs")
         self.check_input(x, "inputs")
-        n, batch = n_samples(x), max(1, int(batch_size))
-        # A last batch of another size would trace the predict function again (seconds on a large
-        # fake-quant model): it is filled up with repeats of the last input, and their outputs dropped.
-        short = -n % batch if n > batch else 0
-        if short:
-            x = map_inputs(x, lambda a: np.concatenate([a, np.repeat(a[-1:], short, axis=0)]))
-        with quiet():  # retracing notices: slimkit predicts with many models in turn
-            if kdist.runs_distributed(self.model):  # each process alone: no replicas, no collective
-                out = kdist.plain_predict(self.model, self._plain, x, batch, n)
-            else:
-                out = self.model.predict(kdata.keras_inputs(x), batch_size=batch, verbose=0)
-        kdata.single_output(self.model, out)
-        return np.asarray(out, dtype=np.float32)[:n]
+        return predicting.predict(self.model, x, max(1, int(batch_size)), self._plain)
 
     def num_batches(self, data: Any, batch_size: int) -> int:
         """Steps per epoch: ceil(len(x) / batch_size) for (x, y), the length of a dataset otherwise.
