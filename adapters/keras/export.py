@@ -12,8 +12,9 @@ compiles them with XLA on CPU, which tf2onnx cannot read) and exact GELU ``erf``
 from __future__ import annotations
 
 import contextlib
-import os
+import gc
 import io
+import os
 from typing import Any, Iterator
 
 from slimkit.data import leaves
@@ -69,11 +70,15 @@ def export_onnx(model: Any, path: str, sample: Any, opset: int, declared: list[A
     written = min(opset, max(tf2onnx.constants.OPSET_TO_IR_VERSION))  # tf2onnx 1.17 writes up to 18
     try:
         proto = _convert(tf, tf2onnx, forward, specs, names, written)
+        # The traced and frozen graphs are cyclic garbage now, as large as the model: freed before
+        # the proto is serialized and checked (two more copies of the weights).
+        gc.collect()
         if written < opset:
             proto = _raise_opset(onnx, proto, opset, written, name)
         data = proto.SerializeToString()  # fails past protobuf's 2 GiB limit
         # tf2onnx logs some conversion failures and carries on; the checker catches the broken graph.
-        onnx.checker.check_model(proto)
+        # It reads the bytes just made (given the proto, it would serialize another copy of the weights).
+        onnx.checker.check_model(data)
     except ExportError:
         raise
     except Exception as exc:  # tf2onnx raises many unrelated types; all mean "cannot convert"

@@ -33,6 +33,7 @@ from slimkit.data import as_inputs, head
 from slimkit.errors import DataError, UnsupportedModelError
 from slimkit.graph import LayerGraph, Node
 
+from slimkit.adapters.torch import traces
 from slimkit.adapters.torch.graph_ops import (
     _ADD,
     _CAT,
@@ -65,7 +66,9 @@ def build_graph(model: nn.Module, sample: Any) -> LayerGraph:
     sample = head(as_inputs(sample, "graph: sample"), 2)
     gm = trace(model, "channel pruning and quantization planning", sample)
     propagate_shapes(model, gm, sample)
-    return _Builder(model, gm).graph()
+    builder = _Builder(model, gm)
+    traces.remember(model, sample, gm, builder.names)  # calibration reads this model's nodes next
+    return builder.graph()
 
 
 def node_names(model: nn.Module, gm: fx.GraphModule) -> dict[fx.Node, str]:

@@ -6,7 +6,6 @@ from ``torch.autograd.grad``, so the parameters' ``.grad`` fields are left as th
 
 from __future__ import annotations
 
-import weakref
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -24,6 +23,7 @@ from slimkit.adapters.torch.naming import neutral, submodule
 from slimkit.adapters.torch.inputs import call, first_tensor, model_device, to_tensors
 from slimkit.adapters.torch.isolation import inference
 from slimkit.adapters.torch.loaders import CheckedLoader
+from slimkit.adapters.torch import traces
 from slimkit.adapters.torch.tracing import placeholder_args, propagate_shapes, trace
 from slimkit.adapters.torch.training import make_loss
 from slimkit.labels import prepare_labels
@@ -51,32 +51,20 @@ def layer_outputs(model: nn.Module, x: Any, names: list[str], batch_size: int = 
     return _batched(x, batch_size, names, lambda xb: _interpreted(model, gm, xb, wanted, MODEL_OUTPUT in names))
 
 
-#: Per model: its module structure, and per input form the fx trace and node names found on it.
-_TRACES: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict[tuple, tuple[fx.GraphModule, dict]]]]" = \
-    weakref.WeakKeyDictionary()
-
-
 def _traced(model: nn.Module, x: Any) -> tuple[fx.GraphModule, dict[str, fx.Node]]:
     """The fx trace of ``model`` and its nodes by graph name, for inputs of ``x``'s form.
 
-    Calibration reads the same model in several passes: tracing and shape propagation (a third of a
-    second on a ResNet50) are done once per model structure and input form, not once per pass.
+    Calibration reads the same model in several passes, after planning captured its graph: tracing and
+    shape propagation are done once per model structure and input form (see ``traces.py``).
     """
     inputs = as_inputs(x, "inputs")
-    form = (tuple(inputs) if isinstance(inputs, dict) else type(inputs).__name__,
-            tuple((tuple(np.shape(a)[1:]), str(np.asarray(a).dtype)) for a in leaves(inputs)))
-    structure = tuple((name, id(module)) for name, module in model.named_modules())
-    known = _TRACES.get(model)
-    if known is None or known[0] != structure:
-        known = (structure, {})
-        _TRACES[model] = known
-    if form in known[1]:
-        return known[1][form]
-    gm = trace(model, "reading graph node outputs", head(inputs, 2))
-    propagate_shapes(model, gm, inputs)  # the same names as build_graph: only tensor-yielding nodes count
-    found = (gm, {v: k for k, v in node_names(model, gm).items()})
-    if gm is not model:  # a graph model's own nodes would keep it alive in the cache
-        known[1][form] = found
+    found = traces.lookup(model, inputs)
+    if found is None:
+        gm = trace(model, "reading graph node outputs", head(inputs, 2))
+        propagate_shapes(model, gm, inputs)  # the same names as build_graph: only tensor-yielding nodes count
+        names = node_names(model, gm)
+        traces.remember(model, inputs, gm, names)
+        found = (gm, {v: k for k, v in names.items()})
     return found
 
 

@@ -270,17 +270,37 @@ def kernel_qparams(layer: str, node: "onnx.NodeProto", w: np.ndarray, kernel: np
         raise ExportError(
             f"layer {layer}: {n} per-channel kernel scales on native axis {p.axis} of a {kernel.shape} "
             f"kernel do not fit the ONNX weight {w.shape} (axis {axis}); cannot translate the axis")
-    # Each channel holds the same values in both (in any order: layouts differ); one sort of every
-    # channel at once, as a Python loop over channels cost most of a ResNet50's Q/DQ insertion.
-    ours = np.sort(np.moveaxis(kernel, native, 0).reshape(n, -1), axis=1)
-    theirs = np.sort(np.moveaxis(np.asarray(w), axis, 0).reshape(n, -1), axis=1)
-    differ = np.arange(n) if ours.shape != theirs.shape else np.flatnonzero(np.any(ours != theirs, axis=1))
+    # Each channel holds the same values in both, in any order (layouts differ): see _channel_summary.
+    ours = _channel_summary(np.moveaxis(kernel, native, 0).reshape(n, -1))
+    theirs = _channel_summary(np.moveaxis(np.asarray(w, dtype=np.float32), axis, 0).reshape(n, -1))
+    if ours.shape != theirs.shape:
+        differ = np.arange(n)
+    else:
+        # min, max and the count are exact; float64 sums of the same values in another order agree to
+        # rounding far below this bound
+        differ = np.flatnonzero(np.any(ours[:, [0, 1, 5]] != theirs[:, [0, 1, 5]], axis=1)
+                                | (np.abs(ours[:, 2] - theirs[:, 2]) > 1e-9 * ours[:, 4])
+                                | (np.abs(ours[:, 3] - theirs[:, 3]) > 1e-9 * ours[:, 3]))
     if differ.size:
         c = int(differ[0])
         raise ExportError(
             f"layer {layer}: channel {c} of the kernel (native axis {p.axis}) is not channel {c} of "
             f"the ONNX weight (axis {axis}); cannot translate the per-channel axis")
     return as_qparams(p, axis), dtype
+
+
+def _channel_summary(rows: np.ndarray) -> np.ndarray:
+    """Per row: min, max, sum, sum of squares, sum of magnitudes, count (float64).
+
+    Two rows holding the same values in another order agree on all six (the sums up to rounding); rows
+    that agree on all six but differ are not told apart, and swapping such channels would change the
+    scales of two channels of equal extremes, which the export's verification in onnxruntime checks.
+    Sorting every channel instead cost a ResNet50's export 0.4 s."""
+    if not rows.shape[1]:
+        return np.zeros((len(rows), 6))
+    wide = rows.astype(np.float64)
+    return np.stack([rows.min(axis=1), rows.max(axis=1), wide.sum(axis=1), np.einsum("ij,ij->i", wide, wide),
+                     np.abs(wide).sum(axis=1), np.full(len(rows), rows.shape[1], dtype=np.float64)], axis=1)
 
 
 def dequantize_node(ed: Editor, q_name: str, p: QParams, base: str, zp_dtype: np.dtype) -> str:

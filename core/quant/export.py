@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from slimkit import checks, deferred, deploy
+from slimkit import checks, deferred, deploy, memory
 from slimkit.data import PROBE_BATCH, at_least_two, head
 from slimkit.deploy.ops import ACT_RANGES, INTEGER_OPS
 from slimkit.quant.fake_quant import mode_of
@@ -157,6 +157,7 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
     float_path = folder / "model.onnx"
     kept = False
     try:
+        memory.release_unused()  # the framework's fp32 export is the peak: what is free goes back first
         export_float(float_adapter, str(float_path), head(x, 1), settings.opset)  # once per run when reusing
         probe = at_least_two(head(x, checks.probe_samples()))
         # Tensors are found by their values on a few inputs (every tensor of the float graph is kept for
