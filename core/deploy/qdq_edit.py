@@ -293,8 +293,9 @@ def _channel_summary(rows: np.ndarray) -> np.ndarray:
     """Per row: min, max, sum, sum of squares, sum of magnitudes, count (float64).
 
     Two rows holding the same values in another order agree on all six (the sums up to rounding); rows
-    that agree on all six but differ are not told apart, and swapping such channels would change the
-    scales of two channels of equal extremes, which the export's verification in onnxruntime checks.
+    that agree on all six but differ are not told apart (nor values moved by less than a billionth of
+    the channel's magnitude), and swapping such channels would change the scales of two channels of
+    equal extremes, which the export's verification in onnxruntime checks.
     Sorting every channel instead cost a ResNet50's export 0.4 s."""
     if not rows.shape[1]:
         return np.zeros((len(rows), 6))
