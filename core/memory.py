@@ -5,7 +5,9 @@ ONNX proto at once) on top of what the run holds by then. Two things inflate the
 in use: cyclic garbage (TensorFlow's graphs and functions form reference cycles, freed only by the
 cycle collector: 0.85 GB after a ResNet50 conversion) and heap pages glibc keeps after ``free``
 (0.2 GB after calibrating and checking a Keras ResNet50). :func:`release_unused` collects the first
-and asks glibc to return the second (``malloc_trim``; a no-op where the C library has none).
+and asks glibc to return the second (``malloc_trim``; a no-op where the C library has none), for
+models of at least :data:`LARGE_BYTES` of weights: below that what it frees is small next to the
+process, and a collection over a heap of many models costs 0.3 s or more.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import ctypes.util
 import functools
 import gc
 from typing import Any
+
+#: Weight bytes from which a model's export is preceded by :func:`release_unused`.
+LARGE_BYTES = 64 * 2**20
 
 
 @functools.cache
@@ -27,8 +32,11 @@ def _trim() -> Any:
         return None
 
 
-def release_unused() -> None:
-    """Frees unreachable objects and returns free heap pages to the system where the C library can."""
+def release_unused(weight_bytes: int) -> None:
+    """Frees unreachable objects and returns free heap pages to the system where the C library can,
+    before work on a model of ``weight_bytes`` of weights (nothing for a model under :data:`LARGE_BYTES`)."""
+    if weight_bytes < LARGE_BYTES:
+        return
     gc.collect()
     trim = _trim()
     if trim is not None:

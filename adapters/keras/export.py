@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 from slimkit.data import leaves
 from slimkit.errors import ExportError
+from slimkit.memory import LARGE_BYTES
 
 
 def export_onnx(model: Any, path: str, sample: Any, opset: int, declared: list[Any] | None = None) -> None:
@@ -71,8 +72,9 @@ def export_onnx(model: Any, path: str, sample: Any, opset: int, declared: list[A
     try:
         proto = _convert(tf, tf2onnx, forward, specs, names, written)
         # The traced and frozen graphs are cyclic garbage now, as large as the model: freed before
-        # the proto is serialized and checked (two more copies of the weights).
-        gc.collect()
+        # the proto is serialized and checked (two more copies of the weights), where that matters.
+        if proto.ByteSize() >= LARGE_BYTES:
+            gc.collect()
         if written < opset:
             proto = _raise_opset(onnx, proto, opset, written, name)
         data = proto.SerializeToString()  # fails past protobuf's 2 GiB limit

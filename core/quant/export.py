@@ -157,7 +157,8 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
     float_path = folder / "model.onnx"
     kept = False
     try:
-        memory.release_unused()  # the framework's fp32 export is the peak: what is free goes back first
+        # the framework's fp32 export is the peak: what is free goes back first
+        memory.release_unused(4 * sum(int(np.prod(s)) for i in float_adapter.layers() for s in i.shapes.values()))
         export_float(float_adapter, str(float_path), head(x, 1), settings.opset)  # once per run when reusing
         probe = at_least_two(head(x, checks.probe_samples()))
         # Tensors are found by their values on a few inputs (every tensor of the float graph is kept for
