@@ -8,7 +8,7 @@ takes it the first time the field is read (``row.gzip_bytes``, ``report.to_dict(
 report), keeping the value from then on.
 
 A measurement of a written file is taken only if the file is still the one written (same size and
-modification time); a file changed or removed since gives None. A file the measurement owns (the
+modification time); a file changed, removed or made unreadable since gives None. A file the measurement owns (the
 float twin, which the export does not keep) is removed once measured, or when the row is dropped
 unread, or at exit.
 """
@@ -61,9 +61,9 @@ def of_file(path: str | os.PathLike[str], measure: Callable[[Path], T], owned_fo
     def checked() -> T | None:
         try:
             now = path.stat()
-        except OSError:
+            return measure(path) if (now.st_size, now.st_mtime_ns) == key else None
+        except OSError:  # gone, or no longer readable: not the file the row describes any more
             return None
-        return measure(path) if (now.st_size, now.st_mtime_ns) == key else None
 
     return Pending(checked, owned_folder)
 

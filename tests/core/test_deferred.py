@@ -49,6 +49,9 @@ def test_file_measured_as_written(tmp_path) -> None:
     gone = of_file(path, gzip_size)
     path.unlink()
     assert gone.result() is None
+    path.write_bytes(data)
+    unreadable = of_file(path, lambda p: (_ for _ in ()).throw(PermissionError(13, "Permission denied", str(p))))
+    assert unreadable.result() is None  # a read that fails: no measurement, no raw OSError from a report
 
 
 def test_written_file_moved_into_place(tmp_path) -> None:
