@@ -34,7 +34,7 @@ def _trim() -> Any:
 
 def release_unused(weight_bytes: int) -> None:
     """Frees unreachable objects and returns free heap pages to the system where the C library can,
-    before work on a model of ``weight_bytes`` of weights (nothing for a model under :data:`LARGE_BYTES`)."""
+    before or after work on a model of ``weight_bytes`` of weights (nothing under :data:`LARGE_BYTES`)."""
     if weight_bytes < LARGE_BYTES:
         return
     gc.collect()

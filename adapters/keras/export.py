@@ -12,14 +12,13 @@ compiles them with XLA on CPU, which tf2onnx cannot read) and exact GELU ``erf``
 from __future__ import annotations
 
 import contextlib
-import gc
 import io
 import os
 from typing import Any, Iterator
 
 from slimkit.data import leaves
 from slimkit.errors import ExportError
-from slimkit.memory import LARGE_BYTES
+from slimkit.memory import release_unused
 
 
 def export_onnx(model: Any, path: str, sample: Any, opset: int, declared: list[Any] | None = None) -> None:
@@ -72,9 +71,8 @@ def export_onnx(model: Any, path: str, sample: Any, opset: int, declared: list[A
     try:
         proto = _convert(tf, tf2onnx, forward, specs, names, written)
         # The traced and frozen graphs are cyclic garbage now, as large as the model: freed before
-        # the proto is serialized and checked (two more copies of the weights), where that matters.
-        if proto.ByteSize() >= LARGE_BYTES:
-            gc.collect()
+        # the proto is serialized and checked (two more copies of the weights).
+        release_unused(proto.ByteSize())
         if written < opset:
             proto = _raise_opset(onnx, proto, opset, written, name)
         data = proto.SerializeToString()  # fails past protobuf's 2 GiB limit
