@@ -92,7 +92,8 @@ def register_quant_method(name: str, options: type = NoOptions) -> Any:
 
 def register_observer(name: str, options: type = NoOptions) -> Any:
     """Decorator registering a calibration observer under ``name`` (``activations.calibration``); the
-    class needs ``update(x)``, ``range()`` and a classmethod ``build(options, settings)``."""
+    class needs ``update(x)``, ``range()`` and a classmethod ``build(options, settings)``; a class attribute
+    ``keeps_batches = False`` (update keeps no reference to ``x``) lets calibration pass views without copying."""
     return OBSERVERS.register(name, options)
 
 

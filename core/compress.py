@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from slimkit import checks
+from slimkit import checks, memory
 from slimkit.adapter import FitFn, HookChain, ModelAdapter, TrainHooks
 from slimkit.adapter.collective import LOCAL, Collective, joined, on_writer
 from slimkit.data import (PROBE_BATCH, as_arrays, as_inputs, first_sample, head, is_array_pair, n_samples,
@@ -130,7 +130,8 @@ def compress(
         DataError: data missing, empty or of the wrong shape.
         UnsupportedModelError: the model is not a Keras or PyTorch model, or cannot be copied.
     """
-    with _progress.session():  # bars left open by an exception are closed on the way out
+    # bars left open by an exception are closed on the way out; freed tensors' memory is reused (memory.py)
+    with _progress.session(), memory.steady_heap():
         recipe = Recipe.load(recipe)
         cls = adapter_class(model)
         original = cls(model)
@@ -425,7 +426,9 @@ def _run_quant_stage(
     known = _fidelity(reference, outcome.model, ctx.sample, report, field, outcome.outputs,
                       None if method.trains else outcome.reference)
     if known is not None:
-        known = dataclasses.replace(known, output_grid=plan.output_grid)
+        # site moments describe the float model calibration ran: a trained model's float twin is another
+        moments = None if method.trains else outcome.site_moments
+        known = dataclasses.replace(known, output_grid=plan.output_grid, site_moments=moments)
     if prepared.folded:
         report.notes.append("batch norms folded: " + ", ".join(f"{bn} into {layer}" for layer, bn in prepared.folded))
     bits = sorted({s.kernel.bits for s in plan.layers})

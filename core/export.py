@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from slimkit import checks, deferred, deploy
+from slimkit import checks, deferred, deploy, memory
 from slimkit.data import PROBE_BATCH, as_arrays, at_least_two, head
 from slimkit.errors import ExportError
 from slimkit.quant.export import export_quantized
@@ -83,7 +83,7 @@ def export_with_report(
         adapter.check_input(x, "sample")
     plan = adapter.quant_plan()
     quant_row = None
-    with staged(target, "export_onnx") as out:
+    with memory.steady_heap(), staged(target, "export_onnx") as out:
         tmp = out.path
         if plan is not None:
             diff, quant_row = export_quantized(adapter, plan, tmp, x, settings, path, known=known)

@@ -8,28 +8,85 @@ cycle collector: 0.85 GB after a ResNet50 conversion) and heap pages glibc keeps
 and asks glibc to return the second (``malloc_trim``; a no-op where the C library has none), for
 models of at least :data:`LARGE_BYTES` of weights: below that what it frees is small next to the
 process, and a collection over a heap of many models costs 0.3 s or more.
+
+The opposite problem within a run: PyTorch's CPU tensors come from ``malloc``, and glibc by default
+hands every large block back on ``free`` (blocks above a threshold are mapped and unmapped one by one;
+free space at the top of the heap above another is trimmed), so a pass that makes and drops tensors of
+megabytes each faults their pages in afresh every time: on a ResNet50 static-int8 run, a million page
+faults and a third of the run in the kernel. :func:`steady_heap` keeps freed blocks for reuse while
+slimkit works (``mallopt``: blocks up to :data:`KEEP_BLOCK_BYTES` from the heap, top trimmed above
+:data:`KEEP_TOP_BYTES`) and afterwards returns the free pages (``malloc_trim``) and leaves the limits
+at the ceilings glibc's own adaptive limits grow to (32 MB blocks, 64 MB top) rather than at the
+128 KB start they would otherwise be fixed at. Nothing changes where the C library is not glibc.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
 import gc
-from typing import Any
+import threading
+from typing import Any, Iterator
 
 #: Weight bytes from which a model's export is preceded by :func:`release_unused`.
 LARGE_BYTES = 64 * 2**20
 
 
+#: While slimkit works, freed blocks up to this size stay in the heap for reuse (glibc's M_MMAP_THRESHOLD).
+KEEP_BLOCK_BYTES = 256 * 2**20
+#: ... and free space at the heap's top is returned only above this (M_TRIM_THRESHOLD).
+KEEP_TOP_BYTES = 2**30
+#: Afterwards: glibc's adaptive ceilings (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit, and twice it).
+AFTER_BLOCK_BYTES, AFTER_TOP_BYTES = 32 * 2**20, 64 * 2**20
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
+
+_depth = 0
+_lock = threading.Lock()
+
+
 @functools.cache
-def _trim() -> Any:
-    """glibc's ``malloc_trim``, or None (macOS, Windows, musl)."""
+def _libc() -> Any:
+    """glibc's functions (``malloc_trim`` and ``mallopt`` both present), or None (macOS, Windows, musl)."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return getattr(libc, "malloc_trim", None)
     except OSError:
         return None
+    if getattr(libc, "malloc_trim", None) is None or getattr(libc, "mallopt", None) is None:
+        return None
+    return libc
+
+
+def _trim() -> Any:
+    """glibc's ``malloc_trim``, or None."""
+    libc = _libc()
+    return None if libc is None else libc.malloc_trim
+
+
+@contextlib.contextmanager
+def steady_heap() -> Iterator[None]:
+    """Within this block (nested blocks count as one), glibc keeps freed blocks for reuse instead of
+    unmapping them; on leaving the outermost, free pages go back to the system (see the module)."""
+    global _depth
+    libc = _libc()
+    if libc is None:
+        yield
+        return
+    with _lock:
+        _depth += 1
+        if _depth == 1:
+            libc.mallopt(_M_MMAP_THRESHOLD, KEEP_BLOCK_BYTES)
+            libc.mallopt(_M_TRIM_THRESHOLD, KEEP_TOP_BYTES)
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                libc.mallopt(_M_MMAP_THRESHOLD, AFTER_BLOCK_BYTES)
+                libc.mallopt(_M_TRIM_THRESHOLD, AFTER_TOP_BYTES)
+                libc.malloc_trim(0)
 
 
 def release_unused(weight_bytes: int) -> None:

@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 import sys
 import warnings
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -450,6 +450,11 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
     def layer_outputs(self, x: np.ndarray, names: list[str], batch_size: int = 256) -> dict[str, np.ndarray]:
         """Eval-mode outputs of modules (by path) or graph nodes (by node name), NCHW already."""
         return probes.layer_outputs(self.model, x, names, batch_size)
+
+    def stream_outputs(self, x: np.ndarray, names: list[str], consume: Callable[[str, np.ndarray], None],
+                       batch_size: int = 256) -> None:
+        """Each tensor handed over from its forward hook (or fx node) as computed: no copy, none held."""
+        probes.stream_outputs(self.model, x, names, consume, batch_size)
 
     def weight_gradients(self, data: Any, settings: FineTune, batches: int) -> dict[str, dict[str, np.ndarray]]:
         """Mean loss gradients over the first ``batches`` unshuffled batches, in eval mode (batch norm

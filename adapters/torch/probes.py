@@ -39,16 +39,36 @@ def layer_outputs(model: nn.Module, x: Any, names: list[str], batch_size: int = 
     such as ``add_3``, or ``path#2`` for later calls) are read by running the fx trace instead.
     ``MODEL_OUTPUT`` reads what ``predict`` would, where that pass shows it (see the capability).
     """
+    def run(xb: Any) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        # a copy taken now: a later in-place op (``ReLU(inplace=True)``, ``out += x``) must not alter it
+        _pass(model, xb, names, lambda name, t: found.__setitem__(name, _as_numpy(t).copy()))
+        return found
+
+    return _batched(x, batch_size, names, run)
+
+
+def stream_outputs(model: nn.Module, x: Any, names: list[str], consume: Callable[[str, np.ndarray], None],
+                   batch_size: int = 256) -> None:
+    """:func:`layer_outputs`' tensors handed to ``consume`` as each is computed, without a copy (a view
+    valid during the call: a later in-place op may change the buffer), in batches of ``batch_size``."""
+    x = as_inputs(x, "layer_outputs")
+    for start in range(0, n_samples(x), batch_size):
+        _pass(model, take(x, slice(start, start + batch_size)), names, lambda name, t: consume(name, _as_numpy(t)))
+
+
+def _pass(model: nn.Module, xb: Any, names: list[str], sink: Callable[[str, torch.Tensor], None]) -> None:
+    """One eval-mode pass over ``xb`` that gives ``sink`` each named tensor as soon as it is computed."""
     modules = dict(model.named_modules())
     layers = [n for n in names if n != MODEL_OUTPUT]
     if all(name in modules for name in layers):
-        return _batched(x, batch_size, names, lambda xb: _hooked(model, xb, layers, modules, MODEL_OUTPUT in names))
-    gm, by_name = _traced(model, x)
+        _hooked(model, xb, layers, modules, MODEL_OUTPUT in names, sink)
+        return
+    gm, by_name = _traced(model, xb)
     missing = [n for n in layers if n not in by_name]
     if missing:
         raise KeyError(f"no layer or graph node named {missing[0]!r}")
-    wanted = {by_name[n]: n for n in layers}
-    return _batched(x, batch_size, names, lambda xb: _interpreted(model, gm, xb, wanted, MODEL_OUTPUT in names))
+    _interpreted(model, gm, xb, {by_name[n]: n for n in layers}, MODEL_OUTPUT in names, sink)
 
 
 def _traced(model: nn.Module, x: Any) -> tuple[fx.GraphModule, dict[str, fx.Node]]:
@@ -83,17 +103,18 @@ def _batched(x: Any, batch_size: int, names: list[str],
             for n, p in parts.items()}
 
 
-def _hooked(model: nn.Module, xb: Any, names: list[str],
-            modules: dict[str, nn.Module], with_output: bool = False) -> dict[str, np.ndarray]:
-    found: dict[str, np.ndarray] = {}
+def _hooked(model: nn.Module, xb: Any, names: list[str], modules: dict[str, nn.Module], with_output: bool,
+            sink: Callable[[str, torch.Tensor], None]) -> None:
+    seen: set[str] = set()
 
     def hook_for(name: str):
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-            if name in found:
+            if name in seen:
                 return
             if not isinstance(output, torch.Tensor):
                 raise UnsupportedModelError(f"layer {name!r} returns {type(output).__name__}, not one tensor")
-            found[name] = _snapshot(output)
+            seen.add(name)
+            sink(name, output)
         return hook
 
     # registered inside: inference() suspends hooks registered before it as instrumentation
@@ -102,27 +123,24 @@ def _hooked(model: nn.Module, xb: Any, names: list[str],
         try:
             out = call(model, to_tensors(xb, model))
             if with_output:  # what predict reads from the same call
-                found[MODEL_OUTPUT] = _snapshot(first_tensor(out, type(model).__name__))
+                sink(MODEL_OUTPUT, first_tensor(out, type(model).__name__))
         finally:
             for handle in handles:
                 handle.remove()
-    missing = [n for n in names if n not in found]
+    missing = [n for n in names if n not in seen]
     if missing:
         raise DataError(f"layer {missing[0]!r} is not called in the forward pass")
-    return found
 
 
-def _interpreted(model: nn.Module, gm: fx.GraphModule, xb: Any,
-                 wanted: dict[fx.Node, str], with_output: bool = False) -> dict[str, np.ndarray]:
-    found: dict[str, np.ndarray] = {}
-
+def _interpreted(model: nn.Module, gm: fx.GraphModule, xb: Any, wanted: dict[fx.Node, str], with_output: bool,
+                 sink: Callable[[str, torch.Tensor], None]) -> None:
     class Recorder(fx.Interpreter):
         def run_node(self, n: fx.Node) -> Any:
             value = super().run_node(n)
             if n in wanted:
                 if not isinstance(value, torch.Tensor):
                     raise UnsupportedModelError(f"graph node {wanted[n]!r} yields {type(value).__name__}, not a tensor")
-                found[wanted[n]] = _snapshot(value)
+                sink(wanted[n], value)
             return value
 
     with inference(model), torch.no_grad():
@@ -130,13 +148,12 @@ def _interpreted(model: nn.Module, gm: fx.GraphModule, xb: Any,
     # A graph that returns one tensor returns what the model does; a structure may have been flattened
     # by the capture (torch.export), so the model's own output is left to predict then.
     if with_output and isinstance(out, torch.Tensor):
-        found[MODEL_OUTPUT] = _snapshot(out)
-    return found
+        sink(MODEL_OUTPUT, out)
 
 
-def _snapshot(t: torch.Tensor) -> np.ndarray:
-    """A float32 copy taken now: a later in-place op (``ReLU(inplace=True)``, ``out += x``) must not alter it."""
-    return t.detach().to("cpu", torch.float32, copy=True).numpy()
+def _as_numpy(t: torch.Tensor) -> np.ndarray:
+    """A float32 numpy view of ``t`` (a copy only when its dtype or device differ)."""
+    return t.detach().to("cpu", torch.float32).numpy()
 
 
 # ---------------------------------------------------------------------------------------------- gradients

@@ -4,7 +4,7 @@ gradients. Channel pruning, batch-norm folding and quantization planning need it
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -63,6 +63,22 @@ class StructureAdapter(abc.ABC):
         gives it (its layout, no channel move). An adapter that cannot read it in the same pass leaves
         it out of the result, and the caller runs ``predict``; every other name is always present.
         """
+
+    def stream_outputs(self, x: np.ndarray, names: list[str], consume: Callable[[str, np.ndarray], None],
+                       batch_size: int = 256) -> None:
+        """Runs ``x`` and hands each named tensor (as :meth:`layer_outputs` gives it) to
+        ``consume(name, values)`` as soon as the pass has it; names the pass cannot read (only
+        :data:`MODEL_OUTPUT` may be one) are not handed over.
+
+        ``values`` may be a view of the framework's own buffer, valid only during the call: ``consume``
+        copies what it keeps. An adapter whose framework shows tensors as they are computed (PyTorch's
+        hooks) then holds no tensor after it is consumed and copies none; this default reads them all
+        with :meth:`layer_outputs` first.
+        """
+        found = self.layer_outputs(x, names, batch_size)
+        for name in dict.fromkeys(names):
+            if name in found:
+                consume(name, found[name])
 
     @abc.abstractmethod
     def weight_gradients(self, data: Any, settings: FineTune, batches: int) -> dict[str, dict[str, np.ndarray]]:

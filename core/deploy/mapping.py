@@ -6,7 +6,8 @@ value, not by name:
 * a layer's kernel is the Conv / Gemm / MatMul weight initializer holding the same multiset of values
   (a transpose keeps it), recognised by its size, extremes and sums; identical kernels by node names;
 * an activation site is the tensor whose values on a probe batch equal the framework's values at the
-  site as a multiset, within float tolerance (compared by extremes, mean and RMS: see ``_Moments``).
+  site as a multiset, within float tolerance (compared by extremes, mean and RMS: see
+  :class:`slimkit.quant.moments.Moments`; the framework side may come as those summaries already).
   Copies (Transpose, Reshape, Flatten, Identity) match
   too: the earliest in topological order is taken, except that a match feeding a Relu / Clip whose
   output also matches yields to that output (a pre-ReLU tensor with no negatives on the probe equals
@@ -23,6 +24,7 @@ import numpy as np
 
 from slimkit.deploy.runtime import feed
 from slimkit.errors import ExportError
+from slimkit.quant.moments import Moments, summaries
 
 if TYPE_CHECKING:  # onnx is imported lazily: it is an optional extra
     import onnx
@@ -282,42 +284,6 @@ def probe_values(model: "onnx.ModelProto", probe: Any) -> tuple[list[str], dict[
     return [n for n in names if n in values], values
 
 
-@dataclass(frozen=True)
-class _Moments:
-    """Order-free summary of a tensor's values: size, extremes, mean and root mean square (float64).
-
-    Two tensors whose sorted values differ by at most ``b`` everywhere (the same multiset up to round-off,
-    whatever the layout) have extremes, means and RMS within ``b`` of each other (the RMS by Minkowski's
-    inequality), so comparing these never rejects a tensor the sorted comparison accepts; it costs a few
-    passes over the values instead of a sort of each (seconds for a ResNet50 at 224x224). Tensors that
-    agree on all four but differ elsewhere are not told apart: anchoring to the layer's node decides
-    first, and the export's verification in onnxruntime catches a wrong tensor.
-    """
-
-    size: int
-    low: float
-    high: float
-    mean: float
-    rms: float
-
-    @classmethod
-    def of(cls, values: np.ndarray) -> "_Moments":
-        a = np.asarray(values, dtype=np.float32).ravel()
-        if not a.size:
-            return cls(0, 0.0, 0.0, 0.0, 0.0)
-        wide = a.astype(np.float64)
-        return cls(int(a.size), float(a.min()), float(a.max()), float(wide.mean()),
-                   float(np.sqrt(wide @ wide / a.size)))
-
-    def close_to(self, other: "_Moments") -> bool:
-        """Sizes equal and every statistic within :data:`MATCH_TOLERANCE` x max(1, max |value|) of ``other``'s."""
-        if self.size != other.size:
-            return False
-        bound = MATCH_TOLERANCE * max(1.0, abs(other.low), abs(other.high))
-        return all(abs(a - b) <= bound for a, b in ((self.low, other.low), (self.high, other.high),
-                                                      (self.mean, other.mean), (self.rms, other.rms)))
-
-
 def same_values(target: np.ndarray, ordered: np.ndarray) -> bool:
     """``ordered`` (sorted, flattened) equals the sorted ``target`` up to :data:`MATCH_TOLERANCE`."""
     if ordered.size != target.size:
@@ -382,7 +348,7 @@ def _unary(node: "onnx.NodeProto", inits: set[str]) -> bool:
 def map_sites(
     model: "onnx.ModelProto",
     plan: "QuantPlan",
-    act_values: dict[str, np.ndarray],
+    act_values: "dict[str, np.ndarray | Moments]",
     order: list[str],
     values: dict[str, np.ndarray],
     layers: dict[str, str] | None = None,
@@ -390,6 +356,8 @@ def map_sites(
     """Each activation site -> the ONNX tensor holding its values (see the module docstring).
 
     Args:
+        act_values: activation site -> the framework's values of that tensor on the probe, or their
+            :class:`~slimkit.quant.moments.Moments` (all the comparison reads).
         layers: layer -> ONNX node (from :func:`map_layers`); anchors sites to their layers' nodes
             when several tensors hold a site's values.
 
@@ -404,22 +372,23 @@ def map_sites(
     by_size: dict[int, list[str]] = {}
     for name in order:
         by_size.setdefault(values[name].size, []).append(name)
-    moments: dict[str, _Moments] = {}  # each tensor summarised once, when a site of its size first asks
+    moments: dict[str, Moments] = {}  # each tensor summarised once, when a site of its size first asks
+    targets = summaries(act_values)
 
-    def holds(name: str, target: _Moments) -> bool:
+    def holds(name: str, target: Moments) -> bool:
         value = values.get(name)
         if value is None or value.size != target.size or value.dtype != np.float32:
             return False
         if name not in moments:
-            moments[name] = _Moments.of(value)
-        return moments[name].close_to(target)
+            moments[name] = Moments.of(value)
+        return moments[name].close_to(target, MATCH_TOLERANCE)
 
     out: dict[str, str] = {}
     taken: set[str] = set()
     for site in plan.acts:
-        if site.node not in act_values:
+        if site.node not in targets:
             raise ExportError(f"no framework values given for activation site {site.node!r}")
-        target = _Moments.of(act_values[site.node])
+        target = targets[site.node]
         # The tensors next to the site's layer first: when one holds the values, no other needs checking.
         anchored = [t for t in near.get(site.node, ()) if holds(t, target)]
         if anchored:
@@ -445,7 +414,7 @@ def map_model(
     model: "onnx.ModelProto",
     plan: "QuantPlan",
     kernels: dict[str, np.ndarray],
-    act_values: dict[str, np.ndarray],
+    act_values: "dict[str, np.ndarray | Moments]",
     probe: np.ndarray,
 ) -> QdqMapping:
     """The mapping of ``plan`` onto the float ``model`` (no ``weights``: nothing is quantized yet)."""

@@ -55,6 +55,7 @@ from slimkit.deploy.qdq_edit import Editor
 from slimkit.deploy.qdq_static import quantize_static_graph
 from slimkit.deploy.qdq_weight_only import store_weight_only
 from slimkit.errors import ExportError
+from slimkit.quant.moments import Moments, summaries
 
 if TYPE_CHECKING:
     import onnx
@@ -69,7 +70,7 @@ def insert_qdq(
     plan: "QuantPlan",
     params: dict[str, "SiteParams"],
     kernels: dict[str, np.ndarray],
-    act_values: dict[str, np.ndarray],
+    act_values: "dict[str, np.ndarray | Moments]",
     probe: np.ndarray,
 ) -> tuple["onnx.ModelProto", QdqMapping]:
     """Quantizes the float ONNX export of a model at the sites of ``plan`` with slimkit's params.
@@ -81,7 +82,8 @@ def insert_qdq(
         params: site key -> :class:`SiteParams` (activation nodes, ``<layer>/kernel``,
             ``<layer>/bias``; dynamic plans need the kernels only).
         kernels: layer -> float32 kernel as the framework holds it (any layout).
-        act_values: activation site -> the framework's float32 values of that tensor on ``probe``.
+        act_values: activation site -> the framework's float32 values of that tensor on ``probe``, or
+            their :class:`~slimkit.quant.moments.Moments` (calibration takes these on its first inputs).
         probe: a small input batch in the framework's layout (= the ONNX input's layout).
 
     Returns:
@@ -102,6 +104,7 @@ def insert_qdq(
     fold_zero_pads(model)  # before probing: the Pad's output tensor is gone
     layers = map_layers(model, plan, kernels)
     order, values = probe_values(model, probe)
+    act_values = summaries(act_values)  # each site summarised once, for mapping and the range check
     sites = map_sites(model, plan, act_values, order, values, layers)
     ed = Editor(model)
     if plan.runtime_ranges:

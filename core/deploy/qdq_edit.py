@@ -10,6 +10,7 @@ import numpy as np
 
 from slimkit.errors import ExportError
 from slimkit.names import unique_name
+from slimkit.quant.moments import Moments
 from slimkit.quant.params import quantize
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def params_for(params: dict[str, "SiteParams"], key: str, what: str) -> "SitePar
     return params[key]
 
 
-def check_act(site: str, p: "SiteParams", values: np.ndarray | None) -> QParams:
+def check_act(site: str, p: "SiteParams", values: "np.ndarray | Moments | None") -> QParams:
     """Activation params: one finite positive scale, the full uint8 or int8 range, calibrated."""
     scale = np.asarray(p.scale, dtype=np.float64)
     zp = np.asarray(p.zero_point)
@@ -61,11 +62,11 @@ def check_act(site: str, p: "SiteParams", values: np.ndarray | None) -> QParams:
     # params_from_range turns an empty range (min == max == 0) into the placeholder scale 1, zero
     # point 0. A calibrated scale of 1 means a range 255 wide; a probe using less than 1/16 of it
     # betrays the placeholder (real data of that range, raw 0..255 pixels say, uses most of it).
-    if s == 1.0 and z == 0 and values is not None and values.size and \
-            16.0 * float(np.max(np.abs(values))) < s * (p.qmax - p.qmin):
+    seen = None if values is None else values if isinstance(values, Moments) else Moments.of(values)
+    if s == 1.0 and z == 0 and seen is not None and seen.size and 16.0 * seen.max_abs < s * (p.qmax - p.qmin):
         raise ExportError(
             f"activation site {site!r} has the degenerate scale 1.0 / zero point 0 of an empty range "
-            f"(min == max) while its values on the probe stay within {float(np.max(np.abs(values))):.3g}; "
+            f"(min == max) while its values on the probe stay within {seen.max_abs:.3g}; "
             "it was never calibrated: calibrate before export")
     return QParams(np.array(s, dtype=np.float32), np.array(z, dtype=np.int32), int(p.qmin), int(p.qmax))
 

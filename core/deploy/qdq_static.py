@@ -13,6 +13,7 @@ from slimkit.quant.params import quantize
 if TYPE_CHECKING:
     import onnx
 
+    from slimkit.quant.moments import Moments
     from slimkit.quant.plan import QuantPlan, SiteParams
 
 from slimkit.deploy.mapping import same_values
@@ -229,9 +230,9 @@ def _output_pairs(ed: Editor, node: "onnx.NodeProto", pre: str, p: QParams, base
 
 def quantize_static_graph(ed: Editor, plan: "QuantPlan", params: dict[str, "SiteParams"], kernels: dict[str, np.ndarray],
             layers: dict[str, str], sites: dict[str, str], values: dict[str, np.ndarray],
-            act_values: dict[str, np.ndarray]) -> tuple[dict[str, str], dict[str, str]]:
-    act_p = {a.node: check_act(a.node, params_for(params, a.node, "activation site"),
-                                 np.asarray(act_values[a.node])) for a in plan.acts}
+            act_values: "dict[str, np.ndarray | Moments]") -> tuple[dict[str, str], dict[str, str]]:
+    act_p = {a.node: check_act(a.node, params_for(params, a.node, "activation site"), act_values[a.node])
+             for a in plan.acts}
     by_tensor: dict[str, str] = {}
     for site, tensor in sites.items():
         other = by_tensor.setdefault(tensor, site)

@@ -24,7 +24,7 @@ from slimkit import checks, deferred, deploy, memory
 from slimkit.data import PROBE_BATCH, at_least_two, head
 from slimkit.deploy.ops import ACT_RANGES, INTEGER_OPS
 from slimkit.quant.fake_quant import mode_of
-from slimkit.quant.known_outputs import KnownOutputs
+from slimkit.quant.known_outputs import MAPPING_SAMPLES, KnownOutputs
 from slimkit.adapter import ModelAdapter
 from slimkit.errors import ExportError
 from slimkit.quant.plan import QuantPlan, SiteParams, grid_source
@@ -33,11 +33,6 @@ from slimkit.quant.specs import INT32_RANGE
 from slimkit.recipe import OnnxExport
 from slimkit.report import QuantExportRow
 
-#: Inputs the ONNX tensors of activation sites are identified on. Every float tensor of the graph is
-#: kept for them at once (the export's memory peak: 0.6 GB for a ResNet50 at 224x224 with 4), and two
-#: already give each tensor's moments over hundreds of thousands of values; anchoring to the layers'
-#: nodes decides ties, and the file is verified on the whole probe afterwards.
-MAPPING_SAMPLES = 2
 
 #: Kernels export as int8: any grid within it (a k-bit grid in an 8-bit container runs the same integer kernels).
 INT8 = (-128, 127)
@@ -164,7 +159,11 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
         # them, so memory grows with this count); the file is then verified on the whole probe.
         few = at_least_two(head(x, MAPPING_SAMPLES))
         kernels = {s.layer: float_adapter.get_weights(s.layer)["kernel"] for s in plan.layers}
-        acts = float_adapter.layer_outputs(few, [a.node for a in plan.acts])
+        sites = [a.node for a in plan.acts]
+        # calibration took the sites' moments on these inputs: the float model need not run again for them
+        acts = known.moments_on(few, sites) if known is not None else None
+        if acts is None:
+            acts = float_adapter.layer_outputs(few, sites)
         runtime = deploy.load_runtime()
         runtime.write_qdq(str(float_path), str(tmp), plan, params, kernels, acts, few)
         fp32, reference = _outputs(adapter, float_adapter, probe, known)

@@ -17,6 +17,7 @@ from slimkit.plugins import Registry
 from slimkit.quant.plan import QUANTIZABLE_KINDS, FakeQuantSpec, QuantPlan, SiteParams
 
 if TYPE_CHECKING:
+    from slimkit.quant.moments import Moments
     from slimkit.quant.stage import Prepared
     from slimkit.recipe import ActivationQuant, QuantizeStage, WeightQuant
 
@@ -46,7 +47,8 @@ class QuantOutcome:
     reports and warns). ``outputs``: the float and the returned model's outputs on the first
     ``FIDELITY_SAMPLES`` calibration inputs, when the method computed them (the fidelity check reuses them);
     ``reference``: the float model's outputs on the first of those inputs (calibration read them), when
-    only those are known.
+    only those are known; ``site_moments``: the float model's activation sites' moments on the first
+    ``MAPPING_SAMPLES`` calibration inputs, when calibration took them (export maps sites with them).
     """
 
     model: ModelAdapter
@@ -58,6 +60,7 @@ class QuantOutcome:
     warnings: tuple[str, ...] = ()
     outputs: tuple[np.ndarray, np.ndarray] | None = None
     reference: np.ndarray | None = None
+    site_moments: "dict[str, Moments] | None" = None
 
 
 class QuantMethod:

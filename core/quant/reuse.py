@@ -74,11 +74,14 @@ class Observed:
             first inputs (:data:`~slimkit.adapter.MODEL_OUTPUT`; None when the adapter cannot read them so).
         step: inputs per pass after the first, single-input one: the batches the observer saw.
         nbytes: the tensor's bytes per input, which decide the pass size of a later request.
+        moments: ``(rows, moments)``: the tensor's moments over the first ``rows`` inputs, when the run
+            took them.
     """
 
     value: Any
     step: int
     nbytes: int
+    moments: "tuple[int, Any] | None" = None
 
 
 class ReuseCache:

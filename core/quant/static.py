@@ -11,7 +11,8 @@ from slimkit import checks
 from slimkit.adapter import ModelAdapter
 from slimkit.data import head
 from slimkit.plugins import bounded
-from slimkit.quant.calibrate import calibrate_recording
+from slimkit.quant.calibrate import Calibrated, calibrate_recording
+from slimkit.quant.known_outputs import MAPPING_SAMPLES
 from slimkit.quant.fallback import MIN_QUANT_CORRELATION, fall_back, format_correlation
 from slimkit.quant.methods import (
     FIDELITY_SAMPLES, QUANT_METHODS, QuantContext, QuantMethod, QuantOutcome, check_post_training_bits,
@@ -27,21 +28,22 @@ FALLBACK_TARGET = round(MIN_QUANT_CORRELATION + 0.01, 6)
 
 
 def quantize_static(prepared: Prepared, stage: QuantizeStage, x: np.ndarray, field: str,
-                    verbose: bool = True) -> tuple[ModelAdapter, dict, dict, np.ndarray | None]:
+                    verbose: bool = True) -> tuple[ModelAdapter, dict, Calibrated]:
     """Calibrates ``prepared``'s activation sites on ``x`` and returns the fixed fake-quant model.
 
     Returns:
-        ``(model, params, ranges, reference)``: the fake-quant adapter, every site's parameters, the
-        calibrated activation ranges and the float model's outputs on the first
-        :data:`FIDELITY_SAMPLES` calibration inputs, read by the calibration passes (None when the
-        adapter cannot read them so).
+        ``(model, params, calibrated)``: the fake-quant adapter, every site's parameters and what
+        calibration found: the activation ranges, the float model's outputs on the first
+        :data:`FIDELITY_SAMPLES` calibration inputs (None when the adapter cannot read them in the
+        calibration passes) and each site's moments on the first :data:`MAPPING_SAMPLES` (export's
+        mapping compares them; the float model is not run again for them).
     """
     nodes = [a.node for a in prepared.plan.acts]
     found = calibrate_recording(prepared.adapter, nodes, x, stage.activations, field, verbose=verbose,
-                                record=checks.fidelity_samples())
+                                record=checks.fidelity_samples(), summarize=MAPPING_SAMPLES)
     acts = calibrated_acts(prepared.plan, found.ranges)
     params = {**acts, **weight_params(prepared.adapter, prepared.plan, acts)}
-    return finish(prepared.adapter, prepared.plan, params), params, found.ranges, found.outputs
+    return finish(prepared.adapter, prepared.plan, params), params, found
 
 
 @dataclass(frozen=True)
@@ -67,10 +69,11 @@ class Static(QuantMethod):
         check_post_training_bits(stage, path, "static")
 
     def run(self, prepared: Prepared, stage: QuantizeStage, ctx: QuantContext) -> QuantOutcome:
-        model, params, ranges, reference = quantize_static(prepared, stage, ctx.sample, ctx.field, ctx.verbose)
+        model, params, calibrated = quantize_static(prepared, stage, ctx.sample, ctx.field, ctx.verbose)
+        ranges, reference, moments = calibrated.ranges, calibrated.outputs, calibrated.moments
         options: StaticOptions = self.options
         if options.max_float_share == 0 or len(prepared.plan.layers) < 2:
-            return QuantOutcome(model, params, ranges, reference=reference)
+            return QuantOutcome(model, params, ranges, reference=reference, site_moments=moments)
         specs = {s.layer: s.kernel for s in prepared.plan.layers}
         acts = self.activation_spec(stage.activations)
 
@@ -83,7 +86,7 @@ class Static(QuantMethod):
                           head(ctx.sample, FIDELITY_SAMPLES), options.min_correlation, options.max_float_share,
                           ctx.verbose, reference)
         if not found.floated:
-            return QuantOutcome(model, params, ranges, outputs=found.outputs)
+            return QuantOutcome(model, params, ranges, outputs=found.outputs, site_moments=moments)
         kept_ranges = {node: r for node, r in ranges.items() if node in found.params}
         total = len(prepared.plan.layers)
         missed = "" if found.reached(options.min_correlation) else \
@@ -94,5 +97,5 @@ class Static(QuantMethod):
                    f"{format_correlation(found.after)} "
                    f"now{missed}): {', '.join(found.floated[:8])}{more}")
         return QuantOutcome(found.model, found.params, kept_ranges, plan=found.plan, floated=found.floated,
-                            warnings=(message,), outputs=found.outputs)
+                            warnings=(message,), outputs=found.outputs, site_moments=moments)
 

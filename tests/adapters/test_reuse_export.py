@@ -54,3 +54,32 @@ def test_trials_export_the_float_model_once_and_calibrate_once(framework, tmp_pa
     for a, b in zip(plain, reused):
         np.testing.assert_allclose(b, a, atol=1e-6, rtol=0)
     assert not np.allclose(reused[0], reused[1])  # the trials did quantize differently
+
+
+@pytest.mark.parametrize("framework", building("twins"))
+def test_export_maps_sites_with_the_moments_calibration_took(framework, tmp_path, monkeypatch):
+    """Calibration summarised each site on the first inputs, so export does not run the float model again
+    to find the sites in the ONNX graph; the file is the one a mapping from fresh values gives."""
+    import dataclasses
+
+    model = twin_pair("cnn", seed=5, he=True, frameworks=(framework,))[framework]
+    x = sample_input("cnn", framework, n=32, seed=1)
+    probe = sample_input("cnn", framework, n=16, seed=9)
+    result = slimkit.compress(model, recipe([]), calib_data=x, verbose=False)
+    assert result.known is not None and result.known.site_moments
+    cls = type(adapter_for(model))
+    calls = []
+    original = cls.layer_outputs
+
+    def counted(self, inputs, names, batch_size=256):
+        calls.append(len(names))
+        return original(self, inputs, names, batch_size)
+
+    monkeypatch.setattr(cls, "layer_outputs", counted)
+    result.export_onnx(tmp_path / "known.onnx")
+    assert calls == []
+    dataclasses.replace(result, known=dataclasses.replace(result.known, site_moments=None)).export_onnx(
+        tmp_path / "fresh.onnx")
+    assert calls == [len(result.known.site_moments)]
+    np.testing.assert_allclose(run(str(tmp_path / "known.onnx"), probe), run(str(tmp_path / "fresh.onnx"), probe),
+                               atol=0, rtol=0)

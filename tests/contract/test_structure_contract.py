@@ -5,7 +5,7 @@ and backward pass of the same weights: ``graph`` describes the MLP as a chain of
 ``shrink`` rebuilds a smaller model that computes what the masked model computes (channels removed
 through a batch norm) and turns dropped batch norms into identities; ``layer_outputs`` gives every
 node's inference output (the logits layer's equals ``predict``; channels on axis 1 for images, on the
-twin CNN); ``weight_gradients`` gives the loss gradient of every learned weight, batch-norm
+twin CNN) and ``stream_outputs`` hands the same values over as the pass computes them; ``weight_gradients`` gives the loss gradient of every learned weight, batch-norm
 statistics never, frozen layers too, averaged over the requested batches, without changing a weight.
 """
 
@@ -144,6 +144,22 @@ def test_the_models_output_is_read_in_the_same_pass_as_predict_gives_it(framewor
         assert list(outs) == [*names, MODEL_OUTPUT]
         assert outs[MODEL_OUTPUT].dtype == np.float32
         np.testing.assert_allclose(outs[MODEL_OUTPUT], adapter.predict(x), atol=1e-6, rtol=0, err_msg=str(names))
+
+
+def test_stream_outputs_hands_over_what_layer_outputs_gives(framework):
+    """Calibration consumes tensors as the pass computes them: the same values (copied by the consumer,
+    as a view may be reused after the call), every name in every batch, the model's output included."""
+    adapter = adapter_for(mlp_twin(framework))
+    x, _ = mlp_data(40)
+    graph = adapter.graph(x)
+    for names in (["fc1", "logits"], [n.name for n in _chain(graph)]):
+        wanted = [*names, MODEL_OUTPUT]
+        expected = adapter.layer_outputs(x, wanted, batch_size=16)
+        got: dict[str, list[np.ndarray]] = {}
+        adapter.stream_outputs(x, wanted, lambda n, v: got.setdefault(n, []).append(np.array(v)), batch_size=16)
+        assert sorted(got) == sorted(expected)
+        for name, want in expected.items():
+            np.testing.assert_allclose(np.concatenate(got[name]), want, atol=1e-6, rtol=0, err_msg=name)
 
 
 def _conv_nchw(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:

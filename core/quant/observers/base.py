@@ -4,6 +4,10 @@ An observer folds calibration batches into bounded statistics (``update(x)``, an
 gives a clipping range (``range() -> (min, max)``, float32 arrays) that feeds
 :func:`slimkit.quant.params.params_from_range`. Each is a registered plugin with a frozen options
 dataclass and a :meth:`build` from its options and the recipe's activation settings.
+
+An observer class whose ``keeps_batches`` attribute is False promises that ``update`` keeps no reference
+to its batch: calibration then hands it the framework's own buffer (a view valid during the call) and
+copies nothing. Without that attribute every batch is a copy the observer may keep.
 """
 
 from __future__ import annotations

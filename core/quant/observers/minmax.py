@@ -22,6 +22,9 @@ class MinMaxObserver:
 
     #: the range over all batches is the range of the batches' ranges: batching does not change it
     batch_invariant = True
+    #: update() keeps nothing of its batch (subclasses keep histograms): calibration may hand it a view
+    #: of the framework's buffer instead of a copy
+    keeps_batches = False
 
     def __init__(self, axis: int | None = None) -> None:
         self.axis = axis
