@@ -33,7 +33,7 @@ from slimkit.quant.fallback import MIN_QUANT_CORRELATION, output_correlation
 from slimkit.quant.known_outputs import KnownOutputs, model_digest, outputs_on
 from slimkit.quant.plan import float_between_sites
 from slimkit.quant.weight_only import snap_weight_only
-from slimkit.quant.stage import prepare, quant_rows
+from slimkit.quant.stage import Prepared, prepare, quant_rows
 from slimkit.distill.objective import DistillObjective
 from slimkit.distill.stage import Teachers, run_distill_stage
 from slimkit.recipe import Distill, DistillStage, FineTune, PruneStage, QuantizeStage, Recipe
@@ -178,7 +178,13 @@ def _compress(cls: type[ModelAdapter], original: ModelAdapter, model: Any, recip
             work, row = run_distill_stage(work, stage, context, report)
             known = None
         elif isinstance(stage, QuantizeStage):
-            work, row, known = _run_quant_stage(work, stage, context, report, tuple(targets))
+            start = time.perf_counter()
+            # Handed over (the list is the only holder): folding made a new model, so the one before it goes
+            # now, and the stage drops the folded one once it is done with it, before the fidelity run. Models
+            # held while TensorFlow runs one stay in its allocator's pool for good (0.2 GB on a Keras ResNet50).
+            handed = [prepare(work, stage, f"stages[{index}].quantize", sample, tuple(targets))]
+            work = None
+            work, row, known = _run_quant_stage(handed, stage, context, report, start)
         else:
             work, row = _run_prune_stage(work, stage, context, report)
             known = None  # the model changed after the outputs were computed
@@ -336,13 +342,20 @@ def _shortfall(result: ModelAdapter, stage: PruneStage, method: Any, layers: lis
     return achieved, removed
 
 
-def _fidelity(float_model: ModelAdapter, quantized: ModelAdapter, sample: Any, report: Report, field: str,
+def _covers(recorded: np.ndarray | None, sample: Any) -> bool:
+    """True when the float outputs calibration recorded cover every input of the fidelity check."""
+    return sample is not None and recorded is not None and \
+        len(recorded) >= n_samples(head(sample, checks.fidelity_samples()))
+
+
+def _fidelity(float_model: ModelAdapter | None, quantized: ModelAdapter, sample: Any, report: Report, field: str,
               outputs: tuple[np.ndarray, np.ndarray] | None = None,
               reference: np.ndarray | None = None) -> KnownOutputs | None:
     """Compares the simulated quantized model with the float one on calibration inputs (Pearson r and
     RMS error of the outputs; ``outputs`` when the method computed them already, ``reference`` the float
     outputs on the first inputs); a note always, a SlimkitWarning below :data:`MIN_QUANT_CORRELATION`.
-    Returns the outputs compared, for export."""
+    ``float_model`` may be None when those cover the inputs compared. Returns the outputs compared, for
+    export."""
     if sample is None:
         return None
     x = head(sample, checks.fidelity_samples())
@@ -374,13 +387,17 @@ def _warn(report: Report, message: str) -> None:
 
 
 def _run_quant_stage(
-    work: ModelAdapter, stage: QuantizeStage, ctx: _StageContext, report: Report, masked: tuple[str, ...]
+    handed: list[Prepared], stage: QuantizeStage, ctx: _StageContext, report: Report, start: float
 ) -> tuple[ModelAdapter, StageRow, KnownOutputs | None]:
-    """Runs the quantize stage: fold, plan, then the method (calibrate, fix kernels, or train)."""
-    start = time.perf_counter()
+    """Runs the quantize stage on the folded and planned model: the method (calibrate, fix kernels, or
+    train), then the report's rows and the fidelity check; ``start``: when the stage began (before
+    :func:`~slimkit.quant.stage.prepare`).
+
+    ``handed`` holds the prepared stage and is emptied: the folded float model is dropped before the
+    fidelity run when calibration's outputs spare running it."""
+    prepared = handed.pop()
     field = f"stages[{ctx.index}].quantize"
     method = quant_method(stage)
-    prepared = prepare(work, stage, field, ctx.sample, masked)
     progress = None
     if method.trains and stage.fine_tune is not None:
         progress = ProgressPrinter(f"stage {ctx.index + 1}/{ctx.count} {stage.name}", stage.fine_tune.epochs,
@@ -423,15 +440,21 @@ def _run_quant_stage(
     # after training, the float model to compare with is the trained one, not the one before training
     reference = outcome.model.without_fake_quant() if method.trains else prepared.adapter
     # calibration's float outputs are the model before any training: a trained method compares anew
-    known = _fidelity(reference, outcome.model, ctx.sample, report, field, outcome.outputs,
-                      None if method.trains else outcome.reference)
+    recorded = None if method.trains else outcome.reference
+    folded, plan_layers = prepared.folded, plan.layers
+    if outcome.outputs is not None or _covers(recorded, ctx.sample):
+        reference = None  # not run: its outputs are known
+    dropped = memory.weight_bytes(prepared.adapter)
+    prepared = None  # see the docstring
+    memory.collect(dropped)
+    known = _fidelity(reference, outcome.model, ctx.sample, report, field, outcome.outputs, recorded)
     if known is not None:
         # site moments describe the float model calibration ran: a trained model's float twin is another
         moments = None if method.trains else outcome.site_moments
         known = dataclasses.replace(known, output_grid=plan.output_grid, site_moments=moments)
-    if prepared.folded:
-        report.notes.append("batch norms folded: " + ", ".join(f"{bn} into {layer}" for layer, bn in prepared.folded))
-    bits = sorted({s.kernel.bits for s in plan.layers})
+    if folded:
+        report.notes.append("batch norms folded: " + ", ".join(f"{bn} into {layer}" for layer, bn in folded))
+    bits = sorted({s.kernel.bits for s in plan_layers})
     row = StageRow(stage.name, tuple(report.quantized), None,
                    f"w{'/'.join(map(str, bits))} a{stage.activations.bits}", method.trains, outcome.steps,
                    time.perf_counter() - start)

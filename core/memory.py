@@ -27,6 +27,7 @@ import ctypes
 import ctypes.util
 import functools
 import gc
+import math
 import threading
 from typing import Any, Iterator
 
@@ -87,6 +88,19 @@ def steady_heap() -> Iterator[None]:
                 libc.mallopt(_M_MMAP_THRESHOLD, AFTER_BLOCK_BYTES)
                 libc.mallopt(_M_TRIM_THRESHOLD, AFTER_TOP_BYTES)
                 libc.malloc_trim(0)
+
+
+def weight_bytes(adapter: Any) -> int:
+    """float32 bytes of every weight of an adapter's layers (what the size gates here compare)."""
+    return 4 * sum(int(math.prod(shape)) for info in adapter.layers() for shape in info.shapes.values())
+
+
+def collect(weight_bytes: int) -> None:
+    """Frees unreachable objects (models form reference cycles: Keras layers and their graph nodes) once a
+    model of ``weight_bytes`` of weights was dropped, so that its memory is free before the next
+    framework run (nothing under :data:`LARGE_BYTES`, where the collection costs more than it frees)."""
+    if weight_bytes >= LARGE_BYTES:
+        gc.collect()
 
 
 def release_unused(weight_bytes: int) -> None:

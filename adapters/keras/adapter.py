@@ -16,7 +16,7 @@ import sys
 import zipfile
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -430,6 +430,14 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         walker, _, trace, source = self._graph_parts()
         _, dtype = kdata.input_spec(self.model, "reading layer outputs")
         return kgraph.collect_outputs(walker, trace, source, x, list(names), batch_size, dtype)
+
+    def stream_outputs(self, x: np.ndarray, names: list[str], consume: Callable[[str, np.ndarray], None],
+                       batch_size: int = 256) -> None:
+        """Each tensor handed over as the call-by-call walk computes it: none held past its last reader."""
+        self.check_input(x, "inputs")
+        walker, _, trace, source = self._graph_parts()
+        _, dtype = kdata.input_spec(self.model, "reading layer outputs")
+        kgraph.stream_outputs(walker, trace, source, x, list(names), consume, batch_size, dtype)
 
     def weight_gradients(self, data: Any, settings: FineTune, batches: int) -> dict[str, dict[str, np.ndarray]]:
         """Mean gradients of the training loss over the first ``batches`` batches, in order.

@@ -299,6 +299,28 @@ def collect_outputs(walker: Walker, trace: Trace, source: dict[str, str], x: Any
     """
     import numpy as np
 
+    parts: dict[str, list[Any]] = {name: [] for name in names}
+    # copied now: the walk frees (and TensorFlow reuses) a tensor's buffer after its last reader
+    stream_outputs(walker, trace, source, x, names, lambda name, value: parts[name].append(np.array(value)),
+                   batch_size, dtype)
+    missing = [name for name, chunks in parts.items() if not chunks]
+    if missing and len(x):
+        raise UnsupportedModelError(f"reading layer outputs: the model's call never computed {missing[0]!r}")
+    # One batch (the usual calibration probe) needs no concatenating copy.
+    return {name: chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=0) for name, chunks in parts.items()}
+
+
+def stream_outputs(walker: Walker, trace: Trace, source: dict[str, str], x: Any, names: list[str],
+                   consume: Callable[[str, Any], None], batch_size: int, dtype: Any) -> None:
+    """:func:`collect_outputs`' values handed to ``consume(name, values)`` as the walk computes each
+    (float32 numpy, channels on axis 1; possibly a view of TensorFlow's buffer, valid during the call),
+    so a pass holds no tensor after its last reader.
+
+    Raises:
+        KeyError: a name is no node of the graph.
+    """
+    import numpy as np
+
     k = walker.k
     wanted: dict[str, list[str]] = {}
     for name in names:
@@ -308,24 +330,23 @@ def collect_outputs(walker: Walker, trace: Trace, source: dict[str, str], x: Any
         if name not in source:
             raise KeyError(f"no layer or graph node named {name!r}")
         wanted.setdefault(source[name], []).append(name)
-    parts: dict[str, list[Any]] = {name: [] for name in names}
+
+    def hand_over(call_name: str, tensor: Any) -> None:
+        value = np.asarray(k.ops.convert_to_numpy(tensor), dtype=np.float32)
+        for name in wanted[call_name]:
+            moved = value
+            if name != MODEL_OUTPUT and value.ndim >= 3:
+                moved = np.moveaxis(value, -1, 1)
+            consume(name, moved)
+
     x = np.asarray(x)
     for start in range(0, len(x), max(1, int(batch_size))):
         batch = k.ops.convert_to_tensor(x[start:start + int(batch_size)], dtype=dtype)
-        found: dict[str, Any] = {trace.input_name: batch}
+        if trace.input_name in wanted:
+            hand_over(trace.input_name, batch)
 
         def visit(call: Call, outs: list[Any]) -> None:
-            if call.name in wanted:  # copied now: the walk frees the tensor after its last reader
-                found[call.name] = np.asarray(k.ops.convert_to_numpy(outs[0]), dtype=np.float32)
+            if call.name in wanted:
+                hand_over(call.name, outs[0])
 
         walker.walk(run=lambda op, args, kwargs: op(*args, **kwargs), x=batch, visit=visit)
-        for call_name, requested in wanted.items():
-            value = np.asarray(k.ops.convert_to_numpy(found[call_name]), dtype=np.float32)
-            for name in requested:
-                parts[name].append(value)
-    out = {}
-    for name, chunks in parts.items():
-        # One batch (the usual calibration probe) needs no concatenating copy.
-        value = chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=0)
-        out[name] = np.moveaxis(value, -1, 1) if value.ndim >= 3 and name != MODEL_OUTPUT else value
-    return out

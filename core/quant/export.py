@@ -152,7 +152,7 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
     float_path = folder / "model.onnx"
     kept = False
     try:
-        memory.release_unused(_weight_bytes(float_adapter))  # the fp32 export is the peak: free memory back first
+        memory.release_unused(memory.weight_bytes(float_adapter))  # the fp32 export is the peak: free memory back first
         export_float(float_adapter, str(float_path), head(x, 1), settings.opset)  # once per run when reusing
         probe = at_least_two(head(x, checks.probe_samples()))
         # Tensors are found by their values on a few inputs (every tensor of the float graph is kept for
@@ -206,11 +206,6 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
     finally:
         if not kept:
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _weight_bytes(adapter: ModelAdapter) -> int:
-    """float32 bytes of every weight of the adapter's layers."""
-    return 4 * sum(int(np.prod(shape)) for info in adapter.layers() for shape in info.shapes.values())
 
 
 def _outputs(adapter: ModelAdapter, float_adapter: ModelAdapter, probe: np.ndarray,
