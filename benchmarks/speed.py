@@ -13,7 +13,7 @@ For each model (ResNet50 and MobileNetV2 at width 0.35 / 1.0 / 1.4, Keras and Py
 
 Each reports its wall time (model building excluded) and its peak RSS (``ru_maxrss`` of that process,
 model building included, as the user's process holds the model anyway). Then the two int8 files of
-the last round are timed in onnxruntime at batch 1, interleaved. The load average is recorded before
+the last round are timed in onnxruntime at batch 1, in :data:`LATENCY_ROUNDS` interleaved rounds. The load average is recorded before
 and after. Targets (the speed issue): slimkit time <= fp32 export + 2 x ORT's quantizer, RSS <= 1.2 x
 the fp32 export's peak and 2 x ORT's, int8 latency <= 1.05 x ORT's int8.
 
@@ -46,6 +46,9 @@ MODELS = ("resnet50", "mobilenet_v2_0.35", "mobilenet_v2_1.0", "mobilenet_v2_1.4
 FRAMEWORKS = ("keras", "torch")
 TOOLS = ("fp32", "ort", "slimkit")
 SAMPLES = 16
+#: Interleaved latency rounds per pair of int8 files (30 timed runs each): a MobileNetV2 0.35 run takes
+#: about 1 ms, so three rounds of two identical graphs still differ by 15% on a busy machine.
+LATENCY_ROUNDS = 9
 RESULT = "SPEED_RESULT "
 
 
@@ -117,14 +120,14 @@ def median(rows: list[dict[str, Any]], key: str) -> float | None:
 
 
 def latency(paths: dict[str, Path], x: np.ndarray, rounds: int) -> dict[str, float]:
-    """Median batch-1 latency (ms) of each file, 20 timed runs per round, files interleaved."""
+    """Median over ``rounds`` of each file's median batch-1 latency (ms) of 30 timed runs, files interleaved."""
     from slimkit.deploy.bench import latency_ms
 
     runs: dict[str, list[float]] = {k: [] for k in paths}
     for _ in range(rounds):
         for key, path in paths.items():
             if path.exists():
-                runs[key].append(latency_ms(str(path), x[:1], repeats=20, warmup=5))
+                runs[key].append(latency_ms(str(path), x[:1], repeats=30, warmup=5))
     return {k: statistics.median(v) for k, v in runs.items() if v}
 
 
@@ -192,12 +195,13 @@ def main(argv: list[str] | None = None) -> int:
         for framework, model in cases:
             work = Path(tmp) / f"{framework}-{model}"
             paths = {"ort": work / "ort.int8.onnx", "slimkit": work / "slimkit.int8.onnx"}
-            results[(framework, model)]["latency"] = latency(paths, images(framework, args.size), args.rounds)
+            results[(framework, model)]["latency"] = latency(paths, images(framework, args.size), LATENCY_ROUNDS)
     isa = ", ".join(k for k in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if cpu.get(k)) or "no AVX2"
     vers = ", ".join(f"{k} {v}" for k, v in versions().items())
     header = (f"# benchmarks/speed.py, {datetime.date.today().isoformat()}, {cpu['name']} ({cpu['cores']} cores; {isa}), "
               f"{args.size}x{args.size}, {SAMPLES} calibration images, random weights, median of {args.rounds} "
-              f"interleaved rounds, one process per measurement; load average before "
+              f"interleaved rounds, one process per measurement (int8 latency: median of {LATENCY_ROUNDS} interleaved "
+              f"rounds of 30 runs); load average before "
               f"{load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}\n\nVersions: {vers}")
     text = table(results, args, header)
     print(text)

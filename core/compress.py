@@ -345,7 +345,7 @@ def _shortfall(result: ModelAdapter, stage: PruneStage, method: Any, layers: lis
 def _covers(recorded: np.ndarray | None, sample: Any) -> bool:
     """True when the float outputs calibration recorded cover every input of the fidelity check."""
     return sample is not None and recorded is not None and \
-        len(recorded) >= n_samples(head(sample, checks.fidelity_samples()))
+        len(recorded) >= n_samples(head(sample, checks.fidelity_samples(recorded)))
 
 
 def _fidelity(float_model: ModelAdapter | None, quantized: ModelAdapter, sample: Any, report: Report, field: str,
@@ -358,7 +358,10 @@ def _fidelity(float_model: ModelAdapter | None, quantized: ModelAdapter, sample:
     export."""
     if sample is None:
         return None
-    x = head(sample, checks.fidelity_samples())
+    if outputs is not None:  # computed on the first inputs, as many as the method chose
+        x = head(sample, n_samples(outputs[0]))
+    else:
+        x = head(sample, checks.fidelity_samples(reference))
     if outputs is None:
         outputs = outputs_on(float_model, x, reference), quantized.predict(x, PROBE_BATCH)
     known = KnownOutputs(x, *outputs) if all(isinstance(o, np.ndarray) for o in outputs) else None

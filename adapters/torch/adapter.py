@@ -34,7 +34,7 @@ from slimkit.labels import prepare_labels
 from slimkit.quant.reuse import remembered_graph
 from slimkit.recipe import Distributed, FineTune
 
-from slimkit.adapters.torch import attention, distributed, files, naming, probes, quant, saving
+from slimkit.adapters.torch import attention, distributed, files, naming, probes, quant, saving, traces
 from slimkit.adapters.torch.graph import build_graph
 from slimkit.adapters.torch.inputs import (
     arguments, call, dynamic_axes, first_tensor, input_names, misfit, model_device, to_tensors,
@@ -42,7 +42,7 @@ from slimkit.adapters.torch.inputs import (
 from slimkit.adapters.torch.isolation import check_dtype, drop_instrumentation, inference
 from slimkit.adapters.torch.epochs import Epoch, LoaderShare
 from slimkit.adapters.torch.loaders import CheckedLoader, loader_length
-from slimkit.adapters.torch.rebuild import independent_copy, shrink_model
+from slimkit.adapters.torch.rebuild import independent_copy, keeps_shapes, shrink_model
 from slimkit.adapters.torch.training import (
     BiasedBatchNormStatistics, check_finite_weights, make_loss, make_optimizer,
 )
@@ -437,7 +437,14 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
                 f"cannot rebuild the fake-quantized {type(self.model).__name__}; shrink the float model (or the "
                 "one without_fake_quant() returns) and quantize again"
             )
-        return self._like(shrink_model(self.model, weights, tuple(drop)))
+        model = shrink_model(self.model, weights, tuple(drop))
+        if not keeps_shapes(self.model, model, weights):
+            return self._like(model)
+        traces.inherit(model, self.model)  # capturing it again needs no shape propagation
+        like = self._like(model)
+        # every input this model accepted, the rebuilt one accepts: check_input need not run it again
+        like.__dict__["_accepted_inputs"] = set(self.__dict__.get("_accepted_inputs", ()))
+        return like
 
     def _like(self, model: nn.Module) -> "TorchAdapter":
         """An adapter over ``model`` that continues this one's batch order."""

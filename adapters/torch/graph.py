@@ -65,7 +65,8 @@ def build_graph(model: nn.Module, sample: Any) -> LayerGraph:
         raise DataError("graph: PyTorch needs a sample input batch to infer shapes")
     sample = head(as_inputs(sample, "graph: sample"), 2)
     gm = trace(model, "channel pruning and quantization planning", sample)
-    propagate_shapes(model, gm, sample)
+    if not traces.inherited_shapes(model, sample, gm):  # a batch-norm fold keeps every shape
+        propagate_shapes(model, gm, sample)
     builder = _Builder(model, gm)
     traces.remember(model, sample, gm, builder.names)  # calibration reads this model's nodes next
     return builder.graph()

@@ -214,3 +214,15 @@ def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
     if not child:
         raise UnsupportedModelError("the model itself is a single layer; shrink needs a container around it")
     setattr(parent, child, new)
+
+
+def keeps_shapes(before: nn.Module, after: nn.Module, weights: dict[str, dict[str, np.ndarray]]) -> bool:
+    """True when every rebuilt layer of ``after`` has the type and kernel shape it had in ``before``:
+    its outputs keep their shapes (a batch-norm fold); the dropped batch norms keep them by nature."""
+    for name in weights:
+        old, new = before.get_submodule(name), after.get_submodule(name)
+        kernel_old, kernel_new = getattr(old, "weight", None), getattr(new, "weight", None)
+        if type(old) is not type(new) or not isinstance(kernel_old, torch.Tensor) or \
+                not isinstance(kernel_new, torch.Tensor) or kernel_old.shape != kernel_new.shape:
+            return False
+    return True

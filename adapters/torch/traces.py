@@ -49,3 +49,44 @@ def remember(model: nn.Module, inputs: Any, gm: fx.GraphModule, names: dict[fx.N
     """Records ``gm`` (traced and shape-propagated on ``inputs``) with its neutral node ``names``."""
     if gm is not model:  # a graph model's own nodes would keep it alive in the cache
         _entries(model)[_form(inputs)] = (gm, {v: k for k, v in names.items()})
+
+
+#: Per model made from another by a shape-preserving rebuild (batch norms folded away, kernels of the
+#: same shapes): the input form and, per fx node name, the node's op and target and its shape metadata
+#: in the original (None for a node yielding no tensor).
+_INHERITED: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict[str, tuple[str, Any]]]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def inherit(model: nn.Module, original: nn.Module) -> None:
+    """Records that every tensor of ``model`` has the shape of the same-named tensor of ``original``
+    (``model`` rebuilt from it with kernels of the same shapes and shape-preserving modules replaced by
+    ``nn.Identity``), so that capturing ``model`` again needs no shape propagation. Uses the trace of
+    ``original`` recorded last, if any."""
+    entries = _entries(original)
+    if not entries:
+        return
+    form, (gm, _) = next(reversed(entries.items()))
+    _INHERITED[model] = (form, {n.name: ((n.op, str(n.target)), n.meta.get("tensor_meta")) for n in gm.graph.nodes
+                                if n.op != "output"})
+
+
+def inherited_shapes(model: nn.Module, inputs: Any, gm: fx.GraphModule) -> bool:
+    """Gives ``gm``'s nodes (a fresh trace of ``model``) the shapes recorded by :func:`inherit`, when
+    they were recorded for inputs of ``inputs``' form and cover every node but the output; False
+    (``gm`` untouched) otherwise: the caller propagates shapes itself."""
+    known = _INHERITED.get(model)
+    if known is None or known[0] != _form(inputs):
+        return False
+    shapes = known[1]
+    nodes = [n for n in gm.graph.nodes if n.op != "output"]
+    if any(n.name not in shapes or shapes[n.name][0] != (n.op, str(n.target)) for n in nodes):
+        return False
+    # the form leaves the batch size out; the shapes recorded hold it
+    fed = [tuple(getattr(shapes[n.name][1], "shape", ())) for n in nodes if n.op == "placeholder"]
+    if sorted(fed) != sorted(tuple(np.shape(a)) for a in leaves(inputs)):
+        return False
+    for n in nodes:
+        if shapes[n.name][1] is not None:  # None: a node yielding no tensor (x.size(0))
+            n.meta["tensor_meta"] = shapes[n.name][1]
+    return True

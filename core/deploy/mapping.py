@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from slimkit.deploy.runtime import feed
+from slimkit.deploy.skeleton import skeleton
 from slimkit.errors import ExportError
 from slimkit.quant.moments import Moments, summaries
 
@@ -231,13 +232,15 @@ def names_layer(node_name: str, layer: str) -> bool:
     return any(all(same(have[i + j], w) for j, w in enumerate(want)) for i in range(len(have) - len(want) + 1))
 
 
-def float_tensors(model: "onnx.ModelProto") -> list[str]:
-    """Every float32 tensor of the graph (inputs, then node outputs) in topological order."""
+def float_tensors(model: "onnx.ModelProto", light: "onnx.ModelProto | None" = None) -> list[str]:
+    """Every float32 tensor of the graph (inputs, then node outputs) in topological order; ``light``:
+    ``model``'s :func:`~slimkit.deploy.skeleton.skeleton`, whose shape inference is the same without
+    copying the weights."""
     import onnx
     from onnx import shape_inference
 
     try:
-        inferred = shape_inference.infer_shapes(model)
+        inferred = shape_inference.infer_shapes(light if light is not None else model)
     except Exception:  # shape inference is best effort; fall back to the declared types
         inferred = model
     types = {}
@@ -251,7 +254,8 @@ def float_tensors(model: "onnx.ModelProto") -> list[str]:
 
 
 def probe_values(model: "onnx.ModelProto", probe: Any) -> tuple[list[str], dict[str, np.ndarray]]:
-    """The values of every float tensor on ``probe``, run in onnxruntime with optimizations off.
+    """The values of every float tensor on ``probe``, run in onnxruntime with optimizations off (on the
+    model's skeleton, fed its weights: see :mod:`slimkit.deploy.skeleton`).
 
     Returns:
         The tensor names in topological order, and name -> values.
@@ -259,22 +263,21 @@ def probe_values(model: "onnx.ModelProto", probe: Any) -> tuple[list[str], dict[
     import onnx
     import onnxruntime as ort
 
-    names = float_tensors(model)
-    exposed = onnx.ModelProto()
-    exposed.CopyFrom(model)
-    outputs = {o.name for o in exposed.graph.output}
-    graph_inputs = {i.name for i in exposed.graph.input}
+    light, weights = skeleton(model)
+    names = float_tensors(model, light)
+    outputs = {o.name for o in light.graph.output}
+    graph_inputs = {i.name for i in light.graph.input}
     for name in names:
         if name not in outputs and name not in graph_inputs:
-            exposed.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+            light.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
     try:
-        sess = ort.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        feeds = feed(sess.get_inputs(), probe, "the float model")
+        sess = ort.InferenceSession(light.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        feeds = feed([i for i in sess.get_inputs() if i.name not in weights], probe, "the float model")
         fetch = [o.name for o in sess.get_outputs()]
-        results = sess.run(fetch, feeds)
+        results = sess.run(fetch, {**feeds, **weights})
     except ExportError:
         raise
     except Exception as exc:

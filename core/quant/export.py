@@ -154,7 +154,11 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
     try:
         memory.release_unused(memory.weight_bytes(float_adapter))  # the fp32 export is the peak: free memory back first
         export_float(float_adapter, str(float_path), head(x, 1), settings.opset)  # once per run when reusing
-        probe = at_least_two(head(x, checks.probe_samples()))
+        # no more inputs than the stage's fidelity check compares (it reads as many as the outputs need),
+        # whose outputs are then known: neither model runs again
+        count = checks.probe_samples() if known is None else \
+            min(checks.probe_samples(), checks.fidelity_samples(known.reference))
+        probe = at_least_two(head(x, count))
         # Tensors are found by their values on a few inputs (every tensor of the float graph is kept for
         # them, so memory grows with this count); the file is then verified on the whole probe.
         few = at_least_two(head(x, MAPPING_SAMPLES))

@@ -83,7 +83,7 @@ class Static(QuantMethod):
 
         found = fall_back(prepared.adapter, prepared.graph, prepared.plan, params, model,
                           lambda plan, p: finish(prepared.adapter, plan, p), replan,
-                          head(ctx.sample, FIDELITY_SAMPLES), options.min_correlation, options.max_float_share,
+                          head(ctx.sample, checks.fidelity_samples(reference)), options.min_correlation, options.max_float_share,
                           ctx.verbose, reference)
         if not found.floated:
             return QuantOutcome(model, params, ranges, outputs=found.outputs, site_moments=moments)

@@ -8,6 +8,8 @@ of them in tests/contract/test_quant_contract.py.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimkit.adapter import TrainHooks
-from slimkit.errors import UnsupportedModelError
+from slimkit.errors import DataError, UnsupportedModelError
 from slimkit.quant.params import QuantParams, fake_quantize, params_from_range
 from slimkit.quant.plan import FakeQuantSpec, QuantPlan, SiteParams, plan_sites
 from slimkit.recipe import FineTune
@@ -350,6 +352,52 @@ def test_shrink_adds_bias_and_drops_folded_batch_norm():
     node = small_adapter.graph(x).by_name["bn"]
     assert node.op == "elementwise" and node.attrs["quant"] == "same"
     assert isinstance(model.bn, nn.BatchNorm2d) and model.conv.bias is None  # source untouched
+
+
+def test_a_folded_model_is_captured_with_its_source_shapes_and_a_pruned_one_is_shaped_anew(monkeypatch):
+    from slimkit.adapters.torch import graph as torch_graph
+    from slimkit.quant.bn_fold import fold_batchnorm
+
+    class ConvBNView(nn.Module):  # x.size(0) yields no tensor: its node is carried over as well
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+            self.bn = nn.BatchNorm2d(4)
+            self.fc = nn.Linear(4 * 36, 2)
+
+        def forward(self, x):
+            y = F.relu(self.bn(self.conv(x)))
+            return self.fc(y.view(x.size(0), -1))
+
+    x = inputs(4)
+    adapter = adapter_for(ConvBNView().eval())
+    calls = []
+    real = torch_graph.propagate_shapes
+    monkeypatch.setattr(torch_graph, "propagate_shapes", lambda *a: calls.append(1) or real(*a))
+    adapter.check_input(x[:1], "calib_data")
+    folded, pairs = fold_batchnorm(adapter, x)  # captures the source model: one propagation
+    assert pairs == [("conv", "bn")] and calls == [1]
+    inherited = folded.graph(x)
+    assert calls == [1]  # the fold kept every shape: none for the folded model
+    fresh = adapter_for(copy.deepcopy(folded.model)).graph(x)  # another model object: nothing to inherit
+    assert calls == [1, 1]
+    assert [(n.name, n.op, n.inputs, n.channels, n.layer, n.attrs) for n in inherited.nodes] == \
+        [(n.name, n.op, n.inputs, n.channels, n.layer, n.attrs) for n in fresh.nodes]
+    # pruning changes the kernel's shape: the rebuilt model's shapes are propagated again
+    weights = adapter.get_weights("conv")
+    pruned = adapter.shrink({"conv": {"kernel": weights["kernel"][:2]}, "bn": {
+        k: v[:2] for k, v in adapter.get_weights("bn").items()}, "fc": {
+        "kernel": adapter.get_weights("fc")["kernel"][:, :72], "bias": adapter.get_weights("fc")["bias"]}})
+    assert pruned.graph(x).by_name["conv"].channels == 2 and calls == [1, 1, 1]
+
+    def refuse(*args):
+        raise RuntimeError("ran")
+
+    folded.model.forward = refuse
+    folded.check_input(x[:1], "calib_data")  # what the source model accepted: the folded one does not run
+    pruned.model.forward = refuse
+    with pytest.raises(DataError, match="calib_data"):  # rebuilt with other shapes: it runs again
+        pruned.check_input(x[:1], "calib_data")
 
 
 def test_pytorch_model_folder_needs_the_architecture(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import slimkit
@@ -23,6 +24,18 @@ def test_quick_checks_cut_samples_and_gzip_inside_the_block_only():
     with pytest.raises(ValueError, match="samples must be at least 2"):
         with checks.quick_checks(samples=1):
             pass
+
+
+def test_the_fidelity_inputs_follow_the_output_size():
+    # as many inputs as give FIDELITY_VALUES output values, within MIN_FIDELITY_SAMPLES..FIDELITY_SAMPLES
+    assert checks.FIDELITY_VALUES == 4096 and checks.MIN_FIDELITY_SAMPLES == 8 and FIDELITY_SAMPLES == 64
+    assert checks.fidelity_samples(np.zeros((16, 1000), np.float32)) == 8  # an ImageNet classifier
+    assert checks.fidelity_samples(np.zeros((16, 100), np.float32)) == 41
+    assert checks.fidelity_samples(np.zeros((16, 10), np.float32)) == FIDELITY_SAMPLES
+    assert checks.fidelity_samples(np.zeros((16, 8, 64), np.float32)) == 8
+    assert checks.fidelity_samples(None) == FIDELITY_SAMPLES  # not known yet: calibration records that many
+    with checks.quick_checks(samples=3):
+        assert checks.fidelity_samples(np.zeros((16, 10), np.float32)) == 3
 
 
 def fidelity_note(report) -> str:
