@@ -19,6 +19,7 @@ from slimkit.data import map_inputs, n_samples
 
 from . import data as kdata
 from . import distributed as kdist
+from .ops import no_gradients
 from .quiet import quiet
 
 
@@ -30,7 +31,7 @@ def predict(model: Any, x: Any, batch: int, plain: dict[int, Any]) -> np.ndarray
     short = -n % batch if n > batch else 0
     if short:
         x = map_inputs(x, lambda a: np.concatenate([a, np.repeat(a[-1:], short, axis=0)]))
-    with quiet():  # retracing notices: slimkit predicts with many models in turn
+    with quiet(), no_gradients():  # retracing notices: slimkit predicts with many models in turn
         if distributed:  # each process alone: no replicas, no collective
             out = kdist.plain_predict(model, plain, x, batch, n)
         else:

@@ -202,6 +202,7 @@ def test_fixed_sites_equal_the_numpy_reference(float_adapter, static):
 
 
 def test_fake_quant_op_rounds_half_to_even_like_numpy():
+    from slimkit.adapters.keras.ops import no_gradients
     from slimkit.adapters.keras.quant import FakeQuant
 
     rng = np.random.default_rng(5)
@@ -213,12 +214,16 @@ def test_fake_quant_op_rounds_half_to_even_like_numpy():
     layer.build(x.shape)
     layer.set_params(SiteParams.of(per_tensor))
     np.testing.assert_array_equal(np.asarray(layer(x)), fake_quantize(x, per_tensor))
+    with no_gradients():  # the short inference path: the same values
+        np.testing.assert_array_equal(np.asarray(layer(x)), fake_quantize(x, per_tensor))
     w = rng.normal(size=(3, 3, 4, 6)).astype(np.float32)
     per_channel = kernel_params(w, 3)
     layer = FakeQuant(-128, 127, True, axis=3, site="k", role="kernel")
     layer.build(w.shape)
     layer.set_params(SiteParams.of(per_channel))
     np.testing.assert_array_equal(np.asarray(layer(w)), fake_quantize(w, per_channel))
+    with no_gradients():
+        np.testing.assert_array_equal(np.asarray(layer(w)), fake_quantize(w, per_channel))
 
 
 # ------------------------------------------------------------------------------ save, copies
