@@ -119,6 +119,13 @@ def median(rows: list[dict[str, Any]], key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
+def paired_ratio(ours: list[dict[str, Any]], peer: list[dict[str, Any]]) -> float | None:
+    """Median over rounds of ours / peer, each round's pair measured back to back (a machine that slows
+    down between rounds moves both)."""
+    ratios = [a["seconds"] / b["seconds"] for a, b in zip(ours, peer) if "seconds" in a and b.get("seconds")]
+    return statistics.median(ratios) if ratios else None
+
+
 def latency(paths: dict[str, Path], x: np.ndarray, rounds: int) -> dict[str, float]:
     """Median over ``rounds`` of each file's median batch-1 latency (ms) of 30 timed runs, files interleaved."""
     from slimkit.deploy.bench import latency_ms
@@ -138,7 +145,7 @@ def fmt(value: float | None, spec: str = ".1f") -> str:
 def table(results: dict[tuple[str, str], dict[str, Any]], args: argparse.Namespace, header: str) -> str:
     lines = [header, "",
              "| model | framework | fp32 export s | ORT quantize s | slimkit s | slimkit / (fp32 + 2 x ORT) "
-             "| time ratio slimkit / ORT | RSS GB fp32 / ORT / slimkit | RSS vs max(1.2 x fp32, 2 x ORT) "
+             "| time ratio slimkit / ORT (median of rounds) | RSS GB fp32 / ORT / slimkit | RSS vs max(1.2 x fp32, 2 x ORT) "
              "| int8 ms ORT / slimkit | latency ratio | errors |",
              "|---|---|---:|---:|---:|---:|---:|---|---:|---|---:|---|"]
     for (framework, model), res in results.items():
@@ -151,7 +158,7 @@ def table(results: dict[tuple[str, str], dict[str, Any]], args: argparse.Namespa
         lines.append(
             f"| {model} | {framework} | {fmt(t['fp32'])} | {fmt(t['ort'])} | {fmt(t['slimkit'])} | "
             f"{fmt(t['slimkit'] / budget if budget and t['slimkit'] else None, '.2f')} | "
-            f"{fmt(t['slimkit'] / t['ort'] if t['ort'] and t['slimkit'] else None, '.1f')} | "
+            f"{fmt(paired_ratio(res['slimkit'], res['ort']), '.2f')} | "
             f"{fmt(m['fp32'], '.2f')} / {fmt(m['ort'], '.2f')} / {fmt(m['slimkit'], '.2f')} | "
             f"{fmt(m['slimkit'] / mem_budget if mem_budget and m['slimkit'] else None, '.2f')} | "
             f"{fmt(lat.get('ort'), '.2f')} / {fmt(lat.get('slimkit'), '.2f')} | "

@@ -16,7 +16,7 @@ import copy
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
+from torch.nn.utils import parametrize, skip_init
 
 from slimkit.errors import DataError, UnsupportedModelError
 from slimkit.adapters.torch.attention import rebuilt_attention, update_head_counts
@@ -97,7 +97,11 @@ def shrink_model(model: nn.Module, weights: dict[str, dict[str, np.ndarray]],
 
 
 def rebuilt_module(name: str, old: nn.Module, weights: dict[str, np.ndarray]) -> nn.Module:
-    """A module like ``old`` sized by ``weights`` and holding them (``old`` itself if no size changes)."""
+    """A module like ``old`` sized by ``weights`` and holding them (``old`` itself if no size changes).
+
+    Convolutions and linear layers are made without running their initializers
+    (``skip_init``: a ResNet50's 25M weights drawn at random only to be overwritten): :func:`_load`
+    writes every parameter and buffer of the new module, or raises."""
     if type(old) in _CONV:
         new, attrs = _conv(name, old, weights), _KERNEL_ATTRS
     elif isinstance(old, nn.RNNBase) and old.num_layers == 1 and not old.bidirectional and \
@@ -118,7 +122,7 @@ def rebuilt_module(name: str, old: nn.Module, weights: dict[str, np.ndarray]) ->
         return rebuilt_attention(name, old, weights)
     elif isinstance(old, nn.Linear) and type(old).__module__.startswith("torch.nn.modules"):
         kernel = _given(name, weights, "kernel", old.weight)
-        new = nn.Linear(kernel[1], kernel[0], bias=old.bias is not None or "bias" in weights,
+        new = skip_init(nn.Linear, kernel[1], kernel[0], bias=old.bias is not None or "bias" in weights,
                         device=old.weight.device, dtype=old.weight.dtype)
         attrs = _KERNEL_ATTRS
     elif isinstance(old, nn.modules.batchnorm._BatchNorm) and type(old).__module__.startswith("torch.nn"):
@@ -157,8 +161,8 @@ def _conv(name: str, old: nn.Conv1d | nn.Conv2d | nn.Conv3d, weights: dict[str, 
         raise UnsupportedModelError(
             f"layer {name!r}: cannot resize a grouped convolution (groups={old.groups}) to kernel {kernel}"
         )
-    return type(old)(
-        in_channels, out_channels, old.kernel_size, stride=old.stride, padding=old.padding,
+    return skip_init(
+        type(old), in_channels, out_channels, old.kernel_size, stride=old.stride, padding=old.padding,
         dilation=old.dilation, groups=groups, bias=old.bias is not None or "bias" in weights,
         padding_mode=old.padding_mode,
         device=old.weight.device, dtype=old.weight.dtype,

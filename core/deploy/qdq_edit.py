@@ -300,9 +300,11 @@ def _channel_summary(rows: np.ndarray) -> np.ndarray:
     Sorting every channel instead cost a ResNet50's export 0.4 s."""
     if not rows.shape[1]:
         return np.zeros((len(rows), 6))
-    wide = rows.astype(np.float64)
-    return np.stack([rows.min(axis=1), rows.max(axis=1), wide.sum(axis=1), np.einsum("ij,ij->i", wide, wide),
-                     np.abs(wide).sum(axis=1), np.full(len(rows), rows.shape[1], dtype=np.float64)], axis=1)
+    # float64 accumulation without a float64 copy of the kernel
+    return np.stack([rows.min(axis=1), rows.max(axis=1), rows.sum(axis=1, dtype=np.float64),
+                     np.einsum("ij,ij->i", rows, rows, dtype=np.float64, casting="safe"),
+                     np.abs(rows).sum(axis=1, dtype=np.float64), np.full(len(rows), rows.shape[1], dtype=np.float64)],
+                    axis=1)
 
 
 def dequantize_node(ed: Editor, q_name: str, p: QParams, base: str, zp_dtype: np.dtype) -> str:

@@ -248,7 +248,14 @@ def quantize(x: Any, p: QuantParams) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     scale = _broadcast(p.scale, p, x.ndim, x.shape)
     zp = _broadcast(p.zero_point, p, x.ndim, x.shape)
-    q = np.rint(x / scale).astype(np.float64) + zp
+    q = np.asarray(np.rint(x / scale))  # 0-d inputs too: ufuncs return scalars for them
+    if p.qmax - p.qmin <= 1 << 16:
+        # 8/16-bit grids: float32 in place is exact (integer zero points; a quotient too large for
+        # float32 to add it exactly saturates either way) and spares a float64 copy of every kernel
+        q += zp
+        np.clip(q, p.qmin, p.qmax, out=q)
+        return q.astype(np.int32)
+    q = q.astype(np.float64) + zp  # int32 bounds are not float32 numbers
     return np.clip(q, p.qmin, p.qmax).astype(np.int32)
 
 
