@@ -43,3 +43,63 @@ def test_without_glibc_nothing_is_called(monkeypatch):
     with memory.steady_heap():
         pass
     memory.release_unused(memory.LARGE_BYTES)  # collects garbage, trims nothing: no error
+
+
+def test_older_garbage_goes_first_older_objects_are_frozen_and_the_runs_own_cycles_freed(monkeypatch):
+    import gc
+    import weakref
+
+    monkeypatch.setattr(memory, "_libc", lambda: None)
+    monkeypatch.setattr(memory, "_last_entry_collect", -float("inf"))  # no block collected recently
+
+    class Node:
+        pass
+
+    def cycle() -> weakref.ref:
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        return weakref.ref(a)
+
+    enabled = gc.isenabled()
+    gc.disable()  # no automatic collection between making the old cycle and the block
+    try:
+        _check_freeze(gc, cycle)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _check_freeze(gc, cycle) -> None:
+    before = gc.get_freeze_count()
+    old = cycle()  # garbage made before the block: collected as the block starts, never frozen
+    kept = [cycle]  # a live object older than the block: frozen
+    with memory.steady_heap():
+        assert old() is None and gc.get_freeze_count() > before
+        assert not any(o is kept for o in gc.get_objects())  # frozen: no collection looks at it
+        with memory.steady_heap():  # nested: one freeze
+            pass
+        assert gc.get_freeze_count() > before
+        new = cycle()
+        gc.collect()
+        assert new() is None  # the run's own garbage is freed inside
+    assert gc.get_freeze_count() == before and any(o is kept for o in gc.get_objects())
+    # the next block within ENTRY_COLLECT_SECONDS (an export after its compress) freezes without collecting
+    old = cycle()
+    with memory.steady_heap():
+        assert old() is not None
+    gc.collect()
+    assert old() is None
+
+
+def test_a_process_that_froze_objects_itself_keeps_them_frozen(monkeypatch):
+    import gc
+
+    monkeypatch.setattr(memory, "_libc", lambda: None)
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with memory.steady_heap():
+            assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen  # not unfrozen by slimkit
+    finally:
+        gc.unfreeze()
