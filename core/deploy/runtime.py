@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import tempfile
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from slimkit.errors import ExportError
+
+if TYPE_CHECKING:
+    import onnx
 
 
 def session(path: str):  # -> onnxruntime.InferenceSession
@@ -47,7 +52,29 @@ def feed(graph_inputs: list[Any], x: Any, where: str = "model") -> dict[str, np.
 
 def run(path: str, x: Any) -> np.ndarray:
     """The first output of the model at ``path`` for inputs ``x`` (one array, positional, or named)."""
-    sess = session(path)
+    return _run(session(path), path, x)
+
+
+def run_optimized(path: str, x: Any) -> tuple[np.ndarray, "onnx.ModelProto"]:
+    """:func:`run`, and the graph onnxruntime ran (its full optimizations, as
+    :func:`slimkit.deploy.inspect.optimized_model` gives it) from the same session: one load and one
+    optimization of the model instead of two."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="slimkit-optimized-") as tmp:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
+        options.log_severity_level = 3  # the NCHWc serialization notice
+        try:
+            sess = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ExportError(f"{path}: onnxruntime cannot load the exported model: {exc}") from exc
+        return _run(sess, path, x), onnx.load(options.optimized_model_filepath)
+
+
+def _run(sess: Any, path: str, x: Any) -> np.ndarray:
     inputs = feed(sess.get_inputs(), x, path)
     try:
         return np.asarray(sess.run(None, inputs)[0])

@@ -171,7 +171,7 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
         runtime = deploy.load_runtime()
         runtime.write_qdq(str(float_path), str(tmp), plan, params, kernels, acts, few)
         fp32, reference = _outputs(adapter, float_adapter, probe, known)
-        got = runtime.run(str(tmp), probe)
+        got, optimized_proto = runtime.run_optimized(str(tmp), probe)  # the report's ops from the same session
         if reference.shape != got.shape:
             raise ExportError(f"{dest}: quantized ONNX output shape {got.shape} != framework output {reference.shape}")
         diff = float(np.max(np.abs(reference - got))) if reference.size else 0.0
@@ -193,7 +193,7 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
                 f"export.onnx.quant_error_ratio allows {settings.quant_error_ratio:g}x); the file was not "
                 f"written.{hint}")
         inspect = deploy.load_inspect()
-        optimized = inspect.optimized_model(str(tmp)).graph
+        optimized = optimized_proto.graph
         ops = collections.Counter(n.op_type for n in optimized.node)
         integer_ops = {k: int(v) for k, v in ops.items() if k in INTEGER_OPS}
         # The report's indication, not a benchmark (benchmarks/ interleaves rounds): a median of 5 runs
