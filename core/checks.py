@@ -28,7 +28,7 @@ PROBE_SAMPLES = 16
 
 #: Output values the fidelity comparison looks at. A correlation over a few thousand values already
 #: tells a faithful model from a broken one; an ImageNet classifier gives them in 8 inputs, so running
-#: the simulated model over 64 would add seconds (a ResNet50 input costs ~70 ms on 2 cores in PyTorch,
+#: the simulated model over 64 would add seconds (a ResNet50 input costs ~60 ms on 2 cores in PyTorch,
 #: more in Keras) and nothing to the check, while a model with a handful of outputs needs the 64.
 FIDELITY_VALUES = 4096
 

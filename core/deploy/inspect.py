@@ -9,6 +9,7 @@ import tempfile
 from typing import TYPE_CHECKING
 
 from slimkit.deploy.mapping import QdqMapping
+from slimkit.deploy.runtime import optimizing_session
 from slimkit.deploy.ops import WEIGHT_INTEGER_OPS
 from slimkit.errors import ExportError
 
@@ -32,15 +33,11 @@ def optimized_model(model: "str | os.PathLike[str] | onnx.ModelProto", level: st
             onnx.save(model, src)
         else:
             src = os.fspath(model)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = levels[level]
-        options.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
-        options.log_severity_level = 3  # the NCHWc serialization notice
         try:
-            ort.InferenceSession(src, options, providers=["CPUExecutionProvider"])
+            _, optimized = optimizing_session(src, tmp, levels[level])
         except Exception as exc:
             raise ExportError(f"onnxruntime cannot load the model: {exc}") from exc
-        return onnx.load(options.optimized_model_filepath)
+        return onnx.load(optimized)
 
 
 def fused_ops(model: "str | os.PathLike[str] | onnx.ModelProto", level: str = "all") -> collections.Counter:

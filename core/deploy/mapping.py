@@ -274,7 +274,10 @@ def probe_values(model: "onnx.ModelProto", probe: Any) -> tuple[list[str], dict[
     import onnx
     import onnxruntime as ort
 
-    light, weights = skeleton(model)
+    try:
+        light, weights = skeleton(model)
+    except Exception as exc:  # an initializer numpy cannot read
+        raise ExportError(f"quantized export: cannot read the float ONNX model's weights to find its tensors: {exc}") from exc
     names = float_tensors(model, light)
     outputs = {o.name for o in light.graph.output}
     graph_inputs = {i.name for i in light.graph.input}

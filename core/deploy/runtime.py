@@ -60,18 +60,26 @@ def run_optimized(path: str, x: Any) -> tuple[np.ndarray, "onnx.ModelProto"]:
     :func:`slimkit.deploy.inspect.optimized_model` gives it) from the same session: one load and one
     optimization of the model instead of two."""
     import onnx
-    import onnxruntime as ort
 
     with tempfile.TemporaryDirectory(prefix="slimkit-optimized-") as tmp:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
-        options.log_severity_level = 3  # the NCHWc serialization notice
         try:
-            sess = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            sess, optimized = optimizing_session(path, tmp)
         except Exception as exc:
             raise ExportError(f"{path}: onnxruntime cannot load the exported model: {exc}") from exc
-        return _run(sess, path, x), onnx.load(options.optimized_model_filepath)
+        return _run(sess, path, x), onnx.load(optimized)
+
+
+def optimizing_session(path: str, folder: str, level: Any = None) -> tuple[Any, str]:
+    """An onnxruntime CPU session for ``path`` that writes the graph it optimized (``level``: an
+    ``onnxruntime.GraphOptimizationLevel``, all optimizations by default) into ``folder``; returns the
+    session and that file's path. onnxruntime's own exceptions pass through."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL if level is None else level
+    options.optimized_model_filepath = os.path.join(folder, "optimized.onnx")
+    options.log_severity_level = 3  # the NCHWc serialization notice
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"]), options.optimized_model_filepath
 
 
 def _run(sess: Any, path: str, x: Any) -> np.ndarray:

@@ -11,6 +11,7 @@ the arrays at run time without a copy.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,7 +39,9 @@ def skeleton(model: "onnx.ModelProto") -> tuple["onnx.ModelProto", dict[str, np.
     fed: dict[str, np.ndarray] = {}
     kept, inputs = [], []
     for init in graph.initializer:
-        if init.data_location == onnx.TensorProto.DEFAULT and len(init.raw_data) >= FED_BYTES:
+        # the size from the dims: reading raw_data copies it
+        if init.data_location == onnx.TensorProto.DEFAULT and \
+                math.prod(init.dims) * _itemsize(init.data_type) >= FED_BYTES:
             fed[init.name] = numpy_helper.to_array(init)
             if init.name not in declared:  # IR < 4 lists initializers among the inputs already
                 inputs.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
@@ -50,6 +53,16 @@ def skeleton(model: "onnx.ModelProto") -> tuple["onnx.ModelProto", dict[str, np.
     light.graph.initializer.extend(kept)
     light.graph.input.extend(inputs)
     return light, fed
+
+
+def _itemsize(data_type: int) -> int:
+    """Bytes per element of an ONNX tensor type (1 where numpy has no such type: such tensors stay)."""
+    from onnx import helper
+
+    try:
+        return int(np.dtype(helper.tensor_dtype_to_np_dtype(data_type)).itemsize)
+    except (KeyError, TypeError, ValueError):
+        return 1
 
 
 def _copy_fields(source: Any, dest: Any, skip: tuple[str, ...]) -> None:
