@@ -295,7 +295,7 @@ def _matrix_counts(adapter: ModelAdapter) -> dict[str, tuple[int, int]]:
         keys = info.maskable if info.kind != "other" else [k for k, shape in info.shapes.items() if len(shape) >= 2]
         sizes = [(int(np.prod(info.shapes[key])), key) for key in keys]
         if sizes:
-            weights = adapter.get_weights(info.name)
+            weights = adapter.read_weights(info.name)
             counts[info.name] = (sum(n for n, _ in sizes), sum(int(np.sum(weights[k] == 0)) for _, k in sizes))
     return counts
 
@@ -467,7 +467,7 @@ def _run_quant_stage(
 def _layer_rows(adapter: ModelAdapter, targets: dict[str, float]) -> list[LayerRow]:
     rows = []
     for layer in adapter.layers():
-        weights = adapter.get_weights(layer.name)
+        weights = adapter.read_weights(layer.name)
         params = sum(int(w.size) for w in weights.values())
         nonzeros = sum(int(np.count_nonzero(w)) for w in weights.values())
         matrices = [weights[key] for key in layer.maskable]  # the kernel, or all of an LSTM's matrices
@@ -481,7 +481,7 @@ def _weight_sizes(adapter: ModelAdapter, packed: bool = True) -> tuple[int, int]
     compress away; else 0), in one pass over the weights."""
     raw = size = 0
     for layer in adapter.layers():
-        for w in adapter.get_weights(layer.name).values():
+        for w in adapter.read_weights(layer.name).values():
             raw += int(w.size) * 4
             if packed:
                 size += len(zlib.compress(np.ascontiguousarray(w, dtype=np.float32).tobytes(), 1))

@@ -20,7 +20,8 @@ class TensorOps(Protocol):
 
     Optional, read with ``getattr``: ``fake_quantize_frozen(x, scale, zero_point, qmin, qmax)``, a fused
     inference path of :func:`slimkit.quant.fake_quant.fake_quantize` giving the same values, or None where
-    it does not apply (TorchOps: while autograd records)."""
+    it does not apply (TorchOps: while autograd records); ``eager_flag(x)``, a one-element boolean tensor's
+    value as a Python bool where it can be read at once (eager execution), else None."""
 
     # -- arithmetic the operators do not cover -------------------------------------------------------
     def sqrt(self, x: Any) -> Any:

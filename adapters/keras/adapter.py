@@ -537,9 +537,10 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
 
         return quant.read_plan(self.model)
 
-    def without_fake_quant(self) -> "KerasAdapter":
+    def without_fake_quant(self, read_only: bool = False) -> "KerasAdapter":
         """An adapter over a float copy: fake-quant layers removed, wrapped layers unwrapped with
-        their float weights (masks baked in, no mask constraints), names as in the plan."""
+        their float weights (masks baked in, no mask constraints), names as in the plan. A Keras copy
+        is a new model with its own variables whether or not the caller only reads it (``read_only``)."""
         if not self._has_fake_quant():
             if is_graph_model(self.model, self._k) and self._masks:
                 return self.derived(KerasAdapter(self.strip()))  # a clone with the masks baked in

@@ -77,6 +77,13 @@ class _FirstTensor(nn.Module):
         return first_tensor(out, type(self.model).__name__)
 
 
+def _input_form(x: Any) -> tuple:
+    """What :meth:`TorchAdapter.check_input` tells inputs apart by: their container, names, and each
+    array's shape past the batch axis and dtype."""
+    return (type(x).__name__, tuple(x) if isinstance(x, dict) else None,
+            tuple((tuple(np.shape(a)[1:]), np.asarray(a).dtype.str) for a in leaves(x)))
+
+
 def _refuse_foreign_parametrizations(model: nn.Module, name: str, module: nn.Module) -> None:
     """Raises UnsupportedModelError for a parametrization over several tensors (weight_norm splits the weight
     into ``original0``/``original1``): masks and fake-quant read and write the one tensor under a
@@ -178,6 +185,19 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
             own = self._own_weights(self._module(name))
             return {k: t.detach().cpu().numpy().astype(np.float32, copy=True) for k, t in own.items()}
 
+    def read_weights(self, name: str) -> dict[str, np.ndarray]:
+        """:meth:`get_weights`' values as read-only arrays over the tensors' own memory (float32 ones;
+        others are converted), valid until the model next changes."""
+        with torch.no_grad():
+            own = self._own_weights(self._module(name))
+            out = {}
+            for key, t in own.items():
+                value = t.detach().cpu().numpy()
+                value = value if value.dtype == np.float32 else value.astype(np.float32)
+                value.flags.writeable = False  # the model's memory: a reader must not write it
+                out[key] = value
+            return out
+
     def set_weights(self, name: str, weights: dict[str, np.ndarray]) -> None:
         module = self._module(name)
         own = self._own_weights(module)
@@ -253,8 +273,7 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         two samples, with the framework's first line of the error)."""
         x = as_inputs(x, what)
         # one run per input form: calibration, planning and export each check the same samples
-        form = (type(x).__name__, tuple(x) if isinstance(x, dict) else None,
-                tuple((tuple(np.shape(a)[1:]), np.asarray(a).dtype.str) for a in leaves(x)))
+        form = _input_form(x)
         accepted = self.__dict__.setdefault("_accepted_inputs", set())
         if form in accepted:
             return
@@ -399,6 +418,9 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         # a tuning run's trials capture the same float model again: once per run inside reusing()
         graph = remembered_graph(self, sample, lambda: build_graph(self.model, sample))
         self._sample = sample
+        # the capture ran the model on these inputs (or on the model it was rebuilt from): check_input
+        # need not run it on this form again
+        self.__dict__.setdefault("_accepted_inputs", set()).add(_input_form(sample))
         return graph
 
     # -- saving ----------------------------------------------------------------------------
@@ -487,10 +509,11 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
     def quant_plan(self) -> "QuantPlan | None":
         return quant.plan_of(self.model)
 
-    def without_fake_quant(self) -> "TorchAdapter":
+    def without_fake_quant(self, read_only: bool = False) -> "TorchAdapter":
         """An adapter over a float copy: the traced model without its fake-quant modules, whose graph has the
-        original node names (module paths and fx names are kept), masks baked into the weights."""
-        return self._like(quant.float_model(self.model))
+        original node names (module paths and fx names are kept), masks baked into the weights;
+        ``read_only``: the copy holds this model's unmasked parameters and buffers themselves."""
+        return self._like(quant.float_model(self.model, read_only))
 
     # -- export ----------------------------------------------------------------------------
     def export_onnx(self, path: str, sample: Any, opset: int) -> None:

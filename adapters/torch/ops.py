@@ -37,6 +37,13 @@ class TorchOps:
         v = x / scale
         return v.round_().add_(zero_point).clamp_(qmin, qmax).sub_(zero_point).mul_(scale)
 
+    def eager_flag(self, x: Any) -> bool | None:
+        """A one-element tensor's truth, or None while tracing or exporting (fake or traced tensors,
+        TorchScript, torch.compile), where reading it would bake one branch into the graph."""
+        if type(x) is not torch.Tensor or x.numel() != 1 or torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return None
+        return bool(x)
+
     def minimum(self, a: Any, b: Any) -> Any:
         return torch.clamp(a, max=b) if not isinstance(b, torch.Tensor) else torch.minimum(a, b)
 

@@ -11,6 +11,7 @@ dropped batch norms (folded into the convolution before them) become ``nn.Identi
 
 from __future__ import annotations
 
+import collections
 import copy
 
 import numpy as np
@@ -30,17 +31,21 @@ _RNN_ATTRS = {"kernel": "weight_ih_l0", "recurrent_kernel": "weight_hh_l0", "bia
               "recurrent_bias": "bias_hh_l0"}
 
 
-def independent_copy(model: nn.Module) -> nn.Module:
+def independent_copy(model: nn.Module, share: tuple[torch.Tensor, ...] = ()) -> nn.Module:
     """``copy.deepcopy(model)`` whose parametrized modules get classes of their own.
 
     ``torch.nn.utils.parametrize`` makes one class per parametrized module and keeps the parametrized
     tensors as properties of that class; ``deepcopy`` shares the class between original and copy, so
     adding or removing a parametrization on the copy would change the original too.
 
+    Args:
+        model: the module to copy.
+        share: tensors (parameters, buffers) the copy holds as they are instead of copies of them.
+
     Raises:
         Exception: whatever ``copy.deepcopy`` raises for an uncopyable module.
     """
-    clone = copy.deepcopy(model)
+    clone = copy.deepcopy(model, {id(t): t for t in share})
     for module in clone.modules():
         if parametrize.is_parametrized(module):
             cls = type(module)
@@ -75,7 +80,7 @@ def shrink_model(model: nn.Module, weights: dict[str, dict[str, np.ndarray]],
     if both:
         raise DataError(f"layer {both[0]!r} is given new weights and also dropped")
     try:
-        clone = independent_copy(model)
+        clone = independent_copy(model, _replaced_tensors(model, weights, drop))
     except Exception as exc:
         raise UnsupportedModelError(f"cannot copy {type(model).__qualname__} with copy.deepcopy ({exc})") from exc
     unparametrize(clone)
@@ -94,6 +99,30 @@ def shrink_model(model: nn.Module, weights: dict[str, dict[str, np.ndarray]],
             _replace(clone, name, new)
     update_head_counts(clone)  # attention modules that lost heads say how many they have
     return clone
+
+
+def _replaced_tensors(model: nn.Module, weights: dict[str, dict[str, np.ndarray]],
+                      drop: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
+    """The tensors of layers the copy replaces by new modules (dropped batch norms; convolutions and
+    torch's linear layers, which :func:`rebuilt_module` always builds anew and only reads the old tensors
+    of): the copy need not copy them, as nothing writes them (a batch-norm fold of a ResNet50: 100 MB).
+    A module or tensor the model holds in more than one place is copied as ever: the copy keeps it
+    elsewhere."""
+    uses = collections.Counter(id(m) for _, m in model.named_modules(remove_duplicate=False))
+    uses.update(id(t) for _, t in model.named_parameters(remove_duplicate=False))
+    uses.update(id(t) for _, t in model.named_buffers(remove_duplicate=False))
+    shared: list[torch.Tensor] = []
+    for name in (*drop, *weights):
+        try:
+            module = submodule(model, name)
+        except (KeyError, AttributeError):
+            continue  # shrink_model names it in its own error
+        replaced = isinstance(module, nn.modules.batchnorm._BatchNorm) if name in drop else \
+            type(module) in _CONV or (isinstance(module, nn.Linear) and type(module).__module__.startswith("torch.nn"))
+        if replaced and uses[id(module)] == 1 and not parametrize.is_parametrized(module):
+            tensors = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+            shared += [t for t in tensors if uses[id(t)] == 1]
+    return tuple(shared)
 
 
 def rebuilt_module(name: str, old: nn.Module, weights: dict[str, np.ndarray]) -> nn.Module:

@@ -51,6 +51,11 @@ class QuantAdapter(abc.ABC):
         """The plan of the fake-quant sites found in the model; None for a float model."""
 
     @abc.abstractmethod
-    def without_fake_quant(self) -> Any:
+    def without_fake_quant(self, read_only: bool = False) -> Any:
         """An adapter over a float copy: fake-quant removed, float weights (masks baked in), whose
-        graph has the node names the plan refers to."""
+        graph has the node names the plan refers to.
+
+        Args:
+            read_only: the caller only reads the copy (exports it, runs it) and drops it before this
+                model changes; the copy may then hold this model's weight arrays instead of copies.
+        """

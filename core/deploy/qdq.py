@@ -62,7 +62,21 @@ if TYPE_CHECKING:
 
     from slimkit.quant.plan import QuantPlan, SiteParams
 
-__all__ = ["QdqMapping", "insert_qdq"]
+__all__ = ["QdqMapping", "check_file", "insert_qdq"]
+
+
+def check_file(model: "onnx.ModelProto | str") -> None:
+    """onnx's checker on a QDQ model or the file it was saved to.
+
+    Raises:
+        ExportError: the model is invalid (an internal error: slimkit wrote it).
+    """
+    import onnx
+
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise ExportError(f"internal error: the QDQ model is invalid: {exc}") from exc
 
 
 def insert_qdq(
@@ -72,6 +86,7 @@ def insert_qdq(
     kernels: dict[str, np.ndarray],
     act_values: "dict[str, np.ndarray | Moments]",
     probe: np.ndarray,
+    check: bool = True,
 ) -> tuple["onnx.ModelProto", QdqMapping]:
     """Quantizes the float ONNX export of a model at the sites of ``plan`` with slimkit's params.
 
@@ -85,6 +100,9 @@ def insert_qdq(
         act_values: activation site -> the framework's float32 values of that tensor on ``probe``, or
             their :class:`~slimkit.quant.moments.Moments` (calibration takes these on its first inputs).
         probe: a small input batch in the framework's layout (= the ONNX input's layout).
+        check: run onnx's checker on the result; a caller that saves it first may check the file
+            instead (:func:`check_file`: the in-memory check serializes the whole model, 0.07 s for
+            a ResNet50, a file check a fifth of that).
 
     Returns:
         The quantized model and where each site went.
@@ -113,10 +131,8 @@ def insert_qdq(
         weights, nodes = quantize_static_graph(ed, plan, params, kernels, layers, sites, values, act_values)
     ed.finish()
     store_weight_only(model)  # matrices slimkit snapped to int8 for layers that run in float
-    try:
-        onnx.checker.check_model(model)
-    except Exception as exc:
-        raise ExportError(f"internal error: the QDQ model is invalid: {exc}") from exc
+    if check:
+        check_file(model)
     mapping = QdqMapping(tuple((a.node, sites[a.node]) for a in plan.acts),
                          tuple((s.layer, nodes[s.layer]) for s in plan.layers),
                          tuple((s.layer, weights[s.layer]) for s in plan.layers))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,27 +59,33 @@ def run(path: str, x: Any) -> np.ndarray:
 def run_optimized(path: str, x: Any) -> tuple[np.ndarray, "onnx.ModelProto"]:
     """:func:`run`, and the graph onnxruntime ran (its full optimizations, as
     :func:`slimkit.deploy.inspect.optimized_model` gives it) from the same session: one load and one
-    optimization of the model instead of two."""
+    optimization of the model instead of two. The graph's initializers of 1 KB and more hold no data
+    (onnxruntime writes them to a side file that is not read back): the graph is for its ops."""
     import onnx
 
     with tempfile.TemporaryDirectory(prefix="slimkit-optimized-") as tmp:
         try:
-            sess, optimized = optimizing_session(path, tmp)
+            sess, optimized = optimizing_session(path, tmp, weights_apart=True)
         except Exception as exc:
             raise ExportError(f"{path}: onnxruntime cannot load the exported model: {exc}") from exc
-        return _run(sess, path, x), onnx.load(optimized)
+        return _run(sess, path, x), onnx.load(optimized, load_external_data=False)
 
 
-def optimizing_session(path: str, folder: str, level: Any = None) -> tuple[Any, str]:
+def optimizing_session(path: str, folder: str, level: Any = None, weights_apart: bool = False) -> tuple[Any, str]:
     """An onnxruntime CPU session for ``path`` that writes the graph it optimized (``level``: an
     ``onnxruntime.GraphOptimizationLevel``, all optimizations by default) into ``folder``; returns the
-    session and that file's path. onnxruntime's own exceptions pass through."""
+    session and that file's path. ``weights_apart``: initializers of 1 KB and more go to a file beside
+    it (the graph file stays small: a ResNet50's is 80 KB instead of 25 MB). onnxruntime's own
+    exceptions pass through."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL if level is None else level
     options.optimized_model_filepath = os.path.join(folder, "optimized.onnx")
     options.log_severity_level = 3  # the NCHWc serialization notice
+    if weights_apart:
+        options.add_session_config_entry("session.optimized_model_external_initializers_file_name", "optimized.bin")
+        options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"]), options.optimized_model_filepath
 
 
@@ -106,11 +113,18 @@ def initializer_zeros(path: str) -> dict[str, tuple[int, int]]:
 
 def write_qdq(float_path: str, out_path: str, plan: Any, params: dict[str, Any], kernels: dict[str, np.ndarray],
               acts: dict[str, np.ndarray], probe: np.ndarray) -> Any:
-    """Loads the float model, inserts Q/DQ (``slimkit.deploy.qdq``) and saves it; returns the mapping."""
+    """Loads the float model, inserts Q/DQ (``slimkit.deploy.qdq``), saves it and checks the saved file
+    (an invalid one is removed); returns the mapping."""
     import onnx
 
-    from slimkit.deploy.qdq import insert_qdq
+    from slimkit.deploy.qdq import check_file, insert_qdq
 
-    model, mapping = insert_qdq(onnx.load(float_path), plan, params, kernels, acts, probe)
+    model, mapping = insert_qdq(onnx.load(float_path), plan, params, kernels, acts, probe, check=False)
     onnx.save(model, out_path)
+    del model
+    try:
+        check_file(out_path)
+    except ExportError:
+        Path(out_path).unlink(missing_ok=True)
+        raise
     return mapping

@@ -38,8 +38,15 @@ def foldable_pairs(graph: LayerGraph, layers: dict[str, LayerInfo]) -> list[tupl
 
 def folded_weights(layer: LayerInfo, weights: dict[str, np.ndarray], bn: LayerInfo,
                    bn_weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The layer's kernel and bias with the batch norm folded in (native layout)."""
-    kernel = weights["kernel"].astype(np.float64)
+    """The layer's kernel and bias with the batch norm folded in (native layout).
+
+    The per-channel factor and the bias are computed in float64; the kernel is scaled in float32 by the
+    factor rounded to float32 (within an ulp or two of scaling in float64, as onnxruntime's and
+    torch's own folds do), which spares two float64 copies of every kernel (a fifth of a second on a
+    ResNet50)."""
+    kernel = np.asarray(weights["kernel"])
+    if kernel.dtype != np.float32:
+        kernel = kernel.astype(np.float32)
     out = kernel.shape[layer.out_axis]
     mean = bn_weights["mean"].astype(np.float64)
     gamma = bn_weights.get("gamma", np.ones_like(mean)).astype(np.float64)
@@ -50,7 +57,7 @@ def folded_weights(layer: LayerInfo, weights: dict[str, np.ndarray], bn: LayerIn
     shape = [1] * kernel.ndim
     shape[layer.out_axis] = out
     bias = weights.get("bias", np.zeros(out)).astype(np.float64)
-    return {"kernel": (kernel * factor.reshape(shape)).astype(np.float32),
+    return {"kernel": kernel * factor.astype(np.float32).reshape(shape),
             "bias": ((bias - mean) * factor + beta).astype(np.float32)}
 
 
@@ -64,6 +71,6 @@ def fold_batchnorm(adapter: ModelAdapter, sample: np.ndarray | None) -> tuple[Mo
     pairs = foldable_pairs(adapter.graph(sample), infos)
     if not pairs:
         return adapter, []
-    weights = {layer: folded_weights(infos[layer], adapter.get_weights(layer), infos[bn], adapter.get_weights(bn))
+    weights = {layer: folded_weights(infos[layer], adapter.read_weights(layer), infos[bn], adapter.read_weights(bn))
                for layer, bn in pairs}
     return adapter.shrink(weights, drop=tuple(bn for _, bn in pairs)), pairs

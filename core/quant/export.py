@@ -146,7 +146,7 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
     if plan.output_grid is None and known is not None:
         plan = dataclasses.replace(plan, output_grid=known.output_grid)
     params = site_params(adapter, plan)
-    float_adapter = adapter.without_fake_quant()
+    float_adapter = adapter.without_fake_quant(read_only=True)  # dropped before this function returns
     # The float twin stays (in a folder of its own) until its latency is read: see slimkit.deferred.
     folder = Path(tempfile.mkdtemp(prefix="slimkit-float-"))
     float_path = folder / "model.onnx"
@@ -162,7 +162,7 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
         # Tensors are found by their values on a few inputs (every tensor of the float graph is kept for
         # them, so memory grows with this count); the file is then verified on the whole probe.
         few = at_least_two(head(x, MAPPING_SAMPLES))
-        kernels = {s.layer: float_adapter.get_weights(s.layer)["kernel"] for s in plan.layers}
+        kernels = {s.layer: float_adapter.read_weights(s.layer)["kernel"] for s in plan.layers}
         sites = [a.node for a in plan.acts]
         # calibration took the sites' moments on these inputs: the float model need not run again for them
         acts = known.moments_on(few, sites) if known is not None else None

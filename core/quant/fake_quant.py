@@ -49,6 +49,16 @@ class SiteState(Protocol):
 
 
 # ---------------------------------------------------------------------------------------- arithmetic
+def once_ready(ops: TensorOps, ready: Any, y: Any, x: Any) -> Any:
+    """``where(ready, y, x)`` for a site's scalar ``ready`` flag: ``y`` itself where the ops can read the
+    flag as true now (eager PyTorch; not while tracing), which spares the select a copy of every
+    activation; ``y`` must be a fresh tensor (the fake-quantized values), as the select's result is."""
+    read = getattr(ops, "eager_flag", None)
+    if read is not None and read(ready) is True:
+        return y
+    return ops.where(ready, y, x)
+
+
 def fake_quantize(ops: TensorOps, x: Any, scale: Any, zero_point: Any, qmin: int, qmax: int) -> Any:
     """``(clip(round(x / scale) + zp, qmin, qmax) - zp) * scale``, rounding straight-through.
 

@@ -63,14 +63,21 @@ def prepare(work: ModelAdapter, stage: QuantizeStage, field: str, sample: np.nda
             "quantize the float model it came from (a recipe may prune first, then quantize, in one run)")
     if sample is None:
         raise DataError(f"calib_data: {field} needs input samples (pass calib_data= or train_data=)")
-    work.check_input(head(sample, 1), "calib_data")
+    source = work
     folded: list[tuple[str, str]] = []
-    if stage.fold_batchnorm:
-        work, folded = fold_batchnorm(work, sample)
-        if folded:
-            for info in work.layers():
-                if info.name in masked:
-                    work.set_mask(info.name, (work.get_weights(info.name)["kernel"] != 0).astype(np.float32))
+    try:
+        if stage.fold_batchnorm:
+            work, folded = fold_batchnorm(work, sample)
+        for info in work.layers() if folded else ():
+            if info.name in masked:
+                work.set_mask(info.name, (work.get_weights(info.name)["kernel"] != 0).astype(np.float32))
+        graph = work.graph(sample)
+    except Exception:
+        # as before any capture: inputs the model refuses are named as the user's data, whatever failed
+        source.check_input(head(sample, 1), "calib_data")
+        raise
+    # An adapter whose capture ran the model on the sample knows the inputs fit: no forward pass here.
+    work.check_input(head(sample, 1), "calib_data")
     method = method_of(stage)
     layers = select_layers(work.layers(), stage.layers, method.kinds, f"{field}.layers")
     check_overrides(stage, layers, field)
@@ -78,7 +85,6 @@ def prepare(work: ModelAdapter, stage: QuantizeStage, field: str, sample: np.nda
     for info in layers:
         w = weight_settings(stage, info)
         specs[info.name] = kernel_spec(w, info, method.kernel_mode(w))
-    graph = work.graph(sample)
     # A layer with no node of its own (weights tied to another layer, or called more than once)
     # cannot get sites: it stays float, and the report says so.
     own = {n.layer for n in graph.nodes if n.layer is not None}
@@ -130,7 +136,7 @@ def weight_params(adapter: ModelAdapter, plan: QuantPlan, acts: dict[str, SitePa
     learned = learned or {}
     out: dict[str, SiteParams] = {}
     for site in plan.layers:
-        weights = adapter.get_weights(site.layer)
+        weights = adapter.read_weights(site.layer)
         key = f"{site.layer}/kernel"
         kernel = learned.get(key) or SiteParams.of(kernel_params(weights["kernel"], site.kernel))
         out[key] = kernel
@@ -166,12 +172,12 @@ def quant_rows(plan: QuantPlan, params: dict[str, SiteParams], float_adapter: Mo
         lo, hi = ranges.get(a.node, _covered(p))
         rows.append(_row(a.node, "activation", a.spec.bits, p, lo, hi))
     for s in plan.layers:
-        kernel = float_adapter.get_weights(s.layer)["kernel"]
+        kernel = float_adapter.read_weights(s.layer)["kernel"]
         p = params[f"{s.layer}/kernel"]
         rows.append(_row(f"{s.layer}/kernel", "kernel", s.kernel.bits, p, float(kernel.min()), float(kernel.max())))
         b = params.get(f"{s.layer}/bias")
         if b is not None:
-            bias = float_adapter.get_weights(s.layer)["bias"]
+            bias = float_adapter.read_weights(s.layer)["bias"]
             rows.append(_row(f"{s.layer}/bias", "bias", 32, b, float(bias.min()), float(bias.max())))
     return rows
 

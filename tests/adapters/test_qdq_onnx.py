@@ -525,3 +525,46 @@ def test_check_quantized_names_layers_left_in_float(torch_case):
     conv.input[0] = q.input[0]  # the conv now reads the float tensor: no DQ -> Conv unit
     with pytest.raises(ExportError, match="conv2"):
         check_quantized(qdq, mapping)
+
+
+def test_write_qdq_checks_the_saved_file_and_removes_an_invalid_one(torch_case, tmp_path, monkeypatch):
+    """The saved file, not an in-memory copy, goes through onnx's checker; a file it refuses is not left
+    behind, and the error is an ExportError naming the check."""
+    from slimkit.deploy import qdq, runtime
+
+    good = tmp_path / "good.onnx"
+    mapping = runtime.write_qdq(torch_case.path, str(good), torch_case.plan, torch_case.params, torch_case.kernels,
+                                torch_case.acts, torch_case.probe)
+    assert good.exists() and {layer for layer, _ in mapping.layers} == {"conv1", "conv2", "fc1", "fc2"}
+    real = qdq.insert_qdq
+
+    def broken(*args, **kwargs):
+        model, found = real(*args, **kwargs)
+        model.graph.node[0].input[0] = "no_such_tensor"  # reads a tensor nothing produces
+        return model, found
+
+    monkeypatch.setattr(qdq, "insert_qdq", broken)
+    bad = tmp_path / "bad.onnx"
+    with pytest.raises(ExportError, match="the QDQ model is invalid"):
+        runtime.write_qdq(torch_case.path, str(bad), torch_case.plan, torch_case.params, torch_case.kernels,
+                          torch_case.acts, torch_case.probe)
+    assert not bad.exists()
+
+
+def test_run_optimized_gives_the_optimized_ops_without_reading_the_weights_back(torch_case, tmp_path):
+    """Export's verification session yields the outputs and the optimized graph its report counts ops in;
+    that graph is the one optimized_model gives, with its large initializers left in a side file."""
+    from slimkit.deploy import runtime
+    from slimkit.deploy.inspect import optimized_model
+
+    path = tmp_path / "q.onnx"
+    runtime.write_qdq(torch_case.path, str(path), torch_case.plan, torch_case.params, torch_case.kernels,
+                      torch_case.acts, torch_case.probe)
+    out, graph_only = runtime.run_optimized(str(path), torch_case.probe)
+    np.testing.assert_array_equal(out, runtime.run(str(path), torch_case.probe))
+    full = optimized_model(str(path))
+    assert [n.op_type for n in graph_only.graph.node] == [n.op_type for n in full.graph.node]
+    assert "QLinearConv" in {n.op_type for n in full.graph.node}
+    apart = [i for i in graph_only.graph.initializer if i.data_location == onnx.TensorProto.EXTERNAL]
+    assert apart and all(not i.raw_data for i in apart)
+    assert {i.name for i in graph_only.graph.initializer} == {i.name for i in full.graph.initializer}

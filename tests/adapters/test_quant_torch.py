@@ -354,6 +354,46 @@ def test_shrink_adds_bias_and_drops_folded_batch_norm():
     assert isinstance(model.bn, nn.BatchNorm2d) and model.conv.bias is None  # source untouched
 
 
+
+def test_shrink_copies_no_replaced_tensor_and_keeps_a_module_held_twice_apart():
+    """The rebuilt copy does not copy what it replaces (a replaced conv's and a dropped batch norm's
+    tensors), and a module the model holds at two paths is copied as before: training the copy changes
+    nothing in the source."""
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.bn = nn.BatchNorm2d(4)
+            self.head = nn.Conv2d(4, 4, 1)
+            self.again = self.head  # the same module at a second path
+
+        def forward(self, x):
+            return self.again(self.head(self.bn(self.conv(x)))).mean((2, 3))
+
+    model = Twice().eval()
+    source = {k: v.clone() for k, v in model.state_dict().items()}
+    adapter = adapter_for(model)
+    copied = []
+    real = copy.deepcopy
+
+    def spy(x, memo=None):
+        copied.append(memo)
+        return real(x, memo)
+
+    conv = adapter.get_weights("conv")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("slimkit.adapters.torch.rebuild.copy.deepcopy", spy)
+        small = adapter.shrink({"conv": conv, "head": adapter.get_weights("head")}, drop=("bn",))
+    shared = {id(t) for t in copied[0].values()}
+    assert {id(model.conv.weight), id(model.conv.bias), id(model.bn.running_mean)} <= shared
+    assert id(model.head.weight) not in shared  # held at two paths: the copy keeps one of them as it was
+    assert small.model.conv.weight is not model.conv.weight  # rebuilt: a tensor of its own
+    with torch.no_grad():
+        for p in small.model.parameters():
+            p.add_(1.0)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, source[key], rtol=0, atol=0, msg=key)
+
 def test_a_folded_model_is_captured_with_its_source_shapes_and_a_pruned_one_is_shaped_anew(monkeypatch):
     from slimkit.adapters.torch import graph as torch_graph
     from slimkit.quant.bn_fold import fold_batchnorm
@@ -385,9 +425,10 @@ def test_a_folded_model_is_captured_with_its_source_shapes_and_a_pruned_one_is_s
         [(n.name, n.op, n.inputs, n.channels, n.layer, n.attrs) for n in fresh.nodes]
     # pruning changes the kernel's shape: the rebuilt model's shapes are propagated again
     weights = adapter.get_weights("conv")
-    pruned = adapter.shrink({"conv": {"kernel": weights["kernel"][:2]}, "bn": {
+    smaller = {"conv": {"kernel": weights["kernel"][:2]}, "bn": {
         k: v[:2] for k, v in adapter.get_weights("bn").items()}, "fc": {
-        "kernel": adapter.get_weights("fc")["kernel"][:, :72], "bias": adapter.get_weights("fc")["bias"]}})
+        "kernel": adapter.get_weights("fc")["kernel"][:, :72], "bias": adapter.get_weights("fc")["bias"]}}
+    pruned, unchecked = adapter.shrink(smaller), adapter.shrink(smaller)
     assert pruned.graph(x).by_name["conv"].channels == 2 and calls == [1, 1, 1]
 
     def refuse(*args):
@@ -396,8 +437,10 @@ def test_a_folded_model_is_captured_with_its_source_shapes_and_a_pruned_one_is_s
     folded.model.forward = refuse
     folded.check_input(x[:1], "calib_data")  # what the source model accepted: the folded one does not run
     pruned.model.forward = refuse
-    with pytest.raises(DataError, match="calib_data"):  # rebuilt with other shapes: it runs again
-        pruned.check_input(x[:1], "calib_data")
+    pruned.check_input(x[:1], "calib_data")  # its capture ran it on these inputs: no run either
+    unchecked.model.forward = refuse
+    with pytest.raises(DataError, match="calib_data"):  # rebuilt with other shapes, never run: it runs now
+        unchecked.check_input(x[:1], "calib_data")
 
 
 def test_pytorch_model_folder_needs_the_architecture(tmp_path):

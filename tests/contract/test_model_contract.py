@@ -125,6 +125,25 @@ def test_weights_round_trip_and_copies_are_independent(framework):
     assert np.abs(work.predict(x) - reference).max() > 0.1
 
 
+def test_read_weights_are_get_weights_values_that_cannot_change_the_model(framework):
+    """``read_weights`` may share the model's memory: the same float32 values as ``get_weights``, and a
+    write through them either fails or leaves the model as it was."""
+    adapter = adapter_for_copy(mlp_twin(framework))
+    before = adapter.get_weights("fc1")["kernel"]
+    for layer in adapter.layers():
+        copies, read = adapter.get_weights(layer.name), adapter.read_weights(layer.name)
+        assert read.keys() == copies.keys(), layer.name
+        for key, value in read.items():
+            assert value.dtype == np.float32, (layer.name, key)
+            np.testing.assert_array_equal(value, copies[key], err_msg=f"{layer.name}/{key}")
+    kernel = adapter.read_weights("fc1")["kernel"]
+    try:
+        kernel += 1.0
+    except ValueError as exc:
+        assert "read-only" in str(exc)
+    np.testing.assert_array_equal(adapter.get_weights("fc1")["kernel"], before)
+
+
 def test_predict_in_small_batches_gives_every_output_once(framework):
     """slimkit predicts its probes 4 inputs at a time; a last short batch (Keras fills it up so that
     the predict function is not traced again) still gives exactly one output per input."""

@@ -575,7 +575,7 @@ class FakeAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
         layers = tuple(dataclasses.replace(s, kernel=sites[f"{s.layer}/kernel"].current_spec) for s in plan.layers)
         return dataclasses.replace(plan, acts=acts, layers=layers)
 
-    def without_fake_quant(self) -> "FakeAdapter":
+    def without_fake_quant(self, read_only: bool = False) -> "FakeAdapter":
         clone = copy.deepcopy(self.model)
         clone.layers = [layer for layer in clone.layers if not isinstance(layer, FakeQuant)]
         for layer in clone.layers:

@@ -7,7 +7,7 @@ from typing import Any
 from slimkit.ops import TensorOps
 import numpy as np
 
-from slimkit.quant.fake_quant import quantize_with
+from slimkit.quant.fake_quant import once_ready, quantize_with
 from slimkit.plugins import NoOptions
 from slimkit.quant.modes.base import QUANT_MODES, Mode, params_state
 
@@ -22,4 +22,4 @@ class Fixed(Mode):
     def forward(self, ops: TensorOps, site: Any, x: Any, training: bool) -> Any:
         scale = ops.stop_gradient(ops.read(site.scale))
         y = quantize_with(ops, site, x, scale, ops.read(site.zero_point))
-        return ops.where(ops.read(site.ready) > 0, y, x)
+        return once_ready(ops, ops.read(site.ready) > 0, y, x)

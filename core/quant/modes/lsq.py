@@ -17,7 +17,7 @@ import numpy as np
 
 from slimkit.ops import TensorOps
 from slimkit.quant.fake_quant import (
-    LSQ_MIN_SCALE, batch_range, channel_axis, other_axes, quantize_with, range_params, value_range,
+    LSQ_MIN_SCALE, batch_range, channel_axis, once_ready, other_axes, quantize_with, range_params, value_range,
 )
 from slimkit.plugins import NoOptions
 from slimkit.quant.modes.base import QUANT_MODES, Mode, params_state
@@ -64,4 +64,4 @@ class LSQ(Mode):
         g = 1.0 / ops.sqrt(elements_per_scale(ops, site, x) * float(max(site.qmax, 1)))
         scale = ops.stop_gradient(scale) + (scale * g - ops.stop_gradient(scale * g))
         y = quantize_with(ops, site, x, scale, ops.read(site.zero_point))
-        return y if training else ops.where(ready, y, x)
+        return y if training else once_ready(ops, ready, y, x)
