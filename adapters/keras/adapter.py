@@ -391,8 +391,10 @@ class KerasAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         """MultiHeadAttention layers (heads of the query/key/value kernels and the output projection)."""
         return attention_blocks(list(self._walk().values()))
 
-    def shrink(self, weights: dict[str, dict[str, np.ndarray]], drop: tuple[str, ...] = ()) -> "KerasAdapter":
-        """An adapter over a rebuilt copy of the model in which the named layers hold ``weights``.
+    def shrink(self, weights: dict[str, dict[str, np.ndarray]], drop: tuple[str, ...] = (),
+               adopt: bool = False) -> "KerasAdapter":
+        """An adapter over a rebuilt copy of the model in which the named layers hold ``weights``
+        (assigned to new variables, copied whether or not the caller hands the arrays over: ``adopt``).
 
         Convolutions and dense layers get ``filters``/``units`` from their new kernels; batch norms,
         depthwise convolutions and all input features follow from the smaller inputs. A ``bias``

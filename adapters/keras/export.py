@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 from typing import Any, Iterator
 
@@ -49,6 +50,9 @@ def export_onnx(model: Any, path: str, sample: Any, opset: int, declared: list[A
             "install them with: pip install tf2onnx"
         ) from exc
 
+    # tf2onnx's conversion is a Keras run's memory peak (the frozen graph, tf2onnx's own graph and the
+    # proto at once): garbage and free heap pages go back first
+    release_unused(4 * sum(int(math.prod(w.shape)) for w in model.weights))
     arrays = leaves(sample)
     if declared is None:
         shapes = [(None, *a.shape[1:]) for a in arrays]

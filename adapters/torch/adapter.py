@@ -451,15 +451,17 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         """nn.MultiheadAttention layers and transformers-style attention modules; see ``attention.py``."""
         return attention.attention_blocks(self.model)
 
-    def shrink(self, weights: dict[str, dict[str, np.ndarray]], drop: tuple[str, ...] = ()) -> "TorchAdapter":
+    def shrink(self, weights: dict[str, dict[str, np.ndarray]], drop: tuple[str, ...] = (),
+               adopt: bool = False) -> "TorchAdapter":
         """An adapter over a mask-free copy of the model with the named layers rebuilt and the batch norms
-        in ``drop`` replaced by ``nn.Identity``; see ``rebuild.py``."""
+        in ``drop`` replaced by ``nn.Identity``; ``adopt`` lets new tensors hold the given arrays'
+        memory; see ``rebuild.py``."""
         if quant.has_fake_quant(self.model):
             raise UnsupportedModelError(
                 f"cannot rebuild the fake-quantized {type(self.model).__name__}; shrink the float model (or the "
                 "one without_fake_quant() returns) and quantize again"
             )
-        model = shrink_model(self.model, weights, tuple(drop))
+        model = shrink_model(self.model, weights, tuple(drop), adopt)
         if not keeps_shapes(self.model, model, weights):
             return self._like(model)
         traces.inherit(model, self.model)  # capturing it again needs no shape propagation

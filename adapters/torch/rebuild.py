@@ -63,13 +63,16 @@ def unparametrize(model: nn.Module) -> None:
 
 
 def shrink_model(model: nn.Module, weights: dict[str, dict[str, np.ndarray]],
-                 drop: tuple[str, ...] = ()) -> nn.Module:
+                 drop: tuple[str, ...] = (), adopt: bool = False) -> nn.Module:
     """A copy of ``model`` whose named layers are rebuilt around ``weights``; ``model`` is not modified.
 
     Args:
         model: the model to copy.
         weights: layer name -> neutral weight name -> new value (native layout).
         drop: names of batch-norm layers to replace by ``nn.Identity``.
+        adopt: the caller hands ``weights``' arrays over: those that can serve as tensor storage as they
+            are become the new tensors' memory instead of being copied (a batch-norm fold's new kernels:
+            100 MB of fresh memory fewer for a ResNet50).
 
     Raises:
         KeyError: a named layer does not exist.
@@ -94,7 +97,7 @@ def shrink_model(model: nn.Module, weights: dict[str, dict[str, np.ndarray]],
         _replace(clone, name, nn.Identity())
     for name, new_weights in weights.items():
         old = submodule(clone, name)
-        new = rebuilt_module(name, old, new_weights)
+        new = rebuilt_module(name, old, new_weights, adopt)
         if new is not old:
             _replace(clone, name, new)
     update_head_counts(clone)  # attention modules that lost heads say how many they have
@@ -125,8 +128,9 @@ def _replaced_tensors(model: nn.Module, weights: dict[str, dict[str, np.ndarray]
     return tuple(shared)
 
 
-def rebuilt_module(name: str, old: nn.Module, weights: dict[str, np.ndarray]) -> nn.Module:
-    """A module like ``old`` sized by ``weights`` and holding them (``old`` itself if no size changes).
+def rebuilt_module(name: str, old: nn.Module, weights: dict[str, np.ndarray], adopt: bool = False) -> nn.Module:
+    """A module like ``old`` sized by ``weights`` and holding them (``old`` itself if no size changes);
+    ``adopt`` as in :func:`shrink_model`.
 
     Convolutions and linear layers are made without running their initializers
     (``skip_init``: a ResNet50's 25M weights drawn at random only to be overwritten): :func:`_load`
@@ -158,10 +162,10 @@ def rebuilt_module(name: str, old: nn.Module, weights: dict[str, np.ndarray]) ->
         new, attrs = _batchnorm(name, old, weights), _BN_ATTRS
     else:
         attrs = _BN_ATTRS if isinstance(old, nn.modules.batchnorm._BatchNorm) else _KERNEL_ATTRS
-        _load(name, old, old, weights, attrs, resize=False)
+        _load(name, old, old, weights, attrs, resize=False, adopt=adopt)
         return old
     new.train(old.training)
-    _load(name, new, old, weights, attrs, resize=True)
+    _load(name, new, old, weights, attrs, resize=True, adopt=adopt)
     return new
 
 
@@ -213,8 +217,10 @@ def _batchnorm(name: str, old: nn.modules.batchnorm._BatchNorm, weights: dict[st
 
 
 def _load(name: str, new: nn.Module, old: nn.Module, weights: dict[str, np.ndarray], attrs: dict[str, str],
-          resize: bool) -> None:
-    """Copies given weights into ``new``, and ``old``'s other tensors where their shapes still fit."""
+          resize: bool, adopt: bool = False) -> None:
+    """Copies given weights into ``new``, and ``old``'s other tensors where their shapes still fit;
+    ``adopt``: a given array that owns its memory, is writable, C-contiguous and of the tensor's dtype
+    becomes the tensor's storage instead of being copied (see :func:`shrink_model`)."""
     unknown = set(weights) - set(attrs)
     if unknown:
         raise KeyError(f"layer {name!r} has no weight {sorted(unknown)[0]!r}; it has {sorted(attrs)}")
@@ -236,9 +242,20 @@ def _load(name: str, new: nn.Module, old: nn.Module, weights: dict[str, np.ndarr
             if tuple(value.shape) != tuple(target.shape):
                 raise DataError(f"layer {name!r} weight {attr!r}: shape {tuple(value.shape)} != "
                                 f"{tuple(target.shape)} implied by the other weights")
-            target.copy_(value)
+            if adopt and attr in given and _adoptable(given[attr], target):
+                target.data = value  # the array's own memory (torch.as_tensor shares it)
+            else:
+                target.copy_(value)
             if resize and isinstance(source, nn.Parameter) and isinstance(target, nn.Parameter):
                 target.requires_grad_(source.requires_grad)
+
+
+def _adoptable(value: np.ndarray, target: torch.Tensor) -> bool:
+    """True when ``value`` can be ``target``'s storage as it is: a writable, C-contiguous CPU array that
+    owns its memory, of ``target``'s dtype and shape."""
+    return (isinstance(value, np.ndarray) and value.flags.owndata and value.flags.writeable
+            and value.flags.c_contiguous and target.device.type == "cpu"
+            and torch.from_numpy(value[:0]).dtype == target.dtype and value.shape == tuple(target.shape))
 
 
 def _replace(root: nn.Module, name: str, new: nn.Module) -> None:

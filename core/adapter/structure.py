@@ -40,7 +40,7 @@ class StructureAdapter(abc.ABC):
         return []
 
     @abc.abstractmethod
-    def shrink(self, weights: dict[str, dict[str, np.ndarray]], drop: tuple[str, ...] = ()) -> Any:
+    def shrink(self, weights: dict[str, dict[str, np.ndarray]], drop: tuple[str, ...] = (), adopt: bool = False) -> Any:
         """An adapter over a new model in which the named layers hold ``weights``.
 
         Weights (native layout, neutral names) may be smaller than the current ones along channel
@@ -48,7 +48,8 @@ class StructureAdapter(abc.ABC):
         input features, batch-norm features, depthwise channels) and every other layer is kept.
         A ``bias`` given for a layer that has none rebuilds it with one. Layers named in ``drop``
         (batch norms folded into the preceding convolution) become identities. This model is not
-        modified.
+        modified. ``adopt``: the caller hands the arrays over (holds them no more): the new model may
+        use their memory instead of copies.
 
         Raises:
             KeyError: a name is no layer of the model.

@@ -136,16 +136,30 @@ def map_layers(model: "onnx.ModelProto", plan: "QuantPlan", kernels: dict[str, n
     inits = _initializers(model)
     candidates = [n for n in model.graph.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1
                   and n.input[1] in inits]
-    signatures = {n.input[1]: _Signature.of(inits[n.input[1]]) for n in candidates}
+    signatures: dict[str, _Signature] = {}  # taken when first needed
+
+    def signature(name: str) -> _Signature:
+        if name not in signatures:
+            signatures[name] = _Signature.of(inits[name])
+        return signatures[name]
+
     out: dict[str, str] = {}
     taken: dict[str, str] = {}
     for site in plan.layers:
         if site.layer not in kernels:
             raise ExportError(f"no kernel given for quantized layer {site.layer!r}")
+        node = _named_and_identical(site.layer, kernels[site.layer], candidates, inits)
+        if node is not None:  # what the values-then-names search below finds, without summing every weight
+            if node.name in taken:
+                raise ExportError(
+                    f"layers {taken[node.name]!r} and {site.layer!r} both match ONNX node {node.name!r}")
+            taken[node.name] = site.layer
+            out[site.layer] = node.name
+            continue
         kernel = _Signature.of(kernels[site.layer])
-        hits = [n for n in candidates if signatures[n.input[1]].same(kernel)]
+        hits = [n for n in candidates if signature(n.input[1]).same(kernel)]
         if not hits:
-            same_size = [n.name or n.output[0] for n in candidates if signatures[n.input[1]].size == kernel.size]
+            same_size = [n.name or n.output[0] for n in candidates if signature(n.input[1]).size == kernel.size]
             raise ExportError(
                 f"layer {site.layer!r}: no Conv/Gemm/MatMul node of the ONNX graph has its kernel "
                 f"({kernel.size} values) as weight; {unmapped_cause(same_size)}"
@@ -169,6 +183,19 @@ def map_layers(model: "onnx.ModelProto", plan: "QuantPlan", kernels: dict[str, n
         taken[node.name] = site.layer
         out[site.layer] = node.name
     return out
+
+
+def _named_and_identical(layer: str, kernel: np.ndarray, candidates: list[Any],
+                         inits: dict[str, np.ndarray]) -> Any:
+    """The one candidate node whose name points to ``layer`` when its weight is the kernel itself (same
+    layout, same values: PyTorch's exports), else None. Among the nodes whose weights hold the kernel's
+    values, that node is the one :func:`map_layers` picks by name anyway."""
+    named = [n for n in candidates if names_layer(n.name, layer)]
+    if len(named) != 1:
+        return None
+    weight = inits[named[0].input[1]]
+    kernel = np.asarray(kernel)
+    return named[0] if weight.shape == kernel.shape and np.array_equal(weight, kernel) else None
 
 
 def unmapped_cause(same_size: list[str]) -> str:

@@ -271,9 +271,14 @@ def kernel_qparams(layer: str, node: "onnx.NodeProto", w: np.ndarray, kernel: np
         raise ExportError(
             f"layer {layer}: {n} per-channel kernel scales on native axis {p.axis} of a {kernel.shape} "
             f"kernel do not fit the ONNX weight {w.shape} (axis {axis}); cannot translate the axis")
+    w = np.asarray(w, dtype=np.float32)
+    if native == axis and kernel.shape == w.shape and np.array_equal(kernel, w):
+        # the exporter wrote the kernel as it is (PyTorch's layout is ONNX's): channel c is channel c, and
+        # one comparison costs a fifth of summarising both per channel (0.1 s on a ResNet50's kernels)
+        return as_qparams(p, axis), dtype
     # Each channel holds the same values in both, in any order (layouts differ): see _channel_summary.
     ours = _channel_summary(np.moveaxis(kernel, native, 0).reshape(n, -1))
-    theirs = _channel_summary(np.moveaxis(np.asarray(w, dtype=np.float32), axis, 0).reshape(n, -1))
+    theirs = _channel_summary(np.moveaxis(w, axis, 0).reshape(n, -1))
     if ours.shape != theirs.shape:
         differ = np.arange(n)
     else:

@@ -119,7 +119,7 @@ def write_qdq(float_path: str, out_path: str, plan: Any, params: dict[str, Any],
 
     from slimkit.deploy.qdq import check_file, insert_qdq
 
-    model, mapping = insert_qdq(onnx.load(float_path), plan, params, kernels, acts, probe, check=False)
+    model, mapping = insert_qdq(onnx.load(float_path), plan, params, kernels, acts, probe, check=False, in_place=True)
     onnx.save(model, out_path)
     del model
     try:

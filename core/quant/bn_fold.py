@@ -73,4 +73,5 @@ def fold_batchnorm(adapter: ModelAdapter, sample: np.ndarray | None) -> tuple[Mo
         return adapter, []
     weights = {layer: folded_weights(infos[layer], adapter.read_weights(layer), infos[bn], adapter.read_weights(bn))
                for layer, bn in pairs}
-    return adapter.shrink(weights, drop=tuple(bn for _, bn in pairs)), pairs
+    # the folded arrays are made here and dropped after: the new model may hold them as they are
+    return adapter.shrink(weights, drop=tuple(bn for _, bn in pairs), adopt=True), pairs

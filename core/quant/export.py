@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from slimkit import checks, deferred, deploy, memory
+from slimkit import checks, deferred, deploy
 from slimkit.data import PROBE_BATCH, at_least_two, head
 from slimkit.deploy.ops import ACT_RANGES, INTEGER_OPS
 from slimkit.quant.fake_quant import mode_of
@@ -152,7 +152,6 @@ def export_quantized(adapter: ModelAdapter, plan: QuantPlan, tmp: Path, x: np.nd
     float_path = folder / "model.onnx"
     kept = False
     try:
-        memory.release_unused(memory.weight_bytes(float_adapter))  # the fp32 export is the peak: free memory back first
         export_float(float_adapter, str(float_path), head(x, 1), settings.opset)  # once per run when reusing
         # no more inputs than the stage's fidelity check compares (it reads as many as the outputs need),
         # whose outputs are then known: neither model runs again

@@ -568,3 +568,34 @@ def test_run_optimized_gives_the_optimized_ops_without_reading_the_weights_back(
     apart = [i for i in graph_only.graph.initializer if i.data_location == onnx.TensorProto.EXTERNAL]
     assert apart and all(not i.raw_data for i in apart)
     assert {i.name for i in graph_only.graph.initializer} == {i.name for i in full.graph.initializer}
+
+
+def test_insert_qdq_copies_the_float_model_unless_told_to_edit_it(torch_case):
+    """By default the float model is left as it was; ``in_place`` edits it into the result (write_qdq
+    owns the model it loads) and gives the same graph as a copy does."""
+    before = torch_case.model.SerializeToString()
+    copied, mapping = torch_case.quantize()
+    assert torch_case.model.SerializeToString() == before
+    own = onnx.ModelProto()
+    own.CopyFrom(torch_case.model)
+    edited, same = insert_qdq(own, torch_case.plan, torch_case.params, torch_case.kernels, torch_case.acts,
+                              torch_case.probe, in_place=True)
+    assert edited is own and same == mapping
+    assert edited.SerializeToString() == copied.SerializeToString()
+
+
+def test_torch_kernels_written_as_they_are_map_by_name_without_summing_every_weight(torch_case, monkeypatch):
+    """A PyTorch export holds each kernel as it is under a node named after the layer: map_layers takes
+    that node after one comparison; a kernel it does not hold as it is goes through the values search."""
+    from slimkit.deploy import mapping
+
+    summed = []
+    real = mapping._Signature.of
+    monkeypatch.setattr(mapping._Signature, "of", classmethod(lambda cls, v: summed.append(v.size) or real(v)))
+    layers = mapping.map_layers(torch_case.model, torch_case.plan, torch_case.kernels)
+    assert set(layers) == {"conv1", "conv2", "fc1", "fc2"} and summed == []
+    assert all(mapping.names_layer(node, layer) for layer, node in layers.items())
+    changed = dict(torch_case.kernels, conv2=torch_case.kernels["conv2"] + np.float32(1.0))
+    with pytest.raises(ExportError, match="layer 'conv2': no Conv/Gemm/MatMul node"):
+        mapping.map_layers(torch_case.model, torch_case.plan, changed)
+    assert summed  # the values search ran for it

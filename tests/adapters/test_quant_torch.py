@@ -347,6 +347,13 @@ def test_shrink_adds_bias_and_drops_folded_batch_norm():
     folded = {"kernel": kernel * factor.reshape(-1, 1, 1, 1), "bias": bn["beta"] - bn["mean"] * factor}
     small_adapter = adapter.shrink({"conv": folded}, drop=("bn",))
     assert isinstance(small_adapter.model.bn, nn.Identity) and small_adapter.model.conv.bias is not None
+    assert not np.shares_memory(small_adapter.model.conv.weight.detach().numpy(), folded["kernel"])
+    adopted = adapter.shrink({"conv": folded}, drop=("bn",), adopt=True)  # handed over: held as they are
+    assert np.shares_memory(adopted.model.conv.weight.detach().numpy(), folded["kernel"])
+    assert isinstance(adopted.model.conv.weight, nn.Parameter) and adopted.model.conv.weight.requires_grad
+    view = {"kernel": folded["kernel"][:, :, :, :], "bias": folded["bias"]}  # owns no memory: copied
+    assert not np.shares_memory(adapter.shrink({"conv": view}, drop=("bn",), adopt=True).model.conv.weight
+                                .detach().numpy(), folded["kernel"])
     x = inputs(4)
     np.testing.assert_allclose(small_adapter.predict(x), adapter.predict(x), atol=1e-5)
     node = small_adapter.graph(x).by_name["bn"]

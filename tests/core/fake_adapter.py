@@ -482,7 +482,8 @@ class FakeAdapter(ModelAdapter, StructureAdapter, QuantAdapter):
         nodes.append(Node("__output__", "output", (nodes[-1].name,), width))
         return LayerGraph(nodes)
 
-    def shrink(self, weights: dict[str, dict[str, np.ndarray]], drop: tuple[str, ...] = ()) -> "FakeAdapter":
+    def shrink(self, weights: dict[str, dict[str, np.ndarray]], drop: tuple[str, ...] = (),
+               adopt: bool = False) -> "FakeAdapter":
         for name in [*weights, *drop]:
             self.model.layer(name)  # KeyError for a name that is no layer
         for name in drop:

@@ -45,3 +45,22 @@ def test_one_changed_value_is_refused() -> None:
     w[3, 1, 2, 2] += np.float32(1e-5)  # one value of 18, a millionth of the channel's magnitude
     with pytest.raises(ExportError, match="channel 3 of the kernel"):
         kernel_qparams("conv", _conv(), w, kernel, _params(4, 0))
+
+
+def test_a_weight_written_as_the_kernel_is_needs_no_channel_summaries(monkeypatch) -> None:
+    """PyTorch's layout is ONNX's: an identical weight maps channel to channel after one comparison;
+    any other weight is still summarised per channel."""
+    from slimkit.deploy import qdq_edit
+
+    calls = []
+    real = qdq_edit._channel_summary
+    monkeypatch.setattr(qdq_edit, "_channel_summary", lambda rows: calls.append(rows.shape) or real(rows))
+    kernel = np.random.default_rng(3).normal(size=(16, 8, 3, 3)).astype(np.float32)
+    q, _ = kernel_qparams("conv", _conv(), kernel.copy(), kernel, _params(16, 0))
+    assert q.axis == 0 and calls == []
+    np.testing.assert_array_equal(q.scale, _params(16, 0).scale)
+    moved = kernel.copy()
+    moved[0, 0, 0, 0] = kernel[0, 0, 0, 1]
+    moved[0, 0, 0, 1] = kernel[0, 0, 0, 0]  # the same channel values in another order: still channel 0
+    kernel_qparams("conv", _conv(), moved, kernel, _params(16, 0))
+    assert calls == [(16, 72), (16, 72)]

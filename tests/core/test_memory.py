@@ -4,6 +4,8 @@ after the outermost block, nothing where the C library is not glibc."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from slimkit import memory
@@ -22,20 +24,48 @@ class FakeLibc:
         return 1
 
 
+def _trimmed(libc, seconds: float = 5.0) -> bool:
+    """Waits up to ``seconds`` for the delayed trim to reach ``libc``."""
+    deadline = time.monotonic() + seconds
+    while ("trim", 0) not in libc.calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return ("trim", 0) in libc.calls
+
+
 def test_the_outermost_block_sets_and_leaves_the_heap_limits(monkeypatch):
     libc = FakeLibc()
     monkeypatch.setattr(memory, "_libc", lambda: libc)
+    monkeypatch.setattr(memory, "TRIM_DELAY_SECONDS", 0.05)
     with memory.steady_heap():
         assert libc.calls == [("mallopt", -3, memory.KEEP_BLOCK_BYTES), ("mallopt", -1, memory.KEEP_TOP_BYTES)]
         with memory.steady_heap():  # compress() inside a tuning run, export inside compress: one block
             pass
         assert len(libc.calls) == 2
-    assert libc.calls[2:] == [("mallopt", -3, memory.AFTER_BLOCK_BYTES), ("mallopt", -1, memory.AFTER_TOP_BYTES),
-                              ("trim", 0)]
+    assert libc.calls[2:] == [("mallopt", -3, memory.AFTER_BLOCK_BYTES), ("mallopt", -1, memory.AFTER_TOP_BYTES)]
+    assert _trimmed(libc) and len(libc.calls) == 5  # the free pages go back once the delay has passed
     with pytest.raises(RuntimeError):  # an error inside still restores
         with memory.steady_heap():
             raise RuntimeError("boom")
-    assert libc.calls[-1] == ("trim", 0) and len(libc.calls) == 10
+    assert libc.calls[5:] == [("mallopt", -3, memory.KEEP_BLOCK_BYTES), ("mallopt", -1, memory.KEEP_TOP_BYTES),
+                              ("mallopt", -3, memory.AFTER_BLOCK_BYTES), ("mallopt", -1, memory.AFTER_TOP_BYTES)]
+    libc.calls.clear()
+    assert _trimmed(libc) and libc.calls == [("trim", 0)]
+
+
+def test_a_block_soon_after_another_reuses_its_free_pages(monkeypatch):
+    """An export right after its compress: the first block's delayed trim is cancelled by the second,
+    whose own end trims once."""
+    libc = FakeLibc()
+    monkeypatch.setattr(memory, "_libc", lambda: libc)
+    monkeypatch.setattr(memory, "TRIM_DELAY_SECONDS", 0.3)
+    with memory.steady_heap():
+        pass
+    with memory.steady_heap():  # within the delay
+        time.sleep(0.5)  # past the first block's delay: its trim was cancelled, not run
+        assert ("trim", 0) not in libc.calls
+    assert _trimmed(libc) and libc.calls.count(("trim", 0)) == 1
+    time.sleep(0.4)
+    assert libc.calls.count(("trim", 0)) == 1
 
 
 def test_without_glibc_nothing_is_called(monkeypatch):
