@@ -91,7 +91,8 @@ def _trim() -> Any:
 def steady_heap() -> Iterator[None]:
     """Within this block (nested blocks count as one), glibc keeps freed blocks for reuse instead of
     unmapping them and collections leave the objects older than the block alone; on leaving the
-    outermost, free pages go back to the system and those objects are collectable again (see the module)."""
+    outermost, those objects are collectable again and free pages go back to the system
+    :data:`TRIM_DELAY_SECONDS` later unless another block has begun (see the module)."""
     global _depth, _froze, _last_entry_collect, _pending_trim
     libc = _libc()
     with _lock:
