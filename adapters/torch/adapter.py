@@ -14,7 +14,6 @@ import contextlib
 import math
 from pathlib import Path
 import sys
-import warnings
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
@@ -29,16 +28,15 @@ from slimkit.adapter import FitFn, LayerInfo, ModelAdapter, QuantAdapter, Struct
 from slimkit.adapter.saving import SavingAdapter
 from slimkit.attention import AttentionBlock
 from slimkit.data import as_arrays, as_inputs, head, is_array_pair, leaves, n_samples, take
-from slimkit.errors import DataError, ExportError, UnsupportedModelError
+from slimkit.errors import DataError, UnsupportedModelError
 from slimkit.labels import prepare_labels
 from slimkit.quant.reuse import remembered_graph
 from slimkit.recipe import Distributed, FineTune
 
 from slimkit.adapters.torch import attention, distributed, files, naming, probes, quant, saving, traces
+from slimkit.adapters.torch import export as torch_export
 from slimkit.adapters.torch.graph import build_graph
-from slimkit.adapters.torch.inputs import (
-    arguments, call, dynamic_axes, first_tensor, input_names, misfit, model_device, to_tensors,
-)
+from slimkit.adapters.torch.inputs import call, first_tensor, misfit, model_device, to_tensors
 from slimkit.adapters.torch.isolation import check_dtype, drop_instrumentation, inference
 from slimkit.adapters.torch.epochs import Epoch, LoaderShare
 from slimkit.adapters.torch.loaders import CheckedLoader, loader_length
@@ -63,18 +61,6 @@ class _Mask(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return weight * self.mask
-
-
-class _FirstTensor(nn.Module):
-    """The model with the output slimkit reads (for the exporter), taking named inputs positionally."""
-
-    def __init__(self, model: nn.Module, names: list[str] | None) -> None:
-        super().__init__()
-        self.model, self.names = model, names
-
-    def forward(self, *args: Any) -> torch.Tensor:
-        out = self.model(**dict(zip(self.names, args))) if self.names is not None else self.model(*args)
-        return first_tensor(out, type(self.model).__name__)
 
 
 def _input_form(x: Any) -> tuple:
@@ -519,27 +505,5 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
 
     # -- export ----------------------------------------------------------------------------
     def export_onnx(self, path: str, sample: Any, opset: int) -> None:
-        """Writes the float model as ONNX: one graph input per model input, named after it (dict keys,
-        ``forward`` parameters, or ``input``), a dynamic batch axis on each and a dynamic sequence axis
-        on integer inputs; the output (``output``) is the one slimkit reads."""
-        if quant.has_fake_quant(self.model):
-            raise ExportError(
-                f"{type(self.model).__name__} holds fake-quant sites; export the float model from "
-                "without_fake_quant() and let slimkit add the quantization to the ONNX file"
-            )
-        try:
-            with inference(self.model, suspend_hooks=not self._owned), warnings.catch_warnings():
-                # The TorchScript exporter is deprecated in favour of torch.export; it is kept because
-                # it needs no onnxscript and handles every module the adapter supports.
-                warnings.simplefilter("ignore")
-                x = as_inputs(sample, "sample")
-                names = input_names(self.model, x)
-                args, kwargs = arguments(to_tensors(x, self.model))
-                torch.onnx.export(
-                    _FirstTensor(self.model, names if kwargs else None), args if not kwargs else
-                    tuple(kwargs[n] for n in names), path, dynamo=False, input_names=names,
-                    output_names=["output"], dynamic_axes={**dynamic_axes(names, x), "output": {0: "batch"}},
-                    opset_version=opset,
-                )
-        except Exception as exc:
-            raise ExportError(f"torch.onnx.export failed for {type(self.model).__name__}: {exc}") from exc
+        """Writes the float model as ONNX through the TorchScript exporter; see ``export.py``."""
+        torch_export.export_onnx(self.model, path, sample, opset, self._owned)
