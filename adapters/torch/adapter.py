@@ -63,13 +63,6 @@ class _Mask(nn.Module):
         return weight * self.mask
 
 
-def _input_form(x: Any) -> tuple:
-    """What :meth:`TorchAdapter.check_input` tells inputs apart by: their container, names, and each
-    array's shape past the batch axis and dtype."""
-    return (type(x).__name__, tuple(x) if isinstance(x, dict) else None,
-            tuple((tuple(np.shape(a)[1:]), np.asarray(a).dtype.str) for a in leaves(x)))
-
-
 def _refuse_foreign_parametrizations(model: nn.Module, name: str, module: nn.Module) -> None:
     """Raises UnsupportedModelError for a parametrization over several tensors (weight_norm splits the weight
     into ``original0``/``original1``): masks and fake-quant read and write the one tensor under a
@@ -167,9 +160,7 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
 
     # -- weights and masks ----------------------------------------------------------------
     def get_weights(self, name: str) -> dict[str, np.ndarray]:
-        with torch.no_grad():
-            own = self._own_weights(self._module(name))
-            return {k: t.detach().cpu().numpy().astype(np.float32, copy=True) for k, t in own.items()}
+        return {k: np.array(v) for k, v in self.read_weights(name).items()}  # writable copies
 
     def read_weights(self, name: str) -> dict[str, np.ndarray]:
         """:meth:`get_weights`' values as read-only arrays over the tensors' own memory (float32 ones;
@@ -259,7 +250,7 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         two samples, with the framework's first line of the error)."""
         x = as_inputs(x, what)
         # one run per input form: calibration, planning and export each check the same samples
-        form = _input_form(x)
+        form = traces.input_form(x)
         accepted = self.__dict__.setdefault("_accepted_inputs", set())
         if form in accepted:
             return
@@ -406,7 +397,7 @@ class TorchAdapter(ModelAdapter, StructureAdapter, QuantAdapter, SavingAdapter):
         self._sample = sample
         # the capture ran the model on these inputs (or on the model it was rebuilt from): check_input
         # need not run it on this form again
-        self.__dict__.setdefault("_accepted_inputs", set()).add(_input_form(sample))
+        self.__dict__.setdefault("_accepted_inputs", set()).add(traces.input_form(sample))
         return graph
 
     # -- saving ----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import copy
+from typing import Any
 
 import numpy as np
 import torch
@@ -219,8 +220,8 @@ def _batchnorm(name: str, old: nn.modules.batchnorm._BatchNorm, weights: dict[st
 def _load(name: str, new: nn.Module, old: nn.Module, weights: dict[str, np.ndarray], attrs: dict[str, str],
           resize: bool, adopt: bool = False) -> None:
     """Copies given weights into ``new``, and ``old``'s other tensors where their shapes still fit;
-    ``adopt``: a given array that owns its memory, is writable, C-contiguous and of the tensor's dtype
-    becomes the tensor's storage instead of being copied (see :func:`shrink_model`)."""
+    ``adopt``: a given array that owns its memory, is writable and needs no conversion becomes the
+    tensor's storage instead of being copied (see :func:`shrink_model`)."""
     unknown = set(weights) - set(attrs)
     if unknown:
         raise KeyError(f"layer {name!r} has no weight {sorted(unknown)[0]!r}; it has {sorted(attrs)}")
@@ -242,20 +243,21 @@ def _load(name: str, new: nn.Module, old: nn.Module, weights: dict[str, np.ndarr
             if tuple(value.shape) != tuple(target.shape):
                 raise DataError(f"layer {name!r} weight {attr!r}: shape {tuple(value.shape)} != "
                                 f"{tuple(target.shape)} implied by the other weights")
-            if adopt and attr in given and _adoptable(given[attr], target):
-                target.data = value  # the array's own memory (torch.as_tensor shares it)
+            if adopt and attr in given and _adoptable(given[attr], value):
+                target.data = value  # the array's own memory, which torch.as_tensor shared
             else:
                 target.copy_(value)
             if resize and isinstance(source, nn.Parameter) and isinstance(target, nn.Parameter):
                 target.requires_grad_(source.requires_grad)
 
 
-def _adoptable(value: np.ndarray, target: torch.Tensor) -> bool:
-    """True when ``value`` can be ``target``'s storage as it is: a writable, C-contiguous CPU array that
-    owns its memory, of ``target``'s dtype and shape."""
-    return (isinstance(value, np.ndarray) and value.flags.owndata and value.flags.writeable
-            and value.flags.c_contiguous and target.device.type == "cpu"
-            and torch.from_numpy(value[:0]).dtype == target.dtype and value.shape == tuple(target.shape))
+def _adoptable(array: Any, tensor: torch.Tensor) -> bool:
+    """True when ``tensor`` (``torch.as_tensor`` of ``array`` in the target's dtype and device) is
+    ``array``'s own memory, contiguous, and ``array`` owns that memory and may be written: the tensor
+    can then be the new weight as it is."""
+    return (isinstance(array, np.ndarray) and array.flags.owndata and array.flags.writeable
+            and tensor.is_contiguous() and tensor.device.type == "cpu"
+            and tensor.data_ptr() == array.__array_interface__["data"][0])
 
 
 def _replace(root: nn.Module, name: str, new: nn.Module) -> None:

@@ -23,9 +23,9 @@ _TRACES: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict[tuple, tuple[fx
     weakref.WeakKeyDictionary()
 
 
-def _form(inputs: Any) -> tuple:
-    """What a trace's shapes depend on: the inputs' names or kind, and per array its shape past the
-    batch axis and its dtype."""
+def input_form(inputs: Any) -> tuple:
+    """What a trace's shapes (and whether the model takes the inputs) depend on: the inputs' names or
+    kind, and per array its shape past the batch axis and its dtype."""
     inputs = as_inputs(inputs, "inputs")
     return (tuple(inputs) if isinstance(inputs, dict) else type(inputs).__name__,
             tuple((tuple(np.shape(a)[1:]), str(np.asarray(a).dtype)) for a in leaves(inputs)))
@@ -42,13 +42,13 @@ def _entries(model: nn.Module) -> dict[tuple, tuple[fx.GraphModule, dict]]:
 
 def lookup(model: nn.Module, inputs: Any) -> tuple[fx.GraphModule, dict[str, fx.Node]] | None:
     """The recorded trace of ``model`` for inputs of ``inputs``' form and its nodes by name, if any."""
-    return _entries(model).get(_form(inputs))
+    return _entries(model).get(input_form(inputs))
 
 
 def remember(model: nn.Module, inputs: Any, gm: fx.GraphModule, names: dict[fx.Node, str]) -> None:
     """Records ``gm`` (traced and shape-propagated on ``inputs``) with its neutral node ``names``."""
     if gm is not model:  # a graph model's own nodes would keep it alive in the cache
-        _entries(model)[_form(inputs)] = (gm, {v: k for k, v in names.items()})
+        _entries(model)[input_form(inputs)] = (gm, {v: k for k, v in names.items()})
 
 
 #: Per model made from another by a shape-preserving rebuild (batch norms folded away, kernels of the
@@ -76,7 +76,7 @@ def inherited_shapes(model: nn.Module, inputs: Any, gm: fx.GraphModule) -> bool:
     they were recorded for inputs of ``inputs``' form and cover every node but the output; False
     (``gm`` untouched) otherwise: the caller propagates shapes itself."""
     known = _INHERITED.get(model)
-    if known is None or known[0] != _form(inputs):
+    if known is None or known[0] != input_form(inputs):
         return False
     shapes = known[1]
     nodes = [n for n in gm.graph.nodes if n.op != "output"]

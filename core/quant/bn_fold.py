@@ -41,9 +41,8 @@ def folded_weights(layer: LayerInfo, weights: dict[str, np.ndarray], bn: LayerIn
     """The layer's kernel and bias with the batch norm folded in (native layout).
 
     The per-channel factor and the bias are computed in float64; the kernel is scaled in float32 by the
-    factor rounded to float32 (within an ulp or two of scaling in float64, as onnxruntime's and
-    torch's own folds do), which spares two float64 copies of every kernel (a fifth of a second on a
-    ResNet50)."""
+    factor rounded to float32 (within an ulp or two of scaling in float64; torch.nn.utils.fusion folds
+    in float32 too), which spares two float64 copies of every kernel (0.24 -> 0.07 s on a ResNet50)."""
     kernel = np.asarray(weights["kernel"])
     if kernel.dtype != np.float32:
         kernel = kernel.astype(np.float32)
